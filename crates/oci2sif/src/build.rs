@@ -1,0 +1,307 @@
+//! The driver: image config + layer streams in, SIF out.
+//!
+//! Steps, as `apptainer build x.sif docker://…` takes them: apply the layers into a tree,
+//! add the `/.singularity.d` files, write the tree as squashfs to a scratch file, then wrap the
+//! squashfs and the metadata objects in a SIF. Only the scratch spool and the scratch squashfs
+//! touch the disk, both as anonymous files inside `work_dir`.
+
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::layers::{self, LayerError, Limits};
+use crate::sif::{self, ContainerOptions, FsType, ObjectInput, ObjectKind, PartType, SifError};
+use crate::singularity::{self, ImageConfigFile, SingularityError};
+use crate::squashfs::{self, SquashfsError, SquashfsOptions};
+use crate::tree::{Spool, Tree};
+
+pub use crate::squashfs::Compression;
+
+/// One layer blob as stored in the registry: its media type and its (still compressed) bytes.
+pub struct LayerInput<'a> {
+    pub media_type: String,
+    pub reader: Box<dyn Read + Send + 'a>,
+}
+
+pub struct BuildInput<'a> {
+    /// The image config blob, byte for byte.
+    pub config_json: Vec<u8>,
+    /// The manifest's layers, in manifest order.
+    pub layers: Vec<LayerInput<'a>>,
+    /// The image reference as users pull it, e.g. `127.0.0.1:5000/alice/tool:1`; it goes after
+    /// `from: ` in the definition file and in the labels.
+    pub source_ref: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub compression: Compression,
+    /// Squashfs compression threads.
+    pub threads: usize,
+    /// Cap on the total size of the files unpacked from all layers.
+    pub max_unpacked_bytes: u64,
+    /// Same input, same bytes out: nil UUID, Go zero time in the SIF, and every other clock
+    /// (file times, build-date label, squashfs time) taken from the config's `created`.
+    pub reproducible: bool,
+    /// Scratch space; the spool and the temporary squashfs live here.
+    pub work_dir: PathBuf,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            compression: Compression::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_unpacked_bytes: 64 << 30,
+            reproducible: false,
+            work_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildReport {
+    /// Go `GOARCH` name recorded in the SIF, e.g. `amd64`.
+    pub arch: String,
+    pub sif_size: u64,
+    pub squashfs_size: u64,
+    /// Bytes of file content unpacked from the layers.
+    pub unpacked_bytes: u64,
+    /// Entries in the final filesystem (the root directory not counted).
+    pub files: u64,
+    /// Layers applied (entries without a layer media type are skipped).
+    pub layers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the image config is not valid JSON of the expected shape: {0}")]
+    BadConfig(#[source] serde_json::Error),
+    #[error(
+        "the image has no filesystem layers ({count} manifest entries, none with a layer media \
+         type), so there is nothing to convert"
+    )]
+    NoLayers { count: usize },
+    #[error("layer {index} of the image ({media_type}): {source}")]
+    Layer {
+        /// 1-based position in the manifest.
+        index: usize,
+        media_type: String,
+        #[source]
+        source: LayerError,
+    },
+    #[error("adding Apptainer's files to the image: {0}")]
+    Singularity(#[from] SingularityError),
+    #[error("writing the squashfs filesystem: {0}")]
+    Squashfs(#[from] SquashfsError),
+    #[error("writing the SIF file: {0}")]
+    Sif(#[from] SifError),
+    #[error("cannot use the scratch directory {path}: {source}")]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("I/O error while building the SIF: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Converts one image into a SIF written to `out` from offset 0 (`out` is left positioned at
+/// the end of the SIF).
+pub fn build_sif<W: Write + Seek>(
+    input: BuildInput<'_>,
+    opts: &BuildOptions,
+    out: &mut W,
+) -> Result<BuildReport, BuildError> {
+    let config: ImageConfigFile =
+        serde_json::from_slice(&input.config_json).map_err(BuildError::BadConfig)?;
+    let clock = BuildClock::new(&config, opts.reproducible)?;
+    let mut tree = Tree::new();
+    let mut spool = Spool::new_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
+
+    let mut limits = Limits::new(opts.max_unpacked_bytes);
+    let layer_count = apply_layers(&mut tree, &mut spool, input.layers, &mut limits)?;
+
+    let arch = singularity::detect_arch(&tree, &spool, &config.architecture)?;
+    let metadata = singularity::add(
+        &mut tree,
+        &mut spool,
+        &singularity::Input {
+            config: &config,
+            source_ref: &input.source_ref,
+            arch: &arch,
+            build_time: clock.file_time,
+        },
+    )?;
+
+    let (mut squashfs_file, squashfs_size) = write_squashfs_scratch(&tree, &spool, opts, &clock)?;
+    // The spool is no longer needed: free its disk space before the SIF copy needs as much again.
+    drop(spool);
+    let partition = Partition {
+        file: &mut squashfs_file,
+        size: squashfs_size,
+        arch: &arch,
+    };
+    let sif_size = write_sif(out, &metadata, partition, &clock)?;
+    Ok(BuildReport {
+        arch,
+        sif_size,
+        squashfs_size,
+        unpacked_bytes: limits.unpacked_bytes,
+        files: count_entries(&tree),
+        layers: layer_count,
+    })
+}
+
+/// The times a build stamps into its output.
+struct BuildClock {
+    /// mtime of the added files and the build-date label.
+    file_time: i64,
+    /// Squashfs superblock time.
+    mkfs_time: u32,
+    /// SIF header and descriptor times, and the image UUID.
+    sif: ContainerOptions,
+}
+
+impl BuildClock {
+    fn new(config: &ImageConfigFile, reproducible: bool) -> io::Result<Self> {
+        if reproducible {
+            // Apptainer's reproducible builds take SOURCE_DATE_EPOCH from the config's
+            // `created`; an image without one gets the Unix epoch.
+            let created = singularity::parse_rfc3339(&config.created).unwrap_or(0);
+            return Ok(BuildClock {
+                file_time: created,
+                mkfs_time: created.clamp(0, i64::from(u32::MAX)) as u32,
+                sif: ContainerOptions::deterministic(),
+            });
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Ok(BuildClock {
+            file_time: now,
+            mkfs_time: now.clamp(0, i64::from(u32::MAX)) as u32,
+            sif: ContainerOptions {
+                id: sif::random_uuid_v4()?,
+                time: now,
+            },
+        })
+    }
+}
+
+/// Decompresses and applies every layer with a layer media type, in order; other manifest
+/// entries (e.g. foreign or attestation blobs) are skipped as Apptainer skips them.
+fn apply_layers(
+    tree: &mut Tree,
+    spool: &mut Spool,
+    layers: Vec<LayerInput<'_>>,
+    limits: &mut Limits,
+) -> Result<usize, BuildError> {
+    let count = layers.len();
+    let mut applied = 0;
+    for (position, layer) in layers.into_iter().enumerate() {
+        if !layers::is_layer_media_type(&layer.media_type) {
+            continue;
+        }
+        let layer_error = |source| BuildError::Layer {
+            index: position + 1,
+            media_type: layer.media_type.clone(),
+            source,
+        };
+        let tar = layers::decompress(&layer.media_type, layer.reader).map_err(layer_error)?;
+        layers::apply_layer(tree, spool, tar, limits).map_err(layer_error)?;
+        applied += 1;
+    }
+    if applied == 0 {
+        return Err(BuildError::NoLayers { count });
+    }
+    Ok(applied)
+}
+
+fn write_squashfs_scratch(
+    tree: &Tree,
+    spool: &Spool,
+    opts: &BuildOptions,
+    clock: &BuildClock,
+) -> Result<(std::fs::File, u64), BuildError> {
+    let file =
+        tempfile::tempfile_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
+    let squashfs_opts = SquashfsOptions {
+        compression: opts.compression,
+        threads: opts.threads.max(1),
+        mkfs_time: clock.mkfs_time,
+        ..SquashfsOptions::default()
+    };
+    let mut writer = BufWriter::new(file);
+    let size = squashfs::write_squashfs(tree, spool, &mut writer, &squashfs_opts)?;
+    let mut file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok((file, size))
+}
+
+/// The scratch squashfs image, positioned at its start.
+struct Partition<'a> {
+    file: &'a mut std::fs::File,
+    size: u64,
+    arch: &'a str,
+}
+
+/// Writes the four objects of an `apptainer build` SIF, streaming the squashfs in.
+fn write_sif<W: Write + Seek>(
+    out: &mut W,
+    metadata: &singularity::SifMetadata,
+    squashfs: Partition<'_>,
+    clock: &BuildClock,
+) -> Result<u64, BuildError> {
+    let arch_code = sif::arch_code(squashfs.arch)
+        .ok_or_else(|| SingularityError::UnknownArchitecture(Some(squashfs.arch.to_string())))?;
+    let mut deffile = &metadata.deffile[..];
+    let mut inspect = &metadata.inspect_metadata_json[..];
+    let mut oci_config = &metadata.oci_config_json[..];
+    // Exactly the image the writer reported, whatever the scratch file holds beyond it.
+    let mut partition = squashfs.file.take(squashfs.size);
+    let layout = sif::write_container(
+        out,
+        &clock.sif,
+        &mut [
+            ObjectInput {
+                kind: ObjectKind::Deffile,
+                name: "",
+                data: &mut deffile,
+            },
+            ObjectInput {
+                kind: ObjectKind::GenericJson,
+                name: "inspect-metadata.json",
+                data: &mut inspect,
+            },
+            ObjectInput {
+                kind: ObjectKind::GenericJson,
+                name: "oci-config.json",
+                data: &mut oci_config,
+            },
+            ObjectInput {
+                kind: ObjectKind::Partition {
+                    fs: FsType::Squashfs,
+                    part: PartType::PrimSys,
+                    arch: arch_code,
+                },
+                name: "",
+                data: &mut partition,
+            },
+        ],
+    )?;
+    Ok(layout.total_size)
+}
+
+fn count_entries(tree: &Tree) -> u64 {
+    let mut count = 0;
+    tree.walk(|path, _| count += u64::from(!path.is_empty()));
+    count
+}
+
+fn work_dir_error(opts: &BuildOptions, source: io::Error) -> BuildError {
+    BuildError::WorkDir {
+        path: opts.work_dir.clone(),
+        source,
+    }
+}

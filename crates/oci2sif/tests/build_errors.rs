@@ -1,0 +1,108 @@
+//! `build_sif` refuses unusable input with errors a researcher can act on, before writing
+//! anything to the output.
+
+use std::io::{Cursor, Read};
+
+use oci2sif::{build_sif, BuildError, BuildInput, BuildOptions, LayerInput};
+
+const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]}}"#;
+
+fn layer(media_type: &str, bytes: &'static [u8]) -> LayerInput<'static> {
+    LayerInput {
+        media_type: media_type.to_string(),
+        reader: Box::new(bytes) as Box<dyn Read + Send>,
+    }
+}
+
+fn try_build(
+    config: &[u8],
+    layers: Vec<LayerInput<'_>>,
+    opts: &BuildOptions,
+) -> (Result<(), BuildError>, Vec<u8>) {
+    let input = BuildInput {
+        config_json: config.to_vec(),
+        layers,
+        source_ref: "127.0.0.1:5000/alice/tool:1".to_string(),
+    };
+    let mut out = Cursor::new(Vec::new());
+    let result = build_sif(input, opts, &mut out).map(|_| ());
+    (result, out.into_inner())
+}
+
+fn opts(work_dir: &std::path::Path) -> BuildOptions {
+    BuildOptions {
+        work_dir: work_dir.to_path_buf(),
+        ..BuildOptions::default()
+    }
+}
+
+#[test]
+fn image_without_layers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (result, out) = try_build(CONFIG, vec![], &opts(dir.path()));
+    let err = result.unwrap_err();
+    assert!(matches!(err, BuildError::NoLayers { count: 0 }), "{err:?}");
+    assert!(err.to_string().contains("nothing to convert"), "{err}");
+    assert!(out.is_empty());
+}
+
+#[test]
+fn non_layer_blobs_do_not_count_as_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = vec![layer("application/vnd.oci.image.config.v1+json", b"{}")];
+    let (result, _) = try_build(CONFIG, blobs, &opts(dir.path()));
+    assert!(
+        matches!(result, Err(BuildError::NoLayers { count: 1 })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn bad_config_json_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = vec![layer("application/vnd.oci.image.layer.v1.tar", b"")];
+    let (result, _) = try_build(
+        br#"{"config":{"Env":"not a list"}}"#,
+        blobs,
+        &opts(dir.path()),
+    );
+    let err = result.unwrap_err();
+    assert!(matches!(err, BuildError::BadConfig(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("the image config is not valid JSON"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_layer_names_the_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = vec![layer(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        b"this is not gzip at all",
+    )];
+    let (result, out) = try_build(CONFIG, blobs, &opts(dir.path()));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, BuildError::Layer { index: 1, media_type, .. } if media_type.ends_with("+gzip")),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .starts_with("layer 1 of the image (application/vnd.oci.image.layer.v1.tar+gzip): "));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn missing_work_dir_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("does-not-exist");
+    let blobs = vec![layer("application/vnd.oci.image.layer.v1.tar", b"")];
+    let (result, _) = try_build(CONFIG, blobs, &opts(&missing));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, BuildError::WorkDir { path, .. } if *path == missing),
+        "{err:?}"
+    );
+}

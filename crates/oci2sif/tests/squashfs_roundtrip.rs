@@ -1,0 +1,162 @@
+//! Round trips through real squashfs readers: squashfs-tools (`unsquashfs -lln`, `-s`, `-d`),
+//! squashfs-tools-ng (`sqfsdiff`) and, when the test runs as root, the Linux kernel itself.
+
+mod squashfs_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use oci2sif::squashfs::{Compression, SquashfsOptions};
+use oci2sif::tree::Spool;
+use squashfs_support::*;
+
+fn options(compression: Compression, block_size: u32) -> SquashfsOptions {
+    SquashfsOptions {
+        compression,
+        block_size,
+        threads: 2,
+        mkfs_time: 1_700_000_000,
+    }
+}
+
+fn round_trip(compression: Compression, block_size: u32, compressor_name: &str) {
+    let scratch = scratch_dir();
+    let mut spool = Spool::new_in(scratch.path()).unwrap();
+    let tree = rich_tree(&mut spool, block_size as usize);
+    let expected = manifest_of_tree(&tree, &spool);
+    let image = scratch.path().join("image.sqfs");
+    let size = write_image(&tree, &spool, &image, &options(compression, block_size));
+    assert_eq!(size % 4096, 0, "image is padded to 4 KiB");
+
+    let report = superblock_report(&image);
+    assert!(report.contains(&format!("Compression {compressor_name}\n")), "{report}");
+    assert!(report.contains(&format!("Block size {block_size}\n")), "{report}");
+    assert!(report.contains(&format!("Number of inodes {}\n", count_inodes(&expected))), "{report}");
+
+    check_listing(&image, &expected);
+
+    let extracted = scratch.path().join("extracted");
+    extract(&image, &extracted);
+    let mut got = manifest_of_dir(&extracted);
+    // unsquashfs does not create sockets; the listing and the kernel mount check them.
+    let mut want = expected.clone();
+    want.retain(|_, e| e.kind != "socket");
+    got.retain(|_, e| e.kind != "socket");
+    assert_manifests_equal(&got, &want);
+
+    assert_same_as_mksquashfs(&image, &extracted, scratch.path());
+}
+
+/// Distinct inodes: hardlinked names count once.
+fn count_inodes(manifest: &Manifest) -> usize {
+    manifest
+        .iter()
+        .filter(|(path, e)| e.first_link.as_deref().is_none_or(|first| first == path.as_str()))
+        .count()
+}
+
+fn check_listing(image: &Path, expected: &Manifest) {
+    let listing = unsquashfs_listing(image);
+    assert_eq!(
+        listing.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "paths listed by unsquashfs -lln"
+    );
+    for (path, want) in expected {
+        let got = &listing[path];
+        assert_eq!(got.mode, mode_string(want), "mode of {path:?}");
+        assert_eq!(got.owner, format!("{}/{}", want.uid, want.gid), "owner of {path:?}");
+        match (want.kind, want.device) {
+            // unsquashfs -lln prints only the old 8-bit major/minor split; check small ones.
+            (_, Some((major, minor))) if minor < 256 => {
+                assert_eq!(got.size, format!("{major},{minor}"), "device of {path:?}")
+            }
+            ("file" | "symlink", _) => assert_eq!(got.size, want.size.to_string(), "size of {path:?}"),
+            _ => {}
+        }
+        let target = want.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned());
+        assert_eq!(got.symlink_target, target, "symlink target of {path:?}");
+    }
+}
+
+fn assert_manifests_equal(got: &Manifest, want: &Manifest) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "paths"
+    );
+    for (path, want_entry) in want {
+        assert_eq!(&got[path], want_entry, "entry {path:?}");
+    }
+}
+
+#[test]
+fn gzip_round_trip_keeps_every_node_kind() {
+    round_trip(Compression::Gzip { level: 9 }, 131_072, "gzip");
+}
+
+#[test]
+fn zstd_round_trip_keeps_every_node_kind() {
+    round_trip(Compression::Zstd { level: 3 }, 65_536, "zstd");
+}
+
+#[test]
+fn non_default_levels_are_recorded_in_compressor_options() {
+    let scratch = scratch_dir();
+    let mut spool = Spool::new_in(scratch.path()).unwrap();
+    let tree = rich_tree(&mut spool, 4096);
+    for (compression, line) in [
+        (Compression::Gzip { level: 1 }, "compression-level 1\n"),
+        (Compression::Zstd { level: 19 }, "compression-level 19\n"),
+    ] {
+        let image = scratch.path().join("image.sqfs");
+        write_image(&tree, &spool, &image, &options(compression, 4096));
+        let report = superblock_report(&image);
+        assert!(report.contains(line), "{report}");
+        let extracted = scratch.path().join("x");
+        extract(&image, &extracted);
+        std::fs::remove_dir_all(&extracted).unwrap();
+    }
+}
+
+/// The kernel is the reader that matters at run time. Loop mounts need root (and a loop
+/// device), which CI and the developer machines have; elsewhere the test says why it skipped.
+#[test]
+fn kernel_mounts_the_image_and_sees_the_same_tree() {
+    let scratch = scratch_dir();
+    let mut spool = Spool::new_in(scratch.path()).unwrap();
+    let tree = rich_tree(&mut spool, 131_072);
+    let expected = manifest_of_tree(&tree, &spool);
+    for compression in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+        let image = scratch.path().join("image.sqfs");
+        write_image(&tree, &spool, &image, &options(compression, 131_072));
+        let mountpoint = scratch.path().join("mnt");
+        std::fs::create_dir_all(&mountpoint).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "squashfs", "-o", "loop,ro"])
+            .arg(&image)
+            .arg(&mountpoint)
+            .output()
+            .unwrap();
+        if !mounted.status.success() {
+            eprintln!(
+                "SKIPPED kernel mount check: {}",
+                String::from_utf8_lossy(&mounted.stderr)
+            );
+            return;
+        }
+        let mount = Unmount(&mountpoint);
+        let got = manifest_of_dir(&mountpoint);
+        drop(mount);
+        assert_manifests_equal(&got, &expected);
+    }
+}
+
+/// Unmounts when dropped, so a failed check does not leave the image mounted.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}

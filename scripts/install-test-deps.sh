@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the real tools the test suite drives (Debian 12). Idempotent; needs root.
+set -euo pipefail
+packages=(
+  docker.io skopeo umoci busybox-static buildah podman siftool squashfs-tools squashfs-tools-ng
+  munge slurm-wlm docker-registry python3-pip
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fi

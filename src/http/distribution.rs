@@ -1,0 +1,563 @@
+//! `/v2/...` handlers: translate HTTP to registry calls and back. No business logic here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::errors::range_value;
+use super::routes::{self, Route};
+use super::App;
+use crate::auth::Action;
+use crate::registry::error::{Error, Result};
+use crate::registry::names::{Digest, Reference, RepositoryName};
+use crate::registry::uploads::ChunkRange;
+use crate::registry::Page;
+
+pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+/// Read size when streaming blobs out: large reads are what makes pulls fast.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Entry point for every `/v2` request.
+pub async fn dispatch(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = uri.path();
+    let rest = path.strip_prefix("/v2").unwrap_or(path);
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let Some(route) = routes::parse(rest) else {
+        return Error::NameUnknown(format!("no such route: {path}")).into_response();
+    };
+    let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let request = Request {
+        app: &app,
+        method,
+        query,
+        headers,
+    };
+    request
+        .handle(route, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+struct Request<'a> {
+    app: &'a App,
+    method: Method,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+}
+
+impl Request<'_> {
+    async fn handle(&self, route: Route<'_>, body: Body) -> Result<Response> {
+        let m = &self.method;
+        let is = |x: &Method| m == x;
+        let read = is(&Method::GET) || is(&Method::HEAD);
+        match route {
+            Route::Base if read => {
+                self.app.access.check(&self.headers, None, Action::Pull)?;
+                Ok(json_response(StatusCode::OK, b"{}".to_vec()))
+            }
+            Route::Catalog if read => self.catalog().await,
+            Route::Tags { name } if read => self.tags(&repository(name)?).await,
+            Route::Manifest { name, reference } => {
+                let repo = repository(name)?;
+                let reference = Reference::parse(reference)?;
+                match *m {
+                    _ if read => self.get_manifest(&repo, &reference).await,
+                    Method::PUT => self.put_manifest(&repo, &reference, body).await,
+                    Method::DELETE => self.delete_manifest(&repo, &reference).await,
+                    _ => unsupported(m),
+                }
+            }
+            Route::Blob { name, digest } => {
+                let repo = repository(name)?;
+                let digest = Digest::parse(digest)?;
+                match *m {
+                    _ if read => self.get_blob(&repo, &digest).await,
+                    Method::DELETE => self.delete_blob(&repo, &digest).await,
+                    _ => unsupported(m),
+                }
+            }
+            Route::UploadStart { name } if is(&Method::POST) => {
+                self.start_upload(&repository(name)?, body).await
+            }
+            Route::Upload { name, session } => {
+                let repo = repository(name)?;
+                match *m {
+                    Method::GET => self.upload_status(&repo, session).await,
+                    Method::PATCH => self.patch_upload(&repo, session, body).await,
+                    Method::PUT => self.put_upload(&repo, session, body).await,
+                    Method::DELETE => self.cancel_upload(&repo, session).await,
+                    _ => unsupported(m),
+                }
+            }
+            Route::Referrers { name, digest } if read => {
+                self.referrers(&repository(name)?, digest).await
+            }
+            _ => unsupported(m),
+        }
+    }
+
+    fn check(&self, repo: &RepositoryName, action: Action) -> Result<()> {
+        self.app
+            .access
+            .check(&self.headers, Some(repo), action)
+            .map(drop)
+    }
+
+    fn page_params(&self) -> Result<(Option<String>, Option<usize>)> {
+        let n = match self.query.get("n") {
+            Some(n) => Some(
+                n.parse::<usize>()
+                    .map_err(|_| Error::Unsupported(format!("n={n:?} is not a page size")))?,
+            ),
+            None => None,
+        };
+        Ok((self.query.get("last").cloned(), n))
+    }
+
+    async fn catalog(&self) -> Result<Response> {
+        let principal = self.app.access.check(&self.headers, None, Action::Pull)?;
+        let (last, n) = self.page_params()?;
+        let access = Arc::clone(&self.app.access);
+        let page = self
+            .app
+            .registry
+            .catalog(last, n, move |r| access.may_list(&principal, r))
+            .await?;
+        let link = next_link("/v2/_catalog", &page, n);
+        let body = serde_json::json!({ "repositories": page.items });
+        Ok(with_link(
+            json_response(StatusCode::OK, body.to_string().into_bytes()),
+            link,
+        ))
+    }
+
+    async fn tags(&self, repo: &RepositoryName) -> Result<Response> {
+        self.check(repo, Action::Pull)?;
+        let (last, n) = self.page_params()?;
+        let page = self.app.registry.list_tags(repo, last, n).await?;
+        let link = next_link(&format!("/v2/{repo}/tags/list"), &page, n);
+        let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
+        Ok(with_link(
+            json_response(StatusCode::OK, body.to_string().into_bytes()),
+            link,
+        ))
+    }
+
+    async fn get_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Response> {
+        self.check(repo, Action::Pull)?;
+        let m = self.app.registry.get_manifest(repo, reference).await?;
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, &m.media_type)
+            .header(header::CONTENT_LENGTH, m.content.len())
+            .header(DOCKER_CONTENT_DIGEST, &m.digest)
+            .header(header::ETAG, format!("\"{}\"", m.digest));
+        if self.method == Method::HEAD {
+            return build(response, Body::empty());
+        }
+        build(response, Body::from(m.content))
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        body: Body,
+    ) -> Result<Response> {
+        self.check(repo, Action::Push)?;
+        let limit = self.app.registry.limits.max_manifest_bytes;
+        let too_large = || {
+            Error::PayloadTooLarge(format!(
+                "manifest is larger than the limit of {limit} bytes (registry.max_manifest_bytes)"
+            ))
+        };
+        if content_length(&self.headers).is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large()
+            } else {
+                Error::ManifestInvalid(format!("could not read the manifest body: {e}"))
+            }
+        })?;
+        let content_type = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let put = self
+            .app
+            .registry
+            .put_manifest(repo, reference, content_type, bytes.to_vec())
+            .await?;
+        let mut response = Response::builder()
+            .status(StatusCode::CREATED)
+            .header(
+                header::LOCATION,
+                format!("/v2/{repo}/manifests/{}", put.digest),
+            )
+            .header(DOCKER_CONTENT_DIGEST, put.digest.as_str());
+        if let Some(subject) = &put.subject {
+            response = response.header(OCI_SUBJECT, subject);
+        }
+        build(response, Body::empty())
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Response> {
+        self.check(repo, Action::Delete)?;
+        self.app.registry.delete_manifest(repo, reference).await?;
+        Ok(StatusCode::ACCEPTED.into_response())
+    }
+
+    async fn get_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Response> {
+        self.check(repo, Action::Pull)?;
+        if self.method == Method::HEAD {
+            let size = self.app.registry.blob_size(repo, digest).await?;
+            let response = blob_headers(StatusCode::OK, digest, size);
+            return build(response, Body::empty());
+        }
+        let blob = self.app.registry.open_blob(repo, digest).await?;
+        let size = blob.size;
+        let mut file = tokio::fs::File::from_std(blob.file);
+        match byte_range(&self.headers, size)? {
+            Some((start, end)) => {
+                file.seek(std::io::SeekFrom::Start(start)).await?;
+                let len = end - start + 1;
+                let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK);
+                let response = blob_headers(StatusCode::PARTIAL_CONTENT, digest, len)
+                    .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+                build(response, Body::from_stream(stream))
+            }
+            None => {
+                let stream = ReaderStream::with_capacity(file, READ_CHUNK);
+                build(
+                    blob_headers(StatusCode::OK, digest, size),
+                    Body::from_stream(stream),
+                )
+            }
+        }
+    }
+
+    async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Response> {
+        self.check(repo, Action::Delete)?;
+        self.app.registry.delete_blob(repo, digest).await?;
+        Ok(StatusCode::ACCEPTED.into_response())
+    }
+
+    async fn start_upload(&self, repo: &RepositoryName, body: Body) -> Result<Response> {
+        self.check(repo, Action::Push)?;
+        let registry = &self.app.registry;
+        if let Some(mount) = self.query.get("mount") {
+            let digest = Digest::parse(mount)?;
+            if let Some(from) = self
+                .query
+                .get("from")
+                .and_then(|f| RepositoryName::parse(f).ok())
+            {
+                // A source the caller may not read is treated like one that lacks the blob:
+                // fall back to a normal upload and reveal nothing.
+                let readable = self
+                    .app
+                    .access
+                    .check(&self.headers, Some(&from), Action::Pull)
+                    .is_ok();
+                if readable && registry.mount_blob(repo, &from, &digest).await? {
+                    return blob_created(repo, &digest);
+                }
+            }
+        }
+        let session = registry.start_upload(repo).await?;
+        if let Some(digest) = self.query.get("digest") {
+            let digest = Digest::parse(digest)?;
+            registry
+                .finish_upload(repo, &session, &digest, body.into_data_stream())
+                .await?;
+            return blob_created(repo, &digest);
+        }
+        let response = Response::builder()
+            .status(StatusCode::ACCEPTED)
+            .header(header::LOCATION, upload_location(repo, &session))
+            .header(header::RANGE, "0-0")
+            .header(DOCKER_UPLOAD_UUID, &session)
+            .header(header::CONTENT_LENGTH, 0);
+        build(response, Body::empty())
+    }
+
+    async fn upload_status(&self, repo: &RepositoryName, session: &str) -> Result<Response> {
+        self.check(repo, Action::Push)?;
+        let len = self.app.registry.upload_status(repo, session).await?;
+        upload_progress(StatusCode::NO_CONTENT, repo, session, len)
+    }
+
+    async fn patch_upload(
+        &self,
+        repo: &RepositoryName,
+        session: &str,
+        body: Body,
+    ) -> Result<Response> {
+        self.check(repo, Action::Push)?;
+        let range = content_range(&self.headers)?;
+        if let (Some(r), Some(len)) = (range, content_length(&self.headers)) {
+            if r.end.checked_sub(r.start).map(|d| d + 1) != Some(len) {
+                return Err(Error::SizeInvalid(format!(
+                    "Content-Range {}-{} does not match Content-Length {len}",
+                    r.start, r.end
+                )));
+            }
+        }
+        let len = self
+            .app
+            .registry
+            .append_upload(
+                repo,
+                session,
+                range,
+                upload_location(repo, session),
+                body.into_data_stream(),
+            )
+            .await?;
+        upload_progress(StatusCode::ACCEPTED, repo, session, len)
+    }
+
+    async fn put_upload(
+        &self,
+        repo: &RepositoryName,
+        session: &str,
+        body: Body,
+    ) -> Result<Response> {
+        self.check(repo, Action::Push)?;
+        let digest = self.query.get("digest").ok_or_else(|| {
+            Error::DigestInvalid("PUT to finish an upload needs ?digest=<digest>".into())
+        })?;
+        let digest = Digest::parse(digest)?;
+        if let Some(range) = content_range(&self.headers)? {
+            let received = self.app.registry.upload_status(repo, session).await?;
+            if range.start != received {
+                return Err(Error::RangeNotSatisfiable {
+                    received,
+                    location: upload_location(repo, session),
+                });
+            }
+        }
+        self.app
+            .registry
+            .finish_upload(repo, session, &digest, body.into_data_stream())
+            .await?;
+        blob_created(repo, &digest)
+    }
+
+    async fn cancel_upload(&self, repo: &RepositoryName, session: &str) -> Result<Response> {
+        self.check(repo, Action::Push)?;
+        self.app.registry.cancel_upload(repo, session).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+
+    async fn referrers(&self, repo: &RepositoryName, digest: &str) -> Result<Response> {
+        self.check(repo, Action::Pull)?;
+        let digest = Digest::parse(digest)?;
+        let filter = self.query.get("artifactType").cloned();
+        let body = self
+            .app
+            .registry
+            .referrers(repo, &digest, filter.clone())
+            .await?;
+        let mut response = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, crate::registry::manifests::OCI_INDEX);
+        if filter.is_some() {
+            response = response.header(OCI_FILTERS_APPLIED, "artifactType");
+        }
+        build(response, Body::from(body))
+    }
+}
+
+fn repository(name: &str) -> Result<RepositoryName> {
+    Ok(RepositoryName::parse(name)?)
+}
+
+fn unsupported(method: &Method) -> Result<Response> {
+    Err(Error::Unsupported(format!(
+        "{method} is not supported on this route"
+    )))
+}
+
+fn build(builder: axum::http::response::Builder, body: Body) -> Result<Response> {
+    builder
+        .body(body)
+        .map_err(|e| Error::Internal(format!("building response: {e}")))
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn blob_headers(status: StatusCode, digest: &Digest, len: u64) -> axum::http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::CACHE_CONTROL, "max-age=31536000, immutable")
+        .header(DOCKER_CONTENT_DIGEST, digest.as_str())
+}
+
+fn blob_created(repo: &RepositoryName, digest: &Digest) -> Result<Response> {
+    let response = Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header(DOCKER_CONTENT_DIGEST, digest.as_str())
+        .header(header::CONTENT_LENGTH, 0);
+    build(response, Body::empty())
+}
+
+fn upload_location(repo: &RepositoryName, session: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{session}")
+}
+
+fn upload_progress(
+    status: StatusCode,
+    repo: &RepositoryName,
+    session: &str,
+    len: u64,
+) -> Result<Response> {
+    let response = Response::builder()
+        .status(status)
+        .header(header::LOCATION, upload_location(repo, session))
+        .header(header::RANGE, range_value(len))
+        .header(DOCKER_UPLOAD_UUID, session)
+        .header(header::CONTENT_LENGTH, 0);
+    build(response, Body::empty())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `Content-Range: <start>-<end>` on a PATCH (some clients prefix `bytes `).
+fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::BlobUploadInvalid(format!(
+            "malformed Content-Range {v:?}: expected <start>-<end>"
+        ))
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let start = a.trim().parse().map_err(|_| bad())?;
+    let end = b
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    Ok(Some(ChunkRange { start, end }))
+}
+
+/// A single `Range: bytes=a-b`, `bytes=a-` or `bytes=-n`, as an inclusive range within `size`.
+/// Multiple ranges are answered with the whole blob, which RFC 9110 allows.
+fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| Error::InvalidRange { size })?;
+        if n == 0 || size == 0 {
+            return Err(Error::InvalidRange { size });
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start: u64 = a.parse().map_err(|_| Error::InvalidRange { size })?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| Error::InvalidRange { size })?
+                .min(size.saturating_sub(1))
+        };
+        if start >= size || end < start {
+            return Err(Error::InvalidRange { size });
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
+/// `Link: <path?last=X&n=N>; rel="next"` when the page was full.
+fn next_link(path: &str, page: &Page, n: Option<usize>) -> Option<String> {
+    if !page.more {
+        return None;
+    }
+    let last = page.items.last()?;
+    let n = n.map(|n| format!("&n={n}")).unwrap_or_default();
+    Some(format!("<{path}?last={last}{n}>; rel=\"next\""))
+}
+
+fn with_link(mut response: Response, link: Option<String>) -> Response {
+    if let Some(v) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &str, size: u64) -> Result<Option<(u64, u64)>> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        byte_range(&h, size)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range("bytes=0-9", 100).unwrap(), Some((0, 9)));
+        assert_eq!(range("bytes=90-", 100).unwrap(), Some((90, 99)));
+        assert_eq!(range("bytes=-10", 100).unwrap(), Some((90, 99)));
+        assert_eq!(range("bytes=-500", 100).unwrap(), Some((0, 99)));
+        assert_eq!(range("bytes=50-500", 100).unwrap(), Some((50, 99)));
+        assert!(range("bytes=100-", 100).is_err());
+        assert_eq!(range("bytes=0-1,5-6", 100).unwrap(), None);
+    }
+}

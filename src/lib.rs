@@ -1,0 +1,10 @@
+//! hpc-registry: an OCI distribution-spec v1.1 registry for HPC sites that turns every pushed
+//! image into a ready-to-run Apptainer SIF. See ARCHITECTURE.md for the map of the modules.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod meta;
+pub mod registry;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,104 @@
+//! The `hpc-registry` command: parses the command line and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use hpc_registry::auth::Anonymous;
+use hpc_registry::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hpc-registry",
+    version,
+    about = "An OCI registry that turns every pushed image into an Apptainer SIF"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file; flags and HPC_REGISTRY_* variables override it.
+    #[arg(long, env = "HPC_REGISTRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long, env = "HPC_REGISTRY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./registry-data].
+    #[arg(long, env = "HPC_REGISTRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Largest manifest accepted, in bytes [default: 4194304].
+    #[arg(long, env = "HPC_REGISTRY_MAX_MANIFEST_BYTES")]
+    max_manifest_bytes: Option<usize>,
+    /// What unauthenticated callers may do: none, read or read-write [default: none].
+    #[arg(long, env = "HPC_REGISTRY_ANONYMOUS", value_parser = parse_anonymous)]
+    anonymous: Option<Anonymous>,
+    /// Development mode: anonymous read-write access, allowed only on a loopback address.
+    #[arg(long, env = "HPC_REGISTRY_DEV")]
+    dev: bool,
+}
+
+fn parse_anonymous(s: &str) -> Result<Anonymous, String> {
+    match s {
+        "none" => Ok(Anonymous::None),
+        "read" => Ok(Anonymous::Read),
+        "read-write" => Ok(Anonymous::ReadWrite),
+        other => Err(format!("{other:?} is not one of none, read, read-write")),
+    }
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.max_manifest_bytes {
+            config.registry.max_manifest_bytes = v;
+        }
+        if let Some(v) = self.anonymous {
+            config.auth.anonymous = v;
+        }
+        if self.dev {
+            config.enable_dev_mode()?;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HPC_REGISTRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.into_config()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(hpc_registry::server::serve(config))
+        }
+    }
+}

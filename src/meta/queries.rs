@@ -1,0 +1,526 @@
+//! The statements the registry runs, one function each, named after what they answer.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{now, Result};
+
+/// A manifest as stored: the exact bytes and how to label them.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: String,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// Just enough about a manifest to answer a HEAD.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+}
+
+/// What a new manifest references, checked and counted inside the write transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub digest: String,
+    /// The size the manifest declares for it.
+    pub size: i64,
+    pub kind: ReferenceKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferenceKind {
+    Blob,
+    /// A blob that the registry need not hold (foreign / non-distributable layers).
+    OptionalBlob,
+    Manifest,
+}
+
+impl ReferenceKind {
+    fn column(self) -> &'static str {
+        match self {
+            ReferenceKind::Blob | ReferenceKind::OptionalBlob => "blob",
+            ReferenceKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// A manifest about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub repository: String,
+    pub namespace: String,
+    pub digest: String,
+    pub media_type: String,
+    pub kind: &'static str,
+    pub artifact_type: Option<String>,
+    pub subject: Option<String>,
+    pub annotations: Option<String>,
+    pub content: Vec<u8>,
+    pub references: Vec<Reference>,
+    pub tag: Option<String>,
+}
+
+/// Why a manifest could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestRejection {
+    /// A referenced blob or child manifest is not in the repository.
+    Missing { digest: String, kind: ReferenceKind },
+    /// A descriptor's size disagrees with the stored content.
+    SizeMismatch {
+        digest: String,
+        declared: i64,
+        actual: i64,
+    },
+}
+
+/// One entry of a referrers response.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// An outbox event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: i64,
+    pub kind: String,
+    pub repository: String,
+    pub digest: String,
+    pub tag: Option<String>,
+    pub media_type: Option<String>,
+}
+
+pub fn repository_id(conn: &Connection, name: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+fn ensure_repository(tx: &Transaction, name: &str, namespace: &str) -> Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO repositories (name, namespace, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute(params![name, namespace, now()])?;
+    Ok(tx
+        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))?)
+}
+
+/// Records a committed blob (once) and links it into a repository.
+pub fn link_blob(
+    tx: &Transaction,
+    repository: &str,
+    namespace: &str,
+    digest: &str,
+    size: i64,
+) -> Result<()> {
+    let repo = ensure_repository(tx, repository, namespace)?;
+    let t = now();
+    // A blob that GC was deleting is brought back to life by a new upload of the same bytes.
+    tx.prepare_cached(
+        "INSERT INTO blobs (digest, size, created_at, ref_count, unreferenced_since, gc_state)
+         VALUES (?1, ?2, ?3, 0, ?3, 'live')
+         ON CONFLICT (digest) DO UPDATE SET gc_state = 'live',
+             unreferenced_since = CASE WHEN blobs.ref_count = 0 THEN ?3 ELSE NULL END",
+    )?
+    .execute(params![digest, size, t])?;
+    tx.prepare_cached(
+        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (repository_id, digest) DO NOTHING",
+    )?
+    .execute(params![repo, digest, t])?;
+    Ok(())
+}
+
+/// The size of a blob if `repository` holds it (and GC is not removing it).
+pub fn blob_in_repository(
+    conn: &Connection,
+    repository: &str,
+    digest: &str,
+) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT b.size FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repository_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'",
+        )?
+        .query_row([repository, digest], |r| r.get(0))
+        .optional()?)
+}
+
+/// Removes a blob from a repository (the bytes stay until GC finds them unreferenced).
+pub fn unlink_blob(tx: &Transaction, repository: &str, digest: &str) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM repository_blobs WHERE digest = ?2
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
+        )?
+        .execute([repository, digest])?;
+    Ok(n > 0)
+}
+
+/// Resolves a tag to the manifest digest it points at.
+pub fn tag_digest(conn: &Connection, repository: &str, tag: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.digest FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ?1 AND t.name = ?2",
+        )?
+        .query_row([repository, tag], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn manifest_by_digest(
+    conn: &Connection,
+    repository: &str,
+    digest: &str,
+) -> Result<Option<StoredManifest>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.digest, m.media_type, m.content FROM manifests m
+             JOIN repositories r ON r.id = m.repository_id
+             WHERE r.name = ?1 AND m.digest = ?2",
+        )?
+        .query_row([repository, digest], |r| {
+            Ok(StoredManifest {
+                digest: r.get(0)?,
+                media_type: r.get(1)?,
+                content: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn manifest_by_tag(
+    conn: &Connection,
+    repository: &str,
+    tag: &str,
+) -> Result<Option<StoredManifest>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.digest, m.media_type, m.content FROM tags t
+             JOIN repositories r ON r.id = t.repository_id
+             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+             WHERE r.name = ?1 AND t.name = ?2",
+        )?
+        .query_row([repository, tag], |r| {
+            Ok(StoredManifest {
+                digest: r.get(0)?,
+                media_type: r.get(1)?,
+                content: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn manifest_head(
+    conn: &Connection,
+    repository: &str,
+    digest: &str,
+) -> Result<Option<ManifestHead>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.digest, m.media_type, m.size FROM manifests m
+             JOIN repositories r ON r.id = m.repository_id
+             WHERE r.name = ?1 AND m.digest = ?2",
+        )?
+        .query_row([repository, digest], |r| {
+            Ok(ManifestHead {
+                digest: r.get(0)?,
+                media_type: r.get(1)?,
+                size: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Stores a manifest, its references, its tag and the outbox events in one transaction.
+/// Re-pushing identical bytes only refreshes the push time (and moves the tag).
+pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), ManifestRejection>> {
+    let repo = ensure_repository(tx, &m.repository, &m.namespace)?;
+    if let Some(rejection) = check_references(tx, repo, &m.references)? {
+        return Ok(Err(rejection));
+    }
+    let t = now();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO manifests (repository_id, digest, media_type, kind, artifact_type, subject,
+                                    annotations, size, content, pushed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (repository_id, digest) DO NOTHING",
+        )?
+        .execute(params![
+            repo,
+            m.digest,
+            m.media_type,
+            m.kind,
+            m.artifact_type,
+            m.subject,
+            m.annotations,
+            m.content.len() as i64,
+            m.content,
+            t
+        ])?
+        > 0;
+    if inserted {
+        for r in &m.references {
+            tx.prepare_cached(
+                "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, target_kind)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![repo, m.digest, r.digest, r.kind.column()])?;
+            if r.kind == ReferenceKind::Blob {
+                tx.prepare_cached(
+                    "UPDATE blobs SET ref_count = ref_count + 1, unreferenced_since = NULL WHERE digest = ?1",
+                )?
+                .execute([&r.digest])?;
+            }
+        }
+        insert_event(
+            tx,
+            "manifest_pushed",
+            &m.repository,
+            &m.digest,
+            None,
+            Some(&m.media_type),
+        )?;
+    } else {
+        tx.prepare_cached(
+            "UPDATE manifests SET pushed_at = ?3 WHERE repository_id = ?1 AND digest = ?2",
+        )?
+        .execute(params![repo, m.digest, t])?;
+    }
+    if let Some(tag) = &m.tag {
+        tx.prepare_cached(
+            "INSERT INTO tags (repository_id, name, digest, pushed_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, pushed_at = excluded.pushed_at",
+        )?
+        .execute(params![repo, tag, m.digest, t])?;
+        insert_event(
+            tx,
+            "tag_pushed",
+            &m.repository,
+            &m.digest,
+            Some(tag),
+            Some(&m.media_type),
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+fn check_references(
+    tx: &Transaction,
+    repo: i64,
+    refs: &[Reference],
+) -> Result<Option<ManifestRejection>> {
+    for r in refs {
+        let actual: Option<i64> = match r.kind {
+            ReferenceKind::OptionalBlob => continue,
+            ReferenceKind::Blob => tx
+                .prepare_cached(
+                    "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+                     WHERE rb.repository_id = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'",
+                )?
+                .query_row(params![repo, r.digest], |row| row.get(0))
+                .optional()?,
+            ReferenceKind::Manifest => tx
+                .prepare_cached(
+                    "SELECT size FROM manifests WHERE repository_id = ?1 AND digest = ?2",
+                )?
+                .query_row(params![repo, r.digest], |row| row.get(0))
+                .optional()?,
+        };
+        match actual {
+            None => {
+                return Ok(Some(ManifestRejection::Missing {
+                    digest: r.digest.clone(),
+                    kind: r.kind,
+                }))
+            }
+            Some(actual) if actual != r.size => {
+                return Ok(Some(ManifestRejection::SizeMismatch {
+                    digest: r.digest.clone(),
+                    declared: r.size,
+                    actual,
+                }))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+fn insert_event(
+    tx: &Transaction,
+    kind: &str,
+    repository: &str,
+    digest: &str,
+    tag: Option<&str>,
+    media_type: Option<&str>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO events (kind, repository, digest, tag, media_type, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![kind, repository, digest, tag, media_type, now()])?;
+    Ok(())
+}
+
+/// Deletes a manifest and every tag pointing at it. Returns false if it was not there.
+pub fn delete_manifest(tx: &Transaction, repository: &str, digest: &str) -> Result<bool> {
+    let Some(repo) = repository_id(tx, repository)? else {
+        return Ok(false);
+    };
+    let blobs: Vec<String> = tx
+        .prepare_cached(
+            "SELECT target_digest FROM manifest_references
+             WHERE repository_id = ?1 AND manifest_digest = ?2 AND target_kind = 'blob'",
+        )?
+        .query_map(params![repo, digest], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let n = tx
+        .prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
+        .execute(params![repo, digest])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let t = now();
+    for blob in blobs {
+        tx.prepare_cached(
+            "UPDATE blobs SET ref_count = ref_count - 1,
+                 unreferenced_since = CASE WHEN ref_count - 1 <= 0 THEN ?2 ELSE unreferenced_since END
+             WHERE digest = ?1",
+        )?
+        .execute(params![blob, t])?;
+    }
+    tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
+        .execute(params![repo, digest])?;
+    insert_event(tx, "manifest_deleted", repository, digest, None, None)?;
+    Ok(true)
+}
+
+/// Deletes one tag (the manifest stays). Returns false if there was no such tag.
+pub fn delete_tag(tx: &Transaction, repository: &str, tag: &str) -> Result<bool> {
+    let Some(digest) = tag_digest(tx, repository, tag)? else {
+        return Ok(false);
+    };
+    tx.prepare_cached(
+        "DELETE FROM tags WHERE name = ?2 AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
+    )?
+    .execute([repository, tag])?;
+    insert_event(tx, "tag_deleted", repository, &digest, Some(tag), None)?;
+    Ok(true)
+}
+
+/// Up to `limit` tags after `last`, in lexical (byte) order; `None` if the repository is unknown.
+pub fn list_tags(
+    conn: &Connection,
+    repository: &str,
+    last: Option<&str>,
+    limit: i64,
+) -> Result<Option<Vec<String>>> {
+    let Some(repo) = repository_id(conn, repository)? else {
+        return Ok(None);
+    };
+    let tags = conn
+        .prepare_cached(
+            "SELECT name FROM tags WHERE repository_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+        )?
+        .query_map(params![repo, last.unwrap_or(""), limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(tags))
+}
+
+/// Up to `limit` repository names after `last`, in lexical order.
+pub fn list_repositories(conn: &Connection, last: Option<&str>, limit: i64) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached("SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2")?
+        .query_map(params![last.unwrap_or(""), limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Manifests in `repository` whose subject is `subject`, optionally of one artifact type.
+pub fn referrers(
+    conn: &Connection,
+    repository: &str,
+    subject: &str,
+    artifact_type: Option<&str>,
+) -> Result<Vec<Referrer>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
+         JOIN repositories r ON r.id = m.repository_id
+         WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+         ORDER BY m.digest",
+    )?;
+    let rows = stmt.query_map(params![repository, subject, artifact_type], |r| {
+        Ok(Referrer {
+            digest: r.get(0)?,
+            media_type: r.get(1)?,
+            size: r.get(2)?,
+            artifact_type: r.get(3)?,
+            annotations: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Last-pull times, flushed in batches so that pulls never wait on a write.
+pub fn record_pulls(tx: &Transaction, pulls: &[(String, String, i64)]) -> Result<()> {
+    for (repository, reference, at) in pulls {
+        let repo = match repository_id(tx, repository)? {
+            Some(r) => r,
+            None => continue,
+        };
+        if reference.contains(':') {
+            tx.prepare_cached(
+                "UPDATE manifests SET last_pulled_at = ?3 WHERE repository_id = ?1 AND digest = ?2",
+            )?
+            .execute(params![repo, reference, at])?;
+        } else {
+            tx.prepare_cached(
+                "UPDATE tags SET last_pulled_at = ?3 WHERE repository_id = ?1 AND name = ?2",
+            )?
+            .execute(params![repo, reference, at])?;
+            tx.prepare_cached(
+                "UPDATE manifests SET last_pulled_at = ?3 WHERE repository_id = ?1
+                 AND digest = (SELECT digest FROM tags WHERE repository_id = ?1 AND name = ?2)",
+            )?
+            .execute(params![repo, reference, at])?;
+        }
+    }
+    Ok(())
+}
+
+/// Unconsumed events after `after_id`, oldest first.
+pub fn pending_events(conn: &Connection, after_id: i64, limit: i64) -> Result<Vec<Event>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, kind, repository, digest, tag, media_type FROM events
+             WHERE consumed_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+        )?
+        .query_map(params![after_id, limit], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                repository: r.get(2)?,
+                digest: r.get(3)?,
+                tag: r.get(4)?,
+                media_type: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn mark_event_consumed(tx: &Transaction, id: i64) -> Result<()> {
+    tx.prepare_cached("UPDATE events SET consumed_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now()])?;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+-- hpc-registry metadata, version 1.
+-- Portable SQL on purpose: BIGINT/TEXT/BLOB, no SQLite-only syntax beyond what PostgreSQL also
+-- accepts (INSERT ... ON CONFLICT), so a PostgreSQL backend can run the same statements.
+
+CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS repositories (
+    id          INTEGER PRIMARY KEY,             -- PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY
+    name        TEXT NOT NULL UNIQUE,
+    namespace   TEXT NOT NULL,                   -- first path component: user, group or public area
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS repositories_by_namespace ON repositories (namespace, name);
+
+-- Every committed blob, once, whatever the number of repositories holding it.
+CREATE TABLE IF NOT EXISTS blobs (
+    digest              TEXT PRIMARY KEY,
+    size                BIGINT NOT NULL,
+    created_at          BIGINT NOT NULL,
+    -- Manifests (in any repository) that reference this blob; maintained in the same transaction
+    -- as every manifest insert/delete so garbage collection never walks the store.
+    ref_count           BIGINT NOT NULL DEFAULT 0,
+    -- Since when ref_count has been 0 (set at upload time too): the GC grace period starts here.
+    unreferenced_since  BIGINT,
+    -- 'live', or 'deleting' while GC removes the bytes (a push that needs the blob then fails
+    -- cleanly with BLOB_UNKNOWN or resurrects it).
+    gc_state            TEXT NOT NULL DEFAULT 'live'
+);
+CREATE INDEX IF NOT EXISTS blobs_unreferenced ON blobs (ref_count, unreferenced_since);
+
+-- Blob <-> repository links: a digest is readable only through a repository that holds it.
+CREATE TABLE IF NOT EXISTS repository_blobs (
+    repository_id  BIGINT NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
+    digest         TEXT NOT NULL REFERENCES blobs (digest),
+    linked_at      BIGINT NOT NULL,
+    PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX IF NOT EXISTS repository_blobs_by_digest ON repository_blobs (digest);
+
+-- Manifests, with the exact bytes received.
+CREATE TABLE IF NOT EXISTS manifests (
+    repository_id   BIGINT NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
+    digest          TEXT NOT NULL,
+    media_type      TEXT NOT NULL,
+    kind            TEXT NOT NULL,               -- 'image' | 'index' | 'artifact'
+    artifact_type   TEXT,                        -- as shown in the referrers API
+    subject         TEXT,                        -- digest of the manifest this one refers to
+    annotations     TEXT,                        -- JSON object or NULL, for the referrers API
+    size            BIGINT NOT NULL,
+    content         BLOB NOT NULL,               -- PostgreSQL: BYTEA
+    pushed_at       BIGINT NOT NULL,
+    last_pulled_at  BIGINT,
+    PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX IF NOT EXISTS manifests_by_subject ON manifests (repository_id, subject);
+
+-- What each manifest references: blobs (config, layers) and child manifests (index entries).
+CREATE TABLE IF NOT EXISTS manifest_references (
+    repository_id    BIGINT NOT NULL,
+    manifest_digest  TEXT NOT NULL,
+    target_digest    TEXT NOT NULL,
+    target_kind      TEXT NOT NULL,              -- 'blob' | 'manifest'
+    PRIMARY KEY (repository_id, manifest_digest, target_digest),
+    FOREIGN KEY (repository_id, manifest_digest) REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS manifest_references_by_target ON manifest_references (repository_id, target_digest);
+
+CREATE TABLE IF NOT EXISTS tags (
+    repository_id   BIGINT NOT NULL REFERENCES repositories (id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    digest          TEXT NOT NULL,
+    pushed_at       BIGINT NOT NULL,
+    last_pulled_at  BIGINT,
+    PRIMARY KEY (repository_id, name)
+);
+CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repository_id, digest);
+
+-- The outbox: events written in the same transaction as the change they describe, consumed by
+-- the SIF build farm (and later webhooks). Nothing is lost between a push and its build.
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY,            -- PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY
+    kind         TEXT NOT NULL,                  -- 'manifest_pushed' | 'tag_pushed' | 'manifest_deleted' | 'tag_deleted'
+    repository   TEXT NOT NULL,
+    digest       TEXT NOT NULL,
+    tag          TEXT,
+    media_type   TEXT,
+    created_at   BIGINT NOT NULL,
+    consumed_at  BIGINT
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events (consumed_at, id);

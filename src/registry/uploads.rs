@@ -1,0 +1,309 @@
+//! Blob upload sessions: create, append (with the spec's range rules), status, commit, cancel.
+//!
+//! Bytes stream from the request body through a bounded channel to a blocking thread that writes
+//! the staging file and updates the running hash, so the network side and the disk/hash side
+//! overlap and memory stays at a few chunks per upload whatever the blob size. The running hash
+//! lives in memory; after a restart it is recomputed from the staging file on first use, so
+//! sessions survive restarts without any metadata write per chunk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::error::{Error, Result};
+use super::names::{Algorithm, Digest, Hasher, RepositoryName};
+use super::Registry;
+use crate::meta;
+
+/// Chunks buffered between the network and the writer thread.
+const PIPE_DEPTH: usize = 8;
+
+/// In-memory state of one upload session.
+pub(crate) struct Session {
+    repository: String,
+    len: u64,
+    /// `None` after a restart or a failed write; rebuilt from the staging file when needed.
+    hasher: Option<Hasher>,
+}
+
+pub(crate) type SessionHandle = Arc<tokio::sync::Mutex<Session>>;
+
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<HashMap<String, SessionHandle>>);
+
+impl Sessions {
+    fn get(&self, id: &str) -> Option<SessionHandle> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, id: &str, session: SessionHandle) -> SessionHandle {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_owned())
+            .or_insert(session)
+            .clone()
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// An inclusive byte range from a `Content-Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What a blob upload POST led to.
+pub enum Started {
+    /// A session to PATCH/PUT into.
+    Session(String),
+    /// The blob was mounted (or already present) and is complete.
+    Complete(Digest),
+}
+
+impl Registry {
+    /// Opens a new upload session in `repo`.
+    pub async fn start_upload(&self, repo: &RepositoryName) -> Result<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let store = self.store.clone();
+        let (sid, name) = (id.clone(), repo.as_str().to_owned());
+        blocking(move || store.create_upload(&sid, &name)).await?;
+        self.sessions.insert(
+            &id,
+            Arc::new(tokio::sync::Mutex::new(Session {
+                repository: repo.as_str().to_owned(),
+                len: 0,
+                hasher: Some(Hasher::new(Algorithm::Sha256)),
+            })),
+        );
+        Ok(id)
+    }
+
+    /// Links `digest` from `from` into `repo` if `from` holds it; the caller has already checked
+    /// that the client may read `from`. Returns false when a normal upload is needed instead.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        let (from_name, d) = (from.as_str().to_owned(), digest.as_str().to_owned());
+        let size = self
+            .db
+            .read(move |c| meta::blob_in_repository(c, &from_name, &d))
+            .await?;
+        let Some(size) = size else {
+            return Ok(false);
+        };
+        self.link_blob(repo, digest, size).await?;
+        Ok(true)
+    }
+
+    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: i64) -> Result<()> {
+        let (name, ns, d) = (
+            repo.as_str().to_owned(),
+            repo.namespace().to_owned(),
+            digest.as_str().to_owned(),
+        );
+        self.db
+            .write(move |tx| meta::link_blob(tx, &name, &ns, &d, size))
+            .await?;
+        Ok(())
+    }
+
+    /// Finds the session, checking that it belongs to `repo`; reloads it after a restart.
+    async fn session(&self, repo: &RepositoryName, id: &str) -> Result<SessionHandle> {
+        if let Some(s) = self.sessions.get(id) {
+            if s.lock().await.repository == repo.as_str() {
+                return Ok(s);
+            }
+            return Err(Error::BlobUploadUnknown(id.to_owned()));
+        }
+        // Session ids are UUIDs we generated; anything else cannot name a staging file.
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(Error::BlobUploadUnknown(id.to_owned()));
+        }
+        let store = self.store.clone();
+        let sid = id.to_owned();
+        match blocking(move || store.upload_state(&sid)).await? {
+            Some((repository, len)) if repository == repo.as_str() => Ok(self.sessions.insert(
+                id,
+                Arc::new(tokio::sync::Mutex::new(Session {
+                    repository,
+                    len,
+                    hasher: None,
+                })),
+            )),
+            _ => Err(Error::BlobUploadUnknown(id.to_owned())),
+        }
+    }
+
+    /// Bytes received so far by a session.
+    pub async fn upload_status(&self, repo: &RepositoryName, id: &str) -> Result<u64> {
+        let s = self.session(repo, id).await?;
+        let len = s.lock().await.len;
+        Ok(len)
+    }
+
+    /// Appends a chunk. With a `Content-Range`, the chunk must start exactly where the upload
+    /// ends; otherwise 416 tells the client how much was received.
+    pub async fn append_upload<S, E>(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        range: Option<ChunkRange>,
+        location: String,
+        body: S,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let handle = self.session(repo, id).await?;
+        let mut session = handle.lock().await;
+        if let Some(r) = range {
+            if r.start != session.len || r.end < r.start {
+                return Err(Error::RangeNotSatisfiable {
+                    received: session.len,
+                    location,
+                });
+            }
+        }
+        self.write_chunk(id, &mut session, body).await?;
+        Ok(session.len)
+    }
+
+    /// Appends a final chunk (may be empty), verifies the digest and commits the blob.
+    pub async fn finish_upload<S, E>(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        digest: &Digest,
+        body: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let handle = self.session(repo, id).await?;
+        let mut session = handle.lock().await;
+        self.write_chunk(id, &mut session, body).await?;
+        let computed = match session.hasher.take() {
+            Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
+            _ => {
+                let (store, sid, alg) = (self.store.clone(), id.to_owned(), digest.algorithm());
+                blocking(move || store.rehash_upload(&sid, alg))
+                    .await?
+                    .0
+                    .finish()
+            }
+        };
+        if &computed != digest {
+            // Nothing of a failed upload stays behind.
+            self.discard(id).await?;
+            return Err(Error::DigestInvalid(format!(
+                "uploaded content has digest {computed}, not {digest}: the upload was discarded, retry it"
+            )));
+        }
+        let size = session.len as i64;
+        let (store, sid, d) = (self.store.clone(), id.to_owned(), digest.clone());
+        blocking(move || store.commit_upload(&sid, &d)).await?;
+        self.sessions.remove(id);
+        self.link_blob(repo, digest, size).await
+    }
+
+    /// Cancels a session and drops its bytes.
+    pub async fn cancel_upload(&self, repo: &RepositoryName, id: &str) -> Result<()> {
+        let handle = self.session(repo, id).await?;
+        let _guard = handle.lock().await;
+        self.discard(id).await
+    }
+
+    async fn discard(&self, id: &str) -> Result<()> {
+        self.sessions.remove(id);
+        let (store, sid) = (self.store.clone(), id.to_owned());
+        blocking(move || store.discard_upload(&sid)).await
+    }
+
+    /// Streams `body` onto the end of the session's staging file, hashing as it goes.
+    async fn write_chunk<S, E>(&self, id: &str, session: &mut Session, mut body: S) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let mut file = {
+            let (store, sid) = (self.store.clone(), id.to_owned());
+            blocking(move || store.open_upload(&sid)).await?
+        };
+        // The file is the truth: a write that failed half-way (or a crash) may have left more
+        // bytes than the in-memory state knows of.
+        if file.len() != session.len {
+            session.len = file.len();
+            session.hasher = None;
+        }
+        let mut hasher = session.hasher.take();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPE_DEPTH);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut result = Ok(());
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = file.append(&chunk) {
+                    result = Err(e);
+                    break;
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+            }
+            let flushed = file.flush();
+            (file.len(), hasher, result.and(flushed))
+        });
+        let mut receive_error = None;
+        while let Some(frame) = body.next().await {
+            match frame {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    receive_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let (len, hasher, written) = writer
+            .await
+            .map_err(|e| Error::Internal(format!("upload writer: {e}")))?;
+        session.len = len;
+        // After a failed write the hash no longer matches the file; rebuild it lazily.
+        session.hasher = if written.is_ok() { hasher } else { None };
+        written?;
+        if let Some(e) = receive_error {
+            return Err(Error::BlobUploadInvalid(format!(
+                "request body ended early ({e}); {len} bytes are stored: check the upload status and resume"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Runs blocking storage work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("storage task: {e}")))?
+        .map_err(Error::from)
+}

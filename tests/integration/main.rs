@@ -1,0 +1,9 @@
+//! The integration suite: one test binary (one link step) whose modules each cover one capability.
+//! Every test starts the real server on a loopback port and talks to it with real clients.
+
+mod support;
+
+mod bad_input;
+mod clients;
+mod conformance;
+mod durability;
