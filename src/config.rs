@@ -17,6 +17,71 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub registry: RegistryConfig,
     pub auth: AuthConfig,
+    pub farm: FarmConfig,
+}
+
+/// The SIF build farm (`[farm]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FarmConfig {
+    /// In-process build workers; 0 disables them (remote builders only). Default: half the cores, at least 1.
+    pub workers: usize,
+    /// Platforms that get a SIF, as os/arch[/variant]; the first is the default platform.
+    pub platforms: Vec<String>,
+    /// `native` (built in, no external tools) or `apptainer` (runs `apptainer build`).
+    pub backend: Backend,
+    /// Path or name of the apptainer executable for the `apptainer` backend.
+    pub apptainer: PathBuf,
+    /// squashfs compression: `gzip` (what apptainer writes, works everywhere) or `zstd`.
+    pub compression: CompressionName,
+    /// Compression level; default 9 for gzip (apptainer's), 3 for zstd.
+    pub compression_level: Option<i32>,
+    /// Compression threads per build; 0 means all cores.
+    pub threads: usize,
+    /// A build fails once the image unpacks to more than this (decompression-bomb guard).
+    pub max_unpacked_bytes: u64,
+    /// Byte-identical SIFs for the same image: nil UUID, times from the image's `created`.
+    pub reproducible: bool,
+    /// Attempts before a job is marked failed for good.
+    pub max_attempts: i64,
+    /// Wait before retrying a failed attempt.
+    pub retry_delay_secs: i64,
+    /// A worker that has not heart-beaten for this long loses its job to another.
+    pub lease_secs: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Native,
+    Apptainer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionName {
+    Gzip,
+    Zstd,
+}
+
+impl Default for FarmConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        FarmConfig {
+            workers: (cores / 2).max(1),
+            platforms: vec!["linux/amd64".to_owned()],
+            backend: Backend::Native,
+            apptainer: PathBuf::from("apptainer"),
+            compression: CompressionName::Gzip,
+            compression_level: None,
+            threads: 0,
+            max_unpacked_bytes: 64 << 30,
+            reproducible: true,
+            max_attempts: 3,
+            retry_delay_secs: 30,
+            lease_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +107,7 @@ impl Default for Config {
             data_dir: PathBuf::from("registry-data"),
             registry: RegistryConfig::default(),
             auth: AuthConfig::default(),
+            farm: FarmConfig::default(),
         }
     }
 }

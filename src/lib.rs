@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod farm;
 pub mod http;
 pub mod meta;
 pub mod registry;

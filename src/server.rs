@@ -8,6 +8,7 @@ use anyhow::Context;
 use crate::auth::Access;
 use crate::config::Config;
 use crate::http::{self, App};
+use crate::farm::Farm;
 use crate::meta::Db;
 use crate::registry::{Limits, Registry};
 use crate::storage::BlobStore;
@@ -31,9 +32,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         ..Limits::default()
     };
+    let registry = Registry::new(Arc::clone(&db), store.clone(), limits);
+    let farm = Farm::new(db, store, config.farm.clone(), Arc::clone(&registry.events));
     let app = Arc::new(App {
-        registry: Registry::new(db, store, limits),
+        registry,
         access: Arc::new(Access::new(config.auth.anonymous)),
+        farm: Arc::clone(&farm),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -46,6 +50,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.auth.anonymous
     );
 
+    farm.start().await?;
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
     axum::serve(listener, http::router(Arc::clone(&app)))
         .with_graceful_shutdown(shutdown_signal())

@@ -7,10 +7,9 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::errors::range_value;
+use super::files;
 use super::routes::{self, Route};
 use super::App;
 use crate::auth::Action;
@@ -23,8 +22,6 @@ pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-co
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
-/// Read size when streaming blobs out: large reads are what makes pulls fast.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// Entry point for every `/v2` request.
 pub async fn dispatch(
@@ -232,31 +229,16 @@ impl Request<'_> {
 
     async fn get_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Response> {
         self.check(repo, Action::Pull)?;
-        if self.method == Method::HEAD {
-            let size = self.app.registry.blob_size(repo, digest).await?;
-            let response = blob_headers(StatusCode::OK, digest, size);
-            return build(response, Body::empty());
-        }
         let blob = self.app.registry.open_blob(repo, digest).await?;
-        let size = blob.size;
-        let mut file = tokio::fs::File::from_std(blob.file);
-        match byte_range(&self.headers, size)? {
-            Some((start, end)) => {
-                file.seek(std::io::SeekFrom::Start(start)).await?;
-                let len = end - start + 1;
-                let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK);
-                let response = blob_headers(StatusCode::PARTIAL_CONTENT, digest, len)
-                    .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
-                build(response, Body::from_stream(stream))
-            }
-            None => {
-                let stream = ReaderStream::with_capacity(file, READ_CHUNK);
-                build(
-                    blob_headers(StatusCode::OK, digest, size),
-                    Body::from_stream(stream),
-                )
-            }
-        }
+        let served = files::Served {
+            file: blob.file,
+            offset: 0,
+            len: blob.size,
+            etag: digest.as_str().to_owned(),
+            content_type: "application/octet-stream",
+            extra: vec![("docker-content-digest", digest.as_str().to_owned())],
+        };
+        files::respond(&self.method, &self.headers, served).await
     }
 
     async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Response> {
@@ -412,17 +394,6 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn blob_headers(status: StatusCode, digest: &Digest, len: u64) -> axum::http::response::Builder {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, len)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, format!("\"{digest}\""))
-        .header(header::CACHE_CONTROL, "max-age=31536000, immutable")
-        .header(DOCKER_CONTENT_DIGEST, digest.as_str())
-}
-
 fn blob_created(repo: &RepositoryName, digest: &Digest) -> Result<Response> {
     let response = Response::builder()
         .status(StatusCode::CREATED)
@@ -484,45 +455,6 @@ fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>> {
     Ok(Some(ChunkRange { start, end }))
 }
 
-/// A single `Range: bytes=a-b`, `bytes=a-` or `bytes=-n`, as an inclusive range within `size`.
-/// Multiple ranges are answered with the whole blob, which RFC 9110 allows.
-fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>> {
-    let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
-    };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| Error::InvalidRange { size })?;
-        if n == 0 || size == 0 {
-            return Err(Error::InvalidRange { size });
-        }
-        (size.saturating_sub(n), size - 1)
-    } else {
-        let start: u64 = a.parse().map_err(|_| Error::InvalidRange { size })?;
-        let end = if b.is_empty() {
-            size.saturating_sub(1)
-        } else {
-            b.parse::<u64>()
-                .map_err(|_| Error::InvalidRange { size })?
-                .min(size.saturating_sub(1))
-        };
-        if start >= size || end < start {
-            return Err(Error::InvalidRange { size });
-        }
-        (start, end)
-    };
-    Ok(Some(range))
-}
-
 /// `Link: <path?last=X&n=N>; rel="next"` when the page was full.
 fn next_link(path: &str, page: &Page, n: Option<usize>) -> Option<String> {
     if !page.more {
@@ -538,26 +470,4 @@ fn with_link(mut response: Response, link: Option<String>) -> Response {
         response.headers_mut().insert(header::LINK, v);
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn range(v: &str, size: u64) -> Result<Option<(u64, u64)>> {
-        let mut h = HeaderMap::new();
-        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
-        byte_range(&h, size)
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(range("bytes=0-9", 100).unwrap(), Some((0, 9)));
-        assert_eq!(range("bytes=90-", 100).unwrap(), Some((90, 99)));
-        assert_eq!(range("bytes=-10", 100).unwrap(), Some((90, 99)));
-        assert_eq!(range("bytes=-500", 100).unwrap(), Some((0, 99)));
-        assert_eq!(range("bytes=50-500", 100).unwrap(), Some((50, 99)));
-        assert!(range("bytes=100-", 100).is_err());
-        assert_eq!(range("bytes=0-1,5-6", 100).unwrap(), None);
-    }
 }

@@ -3,7 +3,9 @@
 
 pub mod distribution;
 pub mod errors;
+pub mod files;
 pub mod routes;
+pub mod sif;
 
 use std::sync::Arc;
 
@@ -14,12 +16,14 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Access;
+use crate::farm::Farm;
 use crate::registry::Registry;
 
 /// Everything a request handler may touch.
 pub struct App {
     pub registry: Registry,
     pub access: Arc<Access>,
+    pub farm: Arc<Farm>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -29,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
+        .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::middleware::map_response(api_version_header))
         .layer(TraceLayer::new_for_http())

@@ -5,6 +5,7 @@
 //! concurrently with the writer thanks to WAL. All calls are blocking: async callers go through
 //! [`Db::read`] / [`Db::write`], which run them on tokio's blocking pool.
 
+mod jobs;
 mod queries;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 
+pub use jobs::*;
 pub use queries::*;
 
 const SCHEMA: &str = include_str!("schema.sql");

@@ -88,3 +88,44 @@ CREATE TABLE IF NOT EXISTS events (
     consumed_at  BIGINT
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (consumed_at, id);
+
+-- The SIF build queue: one job per (manifest digest, platform), whatever the number of tags or
+-- repositories naming that image, so nothing is ever built twice.
+CREATE TABLE IF NOT EXISTS build_jobs (
+    id               INTEGER PRIMARY KEY,        -- PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY
+    manifest_digest  TEXT NOT NULL,
+    platform         TEXT NOT NULL,              -- os/arch[/variant]
+    repository       TEXT NOT NULL,              -- a repository holding the image (for the deffile)
+    state            TEXT NOT NULL,              -- 'queued' | 'building' | 'ready' | 'failed'
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    not_before       BIGINT NOT NULL DEFAULT 0,  -- retry back-off
+    lease_owner      TEXT,                       -- worker holding the job while building
+    lease_expires    BIGINT,
+    progress         TEXT,                       -- last step the worker reported
+    failure          TEXT,                       -- reason of the last failure
+    log              TEXT,                       -- build log (tail kept bounded by the worker)
+    backend          TEXT,
+    builder          TEXT,
+    sif_digest       TEXT,
+    created_at       BIGINT NOT NULL,
+    started_at       BIGINT,
+    finished_at      BIGINT,
+    UNIQUE (manifest_digest, platform)
+);
+CREATE INDEX IF NOT EXISTS build_jobs_by_state ON build_jobs (state, not_before, id);
+
+-- Built SIFs: the file is a blob in the blob store (so ORAS pulls serve the same bytes).
+CREATE TABLE IF NOT EXISTS sifs (
+    digest           TEXT PRIMARY KEY,           -- sha256 of the SIF file
+    manifest_digest  TEXT NOT NULL,
+    platform         TEXT NOT NULL,
+    size             BIGINT NOT NULL,
+    squashfs_offset  BIGINT NOT NULL,
+    squashfs_size    BIGINT NOT NULL,
+    backend          TEXT NOT NULL,
+    builder          TEXT NOT NULL,
+    compression      TEXT NOT NULL,
+    duration_ms      BIGINT NOT NULL,
+    created_at       BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sifs_by_manifest ON sifs (manifest_digest, platform);

@@ -39,6 +39,8 @@ pub struct Registry {
     pub limits: Limits,
     sessions: uploads::Sessions,
     pulls: pulls::PullLog,
+    /// Notified after every write that adds outbox events, so the build farm reacts at once.
+    pub events: Arc<tokio::sync::Notify>,
 }
 
 /// A stored manifest was written.
@@ -61,6 +63,7 @@ impl Registry {
             limits,
             sessions: Default::default(),
             pulls: Default::default(),
+            events: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -130,6 +133,14 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
+        if let Reference::Tag(t) = reference {
+            if t.as_str().ends_with(".sif") {
+                return Err(Error::Denied(format!(
+                    "tag {t} is reserved: tags ending in .sif hold the SIFs this registry builds from tag {}; push your image under another tag",
+                    t.as_str().trim_end_matches(".sif")
+                )));
+            }
+        }
         let parsed = manifests::parse(content_type, &body)?;
         let algorithm = match reference {
             Reference::Digest(d) => d.algorithm(),
@@ -164,6 +175,7 @@ impl Registry {
             .db
             .write(move |tx| meta::put_manifest(tx, &new))
             .await?;
+        self.events.notify_one();
         match outcome {
             Ok(()) => Ok(PutManifest {
                 digest,
@@ -198,6 +210,7 @@ impl Registry {
             })
             .await?;
         if deleted {
+            self.events.notify_one();
             Ok(())
         } else {
             Err(manifest_unknown(repo, reference))

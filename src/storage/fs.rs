@@ -171,6 +171,37 @@ impl FsStore {
         remove_if_present(&self.upload_repo_path(session))
     }
 
+    /// A scratch directory on the blob store's filesystem, for files that will be imported as
+    /// blobs (built SIFs) or that only live during one build.
+    pub fn scratch_dir(&self) -> io::Result<tempfile::TempDir> {
+        tempfile::Builder::new().prefix("scratch-").tempdir_in(&self.uploads)
+    }
+
+    /// Makes a file the store did not receive through an upload (a built SIF) a blob. The caller
+    /// computed `digest` from the file's bytes.
+    pub fn import_file(&self, path: &Path, digest: &Digest) -> io::Result<()> {
+        let target = self.blob_path(digest);
+        if target.exists() {
+            return remove_if_present(path);
+        }
+        File::open(path)?.sync_all()?;
+        let dir = target.parent().unwrap_or(&self.blobs).to_path_buf();
+        fs::create_dir_all(&dir)?;
+        fs::rename(path, &target)?;
+        File::open(&dir)?.sync_all()
+    }
+
+    /// Writes a small blob (e.g. the `{}` config of an ORAS artifact) if it is not there yet.
+    pub fn put_small(&self, bytes: &[u8], digest: &Digest) -> io::Result<()> {
+        if self.blob_path(digest).exists() {
+            return Ok(());
+        }
+        let mut staged = tempfile::NamedTempFile::new_in(&self.uploads)?;
+        staged.write_all(bytes)?;
+        let (_, path) = staged.keep().map_err(|e| e.error)?;
+        self.import_file(&path, digest)
+    }
+
     /// Drops an upload session's files (cancel, failed verification, expiry).
     pub fn discard_upload(&self, session: &str) -> io::Result<()> {
         remove_if_present(&self.upload_path(session))?;
@@ -183,7 +214,7 @@ impl FsStore {
         for entry in fs::read_dir(&self.uploads)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".repo") {
+            if name.ends_with(".repo") || !entry.file_type()?.is_file() {
                 continue;
             }
             let modified = entry

@@ -252,9 +252,24 @@ fn bad_input_unsupported_or_malformed_digests() {
             .send("PUT", &with_query(&fx.c.url(&post.location_rel()), "digest", d), &[("Content-Type", MT_OCTET)], Some(body.clone()))
             .unwrap();
         assert_error(&put, 400, codes, &format!("PUT ?digest={d}"));
-        // single POST
+        // The client still holds this session's Location: the registry may end the session (404) or
+        // keep it for a retry (204); a kept one is cancelled here, so any file left below is an orphan.
+        let st = fx.c.get(&post.location_rel()).unwrap();
+        assert!(st.status == 404 || st.status == 204, "upload status after PUT ?digest={d}:\n  {}", st.describe());
+        if st.status == 204 {
+            let del = fx.c.send("DELETE", &post.location_rel(), &[], None).unwrap();
+            assert_eq!(del.status, 204, "cancelling the session after PUT ?digest={d}:\n  {}", del.describe());
+        }
+        let (_, leftover) = snap.new_files(fx.dir());
+        assert!(leftover.is_empty(), "after PUT ?digest={d} and the session's end, DIR/uploads holds {leftover:?}");
+        // single POST: the client never gets a Location, so nothing may remain
         let r = fx.c.send("POST", &with_query(&post_url(&fx), "digest", d), &[("Content-Type", MT_OCTET)], Some(body.clone())).unwrap();
         assert_error(&r, 400, codes, &format!("POST ?digest={d}"));
+        let (_, leftover) = snap.new_files(fx.dir());
+        assert!(
+            leftover.is_empty(),
+            "a single POST ?digest={d} was refused with 400 (no Location given to the client) but left an orphaned upload session in DIR/uploads: {leftover:?}"
+        );
         // reads of such a digest: not found or bad request, never a 5xx or a hit
         let r = fx.c.get(&format!("/v2/{}/blobs/{d}", fx.repo)).unwrap();
         assert!(r.status == 400 || r.status == 404, "GET /blobs/{d}: expected 400 or 404:\n  {}", r.describe());

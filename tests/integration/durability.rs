@@ -280,6 +280,7 @@ struct Attempt {
 fn crash_during_manifest_puts_keeps_every_acknowledged_manifest_and_no_partial_one() {
     const WRITERS: usize = 2;
     const ACK_BEFORE_KILL: usize = 40;
+    let t0 = std::time::Instant::now();
     let mut server = Server::start();
     let repo = "alice/app";
     let base = push_random_image(&server, repo, "base", &[2048, 300]);
@@ -349,6 +350,7 @@ fn crash_during_manifest_puts_keeps_every_acknowledged_manifest_and_no_partial_o
         }
         thread::sleep(Duration::from_millis(5));
     }
+    eprintln!("[{:?}] kill -9 during manifest PUTs", t0.elapsed());
     server.kill9();
     stop.store(true, Ordering::SeqCst);
     for w in writers {
@@ -370,6 +372,7 @@ fn crash_during_manifest_puts_keeps_every_acknowledged_manifest_and_no_partial_o
     );
 
     server.restart();
+    eprintln!("[{:?}] restarted", t0.elapsed());
 
     base.assert_intact(&server);
     // Every acknowledged manifest is there, byte-identical, by tag and by digest.
@@ -415,6 +418,7 @@ fn crash_during_manifest_puts_keeps_every_acknowledged_manifest_and_no_partial_o
             );
         }
     }
+    eprintln!("[{:?}] checked {} listed tags", t0.elapsed(), listed.len());
     // The registry still takes writes.
     let after = push_random_image(&server, repo, "after", &[100]);
     after.assert_intact(&server);

@@ -127,7 +127,7 @@ pub enum LayerError {
     TooLarge { limit: u64 },
     #[error("reading layer: {0}")]
     Read(#[source] io::Error),
-    #[error("unrecognised layer compression: {0}")]
+    #[error("starting the layer decompressor: {0}")]
     Decompress(#[source] io::Error),
     #[error(
         "malformed layer tar: more than {} of long-name/PAX extension data before one entry",
@@ -211,9 +211,9 @@ pub fn decompress<'a>(
     Ok(match codec {
         Codec::Plain => stream,
         Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Codec::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(stream).map_err(LayerError::Decompress)?,
-        ),
+        Codec::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(stream).map_err(LayerError::Decompress)?)
+        }
     })
 }
 
@@ -240,12 +240,11 @@ pub fn apply_layer(
     };
     loop {
         budget.restrict(MAX_PARSER_BYTES_PER_ENTRY);
-        let entry = match entries.next() {
+        let mut entry = match entries.next() {
             None => break,
             Some(entry) => entry.map_err(|e| budget.classify(e))?,
         };
         budget.lift();
-        let mut entry = entry;
         if let Some(header) = parse_header(&mut entry)? {
             applier.apply(&header, &mut entry)?;
         }
@@ -326,7 +325,10 @@ fn read_head(reader: &mut dyn Read, len: usize) -> io::Result<Vec<u8>> {
 #[derive(Debug, Clone, Copy)]
 struct BudgetState {
     remaining: u64,
+    /// The parser asked for more than its budget.
     exhausted: bool,
+    /// The underlying stream (network, decompressor) failed.
+    read_failed: bool,
 }
 
 impl Default for BudgetState {
@@ -334,6 +336,7 @@ impl Default for BudgetState {
         BudgetState {
             remaining: u64::MAX,
             exhausted: false,
+            read_failed: false,
         }
     }
 }
@@ -348,7 +351,7 @@ impl ParserBudget {
     fn restrict(&self, bytes: u64) {
         self.0.set(BudgetState {
             remaining: bytes,
-            exhausted: false,
+            ..BudgetState::default()
         });
     }
 
@@ -358,11 +361,20 @@ impl ParserBudget {
 
     /// Turns a parser error into the right [`LayerError`].
     fn classify(&self, error: io::Error) -> LayerError {
-        if self.0.get().exhausted {
+        let state = self.0.get();
+        if state.exhausted {
             LayerError::ExtensionTooLarge
+        } else if state.read_failed {
+            LayerError::Read(error)
         } else {
             LayerError::Tar(error)
         }
+    }
+
+    fn note_read_failure(&self) {
+        let mut state = self.0.get();
+        state.read_failed = true;
+        self.0.set(state);
     }
 }
 
@@ -374,18 +386,22 @@ struct BudgetedReader<R> {
 impl<R: Read> Read for BudgetedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut state = self.budget.0.get();
-        if state.remaining == u64::MAX {
-            return self.inner.read(buf);
-        }
         if state.remaining == 0 && !buf.is_empty() {
             state.exhausted = true;
             self.budget.0.set(state);
             return Err(io::Error::other("tar extension data over budget"));
         }
-        let want = buf.len().min(usize::try_from(state.remaining).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        state.remaining -= n as u64;
-        self.budget.0.set(state);
+        let want = buf
+            .len()
+            .min(usize::try_from(state.remaining).unwrap_or(usize::MAX));
+        let n = self
+            .inner
+            .read(&mut buf[..want])
+            .inspect_err(|_| self.budget.note_read_failure())?;
+        if state.remaining != u64::MAX {
+            state.remaining -= n as u64;
+            self.budget.0.set(state);
+        }
         Ok(n)
     }
 }
@@ -395,7 +411,6 @@ impl<R: Read> Read for BudgetedReader<R> {
 struct Metered<'l, R> {
     inner: R,
     limits: &'l mut Limits,
-    copied: u64,
     over_limit: bool,
     read_error: bool,
 }
@@ -405,7 +420,6 @@ impl<'l, R: Read> Metered<'l, R> {
         Metered {
             inner,
             limits,
-            copied: 0,
             over_limit: false,
             read_error: false,
         }
@@ -428,7 +442,9 @@ impl<R: Read> Read for Metered<'_, R> {
         // Asking for one byte past the cap lets a stream that ends exactly at the cap pass
         // while one more byte is noticed without reading any further.
         let allowed = self.limits.remaining().saturating_add(1);
-        let want = buf.len().min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want]).inspect_err(|_| {
             self.read_error = true;
         })?;
@@ -437,7 +453,6 @@ impl<R: Read> Read for Metered<'_, R> {
             return Err(io::Error::other("unpacked size limit reached"));
         }
         self.limits.unpacked_bytes += n as u64;
-        self.copied += n as u64;
         Ok(n)
     }
 }
@@ -491,10 +506,6 @@ impl EntryHeader {
 fn parse_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<EntryHeader>, LayerError> {
     let name = until_nul(&entry.path_bytes()).to_vec();
     let path = String::from_utf8_lossy(&name).into_owned();
-    let invalid = |reason: String| LayerError::InvalidHeader {
-        path: path.clone(),
-        reason,
-    };
     let typeflag = entry.header().as_old().linkflag[0];
     let Some(kind) = entry_kind(entry, typeflag, &name, &path)? else {
         return Ok(None);
@@ -510,24 +521,46 @@ fn parse_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<EntryHe
             size,
         });
     }
+    let meta = entry_meta(entry, &kind, &path)?;
+    Ok(Some(EntryHeader {
+        name,
+        kind,
+        meta,
+        size,
+    }))
+}
+
+/// Mode, owner, mtime and xattrs of an entry, with PAX overrides applied.
+fn entry_meta<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    kind: &EntryKind,
+    path: &str,
+) -> Result<Meta, LayerError> {
+    let invalid = |reason: String| LayerError::InvalidHeader {
+        path: path.to_owned(),
+        reason,
+    };
     let header = entry.header();
     let raw = header.as_old();
-    let mode = or_zero_if_blank(&raw.mode, header.mode())
-        .map_err(|e| invalid(format!("mode: {e}")))?;
+    let mode =
+        or_zero_if_blank(&raw.mode, header.mode()).map_err(|e| invalid(format!("mode: {e}")))?;
     let uid = id_field(or_zero_if_blank(&raw.uid, header.uid()))
         .map_err(|e| invalid(format!("uid: {e}")))?;
     let gid = id_field(or_zero_if_blank(&raw.gid, header.gid()))
         .map_err(|e| invalid(format!("gid: {e}")))?;
-    let header_mtime = or_zero_if_blank(&raw.mtime, header.mtime())
-        .map_err(|e| invalid(format!("mtime: {e}")))?;
+    let header_mtime =
+        or_zero_if_blank(&raw.mtime, header.mtime()).map_err(|e| invalid(format!("mtime: {e}")))?;
     let pax = read_pax(entry).map_err(|e| invalid(format!("PAX records: {e}")))?;
     if pax.sparse {
-        return Err(LayerError::SparseUnsupported { path });
+        return Err(LayerError::SparseUnsupported {
+            path: path.to_owned(),
+        });
     }
     let mtime = match pax.mtime {
         Some(mtime) => mtime,
         None => i64::try_from(header_mtime).map_err(|e| invalid(format!("mtime: {e}")))?,
     };
+    // Symlinks have no mode of their own on Linux (umoci never chmods them).
     let mode = if matches!(kind, EntryKind::Symlink(_)) {
         0o777
     } else {
@@ -535,12 +568,7 @@ fn parse_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<EntryHe
     };
     let mut meta = Meta::new(mode, uid, gid, mtime);
     meta.xattrs = pax.xattrs;
-    Ok(Some(EntryHeader {
-        name,
-        kind,
-        meta,
-        size,
-    }))
+    Ok(meta)
 }
 
 /// Maps a typeflag to an [`EntryKind`] the way Go's `archive/tar` does; `None` to skip.
@@ -561,10 +589,16 @@ fn entry_kind<R: Read>(
             (None, Some(gnu)) => (&gnu.dev_major[..], &gnu.dev_minor[..]),
             (None, None) => (&[][..], &[][..]),
         };
-        let major = or_zero_if_blank(raw_major, header.device_major().map(Option::unwrap_or_default))
-            .map_err(invalid)?;
-        let minor = or_zero_if_blank(raw_minor, header.device_minor().map(Option::unwrap_or_default))
-            .map_err(invalid)?;
+        let major = or_zero_if_blank(
+            raw_major,
+            header.device_major().map(Option::unwrap_or_default),
+        )
+        .map_err(invalid)?;
+        let minor = or_zero_if_blank(
+            raw_minor,
+            header.device_minor().map(Option::unwrap_or_default),
+        )
+        .map_err(invalid)?;
         Ok((major, minor))
     };
     let link_name = || {
@@ -780,6 +814,9 @@ struct Applier<'a> {
 impl Applier<'_> {
     fn apply(&mut self, header: &EntryHeader, data: &mut impl Read) -> Result<(), LayerError> {
         let components = clean_components(&header.name);
+        // Checked before resolving too, so that an absurdly long name is reported as such
+        // rather than as a symlink loop once it exhausts the resolution budget.
+        check_path_length(&components, header)?;
         let Some((name, parent)) = components.split_last() else {
             return self.apply_root(header);
         };
@@ -972,6 +1009,7 @@ impl Applier<'_> {
         header: &EntryHeader,
     ) -> Result<(), LayerError> {
         let target_components = clean_components(target);
+        check_path_length(&target_components, header)?;
         let missing = || LayerError::HardlinkTargetMissing {
             path: header.display_name(),
             target: lossy(target),
@@ -1039,6 +1077,15 @@ fn remove_entry(tree: &mut Tree, dir: InodeId, name: &[u8]) {
             orphans.push(child);
         }
     }
+}
+
+fn check_path_length(components: &[&[u8]], header: &EntryHeader) -> Result<(), LayerError> {
+    if components.iter().map(|c| c.len() + 1).sum::<usize>() > PATH_MAX + 1 {
+        return Err(LayerError::NameTooLong {
+            path: header.display_name(),
+        });
+    }
+    Ok(())
 }
 
 fn check_name_lengths(

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use layers_support::{
-    apply, apply_readers, assert_nlink_consistent, assert_work_dir_empty, HostWatch, LayerTar,
-    Node,
+    apply, apply_readers, assert_nlink_consistent, assert_work_dir_empty, HostWatch, LayerTar, Node,
 };
 use oci2sif::layers::{decompress, LayerError};
 use oci2sif::tree::Kind;
@@ -243,7 +242,9 @@ fn unknown_entry_types_are_refused() {
 fn whiteouts_cannot_remove_outside_or_above_the_root() {
     let watch = HostWatch::new(&["/etc/passwd"]);
     let mut lower = LayerTar::new();
-    lower.file("etc/passwd", 0o644, b"p").file("keep", 0o644, b"k");
+    lower
+        .file("etc/passwd", 0o644, b"p")
+        .file("keep", 0o644, b"k");
     let mut upper = LayerTar::new();
     upper
         .whiteout("../../../.wh.etc")
@@ -312,7 +313,10 @@ fn many_small_files_bomb_hits_the_cumulative_cap() {
     )
     .unwrap();
     let err = apply_readers(vec![layer], 1 << 20).err().unwrap();
-    assert!(matches!(err, LayerError::TooLarge { limit } if limit == 1 << 20), "{err}");
+    assert!(
+        matches!(err, LayerError::TooLarge { limit } if limit == 1 << 20),
+        "{err}"
+    );
 }
 
 struct CountingReader<R>(R, Arc<AtomicU64>);

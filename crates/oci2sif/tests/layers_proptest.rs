@@ -4,7 +4,9 @@
 
 mod layers_support;
 
-use layers_support::{apply_limited, assert_nlink_consistent, assert_work_dir_empty, HostWatch, LayerTar};
+use layers_support::{
+    apply_limited, assert_nlink_consistent, assert_work_dir_empty, HostWatch, LayerTar,
+};
 use oci2sif::tree::is_plain_name;
 use std::cell::Cell;
 
@@ -16,17 +18,34 @@ const LIMIT: u64 = 32 * 1024;
 
 #[derive(Debug, Clone)]
 enum Op {
-    File { name: String, mode: u32, len: usize },
-    Dir { name: String, mode: u32 },
-    Symlink { name: String, target: String },
+    File {
+        name: String,
+        mode: u32,
+        len: usize,
+    },
+    Dir {
+        name: String,
+        mode: u32,
+    },
+    Symlink {
+        name: String,
+        target: String,
+    },
     /// `earlier` picks the target among the names written before, when there are any.
     Hardlink {
         name: String,
         target: String,
         earlier: Option<prop::sample::Index>,
     },
-    Device { name: String, typeflag: u8 },
-    Raw { name: String, typeflag: u8, len: usize },
+    Device {
+        name: String,
+        typeflag: u8,
+    },
+    Raw {
+        name: String,
+        typeflag: u8,
+        len: usize,
+    },
 }
 
 impl Op {
@@ -77,7 +96,7 @@ fn op(sandbox: String) -> impl Strategy<Value = Op> {
             .prop_map(|(name, mode, len)| Op::File { name, mode, len }),
         3 => (name.clone(), 0u32..0o10000).prop_map(|(name, mode)| Op::Dir { name, mode }),
         3 => (name.clone(), target.clone()).prop_map(|(name, target)| Op::Symlink { name, target }),
-        2 => (name.clone(), target, prop::option::of(any::<prop::sample::Index>()))
+        1 => (name.clone(), target, prop::option::weighted(0.8, any::<prop::sample::Index>()))
             .prop_map(|(name, target, earlier)| Op::Hardlink { name, target, earlier }),
         1 => (name.clone(), prop::sample::select(vec![b'3', b'4', b'6']))
             .prop_map(|(name, typeflag)| Op::Device { name, typeflag }),
@@ -146,9 +165,7 @@ fn check(
     layers: &[Vec<u8>],
     applied_ok: &Cell<u32>,
 ) -> Result<(), TestCaseError> {
-    let r = apply_limited(layers, LIMIT);
-    if let Err(e) = &r { let s = format!("{e:?}"); eprintln!("ERRKIND {}", &s[..s.find(|c: char| !c.is_alphanumeric()).unwrap_or(s.len())]); }
-    if let Ok(applied) = r {
+    if let Ok(applied) = apply_limited(layers, LIMIT) {
         applied_ok.set(applied_ok.get() + 1);
         assert_work_dir_empty(applied.work.path());
         assert_nlink_consistent(&applied.tree);
@@ -183,8 +200,12 @@ fn random_layer_operations_never_panic_or_touch_the_host() {
         })
         .unwrap();
     // Most sets hit some refusal (loops, missing hardlink targets…); make sure enough of them
-    // apply cleanly for the tree properties to be exercised.
-    eprintln!("OKCOUNT {}", applied_ok.get()); assert!(applied_ok.get() >= 25, "only {} sets applied", applied_ok.get());
+    // apply cleanly for the tree properties to be exercised (typically about a third do).
+    assert!(
+        applied_ok.get() >= 25,
+        "only {} sets applied",
+        applied_ok.get()
+    );
 }
 
 #[test]
@@ -199,8 +220,7 @@ fn corrupted_layer_bytes_never_panic_or_touch_the_host() {
     runner
         .run(&(layers(sandbox), corruption), |(ops, flips)| {
             let mut written = Vec::new();
-            let mut tars: Vec<Vec<u8>> =
-                ops.iter().map(|l| write_layer(l, &mut written)).collect();
+            let mut tars: Vec<Vec<u8>> = ops.iter().map(|l| write_layer(l, &mut written)).collect();
             for (index, byte) in flips {
                 let layer = index.index(tars.len());
                 let len = tars[layer].len();

@@ -59,6 +59,8 @@ fn base_layer() -> Vec<u8> {
         .file("wh/z", 0o644, b"z")
         .file("gone", 0o644, b"gone")
         .file("opq2/old", 0o644, b"old")
+        .file("d2/old", 0o644, b"old")
+        .symlink("chain", "lib/../share")
         .file("opq2/sub/older", 0o644, b"older")
         .dir("ro", 0o555)
         .file("ro/f", 0o444, b"ro")
@@ -93,6 +95,8 @@ fn middle_layer() -> Vec<u8> {
         .dir("usr", 0o750)
         .file("ro/g", 0o444, b"g")
         .file("newdir/file", 0o644, b"kept")
+        .file("chain/doc", 0o644, b"through lib/..")
+        .hardlink("sym-hard", "usr/lib/libx.so")
         .whiteout(".wh.newdir");
     l.bytes()
 }
@@ -108,6 +112,8 @@ fn top_layer() -> Vec<u8> {
         .file("opq2/fresh", 0o644, b"fresh")
         .whiteout("tmp/.wh.nothing")
         .whiteout("implicit/.wh.deep")
+        .file("d2/new", 0o644, b"new")
+        .whiteout(".wh.d2")
         .symlink("bin/tool", "tool-hard");
     l.bytes()
 }
@@ -128,7 +134,10 @@ fn run(cmd: &mut Command) {
 /// (umoci stores them gzip-compressed).
 fn build_image(dir: &Path, layers: &[Vec<u8>]) -> String {
     let layout = dir.join("image");
-    run(Command::new("umoci").arg("init").arg("--layout").arg(&layout));
+    run(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout));
     let image = format!("{}:t", layout.display());
     run(Command::new("umoci").args(["new", "--image", &image]));
     for (i, layer) in layers.iter().enumerate() {
@@ -141,20 +150,30 @@ fn build_image(dir: &Path, layers: &[Vec<u8>]) -> String {
     image
 }
 
-fn umoci_unpack(image: &str, rootfs: &Path) {
+fn umoci_unpack_command(image: &str, rootfs: &Path) -> Command {
     // Parents umoci creates implicitly get 0777 & umask; pin the umask to the 022 our
     // builder's 0755 corresponds to.
-    run(Command::new("sh").args([
+    let mut cmd = Command::new("sh");
+    cmd.args([
         "-c",
         r#"umask 022 && exec umoci raw unpack --rootless --image "$0" "$1""#,
         image,
         rootfs.to_str().unwrap(),
-    ]));
+    ]);
+    cmd
+}
+
+fn umoci_unpack(image: &str, rootfs: &Path) {
+    run(&mut umoci_unpack_command(image, rootfs));
 }
 
 /// Applies the image's layers, read back from the OCI layout with their real media types.
 fn our_unpack(layout: &Path, work: &Path) -> (Tree, Spool) {
-    let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
     let json = |path: &Path| -> serde_json::Value {
         serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
     };
@@ -234,10 +253,7 @@ fn view_of_dir(root: &Path) -> View {
             Node::Dir { mode }
         } else if file_type.is_symlink() {
             Node::Symlink {
-                target: fs::read_link(&path)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
+                target: fs::read_link(&path).unwrap().to_string_lossy().into_owned(),
             }
         } else if file_type.is_fifo() {
             Node::Fifo { mode }
@@ -300,16 +316,88 @@ fn matches_umoci_on_a_multi_layer_image() {
     assert!(matches!(n["d2f"], Node::File { .. }));
     assert!(matches!(n["f2d"], Node::Dir { mode: 0o700 }));
     assert!(n.contains_key("etc/added") && n.contains_key("usr/lib/libz.so"));
+    assert!(
+        n.contains_key("usr/share/doc") && n.contains_key("d2/new") && !n.contains_key("d2/old")
+    );
     assert!(n.contains_key("newdir/file") && n.contains_key("wh/y") && n.contains_key("opq/new"));
     assert!(!n.contains_key("opq/a") && !n.contains_key("gone") && !n.contains_key("opt"));
     assert!(!n.contains_key("wh/x") && n.contains_key("wh/z"));
-    assert!(n.contains_key("opq2/fresh") && !n.contains_key("opq2/old") && !n.contains_key("opq2/sub"));
+    assert!(
+        n.contains_key("opq2/fresh") && !n.contains_key("opq2/old") && !n.contains_key("opq2/sub")
+    );
     let group = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect::<Vec<_>>();
     assert_eq!(
         ours.hardlinks,
         BTreeSet::from([
             group(&["bin/tool-hard", "bin/tool-hard2"]),
             group(&["etc/shadow", "shadow-hard"]),
+            group(&["sym-hard", "usr/lib/libx.so"]),
         ])
     );
+}
+
+/// Writes the entries of one test layer.
+type LayerWriter = Box<dyn Fn(&mut LayerTar)>;
+
+/// Whether umoci manages to unpack the image.
+fn umoci_accepts(image: &str, rootfs: &Path) -> bool {
+    umoci_unpack_command(image, rootfs)
+        .output()
+        .expect("running umoci")
+        .status
+        .success()
+}
+
+#[test]
+fn refuses_the_layers_umoci_refuses() {
+    let cases: Vec<(&str, LayerWriter)> = vec![
+        (
+            "hardlink to a missing target",
+            Box::new(|l| {
+                l.hardlink("h", "missing");
+            }),
+        ),
+        (
+            "hardlink to a directory",
+            Box::new(|l| {
+                l.dir("d", 0o755).hardlink("h", "d");
+            }),
+        ),
+        (
+            "parent is a regular file",
+            Box::new(|l| {
+                l.file("f", 0o644, b"x").file("f/child", 0o644, b"y");
+            }),
+        ),
+        (
+            "root turned into a symlink",
+            Box::new(|l| {
+                l.symlink("./", "/tmp");
+            }),
+        ),
+        (
+            "symlink loop in a parent",
+            Box::new(|l| {
+                l.symlink("a", "b")
+                    .symlink("b", "a")
+                    .file("a/x", 0o644, b"x");
+            }),
+        ),
+    ];
+    for (what, write) in cases {
+        let mut layer = LayerTar::new();
+        write(&mut layer);
+        let layer = layer.bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let image = build_image(dir.path(), std::slice::from_ref(&layer));
+        assert!(
+            !umoci_accepts(&image, &dir.path().join("rootfs")),
+            "umoci accepted: {what}"
+        );
+        let work = tempfile::tempdir().unwrap();
+        let mut tree = Tree::new();
+        let mut spool = Spool::new_in(work.path()).unwrap();
+        let result = apply_layer(&mut tree, &mut spool, &layer[..], &mut Limits::new(1 << 20));
+        assert!(result.is_err(), "we accepted: {what}");
+    }
 }

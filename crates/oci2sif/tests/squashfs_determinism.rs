@@ -24,11 +24,17 @@ fn thread_count_does_not_change_the_image() {
     let scratch = scratch_dir();
     let mut spool = Spool::new_in(scratch.path()).unwrap();
     let tree = rich_tree(&mut spool, 131_072);
-    for compression in [Compression::Gzip { level: 9 }, Compression::Zstd { level: 3 }] {
+    for compression in [
+        Compression::Gzip { level: 9 },
+        Compression::Zstd { level: 3 },
+    ] {
         let one = image_bytes(&tree, &spool, compression, 1);
         for threads in [1, 2, 3, 8] {
             let again = image_bytes(&tree, &spool, compression, threads);
-            assert!(one == again, "{compression:?} with {threads} threads differs from 1 thread");
+            assert!(
+                one == again,
+                "{compression:?} with {threads} threads differs from 1 thread"
+            );
         }
     }
 }
@@ -51,5 +57,9 @@ fn image_starts_at_the_writer_position_and_leaves_it_at_the_end() {
     let size = write_squashfs(&tree, &spool, &mut out, &opts).unwrap();
     assert_eq!(out.stream_position().unwrap(), 12_345 + size);
     out.seek(SeekFrom::End(0)).unwrap();
-    assert_eq!(&out.get_ref()[12_345..], &alone[..], "offset image = image alone");
+    assert_eq!(
+        &out.get_ref()[12_345..],
+        &alone[..],
+        "offset image = image alone"
+    );
 }

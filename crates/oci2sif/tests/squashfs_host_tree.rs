@@ -11,7 +11,11 @@ use oci2sif::tree::Spool;
 use squashfs_support::*;
 
 fn host_round_trip(source: &Path, compression: Compression) {
-    assert!(source.is_dir(), "{} is part of the machine image", source.display());
+    assert!(
+        source.is_dir(),
+        "{} is part of the machine image",
+        source.display()
+    );
     let scratch = scratch_dir();
     let mut spool = Spool::new_in(scratch.path()).unwrap();
     let tree = tree_from_dir(source, &mut spool);

@@ -29,9 +29,18 @@ fn round_trip(compression: Compression, block_size: u32, compressor_name: &str) 
     assert_eq!(size % 4096, 0, "image is padded to 4 KiB");
 
     let report = superblock_report(&image);
-    assert!(report.contains(&format!("Compression {compressor_name}\n")), "{report}");
-    assert!(report.contains(&format!("Block size {block_size}\n")), "{report}");
-    assert!(report.contains(&format!("Number of inodes {}\n", count_inodes(&expected))), "{report}");
+    assert!(
+        report.contains(&format!("Compression {compressor_name}\n")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("Block size {block_size}\n")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("Number of inodes {}\n", count_inodes(&expected))),
+        "{report}"
+    );
 
     check_listing(&image, &expected);
 
@@ -51,7 +60,11 @@ fn round_trip(compression: Compression, block_size: u32, compressor_name: &str) 
 fn count_inodes(manifest: &Manifest) -> usize {
     manifest
         .iter()
-        .filter(|(path, e)| e.first_link.as_deref().is_none_or(|first| first == path.as_str()))
+        .filter(|(path, e)| {
+            e.first_link
+                .as_deref()
+                .is_none_or(|first| first == path.as_str())
+        })
         .count()
 }
 
@@ -65,16 +78,25 @@ fn check_listing(image: &Path, expected: &Manifest) {
     for (path, want) in expected {
         let got = &listing[path];
         assert_eq!(got.mode, mode_string(want), "mode of {path:?}");
-        assert_eq!(got.owner, format!("{}/{}", want.uid, want.gid), "owner of {path:?}");
+        assert_eq!(
+            got.owner,
+            format!("{}/{}", want.uid, want.gid),
+            "owner of {path:?}"
+        );
         match (want.kind, want.device) {
             // unsquashfs -lln prints only the old 8-bit major/minor split; check small ones.
             (_, Some((major, minor))) if minor < 256 => {
                 assert_eq!(got.size, format!("{major},{minor}"), "device of {path:?}")
             }
-            ("file" | "symlink", _) => assert_eq!(got.size, want.size.to_string(), "size of {path:?}"),
+            ("file" | "symlink", _) => {
+                assert_eq!(got.size, want.size.to_string(), "size of {path:?}")
+            }
             _ => {}
         }
-        let target = want.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned());
+        let target = want
+            .target
+            .as_ref()
+            .map(|t| String::from_utf8_lossy(t).into_owned());
         assert_eq!(got.symlink_target, target, "symlink target of {path:?}");
     }
 }
@@ -119,6 +141,36 @@ fn non_default_levels_are_recorded_in_compressor_options() {
     }
 }
 
+#[test]
+fn duplicate_contents_are_stored_once() {
+    let scratch = scratch_dir();
+    let mut spool = Spool::new_in(scratch.path()).unwrap();
+    let opts = options(Compression::Zstd { level: 3 }, 131_072);
+    let image = scratch.path().join("image.sqfs");
+    let mut sizes = Vec::new();
+    for copies in [1, 3] {
+        let mut tree = oci2sif::tree::Tree::new();
+        for copy in 0..copies {
+            // Same seed, same bytes: 40 blocks that do not compress to nothing.
+            let content = pattern_content(&mut spool, 40 * 131_072 + 999, 7);
+            let id = tree.add_inode(
+                oci2sif::tree::Kind::File(content),
+                oci2sif::tree::Meta::new(0o644, 0, 0, 0),
+            );
+            tree.link(oci2sif::tree::ROOT, format!("copy-{copy}").into_bytes(), id);
+        }
+        sizes.push(write_image(&tree, &spool, &image, &opts));
+        let extracted = scratch.path().join(format!("x{copies}"));
+        extract(&image, &extracted);
+        assert_eq!(manifest_of_dir(&extracted).len(), copies + 1);
+    }
+    assert_eq!(
+        sizes[0], sizes[1],
+        "two more copies add only inodes, within the 4 KiB padding"
+    );
+    assert!(superblock_report(&image).contains("Duplicates are removed"));
+}
+
 /// The kernel is the reader that matters at run time. Loop mounts need root (and a loop
 /// device), which CI and the developer machines have; elsewhere the test says why it skipped.
 #[test]
@@ -127,7 +179,10 @@ fn kernel_mounts_the_image_and_sees_the_same_tree() {
     let mut spool = Spool::new_in(scratch.path()).unwrap();
     let tree = rich_tree(&mut spool, 131_072);
     let expected = manifest_of_tree(&tree, &spool);
-    for compression in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+    for compression in [
+        Compression::Gzip { level: 9 },
+        Compression::Zstd { level: 3 },
+    ] {
         let image = scratch.path().join("image.sqfs");
         write_image(&tree, &spool, &image, &options(compression, 131_072));
         let mountpoint = scratch.path().join("mnt");

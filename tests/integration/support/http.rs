@@ -29,15 +29,23 @@ application/vnd.docker.distribution.manifest.v2+json, \
 application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// A blocking client for loopback tests: no overall timeout (big blobs), no proxy, no redirects
-/// followed (tests see exactly what the server answered).
+/// followed (tests see exactly what the server answered), no idle connections kept (servers are
+/// killed and ports reused). One client is shared by the whole binary: building one per request
+/// is slow (oci-client's TLS feature makes every build load the system's root certificates).
 pub fn http() -> Client {
-    Client::builder()
-        .timeout(None)
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("build reqwest client")
+    static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            Client::builder()
+                .timeout(None)
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("build reqwest client")
+        })
+        .clone()
 }
 
 /// Status, headers and body of a response (body read fully).

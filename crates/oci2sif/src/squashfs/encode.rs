@@ -48,7 +48,13 @@ pub(super) fn encode_tables(
 ) -> Result<InodeTables, SquashfsError> {
     let mut inodes = MetadataWriter::new(compression)?;
     let mut directories = MetadataWriter::new(compression)?;
-    let mut refs = vec![MetaRef { block: 0, offset: 0 }; tree.inodes.len()];
+    let mut refs = vec![
+        MetaRef {
+            block: 0,
+            offset: 0
+        };
+        tree.inodes.len()
+    ];
     let mut files = files.into_iter();
     let mut bytes = Vec::new();
     for &id in &plan.order {
@@ -61,9 +67,12 @@ pub(super) fn encode_tables(
                 encode_dir(&mut bytes, plan, id, &inode.meta, &listing, &location)?;
             }
             Kind::File(_) => {
-                let layout = files.next().filter(|layout| layout.inode == id).ok_or_else(|| {
-                    SquashfsError::MalformedTree(format!("no data layout for file inode {id}"))
-                })?;
+                let layout = files
+                    .next()
+                    .filter(|layout| layout.inode == id)
+                    .ok_or_else(|| {
+                        SquashfsError::MalformedTree(format!("no data layout for file inode {id}"))
+                    })?;
                 encode_file(&mut bytes, plan, id, &inode.meta, &layout);
             }
             _ => encode_special(&mut bytes, plan, id, inode)?,
@@ -135,7 +144,8 @@ fn encode_special(
             put_u32(bytes, links);
             put_u32(
                 bytes,
-                u32::try_from(target.len()).map_err(|_| SquashfsError::Limit("symlink target size"))?,
+                u32::try_from(target.len())
+                    .map_err(|_| SquashfsError::Limit("symlink target size"))?,
             );
             bytes.extend_from_slice(target);
         }
@@ -267,7 +277,10 @@ fn encode_listing(
         if let Some(open) = header.as_mut() {
             let kind = &tree.inodes[child].kind;
             put_u16(&mut listing.bytes, child_ref.offset);
-            put_u16(&mut listing.bytes, (number.wrapping_sub(open.base_number)) as u16);
+            put_u16(
+                &mut listing.bytes,
+                (number.wrapping_sub(open.base_number)) as u16,
+            );
             put_u16(&mut listing.bytes, entry_type(kind));
             // Names are 1..=256 bytes (checked by the plan), stored as length - 1.
             put_u16(&mut listing.bytes, (name.len() - 1) as u16);

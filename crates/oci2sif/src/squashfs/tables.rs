@@ -18,6 +18,7 @@ const MAGIC: u32 = 0x7371_7368; // "hsqs"
 const NO_TABLE: u64 = u64::MAX;
 
 /// Superblock flags (`SQUASHFS_*` bit numbers in the kernel's squashfs_fs.h).
+const FLAG_DUPLICATES_REMOVED: u16 = 1 << 6;
 const FLAG_NO_XATTRS: u16 = 1 << 9;
 const FLAG_COMPRESSOR_OPTIONS: u16 = 1 << 10;
 
@@ -98,7 +99,7 @@ pub(super) fn write_tables<W: Write>(
     let id_table_start = write_indexed_table(out, &id_entries, opts.compression)?;
     let bytes_used = out.position();
 
-    let mut flags = FLAG_NO_XATTRS;
+    let mut flags = FLAG_NO_XATTRS | FLAG_DUPLICATES_REMOVED;
     if !compressor_options(opts.compression).is_empty() {
         flags |= FLAG_COMPRESSOR_OPTIONS;
     }

@@ -361,7 +361,11 @@ impl HostWatch {
         let sandbox = tempfile::tempdir().unwrap();
         fs::write(sandbox.path().join("sentinel"), b"untouched").unwrap();
         fs::create_dir(sandbox.path().join("etc")).unwrap();
-        fs::write(sandbox.path().join("etc/passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+        fs::write(
+            sandbox.path().join("etc/passwd"),
+            b"root:x:0:0::/root:/bin/sh\n",
+        )
+        .unwrap();
         let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
         let mut watch = HostWatch {
             sandbox,

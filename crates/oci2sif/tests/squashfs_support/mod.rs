@@ -129,7 +129,13 @@ pub fn manifest_of_tree(tree: &Tree, spool: &Spool) -> Manifest {
         let inode = tree.inode(id);
         let (kind, size, sha256, target, device) = match &inode.kind {
             Kind::Dir(_) => ("dir", 0, None, None, None),
-            Kind::File(c) => ("file", c.len, Some(sha256_hex(spool.reader(*c))), None, None),
+            Kind::File(c) => (
+                "file",
+                c.len,
+                Some(sha256_hex(spool.reader(*c))),
+                None,
+                None,
+            ),
             Kind::Symlink(t) => ("symlink", t.len() as u64, None, Some(t.clone()), None),
             Kind::CharDevice { major, minor } => ("char", 0, None, None, Some((*major, *minor))),
             Kind::BlockDevice { major, minor } => ("block", 0, None, None, Some((*major, *minor))),
@@ -211,7 +217,11 @@ fn walk_dir(
     if ft.is_dir() {
         for child in sorted_entries(path) {
             let name = String::from_utf8_lossy(child.file_name().as_bytes()).into_owned();
-            let child_rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let child_rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             walk_dir(&child.path(), &child_rel, manifest, first);
         }
     }
@@ -222,13 +232,19 @@ pub fn write_image(tree: &Tree, spool: &Spool, path: &Path, opts: &SquashfsOptio
     let mut out = BufWriter::new(File::create(path).unwrap());
     let size = write_squashfs(tree, spool, &mut out, opts).unwrap();
     drop(out);
-    assert_eq!(fs::metadata(path).unwrap().len(), size, "returned size = file size");
+    assert_eq!(
+        fs::metadata(path).unwrap().len(),
+        size,
+        "returned size = file size"
+    );
     size
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         output.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -240,7 +256,12 @@ pub fn run(cmd: &mut Command) -> String {
 
 /// `unsquashfs -d OUT IMAGE` (as root it keeps owners and creates device nodes).
 pub fn extract(image: &Path, out: &Path) {
-    run(Command::new("unsquashfs").arg("-q").arg("-n").arg("-d").arg(out).arg(image));
+    run(Command::new("unsquashfs")
+        .arg("-q")
+        .arg("-n")
+        .arg("-d")
+        .arg(out)
+        .arg(image));
 }
 
 /// One line of `unsquashfs -lln`: mode string, "uid/gid", size or "major,minor", path.
@@ -268,8 +289,19 @@ pub fn unsquashfs_listing(image: &Path) -> BTreeMap<String, Listed> {
         let owner = tokens[1].to_string();
         // devices print "major," "minor" (or "major,minor"), others a single size token
         let size = tokens[2..tokens.len() - 2].concat();
-        let rel = path.strip_prefix("squashfs-root").unwrap().trim_start_matches('/');
-        listing.insert(rel.to_string(), Listed { mode, owner, size, symlink_target });
+        let rel = path
+            .strip_prefix("squashfs-root")
+            .unwrap()
+            .trim_start_matches('/');
+        listing.insert(
+            rel.to_string(),
+            Listed {
+                mode,
+                owner,
+                size,
+                symlink_target,
+            },
+        );
     }
     listing
 }
@@ -322,10 +354,14 @@ pub fn scratch_dir() -> tempfile::TempDir {
 
 /// A file in the spool holding `len` bytes of a repeatable, partly compressible pattern.
 pub fn pattern_content(spool: &mut Spool, len: usize, seed: u64) -> Content {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut bytes = Vec::with_capacity(len);
     while bytes.len() < len {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let word = (state >> 33) as u32;
         // Half the words repeat a short phrase, so blocks compress but not to nothing.
         if word & 1 == 0 {
@@ -345,7 +381,14 @@ pub fn assert_same_as_mksquashfs(ours: &Path, reference_dir: &Path, scratch: &Pa
     run(Command::new("mksquashfs")
         .arg(reference_dir)
         .arg(&reference)
-        .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs", "-comp", "zstd"])
+        .args([
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+            "-no-xattrs",
+            "-comp",
+            "zstd",
+        ])
         .args(["-Xcompression-level", "1"]));
     run(Command::new("sqfsdiff")
         .arg("--timestamps")
@@ -356,7 +399,10 @@ pub fn assert_same_as_mksquashfs(ours: &Path, reference_dir: &Path, scratch: &Pa
 }
 
 fn dir(tree: &mut Tree, parent: InodeId, name: &str, mode: u32, uid: u32, gid: u32) -> InodeId {
-    let id = tree.add_inode(Kind::Dir(BTreeMap::new()), Meta::new(mode, uid, gid, 1_600_000_000));
+    let id = tree.add_inode(
+        Kind::Dir(BTreeMap::new()),
+        Meta::new(mode, uid, gid, 1_600_000_000),
+    );
     tree.link(parent, name.as_bytes().to_vec(), id);
     id
 }
@@ -382,28 +428,101 @@ pub fn rich_tree(spool: &mut Spool, block_size: usize) -> Tree {
     dir(&mut t, ROOT, "tmp", 0o1777, 0, 0);
     dir(&mut t, ROOT, "empty-dir", 0o555, 7, 8);
 
-    let file = |spool: &mut Spool, len: usize, seed: u64| Kind::File(pattern_content(spool, len, seed));
-    node(&mut t, ROOT, "empty", Kind::File(Content::EMPTY), Meta::new(0o644, 0, 0, 0));
+    let file =
+        |spool: &mut Spool, len: usize, seed: u64| Kind::File(pattern_content(spool, len, seed));
+    node(
+        &mut t,
+        ROOT,
+        "empty",
+        Kind::File(Content::EMPTY),
+        Meta::new(0o644, 0, 0, 0),
+    );
     let small = spool.append_bytes(b"hello, squashfs\n").unwrap();
-    node(&mut t, ROOT, "small", Kind::File(small), Meta::new(0o600, 1000, 1000, 1_234_567_890));
+    node(
+        &mut t,
+        ROOT,
+        "small",
+        Kind::File(small),
+        Meta::new(0o600, 1000, 1000, 1_234_567_890),
+    );
     let k = file(spool, bs * 5 + bs / 2 + 17, 1);
     node(&mut t, usr, "big", k, Meta::new(0o644, 0, 0, 1_500_000_000));
     let k = file(spool, bs * 3, 2);
-    node(&mut t, usr, "exact", k, Meta::new(0o640, 0, 42, 1_500_000_001));
+    node(
+        &mut t,
+        usr,
+        "exact",
+        k,
+        Meta::new(0o640, 0, 42, 1_500_000_001),
+    );
     let k = file(spool, bs - 1, 3);
     node(&mut t, usr, "almost-a-block", k, Meta::new(0o644, 0, 0, 1));
     let k = file(spool, bs, 4);
     node(&mut t, usr, "one-block", k, Meta::new(0o644, 0, 0, 2));
     let zeros = spool.append_bytes(&vec![0; bs * 2 + 100]).unwrap();
-    node(&mut t, usr, "zeros", Kind::File(zeros), Meta::new(0o644, 0, 0, 3));
+    node(
+        &mut t,
+        usr,
+        "zeros",
+        Kind::File(zeros),
+        Meta::new(0o644, 0, 0, 3),
+    );
     let mixed = {
         let mut bytes = vec![0u8; bs * 3];
         bytes[bs..bs + 5].copy_from_slice(b"data!");
         spool.append_bytes(&bytes).unwrap()
     };
-    node(&mut t, usr, "sparse-middle", Kind::File(mixed), Meta::new(0o644, 0, 0, 4));
-    node(&mut t, bin, "su", Kind::File(small), Meta::new(0o4755, 0, 0, 5));
-    node(&mut t, bin, "wall", Kind::File(small), Meta::new(0o2755, 0, 5, 6));
+    node(
+        &mut t,
+        usr,
+        "sparse-middle",
+        Kind::File(mixed),
+        Meta::new(0o644, 0, 0, 4),
+    );
+    node(
+        &mut t,
+        bin,
+        "su",
+        Kind::File(small),
+        Meta::new(0o4755, 0, 0, 5),
+    );
+    node(
+        &mut t,
+        bin,
+        "wall",
+        Kind::File(small),
+        Meta::new(0o2755, 0, 5, 6),
+    );
+
+    // duplicates (separate inodes, same bytes): stored once, read back by every name
+    let k = file(spool, bs * 5 + bs / 2 + 17, 1);
+    node(&mut t, deep, "big-copy", k, Meta::new(0o600, 0, 0, 20));
+    let k = file(spool, bs * 3, 2);
+    node(&mut t, deep, "exact-copy", k, Meta::new(0o600, 0, 0, 21));
+    let copy = spool.append_bytes(b"hello, squashfs\n").unwrap();
+    node(
+        &mut t,
+        deep,
+        "small-copy",
+        Kind::File(copy),
+        Meta::new(0o600, 0, 0, 22),
+    );
+    let copy = spool.append_bytes(&vec![0; bs * 2 + 100]).unwrap();
+    node(
+        &mut t,
+        deep,
+        "zeros-copy",
+        Kind::File(copy),
+        Meta::new(0o600, 0, 0, 23),
+    );
+    let same_size = spool.append_bytes(b"hello, SQUASHFS\n").unwrap();
+    node(
+        &mut t,
+        deep,
+        "same-size-other-bytes",
+        Kind::File(same_size),
+        Meta::new(0o600, 0, 0, 24),
+    );
 
     // hardlinks: a small (fragment) file and a multi-block file, each with three names
     let k = file(spool, 300, 5);
@@ -414,14 +533,65 @@ pub fn rich_tree(spool: &mut Spool, block_size: usize) -> Tree {
     let hl_big = node(&mut t, lib, "hl-big", k, Meta::new(0o755, 0, 0, 8));
     t.link(ROOT, b"hl-big-2".to_vec(), hl_big);
 
-    node(&mut t, lib, "rel-link", Kind::Symlink(b"../../small".to_vec()), Meta::new(0o777, 0, 0, 9));
-    node(&mut t, ROOT, "abs-link", Kind::Symlink(b"/usr/lib/deep".to_vec()), Meta::new(0o777, 3, 4, 10));
-    node(&mut t, ROOT, "dangling", Kind::Symlink(b"nowhere/at/all".to_vec()), Meta::new(0o777, 0, 0, 11));
-    node(&mut t, dev, "null", Kind::CharDevice { major: 1, minor: 3 }, Meta::new(0o666, 0, 0, 12));
-    node(&mut t, dev, "sda", Kind::BlockDevice { major: 8, minor: 0 }, Meta::new(0o660, 0, 6, 13));
-    node(&mut t, dev, "nvme-part", Kind::BlockDevice { major: 259, minor: 70_000 }, Meta::new(0o660, 0, 6, 14));
-    node(&mut t, run_dir, "fifo", Kind::Fifo, Meta::new(0o600, 100_000, 100_001, 15));
-    node(&mut t, run_dir, "sock", Kind::Socket, Meta::new(0o755, 0, 0, 16));
+    node(
+        &mut t,
+        lib,
+        "rel-link",
+        Kind::Symlink(b"../../small".to_vec()),
+        Meta::new(0o777, 0, 0, 9),
+    );
+    node(
+        &mut t,
+        ROOT,
+        "abs-link",
+        Kind::Symlink(b"/usr/lib/deep".to_vec()),
+        Meta::new(0o777, 3, 4, 10),
+    );
+    node(
+        &mut t,
+        ROOT,
+        "dangling",
+        Kind::Symlink(b"nowhere/at/all".to_vec()),
+        Meta::new(0o777, 0, 0, 11),
+    );
+    node(
+        &mut t,
+        dev,
+        "null",
+        Kind::CharDevice { major: 1, minor: 3 },
+        Meta::new(0o666, 0, 0, 12),
+    );
+    node(
+        &mut t,
+        dev,
+        "sda",
+        Kind::BlockDevice { major: 8, minor: 0 },
+        Meta::new(0o660, 0, 6, 13),
+    );
+    node(
+        &mut t,
+        dev,
+        "nvme-part",
+        Kind::BlockDevice {
+            major: 259,
+            minor: 70_000,
+        },
+        Meta::new(0o660, 0, 6, 14),
+    );
+    node(
+        &mut t,
+        run_dir,
+        "fifo",
+        Kind::Fifo,
+        Meta::new(0o600, 100_000, 100_001, 15),
+    );
+    node(
+        &mut t,
+        run_dir,
+        "sock",
+        Kind::Socket,
+        Meta::new(0o755, 0, 0, 16),
+    );
 
     // A directory whose listing spans several metadata blocks and headers (> 256 entries),
     // so the writer must split headers and index it.
@@ -434,7 +604,13 @@ pub fn rich_tree(spool: &mut Spool, block_size: usize) -> Tree {
             file(spool, (i as usize * 37) % 3000, i + 100)
         };
         let mode = if i % 7 == 0 { 0o777 } else { 0o644 };
-        node(&mut t, many, &name, kind, Meta::new(mode, (i % 3) as u32, 0, i as i64));
+        node(
+            &mut t,
+            many,
+            &name,
+            kind,
+            Meta::new(mode, (i % 3) as u32, 0, i as i64),
+        );
     }
     t
 }

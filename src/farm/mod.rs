@@ -1,0 +1,134 @@
+//! The SIF build farm: every runnable image pushed becomes an Apptainer SIF.
+//!
+//! - [`planner`] consumes the outbox events the registry writes in the same transaction as each
+//!   manifest, and queues one job per (manifest digest, platform).
+//! - [`worker`] claims jobs under a lease, heart-beats while building and records the result; a
+//!   worker that dies loses its lease and the job is re-queued.
+//! - [`native`] and [`apptainer`] are the two build backends.
+//! - [`oras`] publishes each ready SIF as an ORAS artifact (`T.sif`) next to its image.
+//!
+//! The claim/heartbeat/complete calls are plain functions over the metadata database, so remote
+//! builder hosts and Slurm-job builders can use them through an HTTP API later.
+
+pub mod apptainer;
+pub mod native;
+pub mod oras;
+pub mod planner;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::{Backend, CompressionName, FarmConfig};
+use crate::meta::Db;
+use crate::storage::BlobStore;
+
+/// Shared state of the planner and the workers.
+pub struct Farm {
+    pub db: Arc<Db>,
+    pub store: BlobStore,
+    pub config: FarmConfig,
+    /// Lease-owner prefix of this process's in-process workers. Jobs still leased under an
+    /// earlier process's prefix at start-up were orphaned by a crash and are re-queued at once.
+    pub owner_prefix: String,
+    /// Woken by the registry after each manifest or tag write (new outbox events).
+    pub events: Arc<Notify>,
+    /// Woken after each enqueue (new jobs for the workers).
+    pub jobs: Notify,
+}
+
+impl Farm {
+    pub fn new(db: Arc<Db>, store: BlobStore, config: FarmConfig, events: Arc<Notify>) -> Arc<Farm> {
+        let host = hostname();
+        Arc::new(Farm {
+            db,
+            store,
+            config,
+            owner_prefix: format!("local:{host}:{}:", uuid::Uuid::new_v4().simple()),
+            events,
+            jobs: Notify::new(),
+        })
+    }
+
+    /// The platform a plain `/sif/<index digest>` request means.
+    pub fn default_platform(&self) -> &str {
+        self.config.platforms.first().map(String::as_str).unwrap_or("linux/amd64")
+    }
+
+    pub fn wants_platform(&self, platform: &str) -> bool {
+        self.config.platforms.iter().any(|p| p == platform)
+    }
+
+    /// Starts the planner, the lease reaper and the in-process workers.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        if self.config.backend == Backend::Apptainer {
+            match apptainer::check(&self.config.apptainer).await {
+                Ok(version) => tracing::info!("SIF builds use {version}"),
+                Err(e) => tracing::error!("SIF builds will fail: {e}"),
+            }
+        }
+        let requeued = self
+            .db
+            .write(move |tx| crate::meta::requeue_expired(tx, Some("local:")))
+            .await?;
+        if requeued > 0 {
+            tracing::info!("re-queued {requeued} SIF builds interrupted by the last shutdown");
+        }
+        tokio::spawn(planner::run(Arc::clone(self)));
+        tokio::spawn(worker::reap_expired_leases(Arc::clone(self)));
+        for n in 0..self.config.workers {
+            tokio::spawn(worker::run(Arc::clone(self), format!("{}{n}", self.owner_prefix)));
+        }
+        tracing::info!(
+            workers = self.config.workers,
+            backend = ?self.config.backend,
+            platforms = ?self.config.platforms,
+            "SIF build farm started"
+        );
+        Ok(())
+    }
+
+    pub fn compression(&self) -> oci2sif::Compression {
+        match self.config.compression {
+            CompressionName::Gzip => oci2sif::Compression::Gzip {
+                level: self.config.compression_level.unwrap_or(9).clamp(1, 9) as u32,
+            },
+            CompressionName::Zstd => oci2sif::Compression::Zstd {
+                level: self.config.compression_level.unwrap_or(3).clamp(1, 22),
+            },
+        }
+    }
+
+    pub fn build_threads(&self) -> usize {
+        match self.config.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.config.backend {
+            Backend::Native => "native",
+            Backend::Apptainer => "apptainer",
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Where a build's result and scratch files go before the SIF becomes a blob.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn sif_path(&self) -> PathBuf {
+        self.dir.path().join("image.sif")
+    }
+}

@@ -1,0 +1,166 @@
+//! The native backend: reads the image's config and layers straight from the blob store and
+//! converts them with the `oci2sif` crate. No external tools, no root, no network.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::worker::{Built, Failure};
+use super::{Farm, Workspace};
+use crate::meta::{self, Job};
+use crate::registry::names::{Algorithm, Digest, Hasher};
+use crate::storage::BlobStore;
+
+/// Read buffer per layer: layers are streamed, never loaded whole.
+const LAYER_BUFFER: usize = 1 << 20;
+
+pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
+    let image = load_image(farm, job).await?;
+    let workspace = Workspace {
+        dir: farm.store.scratch_dir().map_err(|e| Failure {
+            reason: format!("cannot create a build directory: {e}"),
+            log: String::new(),
+        })?,
+    };
+    let options = oci2sif::BuildOptions {
+        compression: farm.compression(),
+        threads: farm.build_threads(),
+        max_unpacked_bytes: farm.config.max_unpacked_bytes,
+        reproducible: farm.config.reproducible,
+        work_dir: workspace.dir.path().to_path_buf(),
+    };
+    let compression = format!("{:?}", options.compression);
+    let store = farm.store.clone();
+    let source_ref = format!("{}@{}", job.repository, job.manifest_digest);
+    let out_path = workspace.sif_path();
+    let result = tokio::task::spawn_blocking(move || convert(&store, image, source_ref, &options, &out_path))
+        .await
+        .map_err(|e| Failure {
+            reason: format!("build task crashed: {e}"),
+            log: String::new(),
+        })?;
+    match result {
+        Ok(log) => Ok(Built {
+            workspace,
+            log,
+            compression,
+        }),
+        Err(failure) => Err(failure),
+    }
+}
+
+/// The parts of an image a build needs.
+pub struct Image {
+    pub config: Digest,
+    pub layers: Vec<(String, Digest)>,
+}
+
+pub async fn load_image(farm: &Arc<Farm>, job: &Job) -> Result<Image, Failure> {
+    let (r, d) = (job.repository.clone(), job.manifest_digest.clone());
+    let stored = farm
+        .db
+        .read(move |c| meta::manifest_by_digest(c, &r, &d))
+        .await
+        .map_err(|e| plain_failure(format!("cannot read the manifest: {e}")))?
+        .ok_or_else(|| plain_failure(format!("manifest {} is no longer in {}", job.manifest_digest, job.repository)))?;
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&stored.content)
+        .map_err(|e| plain_failure(format!("the manifest is not an image manifest: {e}")))?;
+    let digest = |d: &oci_spec::image::Digest| {
+        Digest::parse(&d.to_string()).map_err(|e| plain_failure(format!("bad digest in manifest: {e}")))
+    };
+    let config = digest(manifest.config().digest())?;
+    let layers = manifest
+        .layers()
+        .iter()
+        .map(|l| Ok((l.media_type().to_string(), digest(l.digest())?)))
+        .collect::<Result<Vec<_>, Failure>>()?;
+    Ok(Image { config, layers })
+}
+
+fn plain_failure(reason: String) -> Failure {
+    Failure {
+        log: reason.clone(),
+        reason,
+    }
+}
+
+fn convert(
+    store: &BlobStore,
+    image: Image,
+    source_ref: String,
+    options: &oci2sif::BuildOptions,
+    out_path: &Path,
+) -> Result<String, Failure> {
+    let mut log = String::new();
+    let config_json = std::fs::read(store.blob_path(&image.config))
+        .map_err(|e| plain_failure(format!("cannot read image config {}: {e}", image.config)))?;
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for (i, (media_type, digest)) in image.layers.iter().enumerate() {
+        let file = File::open(store.blob_path(digest))
+            .map_err(|e| plain_failure(format!("cannot read layer {} ({digest}): {e}", i + 1)))?;
+        log.push_str(&format!("layer {}/{}: {digest} ({media_type})\n", i + 1, image.layers.len()));
+        layers.push(oci2sif::LayerInput {
+            media_type: media_type.clone(),
+            reader: Box::new(BufReader::with_capacity(LAYER_BUFFER, file)),
+        });
+    }
+    let input = oci2sif::BuildInput {
+        config_json,
+        layers,
+        source_ref,
+    };
+    let mut out = File::create(out_path).map_err(|e| plain_failure(format!("cannot create the SIF file: {e}")))?;
+    match oci2sif::build_sif(input, options, &mut out) {
+        Ok(report) => {
+            log.push_str(&format!(
+                "built {} bytes: arch {}, {} files, {} bytes unpacked, squashfs {} bytes ({:?})\n",
+                report.sif_size, report.arch, report.files, report.unpacked_bytes, report.squashfs_size, options.compression
+            ));
+            Ok(log)
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            log.push_str(&format!("error: {reason}\n"));
+            Err(Failure { reason, log })
+        }
+    }
+}
+
+/// A built SIF, hashed and imported into the blob store.
+pub struct InspectedSif {
+    pub digest: Digest,
+    pub size: u64,
+    pub squashfs_offset: u64,
+    pub squashfs_size: u64,
+}
+
+/// Checks that `path` is a SIF with a primary squashfs partition, hashes it and imports it.
+pub fn inspect_sif(store: &BlobStore, path: &Path) -> Result<InspectedSif, String> {
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    let info = oci2sif::sif::read_descriptors(&mut file).map_err(|e| e.to_string())?;
+    let part = info
+        .primary_partition()
+        .ok_or("it has no primary system partition")?;
+    let (squashfs_offset, squashfs_size) = (part.offset, part.size);
+    let mut hasher = Hasher::new(Algorithm::Sha256);
+    let mut reader = BufReader::with_capacity(LAYER_BUFFER, File::open(path).map_err(|e| e.to_string())?);
+    let mut buf = vec![0u8; LAYER_BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let digest = hasher.finish();
+    store.import_file(path, &digest).map_err(|e| e.to_string())?;
+    Ok(InspectedSif {
+        digest,
+        size,
+        squashfs_offset,
+        squashfs_size,
+    })
+}

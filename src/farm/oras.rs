@@ -1,0 +1,227 @@
+//! Publishes every ready SIF built from a tagged image `R:T` as an ORAS artifact in `R`, laid
+//! out exactly as `apptainer push oras://` does, so `apptainer pull oras://HOST/R:T.sif` works:
+//! config `application/vnd.sylabs.sif.config.v1+json` (`{}`), one layer
+//! `application/vnd.sylabs.sif.layer.v1.sif` whose blob is the SIF itself (stored once), and
+//! `subject` = the image manifest, so it also shows in the referrers API.
+//!
+//! Tags: `T.sif` for the default platform, `T.<arch>.sif` for the others. They belong to the
+//! registry (user pushes to `*.sif` are refused) and follow `T` when it moves or is deleted.
+
+use std::sync::Arc;
+
+use super::Farm;
+use crate::meta::{self, NewManifest, Reference, ReferenceKind};
+use crate::registry::manifests::OCI_MANIFEST;
+use crate::registry::names::{Algorithm, Digest, Tag};
+
+pub const SIF_CONFIG_TYPE: &str = "application/vnd.sylabs.sif.config.v1+json";
+pub const SIF_LAYER_TYPE: &str = "application/vnd.sylabs.sif.layer.v1.sif";
+const EMPTY_CONFIG: &[u8] = b"{}";
+
+/// True for the registry-owned tags that carry SIFs.
+pub fn is_derived_tag(tag: &str) -> bool {
+    tag.ends_with(".sif")
+}
+
+/// The ORAS tag for image tag `tag` and a SIF of `platform`.
+pub fn derived_tag(farm: &Farm, tag: &str, platform: &str) -> String {
+    if platform == farm.default_platform() {
+        format!("{tag}.sif")
+    } else {
+        let arch = platform.split('/').nth(1).unwrap_or("unknown");
+        format!("{tag}.{arch}.sif")
+    }
+}
+
+/// Architectures a `T.<arch>.sif` tag can carry (Go's GOARCH names, as in SIF headers).
+const ARCHES: [&str; 13] = [
+    "386", "amd64", "arm", "arm64", "ppc64", "ppc64le", "mips", "mipsle", "mips64", "mips64le", "s390x",
+    "riscv64", "loong64",
+];
+
+/// Whether `derived` is one of `tag`'s ORAS tags. Only known architectures count, so that tag
+/// `1`'s tags are never confused with `1.2.sif`, the tag of image tag `1.2`.
+fn belongs_to(derived: &str, tag: &str) -> bool {
+    derived == format!("{tag}.sif")
+        || derived
+            .strip_prefix(tag)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".sif"))
+            .is_some_and(|arch| ARCHES.contains(&arch))
+}
+
+/// After a build: (re)publish for every tag, in every repository, that names the image or an
+/// index listing it.
+pub async fn publish_for_image(farm: &Arc<Farm>, manifest_digest: &str, _platform: &str) -> anyhow::Result<()> {
+    let d = manifest_digest.to_owned();
+    let repositories = farm.db.read(move |c| meta::repositories_with_manifest(c, &d)).await?;
+    for repo in repositories {
+        let (r, d) = (repo.clone(), manifest_digest.to_owned());
+        let (tags, parents) = farm
+            .db
+            .read(move |c| {
+                let mut tags: Vec<(String, String)> =
+                    meta::tags_for_digest(c, &r, &d)?.into_iter().map(|t| (t, d.clone())).collect();
+                let parents = meta::parents_of(c, &r, &d)?;
+                for p in &parents {
+                    tags.extend(meta::tags_for_digest(c, &r, p)?.into_iter().map(|t| (t, p.clone())));
+                }
+                Ok((tags, parents))
+            })
+            .await?;
+        let _ = parents;
+        for (tag, target) in tags {
+            if !is_derived_tag(&tag) {
+                publish_for_tag(farm, &repo, &tag, &target).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes `tag`'s ORAS tags match what `digest` (an image or an index) has ready now.
+pub async fn publish_for_tag(farm: &Arc<Farm>, repository: &str, tag: &str, digest: &str) -> anyhow::Result<()> {
+    let (r, d) = (repository.to_owned(), digest.to_owned());
+    // (child manifest digest, sif digest, sif size, platform) for everything ready.
+    let ready = farm
+        .db
+        .read(move |c| {
+            let mut sources = vec![d.clone()];
+            sources.extend(meta::children_of(c, &r, &d)?);
+            let mut ready = Vec::new();
+            for source in sources {
+                for (sif, size, platform) in meta::sifs_for_manifest(c, &source)? {
+                    ready.push((source.clone(), sif, size, platform));
+                }
+            }
+            Ok(ready)
+        })
+        .await?;
+    let mut wanted = Vec::new();
+    for (source, sif, size, platform) in ready {
+        let derived = derived_tag(farm, tag, &platform);
+        if Tag::parse(&derived).is_err() {
+            tracing::warn!(%repository, %tag, "no ORAS tag for {platform}: {derived:?} would be longer than 128 characters");
+            continue;
+        }
+        if wanted.iter().any(|(t, ..): &(String, String, String, i64)| t == &derived) {
+            continue;
+        }
+        wanted.push((derived, source, sif, size));
+    }
+    // Drop ORAS tags of `tag` that no longer match (the tag moved to an image not built yet).
+    let r = repository.to_owned();
+    let existing = farm.db.read(move |c| meta::sif_tags(c, &r)).await?;
+    for stale in existing
+        .into_iter()
+        .filter(|t| belongs_to(t, tag) && !wanted.iter().any(|(w, ..)| w == t))
+    {
+        let r = repository.to_owned();
+        farm.db.write(move |tx| meta::delete_tag(tx, &r, &stale)).await?;
+    }
+    for (derived, source, sif, size) in wanted {
+        put_artifact(farm, repository, tag, &derived, &source, &sif, size).await?;
+    }
+    Ok(())
+}
+
+/// `tag` was deleted: its ORAS tags go too.
+pub async fn remove_derived_tags(farm: &Arc<Farm>, repository: &str, tag: &str) -> anyhow::Result<()> {
+    let r = repository.to_owned();
+    let existing = farm.db.read(move |c| meta::sif_tags(c, &r)).await?;
+    for derived in existing.into_iter().filter(|t| belongs_to(t, tag)) {
+        let r = repository.to_owned();
+        farm.db.write(move |tx| meta::delete_tag(tx, &r, &derived)).await?;
+    }
+    Ok(())
+}
+
+async fn put_artifact(
+    farm: &Arc<Farm>,
+    repository: &str,
+    tag: &str,
+    derived: &str,
+    source: &str,
+    sif: &str,
+    size: i64,
+) -> anyhow::Result<()> {
+    let config_digest = Algorithm::Sha256.digest(EMPTY_CONFIG);
+    let store = farm.store.clone();
+    let cd = config_digest.clone();
+    tokio::task::spawn_blocking(move || store.put_small(EMPTY_CONFIG, &cd)).await??;
+    let (r, s) = (repository.to_owned(), source.to_owned());
+    let Some(subject) = farm.db.read(move |c| meta::manifest_head(c, &r, &s)).await? else {
+        return Ok(());
+    };
+    let base = repository.rsplit('/').next().unwrap_or(repository);
+    let title = format!("{base}_{tag}.sif");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": SIF_CONFIG_TYPE, "digest": config_digest.as_str(), "size": EMPTY_CONFIG.len()},
+        "layers": [{
+            "mediaType": SIF_LAYER_TYPE,
+            "digest": sif,
+            "size": size,
+            "annotations": {"org.opencontainers.image.title": title},
+        }],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+    });
+    let content = serde_json::to_vec(&manifest)?;
+    let digest: Digest = Algorithm::Sha256.digest(&content);
+    let namespace = repository.split('/').next().unwrap_or(repository).to_owned();
+    let new = NewManifest {
+        repository: repository.to_owned(),
+        namespace: namespace.clone(),
+        digest: digest.as_str().to_owned(),
+        media_type: OCI_MANIFEST.to_owned(),
+        kind: "artifact",
+        artifact_type: Some(SIF_CONFIG_TYPE.to_owned()),
+        subject: Some(source.to_owned()),
+        annotations: None,
+        content,
+        references: vec![
+            Reference {
+                digest: config_digest.as_str().to_owned(),
+                size: EMPTY_CONFIG.len() as i64,
+                kind: ReferenceKind::Blob,
+            },
+            Reference {
+                digest: sif.to_owned(),
+                size,
+                kind: ReferenceKind::Blob,
+            },
+        ],
+        tag: Some(derived.to_owned()),
+    };
+    let (r, cfg, sif_digest) = (repository.to_owned(), config_digest.as_str().to_owned(), sif.to_owned());
+    let outcome = farm
+        .db
+        .write(move |tx| {
+            meta::link_blob(tx, &r, &namespace, &cfg, EMPTY_CONFIG.len() as i64)?;
+            meta::link_blob(tx, &r, &namespace, &sif_digest, size)?;
+            meta::put_manifest(tx, &new)
+        })
+        .await?;
+    match outcome {
+        Ok(()) => {
+            tracing::info!(%repository, tag = %derived, sif = %sif, "published SIF as ORAS artifact");
+            Ok(())
+        }
+        Err(rejection) => anyhow::bail!("ORAS artifact for {repository}:{derived} rejected: {rejection:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_tags_belong_to_their_tag_only() {
+        assert!(belongs_to("1.sif", "1"));
+        assert!(belongs_to("1.arm64.sif", "1"));
+        assert!(!belongs_to("1.2.sif", "1.2.3"));
+        assert!(!belongs_to("1.2.sif", "1"), "1.2.sif is tag 1.2's");
+        assert!(!belongs_to("10.sif", "1"));
+    }
+}

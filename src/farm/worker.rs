@@ -1,0 +1,166 @@
+//! The loop a build worker runs: claim a job under a lease, build it while heart-beating, then
+//! record the SIF (or the failure, with its log) and publish the ORAS artifacts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{apptainer, native, oras, Farm};
+use crate::config::Backend;
+use crate::meta::{self, Job, JobState, Sif};
+
+/// Idle workers look for runnable jobs this often even without a wake-up (retries become due).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Longest build log kept per job; the tail is what explains a failure.
+const MAX_LOG: usize = 64 * 1024;
+
+/// What a backend produced.
+pub struct Built {
+    pub workspace: super::Workspace,
+    pub log: String,
+    pub compression: String,
+}
+
+/// Why a build failed: a one-line reason for the status API and the full log.
+pub struct Failure {
+    pub reason: String,
+    pub log: String,
+}
+
+pub async fn run(farm: Arc<Farm>, owner: String) {
+    loop {
+        let claim = {
+            let (o, backend, lease) = (owner.clone(), farm.backend_name(), farm.config.lease_secs);
+            farm.db.write(move |tx| meta::claim_job(tx, &o, backend, lease)).await
+        };
+        match claim {
+            Ok(Some(job)) => build_one(&farm, &owner, job).await,
+            Ok(None) => {
+                let _ = tokio::time::timeout(IDLE_POLL, farm.jobs.notified()).await;
+            }
+            Err(e) => {
+                tracing::error!("build worker {owner}: cannot claim a job: {e}");
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        }
+    }
+}
+
+async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
+    tracing::info!(job = job.id, digest = %job.manifest_digest, platform = %job.platform, attempt = job.attempts, "SIF build started");
+    let started = Instant::now();
+    let heartbeat = tokio::spawn(keep_lease(Arc::clone(farm), job.id, owner.to_owned(), started));
+    let result = match farm.config.backend {
+        Backend::Native => native::build(farm, &job).await,
+        Backend::Apptainer => apptainer::build(farm, &job).await,
+    };
+    heartbeat.abort();
+    let duration_ms = started.elapsed().as_millis() as i64;
+    let outcome = match result {
+        Ok(built) => finish(farm, owner, &job, built, duration_ms).await,
+        Err(failure) => Err(failure),
+    };
+    match outcome {
+        Ok(sif) => {
+            tracing::info!(job = job.id, sif = %sif.digest, size = sif.size, duration_ms, "SIF ready");
+            if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest, &job.platform).await {
+                tracing::error!(job = job.id, "publishing the ORAS artifact failed: {e:#}");
+            }
+        }
+        Err(failure) => {
+            let (id, o, reason, log) = (job.id, owner.to_owned(), failure.reason.clone(), tail(&failure.log));
+            let (max, delay) = (farm.config.max_attempts, farm.config.retry_delay_secs);
+            match farm.db.write(move |tx| meta::fail_job(tx, id, &o, &reason, &log, max, delay)).await {
+                Ok(Some(JobState::Failed)) => {
+                    tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed for good")
+                }
+                Ok(_) => tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed; will retry"),
+                Err(e) => tracing::error!(job = job.id, "cannot record build failure: {e}"),
+            }
+        }
+    }
+}
+
+/// Hashes the built SIF, makes it a blob and marks the job ready, in that order, so a crash in
+/// between leaves at worst an unreferenced blob, never a ready job without its file.
+async fn finish(farm: &Arc<Farm>, owner: &str, job: &Job, built: Built, duration_ms: i64) -> Result<Sif, Failure> {
+    let fail = |reason: String| Failure {
+        reason,
+        log: built.log.clone(),
+    };
+    let path = built.workspace.sif_path();
+    let store = farm.store.clone();
+    let inspected = tokio::task::spawn_blocking(move || native::inspect_sif(&store, &path))
+        .await
+        .map_err(|e| fail(format!("SIF import task: {e}")))?
+        .map_err(|e| fail(format!("the built SIF is unusable: {e}")))?;
+    let sif = Sif {
+        digest: inspected.digest.as_str().to_owned(),
+        manifest_digest: job.manifest_digest.clone(),
+        platform: job.platform.clone(),
+        size: inspected.size as i64,
+        squashfs_offset: inspected.squashfs_offset as i64,
+        squashfs_size: inspected.squashfs_size as i64,
+        backend: farm.backend_name().to_owned(),
+        builder: owner.to_owned(),
+        compression: built.compression.clone(),
+        duration_ms,
+        created_at: meta::now(),
+    };
+    let record = sif.clone();
+    let (id, o, log, repo) = (job.id, owner.to_owned(), tail(&built.log), job.repository.clone());
+    let namespace = repo.split('/').next().unwrap_or(&repo).to_owned();
+    let completed = farm
+        .db
+        .write(move |tx| {
+            // The SIF is a blob of the image's repository, which is what ORAS pulls read.
+            meta::link_blob(tx, &repo, &namespace, &record.digest, record.size)?;
+            meta::complete_job(tx, id, &o, &record, &log)
+        })
+        .await
+        .map_err(|e| fail(format!("cannot record the SIF: {e}")))?;
+    if !completed {
+        return Err(fail("the build took too long and its lease passed to another worker".into()));
+    }
+    Ok(sif)
+}
+
+async fn keep_lease(farm: Arc<Farm>, id: i64, owner: String, started: Instant) {
+    let every = Duration::from_secs((farm.config.lease_secs / 3).max(1) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let progress = format!("building for {} s", started.elapsed().as_secs());
+        let (o, lease) = (owner.clone(), farm.config.lease_secs);
+        match farm.db.write(move |tx| meta::heartbeat(tx, id, &o, lease, &progress)).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(job = id, "heartbeat failed: {e}"),
+        }
+    }
+}
+
+/// Re-queues jobs whose workers stopped heart-beating (crashed remote builders, hung hosts).
+pub async fn reap_expired_leases(farm: Arc<Farm>) {
+    let every = Duration::from_secs((farm.config.lease_secs / 2).max(1) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        match farm.db.write(|tx| meta::requeue_expired(tx, None)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!("re-queued {n} SIF builds whose worker stopped responding");
+                farm.jobs.notify_waiters();
+            }
+            Err(e) => tracing::error!("lease reaper: {e}"),
+        }
+    }
+}
+
+fn tail(log: &str) -> String {
+    if log.len() <= MAX_LOG {
+        return log.to_owned();
+    }
+    let mut start = log.len() - MAX_LOG;
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[… earlier output dropped …]\n{}", &log[start..])
+}

@@ -1,0 +1,272 @@
+//! `/sif/...`: compute-node jobs fetch ready-to-run SIFs by image digest or by `name:tag`.
+//!
+//! - `GET|HEAD /sif/<digest>[?platform=os/arch]` and `/sif/<name>:<tag>`: 200 with the SIF
+//!   (Range, ETag = the SIF's digest, immutable), 202 with a JSON status while queued or building,
+//!   422 with the reason and log tail if the build failed, 404 for unknown images.
+//! - `/sif/<ref>/status` (JSON), `/sif/<ref>/log` (text), `/sif/<ref>/squashfs` (the squashfs
+//!   partition alone, for enroot/pyxis).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::{files, App};
+use crate::auth::Action;
+use crate::farm::planner;
+use crate::meta::{self, Job, JobState};
+use crate::registry::error::{Error, Result};
+use crate::registry::manifests::{DOCKER_MANIFEST_LIST, OCI_INDEX};
+use crate::registry::names::{Digest, RepositoryName, Tag};
+
+/// Poll interval suggested to clients while a build runs.
+const RETRY_AFTER_SECS: u64 = 2;
+/// Bytes of build log included in a failure response.
+const LOG_TAIL: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Sif,
+    Status,
+    Log,
+    Squashfs,
+}
+
+pub async fn dispatch(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return Error::Unsupported(format!("{method} is not supported on /sif")).into_response();
+    }
+    let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let rest = uri.path().strip_prefix("/sif/").unwrap_or("");
+    handle(&app, &method, &headers, rest, query.get("platform").cloned())
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(app: &Arc<App>, method: &Method, headers: &HeaderMap, rest: &str, platform: Option<String>) -> Result<Response> {
+    let (reference, view) = split_view(rest);
+    let (repo, digest) = resolve(app, headers, reference).await?;
+    let (digest, platform) = select_platform(app, &repo, digest, platform).await?;
+    let job = find_or_enqueue(app, &repo, &digest, &platform).await?;
+    match view {
+        View::Status => Ok(json(StatusCode::OK, status_body(app, &job).await?)),
+        View::Log => {
+            let id = job.id;
+            let log = app.farm.db.read(move |c| meta::job_log(c, id)).await?.unwrap_or_default();
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
+        }
+        View::Sif | View::Squashfs => match job.state {
+            JobState::Ready => serve(app, method, headers, &job, view).await,
+            JobState::Queued | JobState::Building => {
+                let mut response = json(StatusCode::ACCEPTED, status_body(app, &job).await?);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+                Ok(response)
+            }
+            JobState::Failed => failed(app, &job).await,
+        },
+    }
+}
+
+fn split_view(rest: &str) -> (&str, View) {
+    for (suffix, view) in [("/status", View::Status), ("/log", View::Log), ("/squashfs", View::Squashfs)] {
+        if let Some(r) = rest.strip_suffix(suffix) {
+            return (r, view);
+        }
+    }
+    (rest, View::Sif)
+}
+
+fn not_found(what: &str) -> Error {
+    Error::ManifestUnknown(format!("{what} is not an image this registry holds (or you may not read it)"))
+}
+
+/// Finds a repository the caller may read that holds the image, and the image's digest.
+async fn resolve(app: &Arc<App>, headers: &HeaderMap, reference: &str) -> Result<(RepositoryName, Digest)> {
+    if let Ok(digest) = Digest::parse(reference) {
+        let d = digest.as_str().to_owned();
+        let repos = app.farm.db.read(move |c| meta::repositories_with_manifest(c, &d)).await?;
+        // A digest is readable only through a repository the caller may read; otherwise it
+        // answers exactly like an unknown digest.
+        for name in repos {
+            if let Ok(repo) = RepositoryName::parse(&name) {
+                if app.access.check(headers, Some(&repo), Action::Pull).is_ok() {
+                    return Ok((repo, digest));
+                }
+            }
+        }
+        return Err(not_found(reference));
+    }
+    let (name, tag) = reference.rsplit_once(':').ok_or_else(|| {
+        Error::NameInvalid(format!("{reference:?} is neither a digest nor <repository>:<tag>"))
+    })?;
+    let repo = RepositoryName::parse(name)?;
+    let tag = Tag::parse(tag)?;
+    if app.access.check(headers, Some(&repo), Action::Pull).is_err() {
+        return Err(not_found(reference));
+    }
+    let (r, t) = (repo.as_str().to_owned(), tag.as_str().to_owned());
+    let digest = app
+        .farm
+        .db
+        .read(move |c| meta::tag_digest(c, &r, &t))
+        .await?
+        .ok_or_else(|| not_found(reference))?;
+    Ok((repo, Digest::parse(&digest)?))
+}
+
+/// For an index, picks the child for the requested (or default) platform.
+async fn select_platform(
+    app: &Arc<App>,
+    repo: &RepositoryName,
+    digest: Digest,
+    requested: Option<String>,
+) -> Result<(Digest, String)> {
+    let (r, d) = (repo.as_str().to_owned(), digest.as_str().to_owned());
+    let stored = app
+        .farm
+        .db
+        .read(move |c| meta::manifest_by_digest(c, &r, &d))
+        .await?
+        .ok_or_else(|| not_found(digest.as_str()))?;
+    if stored.media_type == OCI_INDEX || stored.media_type == DOCKER_MANIFEST_LIST {
+        let platform = requested.unwrap_or_else(|| app.farm.default_platform().to_owned());
+        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&stored.content)
+            .map_err(|e| Error::Internal(format!("stored index unreadable: {e}")))?;
+        let child = index
+            .manifests()
+            .iter()
+            .find(|m| m.platform().as_ref().is_some_and(|p| platform_string(p) == platform))
+            .ok_or_else(|| Error::ManifestUnknown(format!("image index {digest} has no {platform} image")))?;
+        return Ok((Digest::parse(&child.digest().to_string())?, platform));
+    }
+    let platform = planner::buildable_platform(&app.farm, repo.as_str(), digest.as_str())
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .ok_or_else(|| {
+            Error::ManifestInvalid(format!(
+                "{digest} is not a runnable image (an artifact, an attestation or an image without layers): there is no SIF for it"
+            ))
+        })?;
+    if let Some(requested) = requested.filter(|r| r != &platform) {
+        return Err(Error::ManifestUnknown(format!("{digest} is a {platform} image, not {requested}")));
+    }
+    Ok((digest, platform))
+}
+
+fn platform_string(p: &oci_spec::image::Platform) -> String {
+    let base = format!("{}/{}", p.os(), p.architecture());
+    match p.variant().as_deref() {
+        Some(v) if !v.is_empty() => format!("{base}/{v}"),
+        _ => base,
+    }
+}
+
+async fn find_or_enqueue(app: &Arc<App>, repo: &RepositoryName, digest: &Digest, platform: &str) -> Result<Job> {
+    let (d, p, r) = (digest.as_str().to_owned(), platform.to_owned(), repo.as_str().to_owned());
+    let job = app
+        .farm
+        .db
+        .write(move |tx| {
+            // An image that exists but has no job yet (pushed before the farm ran, or a
+            // platform outside the configured set) gets one now.
+            if meta::enqueue_build(tx, &d, &p, &r)? {
+                tracing::info!(digest = %d, platform = %p, "SIF build queued on request");
+            }
+            meta::job_for(tx, &d, &p)
+        })
+        .await?
+        .ok_or_else(|| Error::Internal("job vanished after enqueue".into()))?;
+    if job.state == JobState::Queued {
+        app.farm.jobs.notify_waiters();
+    }
+    Ok(job)
+}
+
+async fn status_body(app: &Arc<App>, job: &Job) -> Result<serde_json::Value> {
+    let id = job.id;
+    let position = if job.state == JobState::Queued {
+        Some(app.farm.db.read(move |c| meta::queue_position(c, id)).await?)
+    } else {
+        None
+    };
+    Ok(serde_json::json!({
+        "image": job.manifest_digest,
+        "platform": job.platform,
+        "state": job.state.as_str(),
+        "position": position,
+        "progress": job.progress,
+        "attempts": job.attempts,
+        "sif": job.sif_digest,
+        "failure": job.failure,
+        "backend": job.backend,
+        "queued_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }))
+}
+
+async fn failed(app: &Arc<App>, job: &Job) -> Result<Response> {
+    let id = job.id;
+    let log = app.farm.db.read(move |c| meta::job_log(c, id)).await?.unwrap_or_default();
+    let mut start = log.len().saturating_sub(LOG_TAIL);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    let body = serde_json::json!({"errors": [{
+        "code": "BUILD_FAILED",
+        "message": format!("building a SIF for {} ({}) failed: {}", job.manifest_digest, job.platform,
+            job.failure.as_deref().unwrap_or("unknown reason")),
+        "detail": {"attempts": job.attempts, "log_tail": &log[start..]},
+    }]});
+    Ok(json(StatusCode::UNPROCESSABLE_ENTITY, body))
+}
+
+async fn serve(app: &Arc<App>, method: &Method, headers: &HeaderMap, job: &Job, view: View) -> Result<Response> {
+    let sif_digest = job
+        .sif_digest
+        .clone()
+        .ok_or_else(|| Error::Internal(format!("job {} is ready without a SIF", job.id)))?;
+    let d = sif_digest.clone();
+    let sif = app
+        .farm
+        .db
+        .read(move |c| meta::sif_by_digest(c, &d))
+        .await?
+        .ok_or_else(|| Error::Internal(format!("SIF {sif_digest} has no record")))?;
+    let digest = Digest::parse(&sif.digest)?;
+    let store = app.farm.store.clone();
+    let file = tokio::task::spawn_blocking(move || store.open_blob(&digest))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+        .ok_or_else(|| Error::Internal(format!("SIF {} is recorded but its file is missing; run `hpc-registry admin scrub`", sif.digest)))?;
+    let served = match view {
+        View::Squashfs => files::Served {
+            file: file.file,
+            offset: sif.squashfs_offset as u64,
+            len: sif.squashfs_size as u64,
+            etag: format!("{}-squashfs", sif.digest),
+            content_type: "application/octet-stream",
+            extra: vec![("x-image-digest", job.manifest_digest.clone())],
+        },
+        _ => files::Served {
+            file: file.file,
+            offset: 0,
+            len: file.size,
+            etag: sif.digest.clone(),
+            content_type: "application/vnd.sylabs.sif",
+            extra: vec![
+                ("docker-content-digest", sif.digest.clone()),
+                ("x-image-digest", job.manifest_digest.clone()),
+            ],
+        },
+    };
+    files::respond(method, headers, served).await
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,344 @@
+//! SQL of the SIF build queue and of built SIFs.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use super::{now, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Building,
+    Ready,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Building => "building",
+            JobState::Ready => "ready",
+            JobState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> JobState {
+        match s {
+            "building" => JobState::Building,
+            "ready" => JobState::Ready,
+            "failed" => JobState::Failed,
+            _ => JobState::Queued,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub manifest_digest: String,
+    pub platform: String,
+    pub repository: String,
+    pub state: JobState,
+    pub attempts: i64,
+    pub progress: Option<String>,
+    pub failure: Option<String>,
+    pub sif_digest: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub backend: Option<String>,
+    pub builder: Option<String>,
+}
+
+const JOB_COLUMNS: &str = "id, manifest_digest, platform, repository, state, attempts, progress, failure,
+     sif_digest, created_at, started_at, finished_at, backend, builder";
+
+fn job(r: &Row) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: r.get(0)?,
+        manifest_digest: r.get(1)?,
+        platform: r.get(2)?,
+        repository: r.get(3)?,
+        state: JobState::parse(&r.get::<_, String>(4)?),
+        attempts: r.get(5)?,
+        progress: r.get(6)?,
+        failure: r.get(7)?,
+        sif_digest: r.get(8)?,
+        created_at: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        backend: r.get(12)?,
+        builder: r.get(13)?,
+    })
+}
+
+/// A built SIF.
+#[derive(Debug, Clone)]
+pub struct Sif {
+    pub digest: String,
+    pub manifest_digest: String,
+    pub platform: String,
+    pub size: i64,
+    pub squashfs_offset: i64,
+    pub squashfs_size: i64,
+    pub backend: String,
+    pub builder: String,
+    pub compression: String,
+    pub duration_ms: i64,
+    pub created_at: i64,
+}
+
+/// Queues a build unless one exists for the digest and platform. Returns true if queued now.
+pub fn enqueue_build(tx: &Transaction, manifest_digest: &str, platform: &str, repository: &str) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO build_jobs (manifest_digest, platform, repository, state, created_at)
+             VALUES (?1, ?2, ?3, 'queued', ?4)
+             ON CONFLICT (manifest_digest, platform) DO NOTHING",
+        )?
+        .execute(params![manifest_digest, platform, repository, now()])?;
+    Ok(n > 0)
+}
+
+pub fn job_for(conn: &Connection, manifest_digest: &str, platform: &str) -> Result<Option<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM build_jobs WHERE manifest_digest = ?1 AND platform = ?2"
+        ))?
+        .query_row([manifest_digest, platform], job)
+        .optional()?)
+}
+
+pub fn job_by_id(conn: &Connection, id: i64) -> Result<Option<Job>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM build_jobs WHERE id = ?1"))?
+        .query_row([id], job)
+        .optional()?)
+}
+
+/// How many queued jobs are ahead of `id`.
+pub fn queue_position(conn: &Connection, id: i64) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM build_jobs WHERE state = 'queued' AND id < ?1")?
+        .query_row([id], |r| r.get(0))?)
+}
+
+/// Hands the oldest runnable queued job to `owner` under a lease of `lease_secs`.
+pub fn claim_job(tx: &Transaction, owner: &str, backend: &str, lease_secs: i64) -> Result<Option<Job>> {
+    let t = now();
+    let id: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM build_jobs WHERE state = 'queued' AND not_before <= ?1 ORDER BY id LIMIT 1",
+        )?
+        .query_row([t], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    tx.prepare_cached(
+        "UPDATE build_jobs SET state = 'building', attempts = attempts + 1, lease_owner = ?2,
+             lease_expires = ?3, started_at = ?4, backend = ?5, builder = ?2, progress = 'claimed',
+             failure = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![id, owner, t + lease_secs, t, backend])?;
+    job_by_id(tx, id)
+}
+
+/// Extends a lease; false if the job is no longer this owner's (it was re-queued).
+pub fn heartbeat(tx: &Transaction, id: i64, owner: &str, lease_secs: i64, progress: &str) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE build_jobs SET lease_expires = ?3, progress = ?4
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
+        )?
+        .execute(params![id, owner, now() + lease_secs, progress])?;
+    Ok(n > 0)
+}
+
+/// Records a finished build and its SIF; false if the lease was lost meanwhile.
+pub fn complete_job(tx: &Transaction, id: i64, owner: &str, sif: &Sif, log: &str) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE build_jobs SET state = 'ready', sif_digest = ?3, log = ?4, finished_at = ?5,
+                 lease_owner = NULL, lease_expires = NULL, progress = 'done'
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
+        )?
+        .execute(params![id, owner, sif.digest, log, now()])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO sifs (digest, manifest_digest, platform, size, squashfs_offset, squashfs_size,
+                           backend, builder, compression, duration_ms, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (digest) DO NOTHING",
+    )?
+    .execute(params![
+        sif.digest,
+        sif.manifest_digest,
+        sif.platform,
+        sif.size,
+        sif.squashfs_offset,
+        sif.squashfs_size,
+        sif.backend,
+        sif.builder,
+        sif.compression,
+        sif.duration_ms,
+        sif.created_at
+    ])?;
+    Ok(true)
+}
+
+/// Records a failed attempt: re-queued after `retry_after` seconds while attempts remain, else
+/// failed for good. Returns the new state.
+pub fn fail_job(
+    tx: &Transaction,
+    id: i64,
+    owner: &str,
+    reason: &str,
+    log: &str,
+    max_attempts: i64,
+    retry_after: i64,
+) -> Result<Option<JobState>> {
+    let attempts: Option<i64> = tx
+        .prepare_cached("SELECT attempts FROM build_jobs WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'")?
+        .query_row(params![id, owner], |r| r.get(0))
+        .optional()?;
+    let Some(attempts) = attempts else {
+        return Ok(None);
+    };
+    let state = if attempts >= max_attempts { JobState::Failed } else { JobState::Queued };
+    tx.prepare_cached(
+        "UPDATE build_jobs SET state = ?2, failure = ?3, log = ?4, finished_at = ?5, not_before = ?6,
+             lease_owner = NULL, lease_expires = NULL, progress = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![id, state.as_str(), reason, log, now(), now() + retry_after])?;
+    Ok(Some(state))
+}
+
+/// Re-queues jobs whose worker stopped heart-beating (or, with `owner_prefix`, every job held
+/// by workers of a previous run of this process). Returns how many.
+pub fn requeue_expired(tx: &Transaction, owner_prefix: Option<&str>) -> Result<usize> {
+    let n = match owner_prefix {
+        Some(prefix) => tx
+            .prepare_cached(
+                "UPDATE build_jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, progress = NULL
+                 WHERE state = 'building' AND (lease_expires < ?1 OR lease_owner LIKE ?2)",
+            )?
+            .execute(params![now(), format!("{prefix}%")])?,
+        None => tx
+            .prepare_cached(
+                "UPDATE build_jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, progress = NULL
+                 WHERE state = 'building' AND lease_expires < ?1",
+            )?
+            .execute([now()])?,
+    };
+    Ok(n)
+}
+
+/// Puts a failed job back in the queue (a fresh request for it, or an admin retry).
+pub fn retry_failed(tx: &Transaction, id: i64) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE build_jobs SET state = 'queued', attempts = 0, not_before = 0 WHERE id = ?1 AND state = 'failed'",
+        )?
+        .execute([id])?;
+    Ok(n > 0)
+}
+
+pub fn job_log(conn: &Connection, id: i64) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT log FROM build_jobs WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+pub fn sif_by_digest(conn: &Connection, digest: &str) -> Result<Option<Sif>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT digest, manifest_digest, platform, size, squashfs_offset, squashfs_size, backend,
+                    builder, compression, duration_ms, created_at FROM sifs WHERE digest = ?1",
+        )?
+        .query_row([digest], |r| {
+            Ok(Sif {
+                digest: r.get(0)?,
+                manifest_digest: r.get(1)?,
+                platform: r.get(2)?,
+                size: r.get(3)?,
+                squashfs_offset: r.get(4)?,
+                squashfs_size: r.get(5)?,
+                backend: r.get(6)?,
+                builder: r.get(7)?,
+                compression: r.get(8)?,
+                duration_ms: r.get(9)?,
+                created_at: r.get(10)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Repositories holding manifest `digest` (the caller filters by permission).
+pub fn repositories_with_manifest(conn: &Connection, digest: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT r.name FROM manifests m JOIN repositories r ON r.id = m.repository_id
+             WHERE m.digest = ?1 ORDER BY r.name",
+        )?
+        .query_map([digest], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Tags in `repository` that point at `digest`.
+pub fn tags_for_digest(conn: &Connection, repository: &str, digest: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ?1 AND t.digest = ?2 ORDER BY t.name",
+        )?
+        .query_map([repository, digest], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Indexes in `repository` that list `child` (to publish `T.sif` for an index tag `T`).
+pub fn parents_of(conn: &Connection, repository: &str, child: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT mr.manifest_digest FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+             WHERE r.name = ?1 AND mr.target_digest = ?2 AND mr.target_kind = 'manifest'",
+        )?
+        .query_map([repository, child], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Ready SIFs built from manifest `digest` (one per platform).
+pub fn sifs_for_manifest(conn: &Connection, digest: &str) -> Result<Vec<(String, i64, String)>> {
+    Ok(conn
+        .prepare_cached("SELECT digest, size, platform FROM sifs WHERE manifest_digest = ?1 ORDER BY platform")?
+        .query_map([digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Child manifests listed by index `digest` in `repository`.
+pub fn children_of(conn: &Connection, repository: &str, digest: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT mr.target_digest FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+             WHERE r.name = ?1 AND mr.manifest_digest = ?2 AND mr.target_kind = 'manifest'",
+        )?
+        .query_map([repository, digest], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Tags of `repository` ending in `.sif` (the registry-owned ORAS tags).
+pub fn sif_tags(conn: &Connection, repository: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ?1 AND t.name LIKE '%.sif'",
+        )?
+        .query_map([repository], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
