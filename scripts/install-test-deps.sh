@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   docker.io skopeo umoci busybox-static buildah podman siftool squashfs-tools squashfs-tools-ng
-  munge slurm-wlm docker-registry python3-pip
+  munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -18,6 +18,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub auth: AuthConfig,
     pub farm: FarmConfig,
+    pub tls: TlsConfig,
 }
 
 /// The SIF build farm (`[farm]`).
@@ -93,11 +94,54 @@ pub struct RegistryConfig {
     pub upload_expiry_secs: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// What unauthenticated callers may do: `none` (default), `read` or `read-write`.
     pub anonymous: Anonymous,
+    /// Namespaces every authenticated user may pull from and only admins push to.
+    pub public: Vec<String>,
+    /// Accept `Authorization: MUNGE <credential>` on pulls (needs a local munged).
+    pub munge: bool,
+    /// The `unmunge` program that decodes MUNGE credentials.
+    pub unmunge: PathBuf,
+    /// munged's socket, if not the default.
+    pub munge_socket: Option<PathBuf>,
+    /// Lifetime of the bearer tokens `/token` issues.
+    pub token_ttl_secs: u64,
+    /// Failed logins for one user name allowed in one window; 0: no limit.
+    pub max_failed_logins: u32,
+    /// Failed logins from one client address in one window (higher: a login node's address is
+    /// shared by all its users); 0: no limit.
+    pub max_failed_logins_per_address: u32,
+    /// The window of `max_failed_logins`; a blocked client waits at most this long.
+    pub failed_login_window_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            anonymous: Anonymous::None,
+            public: vec!["library".to_owned()],
+            munge: false,
+            unmunge: PathBuf::from("unmunge"),
+            munge_socket: None,
+            token_ttl_secs: 300,
+            max_failed_logins: 10,
+            max_failed_logins_per_address: 50,
+            failed_login_window_secs: 300,
+        }
+    }
+}
+
+/// HTTPS (`[tls]`): both files or neither.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -108,6 +152,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             auth: AuthConfig::default(),
             farm: FarmConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }

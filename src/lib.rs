@@ -2,10 +2,14 @@
 //! image into a ready-to-run Apptainer SIF. See ARCHITECTURE.md for the map of the modules.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod farm;
 pub mod http;
+pub mod lock;
 pub mod meta;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
+pub mod tls;

@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the registry server.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Admin(hpc_registry::cli::AdminCommand),
 }
 
 #[derive(Args)]
@@ -46,6 +48,15 @@ struct ServeArgs {
     /// Development mode: anonymous read-write access, allowed only on a loopback address.
     #[arg(long, env = "HPC_REGISTRY_DEV")]
     dev: bool,
+    /// Accept MUNGE credentials on pulls (needs a local munged).
+    #[arg(long, env = "HPC_REGISTRY_MUNGE")]
+    munge: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "HPC_REGISTRY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "HPC_REGISTRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_anonymous(s: &str) -> Result<Anonymous, String> {
@@ -75,6 +86,13 @@ impl ServeArgs {
         if let Some(v) = self.anonymous {
             config.auth.anonymous = v;
         }
+        if self.munge {
+            config.auth.munge = true;
+        }
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            config.tls.cert = Some(cert);
+            config.tls.key = Some(key);
+        }
         if self.dev {
             config.enable_dev_mode()?;
         }
@@ -100,5 +118,6 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(hpc_registry::server::serve(config))
         }
+        Command::Admin(command) => hpc_registry::cli::run(command),
     }
 }

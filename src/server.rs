@@ -1,14 +1,16 @@
 //! Assembles the registry from a [`Config`] and serves it until a shutdown signal.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::auth::Access;
+use crate::auth::{manage, Access};
 use crate::config::Config;
-use crate::http::{self, App};
 use crate::farm::Farm;
+use crate::http::{self, App};
+use crate::lock::DataLock;
 use crate::meta::Db;
 use crate::registry::{Limits, Registry};
 use crate::storage::BlobStore;
@@ -25,9 +27,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    // Held until the server exits: offline `user`/`group`/`token` commands and a second server
+    // refuse to touch this data directory meanwhile.
+    let mut lock = DataLock::acquire(&data_dir)?;
     let store = BlobStore::open(&data_dir)
         .with_context(|| format!("cannot open blob store in {}", data_dir.display()))?;
     let db = Db::open(&data_dir.join("meta.db")).context("cannot open the metadata database")?;
+    let first_admin = {
+        let db = Arc::clone(&db);
+        tokio::task::spawn_blocking(move || manage::ensure_first_admin(&db)).await??
+    };
+    if let Some(password) = first_admin {
+        announce_first_admin(&password);
+    }
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
+    };
+    let access = Access::new(&config.auth, Arc::clone(&db), &data_dir, tls.is_some())
+        .context("cannot set up authentication")?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         ..Limits::default()
@@ -36,7 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let farm = Farm::new(db, store, config.farm.clone(), Arc::clone(&registry.events));
     let app = Arc::new(App {
         registry,
-        access: Arc::new(Access::new(config.auth.anonymous)),
+        access: Arc::new(access),
         farm: Arc::clone(&farm),
     });
 
@@ -44,22 +63,56 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "listening on http://{addr} with data in {} (anonymous access: {:?})",
+        "listening on {scheme}://{addr} with data in {} (anonymous access: {:?})",
         data_dir.display(),
         config.auth.anonymous
     );
+    lock.record(Some(&format!("{scheme}://{addr}")))
+        .context("cannot write the data-directory lock file")?;
 
+    crate::telemetry::install();
     farm.start().await?;
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
-    axum::serve(listener, http::router(Arc::clone(&app)))
+    let expirer = tokio::spawn(expire_uploads_periodically(
+        Arc::clone(&app),
+        config.registry.upload_expiry_secs,
+    ));
+    let router = http::router(Arc::clone(&app));
+    match tls {
+        Some(acceptor) => crate::tls::serve(listener, acceptor, router, shutdown_signal())
+            .await
+            .context("server failed")?,
+        // Connect info gives the auth middleware (rate limiting) and the audit seam the client address.
+        None => axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("server failed")?;
+        .context("server failed")?,
+    }
     flusher.abort();
+    expirer.abort();
     app.registry.flush_pulls().await?;
     tracing::info!("stopped");
+    drop(lock);
     Ok(())
+}
+
+/// Prints the first-start admin password, once. Straight to stderr and never through `tracing`,
+/// so log collectors never see it; the account exists from now on, so it is never printed again.
+fn announce_first_admin(password: &str) {
+    eprintln!(
+        "\n\
+         ==================== hpc-registry: first start ====================\n\
+         No users existed, so this administrator was created:\n\
+         \n    user:     admin\n    password: {password}\n\n\
+         This password is shown only this once. Change it with\n\
+         \x20   hpc-registry user passwd admin --server URL\n\
+         ===================================================================\n"
+    );
 }
 
 async fn flush_pulls_periodically(app: Arc<App>) {
@@ -68,6 +121,19 @@ async fn flush_pulls_periodically(app: Arc<App>) {
         tick.tick().await;
         if let Err(e) = app.registry.flush_pulls().await {
             tracing::warn!("could not record pull times: {e}");
+        }
+    }
+}
+
+/// Abandoned uploads are swept hourly (and once at start-up, for sessions a crash left behind).
+async fn expire_uploads_periodically(app: Arc<App>, max_age_secs: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match app.registry.expire_uploads(max_age_secs).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} abandoned upload sessions"),
+            Err(e) => tracing::warn!("cannot expire upload sessions: {e}"),
         }
     }
 }

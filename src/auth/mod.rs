@@ -1,12 +1,39 @@
-//! Who is calling and what they may do. Every route asks [`Access::check`] before acting.
+//! Who is calling and what they may do.
 //!
-//! Today the only identities are anonymous callers, governed by the `anonymous` setting; user
-//! accounts, tokens and MUNGE plug in here without the routes changing.
+//! A middleware ([`crate::http::auth`]) authenticates every request once with
+//! [`Access::authenticate`] (Basic password or access token, bearer token from `/token`, MUNGE)
+//! and hands the resulting [`Principal`] to the handlers, which ask [`Access::check`] (or
+//! [`Access::readable`] for reads that must hide what the caller may not see) before acting. Every
+//! decision goes through [`policy::Policy::may`].
 
+pub mod jwt;
+pub mod limiter;
+pub mod manage;
+pub mod munge;
+pub mod password;
+pub mod pat;
+pub mod policy;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::config::AuthConfig;
+use crate::meta::{self, Db, UserRow};
 use crate::registry::error::Error;
 use crate::registry::names::RepositoryName;
+use jwt::{Claims, Grant, TokenKey};
+use limiter::Limiter;
+use munge::{Munge, MungeError};
+use password::Verified;
+use pat::TokenScope;
+use policy::Policy;
 
 /// What anonymous (unauthenticated) callers may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -29,44 +56,719 @@ pub enum Action {
     Delete,
 }
 
-/// The caller, once authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    Anonymous,
-}
-
-pub struct Access {
-    anonymous: Anonymous,
-}
-
-impl Access {
-    pub fn new(anonymous: Anonymous) -> Self {
-        Access { anonymous }
+impl Action {
+    /// The name in Docker token scopes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
     }
+}
 
-    /// Authenticates the request and checks `action` on `repo` (`None`: registry-wide routes).
-    pub fn check(
-        &self,
-        _headers: &axum::http::HeaderMap,
-        repo: Option<&RepositoryName>,
-        action: Action,
-    ) -> Result<Principal, Error> {
-        let allowed = matches!(
-            (self.anonymous, action),
-            (Anonymous::ReadWrite, _) | (Anonymous::Read, Action::Pull)
-        );
-        if allowed {
-            Ok(Principal::Anonymous)
-        } else {
-            let what = repo.map(|r| format!(" on {r}")).unwrap_or_default();
-            Err(Error::Unauthorized(format!(
-                "authentication required for {action:?}{what}: log in with `docker login`"
-            )))
+/// How a caller proved who they are (recorded with every audited action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    Anonymous,
+    Password,
+    /// A personal access token (Basic or `Bearer hpcr_...`).
+    AccessToken,
+    /// A token from `/token`.
+    Bearer,
+    Munge,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Anonymous => "anonymous",
+            AuthMethod::Password => "password",
+            AuthMethod::AccessToken => "token",
+            AuthMethod::Bearer => "bearer",
+            AuthMethod::Munge => "munge",
+        }
+    }
+}
+
+/// Membership in a group; `read_only` members pull only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub group: String,
+    pub read_only: bool,
+}
+
+/// The caller, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    /// `None`: anonymous.
+    pub user: Option<String>,
+    pub uid: Option<u32>,
+    pub admin: bool,
+    pub groups: Vec<Membership>,
+    pub method: AuthMethod,
+    /// The credential only pulls (read-only access token, MUNGE).
+    pub read_only: bool,
+    /// A bearer token's grants: nothing outside them is allowed, whatever the user may do.
+    pub grants: Option<Vec<Grant>>,
+    /// The access token used, if any (its id, never the secret).
+    pub token_id: Option<String>,
+}
+
+impl Principal {
+    pub fn anonymous() -> Principal {
+        Principal {
+            user: None,
+            uid: None,
+            admin: false,
+            groups: Vec::new(),
+            method: AuthMethod::Anonymous,
+            read_only: false,
+            grants: None,
+            token_id: None,
         }
     }
 
+    pub fn is_authenticated(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// The identity's rights without a bearer token's narrowing (for listings and `/token`).
+    fn without_grants(&self) -> Principal {
+        Principal {
+            grants: None,
+            ..self.clone()
+        }
+    }
+
+    fn from_user(row: &UserRow, groups: Vec<meta::MemberRow>, method: AuthMethod) -> Principal {
+        Principal {
+            user: Some(row.name.clone()),
+            uid: row.uid.and_then(|u| u32::try_from(u).ok()),
+            admin: row.admin,
+            groups: groups
+                .into_iter()
+                .map(|m| Membership {
+                    read_only: m.role == manage::ROLE_READ_ONLY,
+                    group: m.group,
+                })
+                .collect(),
+            method,
+            read_only: false,
+            grants: None,
+            token_id: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("token signing key: {0}")]
+    Key(String),
+    #[error("no randomness available: {0}")]
+    Random(String),
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), AuthError> {
+    getrandom::fill(buf).map_err(|e| AuthError::Random(e.to_string()))
+}
+
+/// The answer of `/token`, as Docker expects it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub access_token: String,
+    pub expires_in: i64,
+    pub issued_at: String,
+}
+
+/// Access tokens' `last_used_at` is written at most this often, not on every request.
+const TOKEN_TOUCH_SECS: i64 = 60;
+/// Message for every failed password or token login, whatever failed (no user enumeration).
+const BAD_CREDENTIALS: &str = "authentication failed: wrong user name, password or token";
+
+/// Authentication and authorization for one server.
+pub struct Access {
+    policy: Policy,
+    db: Arc<Db>,
+    key: TokenKey,
+    munge: Option<Munge>,
+    limiter: Limiter,
+    token_ttl_secs: i64,
+    /// Password hashing is deliberately expensive: at most this many run at once.
+    hashing: tokio::sync::Semaphore,
+    /// Whether the server speaks HTTPS (for the token realm it advertises).
+    pub tls: bool,
+}
+
+impl Access {
+    /// Loads (or creates) the token signing key in `data_dir`.
+    pub fn new(
+        config: &AuthConfig,
+        db: Arc<Db>,
+        data_dir: &Path,
+        tls: bool,
+    ) -> Result<Access, AuthError> {
+        let key = TokenKey::load_or_create(&data_dir.join("token.key"))?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(Access {
+            policy: Policy {
+                public: config.public.clone(),
+                anonymous: config.anonymous,
+            },
+            db,
+            key,
+            munge: config.munge.then(|| Munge {
+                unmunge: config.unmunge.clone(),
+                socket: config.munge_socket.clone(),
+            }),
+            limiter: Limiter::new(
+                config.max_failed_logins,
+                config.max_failed_logins_per_address,
+                Duration::from_secs(config.failed_login_window_secs),
+            ),
+            token_ttl_secs: config.token_ttl_secs as i64,
+            hashing: tokio::sync::Semaphore::new(cores),
+            tls,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Who is calling. `read_route`: a GET/HEAD on `/v2` or `/sif`, where MUNGE is accepted.
+    /// Failures are counted per client address and user name; over the limit: 429.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        read_route: bool,
+    ) -> Result<Principal, Error> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(Principal::anonymous());
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
+        let (scheme, credential) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let credential = credential.trim();
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                let (user, secret) = decode_basic(credential)?;
+                self.login(&user, &secret, client).await
+            }
+            "bearer" if pat::looks_like_token(credential) => {
+                self.guarded(client, None, self.token_principal(None, credential))
+                    .await
+            }
+            "bearer" => match self.key.verify(credential, meta::now()) {
+                // An expired token is routine (Docker fetches a new one), not a guess.
+                Err(jwt::TokenError::Expired) => Err(Error::Unauthorized(
+                    "bearer token expired: get a new one from /token".into(),
+                )),
+                verified => {
+                    self.guarded(client, None, self.bearer_principal(verified))
+                        .await
+                }
+            },
+            "munge" => self.munge_principal(credential, client, read_route).await,
+            _ => Err(Error::Unauthorized(
+                "unsupported authorization scheme: use Basic, Bearer or MUNGE".into(),
+            )),
+        }
+    }
+
+    /// A user name with a password or an access token (Basic auth, `/token`).
+    pub async fn login(
+        &self,
+        user: &str,
+        secret: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, Error> {
+        if pat::looks_like_token(secret) {
+            self.guarded(client, Some(user), self.token_principal(Some(user), secret))
+                .await
+        } else {
+            self.guarded(client, Some(user), self.password_principal(user, secret))
+                .await
+        }
+    }
+
+    /// Runs one credential check under the failed-login limiter.
+    async fn guarded(
+        &self,
+        client: Option<IpAddr>,
+        user: Option<&str>,
+        check: impl std::future::Future<Output = Result<Option<Principal>, Error>>,
+    ) -> Result<Principal, Error> {
+        self.limiter
+            .check(client, user)
+            .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
+        match check.await? {
+            Some(p) => Ok(p),
+            None => {
+                self.limiter.failed(client, user);
+                tracing::info!(
+                    client = ?client,
+                    user = user.unwrap_or("-"),
+                    "authentication failed"
+                );
+                Err(Error::Unauthorized(BAD_CREDENTIALS.into()))
+            }
+        }
+    }
+
+    async fn password_principal(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Principal>, Error> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let (db, user, password) = (Arc::clone(&self.db), user.to_owned(), password.to_owned());
+        blocking(move || {
+            let row = db.read_blocking(|c| meta::user_by_name(c, &user))?;
+            let Some((row, stored)) = row.and_then(|r| {
+                let h = r.password_hash.clone()?;
+                Some((r, h))
+            }) else {
+                password::verify_dummy(&password);
+                return Ok(None);
+            };
+            match password::verify(&password, &stored) {
+                Verified::No => return Ok(None),
+                Verified::Yes => {}
+                Verified::YesRehash => {
+                    // An imported bcrypt hash: replace it with argon2id now that we know the password.
+                    let fresh =
+                        password::hash(&password).map_err(|e| Error::Internal(e.to_string()))?;
+                    db.write_blocking(|tx| meta::set_password_hash(tx, &user, Some(&fresh)))?;
+                }
+            }
+            let groups = db.read_blocking(|c| meta::memberships(c, &user))?;
+            Ok(Some(Principal::from_user(
+                &row,
+                groups,
+                AuthMethod::Password,
+            )))
+        })
+        .await
+    }
+
+    async fn token_principal(
+        &self,
+        user: Option<&str>,
+        token: &str,
+    ) -> Result<Option<Principal>, Error> {
+        let Some((id, secret)) = pat::parse(token) else {
+            return Ok(None);
+        };
+        let (db, user, id, secret) = (
+            Arc::clone(&self.db),
+            user.map(str::to_owned),
+            id.to_owned(),
+            secret.to_owned(),
+        );
+        blocking(move || {
+            let now = meta::now();
+            let found = db.read_blocking(|c| {
+                let Some(t) = meta::token_by_id(c, &id)? else {
+                    return Ok(None);
+                };
+                let owner = meta::user_by_name(c, &t.user)?;
+                let groups = meta::memberships(c, &t.user)?;
+                Ok(owner.map(|o| (t, o, groups)))
+            })?;
+            let Some((t, owner, groups)) = found else {
+                return Ok(None);
+            };
+            let valid = pat::matches(&t, &secret)
+                && t.expires_at.is_none_or(|e| now < e)
+                && user.as_deref().is_none_or(|u| u == t.user);
+            if !valid {
+                return Ok(None);
+            }
+            if t.last_used_at.is_none_or(|l| now - l >= TOKEN_TOUCH_SECS) {
+                db.write_blocking(|tx| meta::touch_token(tx, &t.id, now))?;
+            }
+            let mut p = Principal::from_user(&owner, groups, AuthMethod::AccessToken);
+            p.read_only = TokenScope::parse(&t.scope) != Some(TokenScope::ReadWrite);
+            p.token_id = Some(t.id);
+            Ok(Some(p))
+        })
+        .await
+    }
+
+    async fn bearer_principal(
+        &self,
+        verified: Result<Claims, jwt::TokenError>,
+    ) -> Result<Option<Principal>, Error> {
+        let claims = match verified {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("bearer token refused: {e}");
+                return Ok(None);
+            }
+        };
+        let read_only = claims.amr == "token-read";
+        if claims.sub.is_empty() {
+            return Ok(Some(Principal {
+                grants: Some(claims.access),
+                ..Principal::anonymous()
+            }));
+        }
+        let (db, sub) = (Arc::clone(&self.db), claims.sub.clone());
+        let found = blocking(move || {
+            Ok(db.read_blocking(|c| {
+                let Some(row) = meta::user_by_name(c, &sub)? else {
+                    return Ok(None);
+                };
+                Ok(Some((row, meta::memberships(c, &sub)?)))
+            })?)
+        })
+        .await?;
+        // A user deleted since the token was issued loses access at once.
+        Ok(found.map(|(row, groups)| {
+            let mut p = Principal::from_user(&row, groups, AuthMethod::Bearer);
+            p.grants = Some(claims.access);
+            p.read_only = read_only;
+            p
+        }))
+    }
+
+    async fn munge_principal(
+        &self,
+        credential: &str,
+        client: Option<IpAddr>,
+        read_route: bool,
+    ) -> Result<Principal, Error> {
+        let Some(munge) = &self.munge else {
+            return Err(Error::Unauthorized(
+                "MUNGE authentication is not enabled on this registry ([auth] munge = true)".into(),
+            ));
+        };
+        if !read_route {
+            return Err(Error::Unauthorized(
+                "MUNGE credentials are accepted for pulls only (GET and HEAD on /v2 and /sif)"
+                    .into(),
+            ));
+        }
+        self.limiter
+            .check(client, None)
+            .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
+        let uid = match munge.decode(credential).await {
+            Ok(uid) => uid,
+            Err(MungeError::Unavailable(why)) => {
+                return Err(Error::Internal(format!("MUNGE: {why}")));
+            }
+            Err(e) => {
+                self.limiter.failed(client, None);
+                tracing::info!(client = ?client, "MUNGE authentication failed: {e}");
+                return Err(Error::Unauthorized(e.to_string()));
+            }
+        };
+        let db = Arc::clone(&self.db);
+        let p = blocking(move || map_uid(&db, uid)).await?;
+        p.ok_or_else(|| {
+            self.limiter.failed(client, None);
+            Error::Unauthorized(format!(
+                "uid {uid} is neither a registry user nor a user of this host"
+            ))
+        })
+    }
+
+    /// Checks `action` on `repo` (`None`: registry-wide routes such as `/v2/` and `_catalog`).
+    ///
+    /// Refusals: 401 for anonymous callers (and bearer tokens lacking the scope, so that Docker
+    /// fetches a new one); `NAME_UNKNOWN` for a pull of something the caller may not read, exactly
+    /// as for a repository that does not exist; 403 `DENIED` naming where the caller may push.
+    pub fn check(
+        &self,
+        p: &Principal,
+        repo: Option<&RepositoryName>,
+        action: Action,
+    ) -> Result<Principal, Error> {
+        let Some(repo) = repo else {
+            if p.is_authenticated() || self.policy.anonymous != Anonymous::None {
+                return Ok(p.clone());
+            }
+            return Err(Error::Unauthorized(
+                "authentication required: log in with `docker login`, or send Basic, Bearer or MUNGE credentials".into(),
+            ));
+        };
+        if self.policy.may(p, action, repo) {
+            return Ok(p.clone());
+        }
+        if !p.is_authenticated()
+            || (p.grants.is_some() && self.policy.may(&p.without_grants(), action, repo))
+        {
+            return Err(Error::Unauthorized(format!(
+                "authentication required to {} {repo}",
+                action.as_str()
+            )));
+        }
+        match action {
+            Action::Pull => Err(Error::NameUnknown(format!(
+                "repository {repo} is not known to this registry"
+            ))),
+            _ => Err(Error::Denied(self.denied_message(p, action, repo))),
+        }
+    }
+
+    /// For reads: `Ok(false)` means "answer as if `repo` did not exist".
+    pub fn readable(&self, p: &Principal, repo: &RepositoryName) -> Result<bool, Error> {
+        match self.check(p, Some(repo), Action::Pull) {
+            Ok(_) => Ok(true),
+            Err(Error::NameUnknown(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `p` may do `action` on `repo` (no error shaping).
+    pub fn may(&self, p: &Principal, action: Action, repo: &RepositoryName) -> bool {
+        self.policy.may(p, action, repo)
+    }
+
     /// Whether the caller may see `repository` in listings.
-    pub fn may_list(&self, _principal: &Principal, _repository: &str) -> bool {
-        self.anonymous != Anonymous::None
+    pub fn may_list(&self, p: &Principal, repository: &str) -> bool {
+        RepositoryName::parse(repository)
+            .is_ok_and(|r| self.policy.may(&p.without_grants(), Action::Pull, &r))
+    }
+
+    fn denied_message(&self, p: &Principal, action: Action, repo: &RepositoryName) -> String {
+        let who = p.user.as_deref().unwrap_or("anonymous");
+        let verb = action.as_str();
+        if p.read_only
+            && self.policy.may(
+                &Principal {
+                    read_only: false,
+                    ..p.clone()
+                },
+                action,
+                repo,
+            )
+        {
+            let what = match p.method {
+                AuthMethod::Munge => "MUNGE credentials",
+                _ => "this access token",
+            };
+            return format!(
+                "{what} may only pull: {verb} on {repo} needs a read-write login or token"
+            );
+        }
+        let spaces = self.policy.push_namespaces(p);
+        let hint = match spaces.as_slice() {
+            [] => "you may not push anywhere with this credential".to_owned(),
+            [all] if all == "*" => "you may push anywhere".to_owned(),
+            list => format!(
+                "you may push to {}",
+                list.iter()
+                    .map(|n| format!("{n}/…"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        format!("{who} may not {verb} in {}/…: {hint}", repo.namespace())
+    }
+
+    /// A bearer token for `p` granting, of the requested `scopes`, only what the policy allows.
+    pub fn issue_token(&self, p: &Principal, scopes: &[String]) -> Result<TokenResponse, Error> {
+        let identity = p.without_grants();
+        let mut access: Vec<Grant> = Vec::new();
+        for scope in scopes.iter().flat_map(|s| s.split(' ')) {
+            let Some((kind, rest)) = scope.split_once(':') else {
+                continue;
+            };
+            let Some((name, actions)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            // `repository(plugin):name:...` is the same resource type.
+            let kind = kind.split('(').next().unwrap_or(kind);
+            let granted: Vec<String> = match kind {
+                "repository" => {
+                    let Ok(repo) = RepositoryName::parse(name) else {
+                        continue;
+                    };
+                    let wanted: Vec<Action> = actions
+                        .split(',')
+                        .flat_map(|a| match a {
+                            "pull" => vec![Action::Pull],
+                            "push" => vec![Action::Push],
+                            "delete" => vec![Action::Delete],
+                            "*" => vec![Action::Pull, Action::Push, Action::Delete],
+                            _ => vec![],
+                        })
+                        .collect();
+                    let mut out: Vec<String> = wanted
+                        .into_iter()
+                        .filter(|a| self.policy.may(&identity, *a, &repo))
+                        .map(|a| a.as_str().to_owned())
+                        .collect();
+                    out.dedup();
+                    out
+                }
+                "registry"
+                    if name == "catalog" && self.check(&identity, None, Action::Pull).is_ok() =>
+                {
+                    vec!["*".to_owned()]
+                }
+                _ => Vec::new(),
+            };
+            // Docker's spec lists every requested resource, with the actions actually granted.
+            match access.iter_mut().find(|g| g.kind == kind && g.name == name) {
+                Some(g) => {
+                    for a in granted {
+                        if !g.actions.contains(&a) {
+                            g.actions.push(a);
+                        }
+                    }
+                }
+                None => access.push(Grant {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    actions: granted,
+                }),
+            }
+        }
+        let now = meta::now();
+        let mut jti = [0u8; 12];
+        random_bytes(&mut jti).map_err(|e| Error::Internal(e.to_string()))?;
+        let amr = match (p.method, p.read_only) {
+            (AuthMethod::AccessToken, true) => "token-read",
+            (m, _) => m.as_str(),
+        };
+        let claims = Claims {
+            iss: jwt::SERVICE.into(),
+            sub: p.user.clone().unwrap_or_default(),
+            aud: jwt::SERVICE.into(),
+            exp: now + self.token_ttl_secs,
+            nbf: now,
+            iat: now,
+            jti: hex::encode(jti),
+            amr: amr.into(),
+            access,
+        };
+        let token = self
+            .key
+            .sign(&claims)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(TokenResponse {
+            access_token: token.clone(),
+            token,
+            expires_in: self.token_ttl_secs,
+            issued_at: rfc3339(now),
+        })
+    }
+
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+}
+
+/// Maps a MUNGE uid to a principal: the registry user with that uid, else the host's user of
+/// that uid (a registry user of the same name without a uid is that person; one with another uid
+/// is not). A host user without a registry account still owns `<name>/…`.
+fn map_uid(db: &Arc<Db>, uid: u32) -> Result<Option<Principal>, Error> {
+    let principal = |row: &UserRow, db: &Arc<Db>| -> Result<Principal, Error> {
+        let groups = db.read_blocking(|c| meta::memberships(c, &row.name))?;
+        let mut p = Principal::from_user(row, groups, AuthMethod::Munge);
+        p.uid = Some(uid);
+        p.read_only = true;
+        Ok(p)
+    };
+    if let Some(row) = db.read_blocking(|c| meta::user_by_uid(c, i64::from(uid)))? {
+        return principal(&row, db).map(Some);
+    }
+    let Some(name) = munge::host_user_name(uid) else {
+        return Ok(None);
+    };
+    match db.read_blocking(|c| meta::user_by_name(c, &name))? {
+        Some(row) if row.uid.is_none() => principal(&row, db).map(Some),
+        Some(_) => Ok(None),
+        None => Ok(Some(Principal {
+            user: Some(name),
+            uid: Some(uid),
+            method: AuthMethod::Munge,
+            read_only: true,
+            ..Principal::anonymous()
+        })),
+    }
+}
+
+fn decode_basic(credential: &str) -> Result<(String, String), Error> {
+    let bad = || Error::Unauthorized("malformed Basic credentials".into());
+    let bytes = STANDARD.decode(credential).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (user, secret) = text.split_once(':').ok_or_else(bad)?;
+    Ok((user.to_owned(), secret.to_owned()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("authentication task failed: {e}")))?
+}
+
+/// `2024-01-02T03:04:05Z` for Unix seconds (Docker wants RFC 3339 in `issued_at`).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_644_843), "2026-11-25T22:14:03Z");
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/hpc-registry.toml");
+        let c = crate::config::Config::from_file(&path).unwrap();
+        assert_eq!(c.auth.public, vec!["library"]);
+        assert!(!c.auth.munge);
+    }
+
+    #[test]
+    fn basic_decoding() {
+        let enc = STANDARD.encode("alice:pa:ss");
+        assert_eq!(
+            decode_basic(&enc).unwrap(),
+            ("alice".to_owned(), "pa:ss".to_owned())
+        );
+        assert!(decode_basic("!!").is_err());
     }
 }

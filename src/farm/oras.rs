@@ -6,6 +6,11 @@
 //!
 //! Tags: `T.sif` for the default platform, `T.<arch>.sif` for the others. They belong to the
 //! registry (user pushes to `*.sif` are refused) and follow `T` when it moves or is deleted.
+//!
+//! These manifests are marked registry-made: the referrers API lists them when the client asks
+//! for `artifactType=application/vnd.sylabs.sif.config.v1+json`, and leaves them out of
+//! unfiltered listings, which show exactly what clients pushed (what signature and SBOM tools,
+//! and the OCI conformance suite, count on).
 
 use std::sync::Arc;
 
@@ -176,6 +181,7 @@ async fn put_artifact(
         digest: digest.as_str().to_owned(),
         media_type: OCI_MANIFEST.to_owned(),
         kind: "artifact",
+        registry_made: true,
         artifact_type: Some(SIF_CONFIG_TYPE.to_owned()),
         subject: Some(source.to_owned()),
         annotations: None,

@@ -61,12 +61,14 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     };
     match outcome {
         Ok(sif) => {
+            crate::telemetry::build_finished("ready", started.elapsed());
             tracing::info!(job = job.id, sif = %sif.digest, size = sif.size, duration_ms, "SIF ready");
             if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest, &job.platform).await {
                 tracing::error!(job = job.id, "publishing the ORAS artifact failed: {e:#}");
             }
         }
         Err(failure) => {
+            crate::telemetry::build_finished("failed", started.elapsed());
             let (id, o, reason, log) = (job.id, owner.to_owned(), failure.reason.clone(), tail(&failure.log));
             let (max, delay) = (farm.config.max_attempts, farm.config.retry_delay_secs);
             match farm.db.write(move |tx| meta::fail_job(tx, id, &o, &reason, &log, max, delay)).await {

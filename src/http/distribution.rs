@@ -12,11 +12,11 @@ use super::errors::range_value;
 use super::files;
 use super::routes::{self, Route};
 use super::App;
-use crate::auth::Action;
+use crate::auth::{Action, Principal};
 use crate::registry::error::{Error, Result};
 use crate::registry::names::{Digest, Reference, RepositoryName};
 use crate::registry::uploads::ChunkRange;
-use crate::registry::Page;
+use crate::registry::{self as reg, Page};
 
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
@@ -29,6 +29,7 @@ pub async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    principal: Principal,
     body: Body,
 ) -> Response {
     let path = uri.path();
@@ -43,6 +44,7 @@ pub async fn dispatch(
         method,
         query,
         headers,
+        principal,
     };
     request
         .handle(route, body)
@@ -55,6 +57,8 @@ struct Request<'a> {
     method: Method,
     query: HashMap<String, String>,
     headers: HeaderMap,
+    /// The caller, authenticated by the auth middleware.
+    principal: Principal,
 }
 
 impl Request<'_> {
@@ -64,14 +68,25 @@ impl Request<'_> {
         let read = is(&Method::GET) || is(&Method::HEAD);
         match route {
             Route::Base if read => {
-                self.app.access.check(&self.headers, None, Action::Pull)?;
+                self.app.access.check(&self.principal, None, Action::Pull)?;
                 Ok(json_response(StatusCode::OK, b"{}".to_vec()))
             }
             Route::Catalog if read => self.catalog().await,
             Route::Tags { name } if read => self.tags(&repository(name)?).await,
             Route::Manifest { name, reference } => {
                 let repo = repository(name)?;
-                let reference = Reference::parse(reference)?;
+                let reference = match Reference::parse(reference) {
+                    Ok(r) => r,
+                    // Nothing can be stored under an invalid reference, so reading or deleting
+                    // one finds nothing (404, as the conformance suite expects); only a PUT is
+                    // told that the reference itself is invalid.
+                    Err(_) if *m != Method::PUT => {
+                        return Err(Error::ManifestUnknown(format!(
+                            "manifest {reference} is not in repository {repo}"
+                        )))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 match *m {
                     _ if read => self.get_manifest(&repo, &reference).await,
                     Method::PUT => self.put_manifest(&repo, &reference, body).await,
@@ -111,8 +126,14 @@ impl Request<'_> {
     fn check(&self, repo: &RepositoryName, action: Action) -> Result<()> {
         self.app
             .access
-            .check(&self.headers, Some(repo), action)
+            .check(&self.principal, Some(repo), action)
             .map(drop)
+    }
+
+    /// For reads: `false` means the caller may not read `repo`, and the handler must answer
+    /// exactly as for a repository that does not exist.
+    fn readable(&self, repo: &RepositoryName) -> Result<bool> {
+        self.app.access.readable(&self.principal, repo)
     }
 
     fn page_params(&self) -> Result<(Option<String>, Option<usize>)> {
@@ -127,7 +148,7 @@ impl Request<'_> {
     }
 
     async fn catalog(&self) -> Result<Response> {
-        let principal = self.app.access.check(&self.headers, None, Action::Pull)?;
+        let principal = self.app.access.check(&self.principal, None, Action::Pull)?;
         let (last, n) = self.page_params()?;
         let access = Arc::clone(&self.app.access);
         let page = self
@@ -144,7 +165,9 @@ impl Request<'_> {
     }
 
     async fn tags(&self, repo: &RepositoryName) -> Result<Response> {
-        self.check(repo, Action::Pull)?;
+        if !self.readable(repo)? {
+            return Err(reg::repository_unknown(repo));
+        }
         let (last, n) = self.page_params()?;
         let page = self.app.registry.list_tags(repo, last, n).await?;
         let link = next_link(&format!("/v2/{repo}/tags/list"), &page, n);
@@ -156,7 +179,9 @@ impl Request<'_> {
     }
 
     async fn get_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Response> {
-        self.check(repo, Action::Pull)?;
+        if !self.readable(repo)? {
+            return Err(reg::manifest_unknown(repo, reference));
+        }
         let m = self.app.registry.get_manifest(repo, reference).await?;
         let response = Response::builder()
             .status(StatusCode::OK)
@@ -228,7 +253,9 @@ impl Request<'_> {
     }
 
     async fn get_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Response> {
-        self.check(repo, Action::Pull)?;
+        if !self.readable(repo)? {
+            return Err(reg::blob_unknown(repo, digest));
+        }
         let blob = self.app.registry.open_blob(repo, digest).await?;
         let served = files::Served {
             file: blob.file,
@@ -259,22 +286,25 @@ impl Request<'_> {
             {
                 // A source the caller may not read is treated like one that lacks the blob:
                 // fall back to a normal upload and reveal nothing.
-                let readable = self
-                    .app
-                    .access
-                    .check(&self.headers, Some(&from), Action::Pull)
-                    .is_ok();
+                let readable = self.app.access.may(&self.principal, Action::Pull, &from);
                 if readable && registry.mount_blob(repo, &from, &digest).await? {
                     return blob_created(repo, &digest);
                 }
             }
         }
+        // Validate before opening a session, so a refused request leaves nothing behind.
+        let digest = self.query.get("digest").map(|d| Digest::parse(d)).transpose()?;
         let session = registry.start_upload(repo).await?;
-        if let Some(digest) = self.query.get("digest") {
-            let digest = Digest::parse(digest)?;
-            registry
+        if let Some(digest) = digest {
+            let finished = registry
                 .finish_upload(repo, &session, &digest, body.into_data_stream())
-                .await?;
+                .await;
+            if let Err(e) = finished {
+                // The client never learnt this session's location: drop it rather than let it
+                // wait for expiry.
+                let _ = registry.cancel_upload(repo, &session).await;
+                return Err(e);
+            }
             return blob_created(repo, &digest);
         }
         let response = Response::builder()
@@ -356,14 +386,18 @@ impl Request<'_> {
     }
 
     async fn referrers(&self, repo: &RepositoryName, digest: &str) -> Result<Response> {
-        self.check(repo, Action::Pull)?;
+        let readable = self.readable(repo)?;
         let digest = Digest::parse(digest)?;
         let filter = self.query.get("artifactType").cloned();
-        let body = self
-            .app
-            .registry
-            .referrers(repo, &digest, filter.clone())
-            .await?;
+        let body = if readable {
+            self.app
+                .registry
+                .referrers(repo, &digest, filter.clone())
+                .await?
+        } else {
+            // What a repository without referrers answers.
+            reg::referrers_index(Vec::new())?
+        };
         let mut response = Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, crate::registry::manifests::OCI_INDEX);

@@ -1,6 +1,8 @@
 //! The thin HTTP layer: routing, middleware, and translation between requests and the
 //! registry's plain types. Nothing below this module knows about HTTP.
 
+pub mod admin;
+pub mod auth;
 pub mod distribution;
 pub mod errors;
 pub mod files;
@@ -29,19 +31,31 @@ pub struct App {
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    // Routes that act for a caller: authenticated once per request by the middleware.
+    let authenticated = Router::new()
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
         .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+        .route("/admin/{*rest}", any(admin::dispatch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            auth::authenticate,
+        ));
+    Router::new()
+        .merge(authenticated)
+        .route("/token", any(auth::token))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(crate::telemetry::render))
         .layer(axum::middleware::map_response(api_version_header))
+        .layer(axum::middleware::from_fn(auth::audit_seam))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }
 
-/// Every response says which API it speaks; Docker checks this on `/v2/`.
-async fn api_version_header(mut response: Response) -> Response {
+/// Every response says which API it speaks (Docker checks this on `/v2/`), and is counted.
+async fn api_version_header(method: axum::http::Method, mut response: Response) -> Response {
+    crate::telemetry::request(method.as_str(), response.status().as_u16());
     response
         .headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));

@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::{files, App};
-use crate::auth::Action;
+use crate::auth::{Action, Principal};
 use crate::farm::planner;
 use crate::meta::{self, Job, JobState};
 use crate::registry::error::{Error, Result};
@@ -34,20 +34,40 @@ enum View {
     Squashfs,
 }
 
-pub async fn dispatch(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+pub async fn dispatch(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    principal: Principal,
+) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return Error::Unsupported(format!("{method} is not supported on /sif")).into_response();
     }
     let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
     let rest = uri.path().strip_prefix("/sif/").unwrap_or("");
-    handle(&app, &method, &headers, rest, query.get("platform").cloned())
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    handle(
+        &app,
+        &method,
+        &headers,
+        &principal,
+        rest,
+        query.get("platform").cloned(),
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn handle(app: &Arc<App>, method: &Method, headers: &HeaderMap, rest: &str, platform: Option<String>) -> Result<Response> {
+async fn handle(
+    app: &Arc<App>,
+    method: &Method,
+    headers: &HeaderMap,
+    principal: &Principal,
+    rest: &str,
+    platform: Option<String>,
+) -> Result<Response> {
     let (reference, view) = split_view(rest);
-    let (repo, digest) = resolve(app, headers, reference).await?;
+    let (repo, digest) = resolve(app, principal, reference).await?;
     let (digest, platform) = select_platform(app, &repo, digest, platform).await?;
     let job = find_or_enqueue(app, &repo, &digest, &platform).await?;
     match view {
@@ -85,7 +105,13 @@ fn not_found(what: &str) -> Error {
 }
 
 /// Finds a repository the caller may read that holds the image, and the image's digest.
-async fn resolve(app: &Arc<App>, headers: &HeaderMap, reference: &str) -> Result<(RepositoryName, Digest)> {
+async fn resolve(
+    app: &Arc<App>,
+    principal: &Principal,
+    reference: &str,
+) -> Result<(RepositoryName, Digest)> {
+    // Callers who did not authenticate (where that is required) are asked to, whatever they ask for.
+    app.access.check(principal, None, Action::Pull)?;
     if let Ok(digest) = Digest::parse(reference) {
         let d = digest.as_str().to_owned();
         let repos = app.farm.db.read(move |c| meta::repositories_with_manifest(c, &d)).await?;
@@ -93,7 +119,7 @@ async fn resolve(app: &Arc<App>, headers: &HeaderMap, reference: &str) -> Result
         // answers exactly like an unknown digest.
         for name in repos {
             if let Ok(repo) = RepositoryName::parse(&name) {
-                if app.access.check(headers, Some(&repo), Action::Pull).is_ok() {
+                if app.access.may(principal, Action::Pull, &repo) {
                     return Ok((repo, digest));
                 }
             }
@@ -105,7 +131,7 @@ async fn resolve(app: &Arc<App>, headers: &HeaderMap, reference: &str) -> Result
     })?;
     let repo = RepositoryName::parse(name)?;
     let tag = Tag::parse(tag)?;
-    if app.access.check(headers, Some(&repo), Action::Pull).is_err() {
+    if !app.access.readable(principal, &repo)? {
         return Err(not_found(reference));
     }
     let (r, t) = (repo.as_str().to_owned(), tag.as_str().to_owned());

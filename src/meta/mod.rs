@@ -7,6 +7,7 @@
 
 mod jobs;
 mod queries;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use jobs::*;
 pub use queries::*;
+pub use users::*;
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 1;

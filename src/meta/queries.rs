@@ -54,6 +54,8 @@ pub struct NewManifest {
     pub digest: String,
     pub media_type: String,
     pub kind: &'static str,
+    /// True for manifests the registry itself makes (the ORAS SIF artifacts).
+    pub registry_made: bool,
     pub artifact_type: Option<String>,
     pub subject: Option<String>,
     pub annotations: Option<String>,
@@ -254,8 +256,8 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
     let inserted = tx
         .prepare_cached(
             "INSERT INTO manifests (repository_id, digest, media_type, kind, artifact_type, subject,
-                                    annotations, size, content, pushed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                    annotations, size, content, pushed_at, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (repository_id, digest) DO NOTHING",
         )?
         .execute(params![
@@ -268,7 +270,8 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
             m.annotations,
             m.content.len() as i64,
             m.content,
-            t
+            t,
+            if m.registry_made { "registry" } else { "client" }
         ])?
         > 0;
     if inserted {
@@ -448,6 +451,9 @@ pub fn list_repositories(conn: &Connection, last: Option<&str>, limit: i64) -> R
 }
 
 /// Manifests in `repository` whose subject is `subject`, optionally of one artifact type.
+/// Without a filter only client-pushed manifests are listed: the SIF artifacts the registry
+/// derives itself appear when asked for by their artifact type, so that tools walking the
+/// referrers of an image (signatures, SBOMs) see exactly what users pushed.
 pub fn referrers(
     conn: &Connection,
     repository: &str,
@@ -457,7 +463,8 @@ pub fn referrers(
     let mut stmt = conn.prepare_cached(
         "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
          JOIN repositories r ON r.id = m.repository_id
-         WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+         WHERE r.name = ?1 AND m.subject = ?2
+           AND ((?3 IS NULL AND m.origin = 'client') OR m.artifact_type = ?3)
          ORDER BY m.digest",
     )?;
     let rows = stmt.query_map(params![repository, subject, artifact_type], |r| {

@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS manifests (
     digest          TEXT NOT NULL,
     media_type      TEXT NOT NULL,
     kind            TEXT NOT NULL,               -- 'image' | 'index' | 'artifact'
+    -- 'client' (pushed) or 'registry' (made by the registry: the ORAS SIF artifacts). Unfiltered
+    -- referrers listings show only client manifests; registry ones appear under their artifactType.
+    origin          TEXT NOT NULL DEFAULT 'client',
     artifact_type   TEXT,                        -- as shown in the referrers API
     subject         TEXT,                        -- digest of the manifest this one refers to
     annotations     TEXT,                        -- JSON object or NULL, for the referrers API
@@ -129,3 +132,41 @@ CREATE TABLE IF NOT EXISTS sifs (
     created_at       BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sifs_by_manifest ON sifs (manifest_digest, platform);
+
+-- Identities (src/meta/users.rs). A user's name is also their namespace (`alice/...`), and so is
+-- a group's, which is why the two share one name space (enforced by the code that creates them).
+CREATE TABLE IF NOT EXISTS users (
+    name           TEXT PRIMARY KEY,
+    uid            BIGINT UNIQUE,                -- POSIX uid for MUNGE; NULL when not a host user
+    password_hash  TEXT,                         -- PHC argon2id, or bcrypt from an htpasswd import; NULL: no password login
+    is_admin       BIGINT NOT NULL DEFAULT 0,    -- 0 | 1 (portable boolean)
+    created_at     BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS user_groups (           -- "groups" is a keyword in PostgreSQL >= 11
+    name        TEXT PRIMARY KEY,
+    created_at  BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS group_members (
+    group_name  TEXT NOT NULL REFERENCES user_groups (name) ON DELETE CASCADE,
+    user_name   TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    role        TEXT NOT NULL,                   -- 'member' (read-write) | 'read-only'
+    added_at    BIGINT NOT NULL,
+    PRIMARY KEY (group_name, user_name)
+);
+CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members (user_name);
+
+-- Personal access tokens. Only a SHA-256 of the secret is kept: the secret is 256 random bits,
+-- so a slow password hash would add nothing but latency to every CI request.
+CREATE TABLE IF NOT EXISTS access_tokens (
+    id            TEXT PRIMARY KEY,              -- public part of the token, shown by `token list`
+    user_name     TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    description   TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    scope         TEXT NOT NULL,                 -- 'read' | 'read-write'
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT,                        -- NULL: never
+    last_used_at  BIGINT
+);
+CREATE INDEX IF NOT EXISTS access_tokens_by_user ON access_tokens (user_name);

@@ -75,7 +75,7 @@ impl Registry {
             .read(move |c| meta::blob_in_repository(c, &name, &d))
             .await?;
         size.map(|s| s as u64)
-            .ok_or_else(|| Error::BlobUnknown(format!("blob {digest} is not in repository {repo}")))
+            .ok_or_else(|| blob_unknown(repo, digest))
     }
 
     /// Opens `digest` for reading through `repo`.
@@ -164,6 +164,7 @@ impl Registry {
             digest: digest.as_str().to_owned(),
             media_type: parsed.media_type,
             kind: parsed.kind.as_str(),
+            registry_made: false,
             artifact_type: parsed.artifact_type,
             subject: parsed.subject.clone(),
             annotations: parsed.annotations,
@@ -231,9 +232,7 @@ impl Registry {
             .db
             .read(move |c| meta::list_tags(c, &name, last.as_deref(), limit as i64 + 1))
             .await?
-            .ok_or_else(|| {
-                Error::NameUnknown(format!("repository {repo} is not known to this registry"))
-            })?;
+            .ok_or_else(|| repository_unknown(repo))?;
         Ok(page(tags, limit))
     }
 
@@ -277,32 +276,7 @@ impl Registry {
             .db
             .read(move |c| meta::referrers(c, &name, &s, artifact_type.as_deref()))
             .await?;
-        let manifests: Vec<serde_json::Value> = rows
-            .into_iter()
-            .map(|r| {
-                let mut d = serde_json::json!({
-                    "mediaType": r.media_type,
-                    "digest": r.digest,
-                    "size": r.size,
-                });
-                if let Some(t) = r.artifact_type {
-                    d["artifactType"] = t.into();
-                }
-                if let Some(a) = r
-                    .annotations
-                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
-                {
-                    d["annotations"] = a;
-                }
-                d
-            })
-            .collect();
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": manifests::OCI_INDEX,
-            "manifests": manifests,
-        });
-        serde_json::to_vec(&index).map_err(|e| Error::Internal(e.to_string()))
+        referrers_index(rows)
     }
 
     /// Writes pending last-pull times; called periodically and at shutdown.
@@ -323,8 +297,49 @@ fn page(mut items: Vec<String>, limit: usize) -> Page {
     Page { items, more }
 }
 
-fn manifest_unknown(repo: &RepositoryName, reference: &Reference) -> Error {
+// The not-found errors, in one place: the HTTP layer answers with the very same ones for a
+// repository the caller may not read, so that it is indistinguishable from a missing one.
+
+pub fn manifest_unknown(repo: &RepositoryName, reference: &Reference) -> Error {
     Error::ManifestUnknown(format!("manifest {reference} is not in repository {repo}"))
+}
+
+pub fn blob_unknown(repo: &RepositoryName, digest: &Digest) -> Error {
+    Error::BlobUnknown(format!("blob {digest} is not in repository {repo}"))
+}
+
+pub fn repository_unknown(repo: &RepositoryName) -> Error {
+    Error::NameUnknown(format!("repository {repo} is not known to this registry"))
+}
+
+/// A referrers response (an OCI image index) listing `rows`.
+pub fn referrers_index(rows: Vec<meta::Referrer>) -> Result<Vec<u8>> {
+    let manifests: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            let mut d = serde_json::json!({
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            });
+            if let Some(t) = r.artifact_type {
+                d["artifactType"] = t.into();
+            }
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
+                d["annotations"] = a;
+            }
+            d
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifests::OCI_INDEX,
+        "manifests": manifests,
+    });
+    serde_json::to_vec(&index).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Parses a tag from a path segment (exposed for the HTTP layer's tag checks).

@@ -218,6 +218,7 @@ impl Registry {
         let size = session.len as i64;
         let (store, sid, d) = (self.store.clone(), id.to_owned(), digest.clone());
         blocking(move || store.commit_upload(&sid, &d)).await?;
+        crate::telemetry::blob_committed(size as u64);
         self.sessions.remove(id);
         self.link_blob(repo, digest, size).await
     }
@@ -227,6 +228,19 @@ impl Registry {
         let handle = self.session(repo, id).await?;
         let _guard = handle.lock().await;
         self.discard(id).await
+    }
+
+    /// Removes upload sessions (and build scratch directories left by a crash) untouched for
+    /// `max_age_secs`. Returns how many went.
+    pub async fn expire_uploads(&self, max_age_secs: u64) -> Result<usize> {
+        let cutoff = meta::now() - max_age_secs as i64;
+        let store = self.store.clone();
+        let stale = blocking(move || store.stale_uploads(cutoff)).await?;
+        let n = stale.len();
+        for id in stale {
+            self.discard(&id).await?;
+        }
+        Ok(n)
     }
 
     async fn discard(&self, id: &str) -> Result<()> {

@@ -209,21 +209,22 @@ impl FsStore {
     }
 
     /// Upload sessions whose staging file was last written before `cutoff` (Unix seconds).
+    /// Build scratch directories that old (left behind by a crash) are removed on the way.
     pub fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<String>> {
         let mut stale = Vec::new();
         for entry in fs::read_dir(&self.uploads)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".repo") || !entry.file_type()?.is_file() {
+            if entry.file_type()?.is_dir() {
+                if name.starts_with("scratch-") && modified_secs(&entry)? < cutoff {
+                    fs::remove_dir_all(entry.path())?;
+                }
                 continue;
             }
-            let modified = entry
-                .metadata()?
-                .modified()?
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            if modified < cutoff {
+            if name.ends_with(".repo") {
+                continue;
+            }
+            if modified_secs(&entry)? < cutoff {
                 stale.push(name);
             }
         }
@@ -249,6 +250,15 @@ impl UploadFile {
     pub fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
+}
+
+fn modified_secs(entry: &fs::DirEntry) -> io::Result<i64> {
+    Ok(entry
+        .metadata()?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -290,6 +300,20 @@ mod tests {
         up.flush().unwrap();
         store.commit_upload("s2", &digest).unwrap();
         assert_eq!(store.upload_state("s2").unwrap(), None);
+        assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_uploads_and_crash_scratch_dirs_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        store.create_upload("old", "alice/x").unwrap();
+        let scratch = store.scratch_dir().unwrap().keep();
+        let future = crate::meta::now() + 10;
+        assert_eq!(store.stale_uploads(future - 3600).unwrap(), Vec::<String>::new());
+        assert_eq!(store.stale_uploads(future).unwrap(), vec!["old".to_owned()]);
+        assert!(!scratch.exists(), "a crashed build's scratch dir is removed");
+        store.discard_upload("old").unwrap();
         assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
     }
 }

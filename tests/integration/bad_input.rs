@@ -497,6 +497,8 @@ fn bad_input_docker_schema1_rejected_clearly() {
 fn bad_input_manifest_descriptor_size_mismatch() {
     let fx = Fx::new();
     let (cfg, layer, good) = fx.valid_image();
+    let r = fx.c.put_manifest(&fx.repo, &good.digest, MT_OCI_MANIFEST, &good.content).unwrap();
+    assert_eq!(r.status, 201, "{}", r.describe());
     let snap = fx.snapshot();
     let tags_before = fx.tags();
     let with_sizes = |cfg_size: i64, layer_size: i64| -> Vec<u8> {
@@ -520,8 +522,6 @@ fn bad_input_manifest_descriptor_size_mismatch() {
         fx.assert_manifest_absent(&sha256_of(&body), what);
     }
     // an index whose child descriptor has the wrong size
-    let r = fx.c.put_manifest(&fx.repo, &good.digest, MT_OCI_MANIFEST, &good.content).unwrap();
-    assert_eq!(r.status, 201, "{}", r.describe());
     let idx = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": MT_OCI_INDEX,
         "manifests": [{"mediaType": MT_OCI_MANIFEST, "digest": good.digest, "size": good.len() + 7}]

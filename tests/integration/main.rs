@@ -3,7 +3,9 @@
 
 mod support;
 
+mod auth;
 mod bad_input;
 mod clients;
 mod conformance;
 mod durability;
+mod farm;

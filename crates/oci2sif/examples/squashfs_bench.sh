@@ -19,8 +19,9 @@ tar -C "$src" --numeric-owner -cf "$work/rootfs.tar" .
 measure() { # name, command...
   local name=$1; shift
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  # warm the source like a real build has it (freshly written spool / tar)
+  # warm the inputs, as a real build has them (a freshly written spool or tar)
   cat "$work/rootfs.tar" > /dev/null
+  tar -C "$src" -cf - . | cat > /dev/null
   /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" > "$work/out" 2>&1 || { cat "$work/out"; return 1; }
   read -r wall user sys rss < "$work/time"
   extra=$(grep -o 'write=[0-9.]*s write_cpu=[0-9.]*s' "$work/out" || true)

@@ -2,13 +2,18 @@
 //!
 //! Why our own writer and not `backhand`: backhand compresses on one thread and cannot store
 //! hardlinks (it duplicates them), and the SIF build targets need both cores. The on-disk format
-//! follows the Linux kernel (`fs/squashfs/squashfs_fs.h`) and mksquashfs's conventions, so the
-//! kernel, squashfuse and `unsquashfs` all read the result.
+//! follows the Linux kernel (`fs/squashfs/squashfs_fs.h`) and mksquashfs's conventions; the
+//! tests read the result back with the kernel, squashfs-tools and squashfs-tools-ng.
 //!
 //! Image layout, in file order (every table offset is relative to the image start):
 //! superblock (96 bytes) · compressor options (only for a non-default level) · data and fragment
 //! blocks · inode table · directory table · fragment table · id table · zero padding to 4 KiB.
-//! There is no export (NFS) table and no xattr table: extended attributes are not stored yet.
+//! There is no export (NFS) table and no xattr table: extended attributes (`Meta::xattrs`) are
+//! not stored yet.
+//!
+//! As with mksquashfs's defaults: files smaller than a block share fragment blocks, all-zero
+//! blocks are stored as holes, files with identical contents are stored once, hardlinks are one
+//! inode with a link count, and large directories get a lookup index.
 //!
 //! The output is a function of the tree, the spool contents and the options only: the thread
 //! count changes who compresses a block, never the bytes or their order.

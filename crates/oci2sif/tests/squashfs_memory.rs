@@ -63,7 +63,7 @@ fn a_large_file_is_streamed_not_loaded() {
     let growth_mib = (peak_rss_kib() - before) / 1024;
     eprintln!("peak RSS grew by {growth_mib} MiB while writing a {size}-byte image");
     assert!(size > FILE_LEN / 4, "the data really went into the image");
-    // 2 threads × 4 blocks in flight × (input + output) is 2 MiB; compressor contexts and
+    // 2 threads × 8 blocks in flight × (input + output) is 4 MiB; compressor contexts and
     // thread stacks add a few MiB more. A writer that loaded the file would add 384.
     assert!(
         growth_mib < 48,

@@ -48,6 +48,20 @@ pub fn http() -> Client {
         .clone()
 }
 
+/// Tags the registry itself publishes: `T.sif`, the ORAS artifact of the SIF its build farm made
+/// from tag `T` (asynchronously, so it may or may not be listed yet when a test looks).
+pub fn is_registry_owned_tag(tag: &str) -> bool {
+    tag.ends_with(".sif")
+}
+
+/// `tags` without the registry-owned ones (order kept).
+pub fn user_tags<S: AsRef<str>>(tags: &[S]) -> Vec<String> {
+    tags.iter()
+        .map(|t| t.as_ref().to_owned())
+        .filter(|t| !is_registry_owned_tag(t))
+        .collect()
+}
+
 /// Status, headers and body of a response (body read fully).
 pub struct Reply {
     pub status: StatusCode,

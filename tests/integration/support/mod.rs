@@ -549,3 +549,5 @@ mod harness_self_tests {
 }
 
 pub mod oci;
+pub mod sif;
+pub mod users;

@@ -3,7 +3,7 @@
 //!
 //! The calling thread reads blocks from the spool, hands them to the workers and writes their
 //! results back strictly in the order it handed them out, so the image does not depend on which
-//! worker finished first. At most `4 × threads` blocks are in flight, which bounds memory to a
+//! worker finished first. At most `8 × threads` blocks are in flight, which bounds memory to a
 //! few MiB whatever the file sizes. Files smaller than a block are packed together into fragment
 //! blocks, as mksquashfs does by default; larger files end with a short block instead.
 //!
@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 use std::thread;
@@ -29,8 +30,9 @@ use crate::tree::{Content, InodeId, Kind, Spool, Tree};
 pub(super) const UNCOMPRESSED_BLOCK: u32 = 1 << 24;
 
 /// In-flight blocks per compression thread: enough to keep every worker busy while the writer
-/// waits for a slow block, small enough to keep memory flat.
-const BLOCKS_IN_FLIGHT_PER_THREAD: usize = 4;
+/// waits for one block whose thread was descheduled (builds share their cores), small enough
+/// to keep memory flat (2 threads: 16 blocks, about 4 MiB with 128 KiB blocks).
+const BLOCKS_IN_FLIGHT_PER_THREAD: usize = 8;
 
 /// Where one regular file's bytes went.
 #[derive(Debug)]
@@ -149,7 +151,12 @@ fn compress_jobs(jobs: &Mutex<Receiver<Job>>, done: Sender<io::Result<Done>>, c:
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        if done.send(compress_job(&mut compressor, job)).is_err() {
+        // A panic must reach the writer as an error: it would otherwise wait forever for
+        // this block while the other workers keep the result channel open.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| compress_job(&mut compressor, job)))
+            .unwrap_or_else(|_| Err(io::Error::other("block compression panicked")));
+        let failed = result.is_err();
+        if done.send(result).is_err() || failed {
             return;
         }
     }

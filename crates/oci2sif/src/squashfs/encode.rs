@@ -48,13 +48,7 @@ pub(super) fn encode_tables(
 ) -> Result<InodeTables, SquashfsError> {
     let mut inodes = MetadataWriter::new(compression)?;
     let mut directories = MetadataWriter::new(compression)?;
-    let mut refs = vec![
-        MetaRef {
-            block: 0,
-            offset: 0
-        };
-        tree.inodes.len()
-    ];
+    let mut refs = vec![MetaRef::default(); tree.inodes.len()];
     let mut files = files.into_iter();
     let mut bytes = Vec::new();
     for &id in &plan.order {
@@ -202,6 +196,9 @@ struct Listing {
     /// Uncompressed directory-table position where `bytes` begin.
     start: u64,
     subdirs: u32,
+    entries: usize,
+    /// Bytes of the entries alone, headers not counted.
+    entry_bytes: usize,
     /// Headers starting each 8 KiB of listing, for the lookup index of large directories.
     index: Vec<IndexPoint>,
 }
@@ -228,77 +225,123 @@ fn encode_listing(
     children: &BTreeMap<Vec<u8>, InodeId>,
     directories: &MetadataWriter,
 ) -> Result<Listing, SquashfsError> {
-    let start = directories.uncompressed_len();
-    let mut listing = Listing {
-        bytes: Vec::new(),
-        start,
-        subdirs: 0,
-        index: Vec::new(),
-    };
-    let mut header: Option<OpenHeader> = None;
-    // Listing offset of the last indexed header (the listing start counts as one).
-    let mut indexed_at = 0;
+    let mut builder = ListingBuilder::new(directories.uncompressed_len());
     for (name, &child) in children {
-        let child_ref = refs[child];
-        let inode_block = u32::try_from(child_ref.block)
-            .map_err(|_| SquashfsError::Limit("inode table larger than 4 GiB"))?;
-        let number = plan.number[child];
-        let here = listing.bytes.len();
-        // As mksquashfs: every 8 KiB of listing starts an indexed header, so that a lookup
-        // decompresses about one metadata block whatever the directory's size.
-        let needs_index = here + ENTRY_LEN + name.len() - indexed_at > METADATA_SIZE;
-        let reuse = !needs_index
-            && header.as_ref().is_some_and(|open| {
-                open.count < MAX_ENTRIES_PER_HEADER
-                    && open.inode_block == inode_block
-                    && i16::try_from(i64::from(number) - i64::from(open.base_number)).is_ok()
-            });
-        if !reuse {
-            if let Some(open) = header.take() {
-                close_header(&mut listing.bytes, &open);
-            }
-            if needs_index {
-                indexed_at = here;
-                listing.index.push(IndexPoint {
-                    offset: here as u32,
-                    first_name: name.clone(),
-                });
-            }
-            put_u32(&mut listing.bytes, 0); // entry count, filled in by close_header
-            put_u32(&mut listing.bytes, inode_block);
-            put_u32(&mut listing.bytes, number);
-            header = Some(OpenHeader {
-                at: here,
-                count: 0,
-                inode_block,
-                base_number: number,
-            });
-        }
-        if let Some(open) = header.as_mut() {
-            let kind = &tree.inodes[child].kind;
-            put_u16(&mut listing.bytes, child_ref.offset);
-            put_u16(
-                &mut listing.bytes,
-                (number.wrapping_sub(open.base_number)) as u16,
-            );
-            put_u16(&mut listing.bytes, entry_type(kind));
-            // Names are 1..=256 bytes (checked by the plan), stored as length - 1.
-            put_u16(&mut listing.bytes, (name.len() - 1) as u16);
-            listing.bytes.extend_from_slice(name);
-            open.count += 1;
-            if matches!(kind, Kind::Dir(_)) {
-                listing.subdirs += 1;
-            }
-        }
+        builder.add(
+            name,
+            refs[child],
+            plan.number[child],
+            &tree.inodes[child].kind,
+        )?;
     }
-    if let Some(open) = header {
-        close_header(&mut listing.bytes, &open);
-    }
-    Ok(listing)
+    Ok(builder.finish())
 }
 
-fn close_header(bytes: &mut [u8], open: &OpenHeader) {
-    bytes[open.at..open.at + 4].copy_from_slice(&(open.count - 1).to_le_bytes());
+struct ListingBuilder {
+    listing: Listing,
+    header: Option<OpenHeader>,
+    /// Listing offset of the last indexed header (the listing start counts as one).
+    indexed_at: usize,
+}
+
+impl ListingBuilder {
+    fn new(start: u64) -> Self {
+        ListingBuilder {
+            listing: Listing {
+                bytes: Vec::new(),
+                start,
+                subdirs: 0,
+                entries: 0,
+                entry_bytes: 0,
+                index: Vec::new(),
+            },
+            header: None,
+            indexed_at: 0,
+        }
+    }
+
+    fn add(
+        &mut self,
+        name: &[u8],
+        inode: MetaRef,
+        number: u32,
+        kind: &Kind,
+    ) -> Result<(), SquashfsError> {
+        let inode_block = u32::try_from(inode.block)
+            .map_err(|_| SquashfsError::Limit("inode table larger than 4 GiB"))?;
+        let here = self.listing.bytes.len();
+        // As mksquashfs: every 8 KiB of listing starts an indexed header, so that a lookup
+        // decompresses about one metadata block whatever the directory's size.
+        let needs_index = here + ENTRY_LEN + name.len() - self.indexed_at > METADATA_SIZE;
+        if needs_index || !self.open_header_fits(inode_block, number) {
+            self.close_header();
+            if needs_index {
+                self.indexed_at = here;
+                self.listing.index.push(IndexPoint {
+                    offset: here as u32,
+                    first_name: name.to_vec(),
+                });
+            }
+            self.open_header(inode_block, number);
+        }
+        self.push_entry(name, inode.offset, number, kind);
+        Ok(())
+    }
+
+    fn open_header_fits(&self, inode_block: u32, number: u32) -> bool {
+        self.header.as_ref().is_some_and(|open| {
+            open.count < MAX_ENTRIES_PER_HEADER
+                && open.inode_block == inode_block
+                && i16::try_from(i64::from(number) - i64::from(open.base_number)).is_ok()
+        })
+    }
+
+    fn open_header(&mut self, inode_block: u32, base_number: u32) {
+        let bytes = &mut self.listing.bytes;
+        let at = bytes.len();
+        put_u32(bytes, 0); // entry count, filled in by close_header
+        put_u32(bytes, inode_block);
+        put_u32(bytes, base_number);
+        self.header = Some(OpenHeader {
+            at,
+            count: 0,
+            inode_block,
+            base_number,
+        });
+    }
+
+    fn push_entry(&mut self, name: &[u8], inode_offset: u16, number: u32, kind: &Kind) {
+        let Some(open) = self.header.as_mut() else {
+            return; // unreachable: add opens a header first
+        };
+        let bytes = &mut self.listing.bytes;
+        put_u16(bytes, inode_offset);
+        // Signed 16-bit difference, checked by open_header_fits.
+        put_u16(bytes, number.wrapping_sub(open.base_number) as u16);
+        put_u16(bytes, entry_type(kind));
+        // Names are 1..=256 bytes (checked by the plan), stored as length - 1.
+        put_u16(bytes, (name.len() - 1) as u16);
+        bytes.extend_from_slice(name);
+        open.count += 1;
+        self.listing.entries += 1;
+        self.listing.entry_bytes += ENTRY_LEN + name.len();
+        if matches!(kind, Kind::Dir(_)) {
+            self.listing.subdirs += 1;
+        }
+    }
+
+    /// Records the entry count of the open header, if any.
+    fn close_header(&mut self) {
+        if let Some(open) = self.header.take() {
+            let count = (open.count - 1).to_le_bytes();
+            self.listing.bytes[open.at..open.at + 4].copy_from_slice(&count);
+        }
+    }
+
+    fn finish(mut self) -> Listing {
+        self.close_header();
+        self.listing
+    }
 }
 
 /// Where a listing landed, and its index with block positions resolved.
@@ -340,13 +383,14 @@ fn encode_dir(
     let size = u32::try_from(size).map_err(|_| SquashfsError::Limit("directory listing size"))?;
     let start_block = u32::try_from(location.start.block)
         .map_err(|_| SquashfsError::Limit("directory table larger than 4 GiB"))?;
-    // mksquashfs gives the root a parent one past the last inode number.
-    let parent = if id == ROOT {
-        plan.inode_count() + 1
-    } else {
-        plan.number[plan.parent[id]]
-    };
-    if location.index.is_empty() && size <= u32::from(u16::MAX) {
+    let parent = parent_number(plan, id);
+    // mksquashfs's rule, which squashfs-tools-ng's sqfsdiff holds us to: directories of more
+    // than 256 entries or 8 KiB of entries are extended even when they need no index.
+    let extended = listing.entries > MAX_ENTRIES_PER_HEADER as usize
+        || listing.entry_bytes >= METADATA_SIZE
+        || !location.index.is_empty()
+        || size > u32::from(u16::MAX);
+    if !extended {
         put_header(bytes, inode_type::DIR, plan, id, meta);
         put_u32(bytes, start_block);
         put_u32(bytes, links);
@@ -366,13 +410,27 @@ fn encode_dir(
     );
     put_u16(bytes, location.start.offset);
     put_u32(bytes, NO_XATTR);
-    for (offset, block, name) in &location.index {
+    put_dir_index(bytes, &location.index);
+    Ok(())
+}
+
+fn parent_number(plan: &Plan, dir: InodeId) -> u32 {
+    if dir == ROOT {
+        // mksquashfs gives the root a parent one past the last inode number.
+        plan.inode_count() + 1
+    } else {
+        plan.number[plan.parent[dir]]
+    }
+}
+
+/// The extended directory inode's index: (listing offset, block start, name) per entry.
+fn put_dir_index(bytes: &mut Vec<u8>, index: &[(u32, u32, Vec<u8>)]) {
+    for (offset, block, name) in index {
         put_u32(bytes, *offset);
         put_u32(bytes, *block);
         put_u32(bytes, (name.len() - 1) as u32);
         bytes.extend_from_slice(name);
     }
-    Ok(())
 }
 
 pub(super) fn put_u16(bytes: &mut Vec<u8>, value: u16) {

@@ -14,7 +14,7 @@ const UNCOMPRESSED: u16 = 1 << 15;
 
 /// Where an item starts inside a metadata table: the table-relative offset of the compressed
 /// block holding its first byte, and its offset inside that block's uncompressed data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct MetaRef {
     pub block: u64,
     pub offset: u16,

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# SIF build benchmark: hpc-registry's native builder vs the Apptainer-style pipeline
+# (skopeo copy → umoci raw unpack --rootless → mksquashfs -noappend -all-root → siftool new/add),
+# at equal compression (gzip level 9 = mksquashfs's default, and zstd level 3), on
+#   busybox    one layer, busybox-static (also: push → SIF ready, goal < 1 s)
+#   minbase    `debootstrap --variant=minbase bookworm`, one layer (~200 MB unpacked)
+#   multilayer minbase + 5 layers of real files from this machine's /usr + 1 layer of whiteouts
+# Interleaved, page cache dropped before every measurement, median of REPS (default 3).
+#
+#   sudo bash bench/sif-build.sh [REPS] [IMAGES...]        e.g. bash bench/sif-build.sh 3 busybox minbase
+#
+# Environment: BENCH_CACHE (default /var/tmp/hpc-registry-bench: the OCI layouts of the images,
+# built once), MINBASE_DIR (reuse an existing debootstrap tree instead of running debootstrap),
+# BENCH_OUT (default bench/results: raw lines and the markdown tables), HPC_REGISTRY_BIN.
+#
+# Ours: a fresh server (fresh data dir, [farm] workers = 1, threads = 0 = all cores, the given
+# compression) per measurement; the image is pushed with skopeo, and the figure is the time from
+# skopeo returning to /sif/<ref>/status saying ready (polled every 5 ms), plus the server's
+# VmHWM (peak RSS; the build runs in-process) at that moment.
+# Pipeline: each step under /usr/bin/time; the figure is the sum of the steps' wall times, and
+# the largest max-RSS of any step. skopeo pulls from a local distribution 2.8 registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+REPS=${1:-3}
+shift || true
+IMAGES=("$@")
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(busybox minbase multilayer)
+BIN=${HPC_REGISTRY_BIN:-$REPO/target/release/hpc-registry}
+CACHE=${BENCH_CACHE:-/var/tmp/hpc-registry-bench}
+OUT=${BENCH_OUT:-$REPO/bench/results}
+mkdir -p "$CACHE" "$OUT"
+WORK=$(mktemp -d /var/tmp/bench-sif-build.XXXXXX)
+RAW=$OUT/sif-build.raw
+: > "$RAW"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for t in skopeo umoci mksquashfs siftool docker-registry python3 busybox; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y skopeo umoci squashfs-tools siftool docker-registry busybox-static debootstrap" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "build first: cargo build --release ($BIN missing)" >&2; exit 1; }
+
+PY=${PYTHON:-/usr/bin/python3}   # not a pyenv shim: its start-up alone takes ~0.2 s
+now() { date +%s.%N; }
+log() { echo "[$(date +%T)] $*" >&2; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || log "warning: cannot drop caches"; }
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # port
+  for _ in $(seq 600); do curl -fs -o /dev/null "http://127.0.0.1:$1/v2/" && return 0; sleep 0.05; done
+  echo "server on port $1 did not answer" >&2; return 1
+}
+# shellcheck source=bench/images.sh
+source bench/images.sh
+
+# ---------------------------------------------------------------- servers
+DPORT=$(free_port)
+mkdir -p "$WORK/dist"
+cat > "$WORK/dist/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: $WORK/dist/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$DPORT
+EOF
+docker-registry serve "$WORK/dist/config.yml" >"$WORK/dist/log" 2>&1 &
+PIDS+=($!)
+wait_http "$DPORT"
+
+OURS_PID=""
+start_ours() { # compression level → sets OPORT, OURS_PID, ODATA
+  OPORT=$(free_port)
+  ODATA=$WORK/ours-$OPORT
+  mkdir -p "$ODATA"
+  cat > "$ODATA.toml" <<EOF
+[farm]
+workers = 1
+threads = 0
+compression = "$1"
+compression_level = $2
+EOF
+  "$BIN" serve --listen "127.0.0.1:$OPORT" --data-dir "$ODATA" --dev --config "$ODATA.toml" >"$ODATA.log" 2>&1 &
+  OURS_PID=$!
+  PIDS+=("$OURS_PID")
+  wait_http "$OPORT"
+}
+stop_ours() {
+  kill "$OURS_PID"; wait "$OURS_PID" 2>/dev/null || true
+  rm -rf "$ODATA"
+}
+
+# ---------------------------------------------------------------- one measurement each
+ours_build() { # image comp level rep
+  local img=$1 comp=$2 level=$3 rep=$4
+  start_ours "$comp" "$level"
+  drop_caches
+  SERVER_PID=$OURS_PID $PY bench/wait_ready.py "$OPORT" "bench/$img:1" 1800 > "$WORK/ready" &
+  local poller=$! t0 t1
+  sleep 0.3   # let the poller start (it polls 404s until the image exists)
+  t0=$(now)
+  skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:$img" "docker://127.0.0.1:$OPORT/bench/$img:1" >/dev/null
+  t1=$(now)
+  wait "$poller"
+  local seen rss status size
+  read -r seen rss status < "$WORK/ready"
+  size=$(curl -fsI "http://127.0.0.1:$OPORT/sif/bench/$img:1" | tr -d '\r' | awk 'tolower($1)=="content-length:"{print $2}')
+  if [ "$rep" = 1 ] && [ "$comp" = gzip ]; then
+    curl -fs -o "$WORK/check.sif" "http://127.0.0.1:$OPORT/sif/bench/$img:1"
+    siftool list "$WORK/check.sif" >&2
+    rm -f "$WORK/check.sif"
+  fi
+  local build_ms
+  build_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$ODATA.log" | grep -o 'duration_ms=[0-9]*' | cut -d= -f2 | tail -1)
+  stop_ours
+  echo "ours $img $comp-$level rep=$rep build_s=$(echo "$seen - $t1" | bc) rss_mib=$rss sif_bytes=$size push_s=$(echo "$t1 - $t0" | bc) worker_ms=$build_ms" | tee -a "$RAW" >&2
+}
+
+pipeline_build() { # image comp level rep
+  local img=$1 comp=$2 level=$3 rep=$4 w=$WORK/pipe
+  rm -rf "$w"; mkdir -p "$w"
+  local compargs=(-comp gzip)
+  [ "$comp" = zstd ] && compargs=(-comp zstd -Xcompression-level "$level")
+  [ "$comp" = gzip ] && [ "$level" != 9 ] && compargs=(-comp gzip -Xcompression-level "$level")
+  drop_caches
+  local tf=$w/times
+  T() { /usr/bin/time -f "%e %M" -a -o "$tf" "$@"; }
+  T skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$DPORT/bench/$img:1" "oci:$w/oci:$img" >/dev/null
+  T umoci raw unpack --rootless --image "$w/oci:$img" "$w/rootfs" 2>"$w/umoci.log"
+  mkdir -p "$w/rootfs/.singularity.d"   # (Apptainer writes its env/runscript files here: a few KiB)
+  T mksquashfs "$w/rootfs" "$w/img.sqfs" -noappend -all-root -quiet -no-progress "${compargs[@]}" >/dev/null
+  T siftool new "$w/img.sif"
+  T siftool add --datatype 4 --parttype 2 --partfs 1 --partarch 2 --groupid 1 "$w/img.sif" "$w/img.sqfs"
+  local total rss steps size
+  total=$(awk '{s+=$1} END{printf "%.2f", s}' "$tf")
+  rss=$(awk '{if ($2>m) m=$2} END{printf "%d", m/1024}' "$tf")
+  steps=$(awk '{printf "%s%s", (NR>1?",":""), $1}' "$tf")
+  size=$(stat -c %s "$w/img.sif")
+  chmod -R u+rwX "$w" 2>/dev/null || true
+  rm -rf "$w"
+  echo "pipeline $img $comp-$level rep=$rep build_s=$total rss_mib=$rss sif_bytes=$size steps_s=$steps" | tee -a "$RAW" >&2
+}
+
+# ---------------------------------------------------------------- run
+echo "# sif-build $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg) nproc=$(nproc)" | tee -a "$RAW" >&2
+for img in "${IMAGES[@]}"; do
+  oci_image "$img"
+  echo "# image $img $(image_stats "$img")" | tee -a "$RAW" >&2
+  skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:$img" "docker://127.0.0.1:$DPORT/bench/$img:1" >/dev/null
+done
+
+for img in "${IMAGES[@]}"; do
+  for cl in "gzip 9" "zstd 3"; do
+    set -- $cl
+    echo "# $img $1-$2 load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
+    for rep in $(seq "$REPS"); do
+      if [ $((rep % 2)) = 1 ]; then ours_build "$img" "$1" "$2" "$rep"; pipeline_build "$img" "$1" "$2" "$rep"
+      else pipeline_build "$img" "$1" "$2" "$rep"; ours_build "$img" "$1" "$2" "$rep"; fi
+    done
+  done
+done
+
+# push → ready for busybox (default settings: gzip 9), more repetitions: it is short
+if printf '%s\n' "${IMAGES[@]}" | grep -qx busybox; then
+  echo "# push-to-ready busybox load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
+  for rep in $(seq 5); do
+    start_ours gzip 9
+    $PY bench/wait_ready.py "$OPORT" "bench/busybox:1" 60 > "$WORK/ready" &
+    poller=$!
+    sleep 0.3
+    t0=$(now)
+    skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:busybox" "docker://127.0.0.1:$OPORT/bench/busybox:1" >/dev/null
+    t1=$(now)
+    wait "$poller"
+    read -r seen _ < "$WORK/ready"
+    stop_ours
+    echo "push-to-ready busybox rep=$rep ready_after_push_s=$(echo "$seen - $t1" | bc) push_s=$(echo "$t1 - $t0" | bc)" | tee -a "$RAW" >&2
+  done
+fi
+
+$PY bench/summarize_sif_build.py "$RAW" | tee "$OUT/sif-build.md"

@@ -1,0 +1,97 @@
+//! `/admin/...`: the management API the `hpc-registry user|group|token` commands use against a
+//! running server. Every operation is admin-only, except that users may change their own password
+//! and manage their own access tokens. The operations themselves live in
+//! [`crate::auth::manage`], shared with the offline CLI.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::auth::query_map;
+use super::App;
+use crate::auth::manage::{self, Caller, ManageError, Op};
+use crate::auth::{AuthMethod, Principal};
+use crate::registry::error::Error;
+
+/// Largest request body (an htpasswd file of a few thousand users fits).
+const MAX_BODY: usize = 4 << 20;
+
+pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Request) -> Response {
+    if !principal.is_authenticated() {
+        return Error::Unauthorized(
+            "the admin API needs a user name and password or access token".into(),
+        )
+        .into_response();
+    }
+    if !matches!(
+        principal.method,
+        AuthMethod::Password | AuthMethod::AccessToken
+    ) {
+        return error(ManageError::Forbidden(
+            "the admin API takes a password or an access token, not a bearer or MUNGE credential"
+                .into(),
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(ManageError::Invalid(format!(
+                "cannot read the request body: {e}"
+            )))
+        }
+    };
+    let user = query_map(&parts.uri).remove("user");
+    let op = match Op::from_http(&parts.method, parts.uri.path(), user, &body) {
+        Ok(Some(op)) => op,
+        Ok(None) => {
+            return error(ManageError::NotFound(format!(
+                "no admin operation {} {}",
+                parts.method,
+                parts.uri.path()
+            )))
+        }
+        Err(e) => return error(e),
+    };
+    let name = op.name();
+    let db = Arc::clone(app.access.db());
+    let who = principal.user.clone().unwrap_or_default();
+    let outcome =
+        tokio::task::spawn_blocking(move || manage::execute(&db, &Caller::Remote(&principal), op))
+            .await;
+    match outcome {
+        Ok(Ok(value)) => {
+            if parts.method != Method::GET {
+                tracing::info!(user = %who, op = name, "admin operation");
+            }
+            let status = if parts.method == Method::POST {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(value)).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::info!(user = %who, op = name, "admin operation refused: {e}");
+            error(e)
+        }
+        Err(e) => Error::Internal(format!("admin task failed: {e}")).into_response(),
+    }
+}
+
+fn error(e: ManageError) -> Response {
+    let (status, code) = match &e {
+        ManageError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        ManageError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+        ManageError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID"),
+        ManageError::Forbidden(_) => (StatusCode::FORBIDDEN, "DENIED"),
+        ManageError::Meta(_) | ManageError::Auth(_) => {
+            return Error::Internal(e.to_string()).into_response();
+        }
+    };
+    let body =
+        serde_json::json!({"errors": [{"code": code, "message": e.to_string(), "detail": null}]});
+    (status, axum::Json(body)).into_response()
+}

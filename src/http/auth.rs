@@ -1,0 +1,330 @@
+//! Authentication at the HTTP edge: the middleware that authenticates each request once, the
+//! Docker token endpoint `/token`, the `WWW-Authenticate` challenges, and the request-scoped
+//! [`AuditSlot`] a later audit middleware reads (who, from where, with what credential).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::routes::{self, Route};
+use super::App;
+use crate::auth::{jwt, Anonymous, Principal};
+use crate::registry::error::Error;
+use crate::registry::names::{Digest, RepositoryName};
+
+/// What the request's authentication found, for the audit trail: filled by the auth middleware
+/// (or `/token`), readable after the handler ran by any outer middleware.
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    pub client: Option<SocketAddr>,
+    pub principal: Option<Principal>,
+    /// Set when authentication failed: the user name tried (if any) and why.
+    pub failure: Option<(Option<String>, String)>,
+}
+
+/// The request-scoped slot holding [`AuditContext`], in the request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(pub Arc<Mutex<AuditContext>>);
+
+impl AuditSlot {
+    fn update(&self, f: impl FnOnce(&mut AuditContext)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn get(&self) -> AuditContext {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Outermost layer: gives every request an [`AuditSlot`] with the client address.
+pub async fn audit_seam(mut req: Request, next: Next) -> Response {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let slot = AuditSlot::default();
+    slot.update(|c| c.client = client);
+    req.extensions_mut().insert(slot);
+    next.run(req).await
+}
+
+/// The authenticated caller, for handlers: put there by [`authenticate`]; a route without that
+/// middleware sees an anonymous caller (the least privilege), never an error.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(Principal::anonymous))
+    }
+}
+
+fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Authenticates `/v2`, `/sif` and `/admin` requests once, records the outcome in the audit slot,
+/// and turns 401 answers into Docker's Bearer challenge for the resource asked for.
+pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let read_route = matches!(*req.method(), Method::GET | Method::HEAD)
+        && (path.starts_with("/v2") || path.starts_with("/sif/"));
+    let client = client_ip(&req);
+    let slot = req.extensions().get::<AuditSlot>().cloned();
+    let challenge = if path.starts_with("/admin") {
+        None
+    } else {
+        Some(bearer_challenge(
+            &app,
+            req.headers(),
+            req.uri(),
+            scope_of(req.method(), &path),
+        ))
+    };
+    let outcome = app
+        .access
+        .authenticate(req.headers(), client, read_route)
+        .await;
+    let principal = match outcome {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(slot) = &slot {
+                let user = basic_user(req.headers());
+                slot.update(|c| c.failure = Some((user, e.to_string())));
+            }
+            return with_challenge(e.into_response(), challenge);
+        }
+    };
+    if let Some(slot) = &slot {
+        slot.update(|c| c.principal = Some(principal.clone()));
+    }
+    req.extensions_mut().insert(principal);
+    with_challenge(next.run(req).await, challenge)
+}
+
+fn with_challenge(mut response: Response, challenge: Option<HeaderValue>) -> Response {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        if let Some(v) = challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    response
+}
+
+/// `Bearer realm="<scheme>://<host>/token",service="hpc-registry"[,scope="..."]`.
+fn bearer_challenge(
+    app: &App,
+    headers: &HeaderMap,
+    uri: &Uri,
+    scope: Option<String>,
+) -> HeaderValue {
+    let scheme = if app.access.tls { "https" } else { "http" };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        // Only host characters: the value is echoed into a header.
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let mut v = format!(
+        "Bearer realm=\"{scheme}://{host}/token\",service=\"{}\"",
+        jwt::SERVICE
+    );
+    if let Some(scope) = scope {
+        v.push_str(&format!(",scope=\"{scope}\""));
+    }
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// The Docker token scope a request needs, from its method and path.
+fn scope_of(method: &Method, path: &str) -> Option<String> {
+    let actions = match *method {
+        Method::GET | Method::HEAD => "pull",
+        Method::DELETE => "delete",
+        _ => "pull,push",
+    };
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        let name = match routes::parse(rest)? {
+            Route::Base => return None,
+            Route::Catalog => return Some("registry:catalog:*".into()),
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::UploadStart { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => name,
+        };
+        // Upload sessions are part of a push even when polled with GET.
+        let actions = match routes::parse(rest)? {
+            Route::Upload { .. } | Route::UploadStart { .. } => "pull,push",
+            _ => actions,
+        };
+        let name = RepositoryName::parse(name).ok()?;
+        return Some(format!("repository:{name}:{actions}"));
+    }
+    let rest = path.strip_prefix("/sif/")?;
+    let reference = ["/status", "/log", "/squashfs"]
+        .iter()
+        .find_map(|s| rest.strip_suffix(s))
+        .unwrap_or(rest);
+    if Digest::parse(reference).is_ok() {
+        return None;
+    }
+    let (name, _) = reference.rsplit_once(':')?;
+    let name = RepositoryName::parse(name).ok()?;
+    Some(format!("repository:{name}:pull"))
+}
+
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, cred) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(cred.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    Some(text.split_once(':')?.0.to_owned())
+}
+
+/// `GET /token?service=hpc-registry&scope=repository:alice/x:pull,push[&scope=...]`: exchanges
+/// Basic credentials (password or access token) for a short-lived bearer token granting what the
+/// policy allows of the requested scopes. Without credentials, an anonymous token when anonymous
+/// access is on.
+pub async fn token(State(app): State<Arc<App>>, req: Request) -> Response {
+    let client = client_ip(&req);
+    let slot = req.extensions().get::<AuditSlot>().cloned();
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+    let basic = || HeaderValue::from_static("Basic realm=\"hpc-registry\"");
+    if method != Method::GET && method != Method::HEAD {
+        return Error::Unsupported(format!("{method} /token: use GET")).into_response();
+    }
+    let principal = if headers.contains_key(header::AUTHORIZATION) {
+        match app.access.authenticate(headers, client, false).await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(slot) = &slot {
+                    let user = basic_user(headers);
+                    slot.update(|c| c.failure = Some((user, e.to_string())));
+                }
+                return with_challenge(e.into_response(), Some(basic()));
+            }
+        }
+    } else if app.access.policy().anonymous != Anonymous::None {
+        Principal::anonymous()
+    } else {
+        let e = Error::Unauthorized("log in: /token needs Basic credentials".into());
+        return with_challenge(e.into_response(), Some(basic()));
+    };
+    if let Some(slot) = &slot {
+        slot.update(|c| c.principal = Some(principal.clone()));
+    }
+    let scopes = query_values(uri.query().unwrap_or(""), "scope");
+    match app.access.issue_token(&principal, &scopes) {
+        Ok(t) => (StatusCode::OK, axum::Json(t)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// All values of `key` in a query string (Docker repeats `scope`).
+fn query_values(query: &str, key: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| form_decode(v))
+        .collect()
+}
+
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses the query of a URI into single values (last one wins), for handlers that need no lists.
+pub fn query_map(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_from_requests() {
+        let s = |m: Method, p: &str| scope_of(&m, p);
+        assert_eq!(
+            s(Method::GET, "/v2/alice/x/manifests/1").as_deref(),
+            Some("repository:alice/x:pull")
+        );
+        assert_eq!(
+            s(Method::POST, "/v2/alice/x/blobs/uploads/").as_deref(),
+            Some("repository:alice/x:pull,push")
+        );
+        assert_eq!(
+            s(Method::DELETE, "/v2/alice/x/manifests/sha256:ab").as_deref(),
+            Some("repository:alice/x:delete")
+        );
+        assert_eq!(s(Method::GET, "/v2/").as_deref(), None);
+        assert_eq!(
+            s(Method::GET, "/v2/_catalog").as_deref(),
+            Some("registry:catalog:*")
+        );
+        assert_eq!(
+            s(Method::GET, "/sif/alice/x:1/status").as_deref(),
+            Some("repository:alice/x:pull")
+        );
+        let digest = format!("/sif/sha256:{}", "a".repeat(64));
+        assert_eq!(s(Method::GET, &digest), None);
+    }
+
+    #[test]
+    fn repeated_query_values() {
+        assert_eq!(
+            query_values(
+                "service=hpc-registry&scope=repository%3Aa%2Fb%3Apull%2Cpush&scope=registry:catalog:*",
+                "scope"
+            ),
+            vec!["repository:a/b:pull,push", "registry:catalog:*"]
+        );
+    }
+}
