@@ -16,9 +16,11 @@
 # Ours: a fresh server (fresh data dir, [farm] workers = 1, threads = 0 = all cores, the given
 # compression) per measurement; the image is pushed with skopeo, and the figure is the time from
 # skopeo returning to /sif/<ref>/status saying ready (polled every 5 ms), plus the server's
-# VmHWM (peak RSS; the build runs in-process) at that moment.
-# Pipeline: each step under /usr/bin/time; the figure is the sum of the steps' wall times, and
-# the largest max-RSS of any step. skopeo pulls from a local distribution 2.8 registry.
+# VmHWM (peak RSS; the build runs in-process), reset after start-up so that it covers the push
+# and the build, and the server's CPU time (utime+stime) from the push returning to ready.
+# Pipeline: each step under /usr/bin/time; the figure is the sum of the steps' wall times, the
+# largest max-RSS of any step and the steps' summed CPU time. skopeo pulls from a local
+# distribution 2.8 registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -107,15 +109,17 @@ ours_build() { # image comp level rep
   local img=$1 comp=$2 level=$3 rep=$4
   start_ours "$comp" "$level"
   drop_caches
+  echo 5 > "/proc/$OURS_PID/clear_refs"   # peak RSS from here on: the push and the build, not start-up
   SERVER_PID=$OURS_PID $PY bench/wait_ready.py "$OPORT" "bench/$img:1" 1800 > "$WORK/ready" &
   local poller=$! t0 t1
   sleep 0.3   # let the poller start (it polls 404s until the image exists)
   t0=$(now)
   skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:$img" "docker://127.0.0.1:$OPORT/bench/$img:1" >/dev/null
   t1=$(now)
+  local cpu1; cpu1=$(awk '{print ($14 + $15) / 100}' "/proc/$OURS_PID/stat")
   wait "$poller"
-  local seen rss status size
-  read -r seen rss status < "$WORK/ready"
+  local seen rss cpu2 status size
+  read -r seen rss cpu2 status < "$WORK/ready"
   size=$(curl -fsI "http://127.0.0.1:$OPORT/sif/bench/$img:1" | tr -d '\r' | awk 'tolower($1)=="content-length:"{print $2}')
   if [ "$rep" = 1 ] && [ "$comp" = gzip ]; then
     curl -fs -o "$WORK/check.sif" "http://127.0.0.1:$OPORT/sif/bench/$img:1"
@@ -125,7 +129,7 @@ ours_build() { # image comp level rep
   local build_ms
   build_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$ODATA.log" | grep -o 'duration_ms=[0-9]*' | cut -d= -f2 | tail -1)
   stop_ours
-  echo "ours $img $comp-$level rep=$rep build_s=$(echo "$seen - $t1" | bc) rss_mib=$rss sif_bytes=$size push_s=$(echo "$t1 - $t0" | bc) worker_ms=$build_ms" | tee -a "$RAW" >&2
+  echo "ours $img $comp-$level rep=$rep build_s=$(echo "$seen - $t1" | bc) rss_mib=$rss sif_bytes=$size push_s=$(echo "$t1 - $t0" | bc) worker_ms=$build_ms cpu_s=$(echo "$cpu2 - $cpu1" | bc)" | tee -a "$RAW" >&2
 }
 
 pipeline_build() { # image comp level rep
@@ -136,7 +140,7 @@ pipeline_build() { # image comp level rep
   [ "$comp" = gzip ] && [ "$level" != 9 ] && compargs=(-comp gzip -Xcompression-level "$level")
   drop_caches
   local tf=$w/times
-  T() { /usr/bin/time -f "%e %M" -a -o "$tf" "$@"; }
+  T() { /usr/bin/time -f "%e %M %U %S" -a -o "$tf" "$@"; }
   T skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$DPORT/bench/$img:1" "oci:$w/oci:$img" >/dev/null
   T umoci raw unpack --rootless --image "$w/oci:$img" "$w/rootfs" 2>"$w/umoci.log"
   mkdir -p "$w/rootfs/.singularity.d"   # (Apptainer writes its env/runscript files here: a few KiB)
@@ -147,10 +151,11 @@ pipeline_build() { # image comp level rep
   total=$(awk '{s+=$1} END{printf "%.2f", s}' "$tf")
   rss=$(awk '{if ($2>m) m=$2} END{printf "%d", m/1024}' "$tf")
   steps=$(awk '{printf "%s%s", (NR>1?",":""), $1}' "$tf")
+  local cpu; cpu=$(awk '{s+=$3+$4} END{printf "%.2f", s}' "$tf")
   size=$(stat -c %s "$w/img.sif")
   chmod -R u+rwX "$w" 2>/dev/null || true
   rm -rf "$w"
-  echo "pipeline $img $comp-$level rep=$rep build_s=$total rss_mib=$rss sif_bytes=$size steps_s=$steps" | tee -a "$RAW" >&2
+  echo "pipeline $img $comp-$level rep=$rep build_s=$total rss_mib=$rss sif_bytes=$size steps_s=$steps cpu_s=$cpu" | tee -a "$RAW" >&2
 }
 
 # ---------------------------------------------------------------- run

@@ -86,7 +86,7 @@ for img in minbase busybox; do
   oci_image "$img"
   skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:$img" "docker://127.0.0.1:$OPORT/bench/$img:1" >/dev/null
   out=$($PY bench/wait_ready.py "$OPORT" "bench/$img:1" 1800)
-  digest=$(echo "$out" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read().split(" ",2)[2])["image"])')
+  digest=$(echo "$out" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read().split(" ",3)[3])["image"])')
   PATHS[$img]="/sif/$digest"
   curl -fs -o "$WORK/nginx/www/$img.sif" "http://127.0.0.1:$OPORT/sif/$digest"
   chmod 644 "$WORK/nginx/www/$img.sif"

@@ -39,8 +39,8 @@ def med(rs, key, digits=2):
 
 print("Loads while running: " + "; ".join(header))
 print()
-print("| image | compression | ours: push returned → SIF ready, s | pipeline, s | speedup | ours peak RSS, MiB | pipeline peak RSS, MiB | SIF size ours / pipeline, MB | goal |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| image | compression | ours: push returned → SIF ready, s | pipeline, s | speedup | ours CPU, s | pipeline CPU, s | ours peak RSS, MiB | pipeline peak RSS, MiB | SIF size ours / pipeline, MB | goal |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (img, comp) in dict.fromkeys((i, c) for (i, c, _) in runs):
     o, p = runs.get((img, comp, "ours"), []), runs.get((img, comp, "pipeline"), [])
     if not o or not p:
@@ -51,7 +51,9 @@ for (img, comp) in dict.fromkeys((i, c) for (i, c, _) in runs):
     prss = med(p, "rss_mib", 0)
     osz = statistics.median(float(r["sif_bytes"]) for r in o) / 1e6
     psz = statistics.median(float(r["sif_bytes"]) for r in p) / 1e6
-    print(f"| {img} ({images.get(img, '')}) | {comp} | {om} ({oa}) | {pm} ({pa}) | {pv / ov:.2f}× | "
+    ocpu = med(o, "cpu_s")[0] if all("cpu_s" in r for r in o) else "n/a"
+    pcpu = med(p, "cpu_s")[0] if all("cpu_s" in r for r in p) else "n/a"
+    print(f"| {img} ({images.get(img, '')}) | {comp} | {om} ({oa}) | {pm} ({pa}) | {pv / ov:.2f}× | {ocpu} | {pcpu} | "
           f"{orss[0]} ({orss[1]}) | {prss[0]} ({prss[1]}) | {osz:.1f} / {psz:.1f} | {GOALS.get((img, comp), '')} |")
 
 print()

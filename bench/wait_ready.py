@@ -5,8 +5,8 @@
 
 Start it *before* the push (it keeps polling through the 404s until the image exists), so that
 the interpreter's start-up never delays the measurement. When the status says ready it prints
-`<epoch seconds when ready was seen> <server VmHWM MiB, or -> <status JSON>` on one line; exits 1
-if the build failed or timed out. SERVER_PID set: VmHWM is read from /proc/SERVER_PID/status.
+`<epoch seconds when ready was seen> <server VmHWM MiB, or -> <server CPU s, or -> <status JSON>` on one line; exits 1
+if the build failed or timed out. SERVER_PID set: VmHWM and utime+stime are read from /proc/SERVER_PID.
 """
 
 import http.client
@@ -28,12 +28,15 @@ while time.time() < deadline:
         status = json.loads(body)
         if status.get("state") == "ready":
             seen = time.time()
-            rss = "-"
+            rss = cpu = "-"
             pid = os.environ.get("SERVER_PID")
             if pid:
                 with open(f"/proc/{pid}/status") as f:
                     rss = next(str(int(l.split()[1]) // 1024) for l in f if l.startswith("VmHWM:"))
-            print(f"{seen:.6f} {rss} {json.dumps(status, separators=(',', ':'))}")
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                cpu = f"{(int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'):.2f}"
+            print(f"{seen:.6f} {rss} {cpu} {json.dumps(status, separators=(',', ':'))}")
             sys.exit(0)
         if status.get("state") == "failed":
             print(f"failed {json.dumps(status)}", file=sys.stderr)

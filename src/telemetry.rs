@@ -31,7 +31,11 @@ pub fn install() {
 
 pub async fn render() -> Response {
     match HANDLE.get() {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled\n").into_response(),
     }
 }

@@ -123,7 +123,7 @@ mod tests {
             assert!(l.check(Some(a), Some("alice")).is_ok());
             l.failed(Some(a), Some("alice"));
         }
-        let wait = l.check(Some(a), None).unwrap_err();
+        let wait = l.check(None, Some("alice")).unwrap_err();
         assert!((1..=60).contains(&wait));
         // Another address guessing alice's password is blocked too (per-user count) ...
         assert!(l.check(Some(b), Some("alice")).is_err());

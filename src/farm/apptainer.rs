@@ -31,13 +31,18 @@ pub async fn check(apptainer: &Path) -> Result<String, String> {
 }
 
 pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
-    check(&farm.config.apptainer).await.map_err(|reason| Failure {
-        log: reason.clone(),
-        reason,
-    })?;
+    check(&farm.config.apptainer)
+        .await
+        .map_err(|reason| Failure {
+            log: reason.clone(),
+            reason,
+        })?;
     let image = load_image(farm, job).await?;
     let workspace = Workspace {
-        dir: farm.store.scratch_dir().map_err(|e| failure(format!("cannot create a build directory: {e}"), ""))?,
+        dir: farm
+            .store
+            .scratch_dir()
+            .map_err(|e| failure(format!("cannot create a build directory: {e}"), ""))?,
     };
     let (r, d) = (job.repository.clone(), job.manifest_digest.clone());
     let manifest = farm
@@ -68,7 +73,11 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
         cmd.args(["--mksquashfs-args", "-comp zstd"]);
     }
     cmd.arg(&out).arg(&source).kill_on_drop(true);
-    let command_line = format!("{} build --force {} {source}", farm.config.apptainer.display(), out.display());
+    let command_line = format!(
+        "{} build --force {} {source}",
+        farm.config.apptainer.display(),
+        out.display()
+    );
     let output = cmd
         .output()
         .await
@@ -79,10 +88,16 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
         String::from_utf8_lossy(&output.stderr)
     );
     if !output.status.success() {
-        return Err(failure(format!("apptainer build exited with {}", output.status), &log));
+        return Err(failure(
+            format!("apptainer build exited with {}", output.status),
+            &log,
+        ));
     }
     if !out.exists() {
-        return Err(failure("apptainer build reported success but wrote no SIF".into(), &log));
+        return Err(failure(
+            "apptainer build reported success but wrote no SIF".into(),
+            &log,
+        ));
     }
     Ok(Built {
         workspace,
@@ -92,17 +107,32 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
 }
 
 fn failure(reason: String, log: &str) -> Failure {
-    let log = if log.is_empty() { reason.clone() } else { log.to_owned() };
+    let log = if log.is_empty() {
+        reason.clone()
+    } else {
+        log.to_owned()
+    };
     Failure { reason, log }
 }
 
 /// Writes an OCI image layout holding one image, tagged `image`.
-fn export_layout(store: &BlobStore, layout: &Path, manifest: &meta::StoredManifest, blobs: &[Digest]) -> std::io::Result<()> {
+fn export_layout(
+    store: &BlobStore,
+    layout: &Path,
+    manifest: &meta::StoredManifest,
+    blobs: &[Digest],
+) -> std::io::Result<()> {
     let dir = layout.join("blobs").join("sha256");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     for digest in blobs {
-        let target = layout.join("blobs").join(digest.algorithm().name()).join(digest.hex());
+        let target = layout
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex());
         std::fs::create_dir_all(target.parent().unwrap_or(&dir))?;
         if std::fs::hard_link(store.blob_path(digest), &target).is_err() {
             std::fs::copy(store.blob_path(digest), &target)?;
@@ -110,7 +140,10 @@ fn export_layout(store: &BlobStore, layout: &Path, manifest: &meta::StoredManife
     }
     let manifest_digest = Digest::parse(&manifest.digest).map_err(std::io::Error::other)?;
     std::fs::write(
-        layout.join("blobs").join(manifest_digest.algorithm().name()).join(manifest_digest.hex()),
+        layout
+            .join("blobs")
+            .join(manifest_digest.algorithm().name())
+            .join(manifest_digest.hex()),
         &manifest.content,
     )?;
     let index = serde_json::json!({

@@ -40,7 +40,12 @@ pub struct Farm {
 }
 
 impl Farm {
-    pub fn new(db: Arc<Db>, store: BlobStore, config: FarmConfig, events: Arc<Notify>) -> Arc<Farm> {
+    pub fn new(
+        db: Arc<Db>,
+        store: BlobStore,
+        config: FarmConfig,
+        events: Arc<Notify>,
+    ) -> Arc<Farm> {
         let host = hostname();
         Arc::new(Farm {
             db,
@@ -54,7 +59,11 @@ impl Farm {
 
     /// The platform a plain `/sif/<index digest>` request means.
     pub fn default_platform(&self) -> &str {
-        self.config.platforms.first().map(String::as_str).unwrap_or("linux/amd64")
+        self.config
+            .platforms
+            .first()
+            .map(String::as_str)
+            .unwrap_or("linux/amd64")
     }
 
     pub fn wants_platform(&self, platform: &str) -> bool {
@@ -79,7 +88,10 @@ impl Farm {
         tokio::spawn(planner::run(Arc::clone(self)));
         tokio::spawn(worker::reap_expired_leases(Arc::clone(self)));
         for n in 0..self.config.workers {
-            tokio::spawn(worker::run(Arc::clone(self), format!("{}{n}", self.owner_prefix)));
+            tokio::spawn(worker::run(
+                Arc::clone(self),
+                format!("{}{n}", self.owner_prefix),
+            ));
         }
         tracing::info!(
             workers = self.config.workers,
@@ -103,7 +115,9 @@ impl Farm {
 
     pub fn build_threads(&self) -> usize {
         match self.config.threads {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             n => n,
         }
     }

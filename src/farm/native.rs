@@ -34,12 +34,14 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     let store = farm.store.clone();
     let source_ref = format!("{}@{}", job.repository, job.manifest_digest);
     let out_path = workspace.sif_path();
-    let result = tokio::task::spawn_blocking(move || convert(&store, image, source_ref, &options, &out_path))
-        .await
-        .map_err(|e| Failure {
-            reason: format!("build task crashed: {e}"),
-            log: String::new(),
-        })?;
+    let result = tokio::task::spawn_blocking(move || {
+        convert(&store, image, source_ref, &options, &out_path)
+    })
+    .await
+    .map_err(|e| Failure {
+        reason: format!("build task crashed: {e}"),
+        log: String::new(),
+    })?;
     match result {
         Ok(log) => Ok(Built {
             workspace,
@@ -63,11 +65,16 @@ pub async fn load_image(farm: &Arc<Farm>, job: &Job) -> Result<Image, Failure> {
         .read(move |c| meta::manifest_by_digest(c, &r, &d))
         .await
         .map_err(|e| plain_failure(format!("cannot read the manifest: {e}")))?
-        .ok_or_else(|| plain_failure(format!("manifest {} is no longer in {}", job.manifest_digest, job.repository)))?;
+        .ok_or_else(|| {
+            plain_failure(format!(
+                "manifest {} is no longer in {}",
+                job.manifest_digest, job.repository
+            ))
+        })?;
     let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&stored.content)
         .map_err(|e| plain_failure(format!("the manifest is not an image manifest: {e}")))?;
     let digest = |d: &oci_spec::image::Digest| {
-        Digest::parse(&d.to_string()).map_err(|e| plain_failure(format!("bad digest in manifest: {e}")))
+        Digest::parse(d.as_ref()).map_err(|e| plain_failure(format!("bad digest in manifest: {e}")))
     };
     let config = digest(manifest.config().digest())?;
     let layers = manifest
@@ -99,7 +106,11 @@ fn convert(
     for (i, (media_type, digest)) in image.layers.iter().enumerate() {
         let file = File::open(store.blob_path(digest))
             .map_err(|e| plain_failure(format!("cannot read layer {} ({digest}): {e}", i + 1)))?;
-        log.push_str(&format!("layer {}/{}: {digest} ({media_type})\n", i + 1, image.layers.len()));
+        log.push_str(&format!(
+            "layer {}/{}: {digest} ({media_type})\n",
+            i + 1,
+            image.layers.len()
+        ));
         layers.push(oci2sif::LayerInput {
             media_type: media_type.clone(),
             reader: Box::new(BufReader::with_capacity(LAYER_BUFFER, file)),
@@ -110,12 +121,18 @@ fn convert(
         layers,
         source_ref,
     };
-    let mut out = File::create(out_path).map_err(|e| plain_failure(format!("cannot create the SIF file: {e}")))?;
+    let mut out = File::create(out_path)
+        .map_err(|e| plain_failure(format!("cannot create the SIF file: {e}")))?;
     match oci2sif::build_sif(input, options, &mut out) {
         Ok(report) => {
             log.push_str(&format!(
                 "built {} bytes: arch {}, {} files, {} bytes unpacked, squashfs {} bytes ({:?})\n",
-                report.sif_size, report.arch, report.files, report.unpacked_bytes, report.squashfs_size, options.compression
+                report.sif_size,
+                report.arch,
+                report.files,
+                report.unpacked_bytes,
+                report.squashfs_size,
+                options.compression
             ));
             Ok(log)
         }
@@ -144,7 +161,8 @@ pub fn inspect_sif(store: &BlobStore, path: &Path) -> Result<InspectedSif, Strin
         .ok_or("it has no primary system partition")?;
     let (squashfs_offset, squashfs_size) = (part.offset, part.size);
     let mut hasher = Hasher::new(Algorithm::Sha256);
-    let mut reader = BufReader::with_capacity(LAYER_BUFFER, File::open(path).map_err(|e| e.to_string())?);
+    let mut reader =
+        BufReader::with_capacity(LAYER_BUFFER, File::open(path).map_err(|e| e.to_string())?);
     let mut buf = vec![0u8; LAYER_BUFFER];
     let mut size = 0u64;
     loop {
@@ -156,7 +174,9 @@ pub fn inspect_sif(store: &BlobStore, path: &Path) -> Result<InspectedSif, Strin
         size += n as u64;
     }
     let digest = hasher.finish();
-    store.import_file(path, &digest).map_err(|e| e.to_string())?;
+    store
+        .import_file(path, &digest)
+        .map_err(|e| e.to_string())?;
     Ok(InspectedSif {
         digest,
         size,

@@ -40,8 +40,8 @@ pub fn derived_tag(farm: &Farm, tag: &str, platform: &str) -> String {
 
 /// Architectures a `T.<arch>.sif` tag can carry (Go's GOARCH names, as in SIF headers).
 const ARCHES: [&str; 13] = [
-    "386", "amd64", "arm", "arm64", "ppc64", "ppc64le", "mips", "mipsle", "mips64", "mips64le", "s390x",
-    "riscv64", "loong64",
+    "386", "amd64", "arm", "arm64", "ppc64", "ppc64le", "mips", "mipsle", "mips64", "mips64le",
+    "s390x", "riscv64", "loong64",
 ];
 
 /// Whether `derived` is one of `tag`'s ORAS tags. Only known architectures count, so that tag
@@ -57,19 +57,32 @@ fn belongs_to(derived: &str, tag: &str) -> bool {
 
 /// After a build: (re)publish for every tag, in every repository, that names the image or an
 /// index listing it.
-pub async fn publish_for_image(farm: &Arc<Farm>, manifest_digest: &str, _platform: &str) -> anyhow::Result<()> {
+pub async fn publish_for_image(
+    farm: &Arc<Farm>,
+    manifest_digest: &str,
+    _platform: &str,
+) -> anyhow::Result<()> {
     let d = manifest_digest.to_owned();
-    let repositories = farm.db.read(move |c| meta::repositories_with_manifest(c, &d)).await?;
+    let repositories = farm
+        .db
+        .read(move |c| meta::repositories_with_manifest(c, &d))
+        .await?;
     for repo in repositories {
         let (r, d) = (repo.clone(), manifest_digest.to_owned());
         let (tags, parents) = farm
             .db
             .read(move |c| {
-                let mut tags: Vec<(String, String)> =
-                    meta::tags_for_digest(c, &r, &d)?.into_iter().map(|t| (t, d.clone())).collect();
+                let mut tags: Vec<(String, String)> = meta::tags_for_digest(c, &r, &d)?
+                    .into_iter()
+                    .map(|t| (t, d.clone()))
+                    .collect();
                 let parents = meta::parents_of(c, &r, &d)?;
                 for p in &parents {
-                    tags.extend(meta::tags_for_digest(c, &r, p)?.into_iter().map(|t| (t, p.clone())));
+                    tags.extend(
+                        meta::tags_for_digest(c, &r, p)?
+                            .into_iter()
+                            .map(|t| (t, p.clone())),
+                    );
                 }
                 Ok((tags, parents))
             })
@@ -85,7 +98,12 @@ pub async fn publish_for_image(farm: &Arc<Farm>, manifest_digest: &str, _platfor
 }
 
 /// Makes `tag`'s ORAS tags match what `digest` (an image or an index) has ready now.
-pub async fn publish_for_tag(farm: &Arc<Farm>, repository: &str, tag: &str, digest: &str) -> anyhow::Result<()> {
+pub async fn publish_for_tag(
+    farm: &Arc<Farm>,
+    repository: &str,
+    tag: &str,
+    digest: &str,
+) -> anyhow::Result<()> {
     let (r, d) = (repository.to_owned(), digest.to_owned());
     // (child manifest digest, sif digest, sif size, platform) for everything ready.
     let ready = farm
@@ -109,7 +127,10 @@ pub async fn publish_for_tag(farm: &Arc<Farm>, repository: &str, tag: &str, dige
             tracing::warn!(%repository, %tag, "no ORAS tag for {platform}: {derived:?} would be longer than 128 characters");
             continue;
         }
-        if wanted.iter().any(|(t, ..): &(String, String, String, i64)| t == &derived) {
+        if wanted
+            .iter()
+            .any(|(t, ..): &(String, String, String, i64)| t == &derived)
+        {
             continue;
         }
         wanted.push((derived, source, sif, size));
@@ -122,7 +143,9 @@ pub async fn publish_for_tag(farm: &Arc<Farm>, repository: &str, tag: &str, dige
         .filter(|t| belongs_to(t, tag) && !wanted.iter().any(|(w, ..)| w == t))
     {
         let r = repository.to_owned();
-        farm.db.write(move |tx| meta::delete_tag(tx, &r, &stale)).await?;
+        farm.db
+            .write(move |tx| meta::delete_tag(tx, &r, &stale))
+            .await?;
     }
     for (derived, source, sif, size) in wanted {
         put_artifact(farm, repository, tag, &derived, &source, &sif, size).await?;
@@ -131,12 +154,18 @@ pub async fn publish_for_tag(farm: &Arc<Farm>, repository: &str, tag: &str, dige
 }
 
 /// `tag` was deleted: its ORAS tags go too.
-pub async fn remove_derived_tags(farm: &Arc<Farm>, repository: &str, tag: &str) -> anyhow::Result<()> {
+pub async fn remove_derived_tags(
+    farm: &Arc<Farm>,
+    repository: &str,
+    tag: &str,
+) -> anyhow::Result<()> {
     let r = repository.to_owned();
     let existing = farm.db.read(move |c| meta::sif_tags(c, &r)).await?;
     for derived in existing.into_iter().filter(|t| belongs_to(t, tag)) {
         let r = repository.to_owned();
-        farm.db.write(move |tx| meta::delete_tag(tx, &r, &derived)).await?;
+        farm.db
+            .write(move |tx| meta::delete_tag(tx, &r, &derived))
+            .await?;
     }
     Ok(())
 }
@@ -155,7 +184,11 @@ async fn put_artifact(
     let cd = config_digest.clone();
     tokio::task::spawn_blocking(move || store.put_small(EMPTY_CONFIG, &cd)).await??;
     let (r, s) = (repository.to_owned(), source.to_owned());
-    let Some(subject) = farm.db.read(move |c| meta::manifest_head(c, &r, &s)).await? else {
+    let Some(subject) = farm
+        .db
+        .read(move |c| meta::manifest_head(c, &r, &s))
+        .await?
+    else {
         return Ok(());
     };
     let base = repository.rsplit('/').next().unwrap_or(repository);
@@ -174,7 +207,11 @@ async fn put_artifact(
     });
     let content = serde_json::to_vec(&manifest)?;
     let digest: Digest = Algorithm::Sha256.digest(&content);
-    let namespace = repository.split('/').next().unwrap_or(repository).to_owned();
+    let namespace = repository
+        .split('/')
+        .next()
+        .unwrap_or(repository)
+        .to_owned();
     let new = NewManifest {
         repository: repository.to_owned(),
         namespace: namespace.clone(),
@@ -200,7 +237,11 @@ async fn put_artifact(
         ],
         tag: Some(derived.to_owned()),
     };
-    let (r, cfg, sif_digest) = (repository.to_owned(), config_digest.as_str().to_owned(), sif.to_owned());
+    let (r, cfg, sif_digest) = (
+        repository.to_owned(),
+        config_digest.as_str().to_owned(),
+        sif.to_owned(),
+    );
     let outcome = farm
         .db
         .write(move |tx| {
@@ -214,7 +255,9 @@ async fn put_artifact(
             tracing::info!(%repository, tag = %derived, sif = %sif, "published SIF as ORAS artifact");
             Ok(())
         }
-        Err(rejection) => anyhow::bail!("ORAS artifact for {repository}:{derived} rejected: {rejection:?}"),
+        Err(rejection) => {
+            anyhow::bail!("ORAS artifact for {repository}:{derived} rejected: {rejection:?}")
+        }
     }
 }
 

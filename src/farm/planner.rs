@@ -41,7 +41,9 @@ pub async fn process_pending(farm: &Arc<Farm>) -> anyhow::Result<usize> {
     for event in events {
         handle(farm, &event).await?;
         let id = event.id;
-        farm.db.write(move |tx| meta::mark_event_consumed(tx, id)).await?;
+        farm.db
+            .write(move |tx| meta::mark_event_consumed(tx, id))
+            .await?;
     }
     Ok(n)
 }
@@ -49,10 +51,20 @@ pub async fn process_pending(farm: &Arc<Farm>) -> anyhow::Result<usize> {
 async fn handle(farm: &Arc<Farm>, event: &Event) -> anyhow::Result<()> {
     match event.kind.as_str() {
         "manifest_pushed" => {
-            if let Some(platform) = buildable_platform(farm, &event.repository, &event.digest).await? {
+            if let Some(platform) =
+                buildable_platform(farm, &event.repository, &event.digest).await?
+            {
                 if farm.wants_platform(&platform) {
-                    let (d, p, r) = (event.digest.clone(), platform.clone(), event.repository.clone());
-                    if farm.db.write(move |tx| meta::enqueue_build(tx, &d, &p, &r)).await? {
+                    let (d, p, r) = (
+                        event.digest.clone(),
+                        platform.clone(),
+                        event.repository.clone(),
+                    );
+                    if farm
+                        .db
+                        .write(move |tx| meta::enqueue_build(tx, &d, &p, &r))
+                        .await?
+                    {
                         tracing::info!(digest = %event.digest, %platform, repository = %event.repository, "SIF build queued");
                         farm.jobs.notify_waiters();
                     }
@@ -86,9 +98,17 @@ struct ConfigPlatform {
 }
 
 /// The platform of a runnable image manifest, or `None` if it is not something to build.
-pub async fn buildable_platform(farm: &Arc<Farm>, repository: &str, digest: &str) -> anyhow::Result<Option<String>> {
+pub async fn buildable_platform(
+    farm: &Arc<Farm>,
+    repository: &str,
+    digest: &str,
+) -> anyhow::Result<Option<String>> {
     let (r, d) = (repository.to_owned(), digest.to_owned());
-    let Some(stored) = farm.db.read(move |c| meta::manifest_by_digest(c, &r, &d)).await? else {
+    let Some(stored) = farm
+        .db
+        .read(move |c| meta::manifest_by_digest(c, &r, &d))
+        .await?
+    else {
         return Ok(None);
     };
     let parsed = match manifests::parse(Some(&stored.media_type), &stored.content) {
@@ -102,13 +122,14 @@ pub async fn buildable_platform(farm: &Arc<Farm>, repository: &str, digest: &str
     if !image
         .layers()
         .iter()
-        .any(|l| oci2sif::layers::is_layer_media_type(&l.media_type().to_string()))
+        .any(|l| oci2sif::layers::is_layer_media_type(l.media_type().as_ref()))
     {
         return Ok(None);
     }
-    let config_digest = Digest::parse(&image.config().digest().to_string())?;
+    let config_digest = Digest::parse(image.config().digest().as_ref())?;
     let store = farm.store.clone();
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(store.blob_path(&config_digest))).await??;
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(store.blob_path(&config_digest)))
+        .await??;
     let config: ConfigPlatform = match serde_json::from_slice(&bytes) {
         Ok(c) => c,
         Err(_) => return Ok(None),

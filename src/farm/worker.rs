@@ -30,7 +30,9 @@ pub async fn run(farm: Arc<Farm>, owner: String) {
     loop {
         let claim = {
             let (o, backend, lease) = (owner.clone(), farm.backend_name(), farm.config.lease_secs);
-            farm.db.write(move |tx| meta::claim_job(tx, &o, backend, lease)).await
+            farm.db
+                .write(move |tx| meta::claim_job(tx, &o, backend, lease))
+                .await
         };
         match claim {
             Ok(Some(job)) => build_one(&farm, &owner, job).await,
@@ -48,7 +50,12 @@ pub async fn run(farm: Arc<Farm>, owner: String) {
 async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     tracing::info!(job = job.id, digest = %job.manifest_digest, platform = %job.platform, attempt = job.attempts, "SIF build started");
     let started = Instant::now();
-    let heartbeat = tokio::spawn(keep_lease(Arc::clone(farm), job.id, owner.to_owned(), started));
+    let heartbeat = tokio::spawn(keep_lease(
+        Arc::clone(farm),
+        job.id,
+        owner.to_owned(),
+        started,
+    ));
     let result = match farm.config.backend {
         Backend::Native => native::build(farm, &job).await,
         Backend::Apptainer => apptainer::build(farm, &job).await,
@@ -63,19 +70,31 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
         Ok(sif) => {
             crate::telemetry::build_finished("ready", started.elapsed());
             tracing::info!(job = job.id, sif = %sif.digest, size = sif.size, duration_ms, "SIF ready");
-            if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest, &job.platform).await {
+            if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest, &job.platform).await
+            {
                 tracing::error!(job = job.id, "publishing the ORAS artifact failed: {e:#}");
             }
         }
         Err(failure) => {
             crate::telemetry::build_finished("failed", started.elapsed());
-            let (id, o, reason, log) = (job.id, owner.to_owned(), failure.reason.clone(), tail(&failure.log));
+            let (id, o, reason, log) = (
+                job.id,
+                owner.to_owned(),
+                failure.reason.clone(),
+                tail(&failure.log),
+            );
             let (max, delay) = (farm.config.max_attempts, farm.config.retry_delay_secs);
-            match farm.db.write(move |tx| meta::fail_job(tx, id, &o, &reason, &log, max, delay)).await {
+            match farm
+                .db
+                .write(move |tx| meta::fail_job(tx, id, &o, &reason, &log, max, delay))
+                .await
+            {
                 Ok(Some(JobState::Failed)) => {
                     tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed for good")
                 }
-                Ok(_) => tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed; will retry"),
+                Ok(_) => {
+                    tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed; will retry")
+                }
                 Err(e) => tracing::error!(job = job.id, "cannot record build failure: {e}"),
             }
         }
@@ -84,7 +103,13 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
 
 /// Hashes the built SIF, makes it a blob and marks the job ready, in that order, so a crash in
 /// between leaves at worst an unreferenced blob, never a ready job without its file.
-async fn finish(farm: &Arc<Farm>, owner: &str, job: &Job, built: Built, duration_ms: i64) -> Result<Sif, Failure> {
+async fn finish(
+    farm: &Arc<Farm>,
+    owner: &str,
+    job: &Job,
+    built: Built,
+    duration_ms: i64,
+) -> Result<Sif, Failure> {
     let fail = |reason: String| Failure {
         reason,
         log: built.log.clone(),
@@ -109,7 +134,12 @@ async fn finish(farm: &Arc<Farm>, owner: &str, job: &Job, built: Built, duration
         created_at: meta::now(),
     };
     let record = sif.clone();
-    let (id, o, log, repo) = (job.id, owner.to_owned(), tail(&built.log), job.repository.clone());
+    let (id, o, log, repo) = (
+        job.id,
+        owner.to_owned(),
+        tail(&built.log),
+        job.repository.clone(),
+    );
     let namespace = repo.split('/').next().unwrap_or(&repo).to_owned();
     let completed = farm
         .db
@@ -121,7 +151,9 @@ async fn finish(farm: &Arc<Farm>, owner: &str, job: &Job, built: Built, duration
         .await
         .map_err(|e| fail(format!("cannot record the SIF: {e}")))?;
     if !completed {
-        return Err(fail("the build took too long and its lease passed to another worker".into()));
+        return Err(fail(
+            "the build took too long and its lease passed to another worker".into(),
+        ));
     }
     Ok(sif)
 }
@@ -132,7 +164,11 @@ async fn keep_lease(farm: Arc<Farm>, id: i64, owner: String, started: Instant) {
         tokio::time::sleep(every).await;
         let progress = format!("building for {} s", started.elapsed().as_secs());
         let (o, lease) = (owner.clone(), farm.config.lease_secs);
-        match farm.db.write(move |tx| meta::heartbeat(tx, id, &o, lease, &progress)).await {
+        match farm
+            .db
+            .write(move |tx| meta::heartbeat(tx, id, &o, lease, &progress))
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => tracing::warn!(job = id, "heartbeat failed: {e}"),

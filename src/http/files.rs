@@ -45,13 +45,17 @@ pub async fn respond(method: &Method, request: &HeaderMap, served: Served) -> Re
     };
     builder = builder.status(status).header(header::CONTENT_LENGTH, len);
     if let Some((start, end)) = range {
-        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", served.len));
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{}", served.len),
+        );
     }
     if method == Method::HEAD {
         return build(builder, Body::empty());
     }
     let mut file = tokio::fs::File::from_std(served.file);
-    file.seek(std::io::SeekFrom::Start(served.offset + start)).await?;
+    file.seek(std::io::SeekFrom::Start(served.offset + start))
+        .await?;
     let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK);
     build(builder, Body::from_stream(stream))
 }
@@ -97,7 +101,9 @@ pub fn byte_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>> 
         let end = if b.is_empty() {
             size.saturating_sub(1)
         } else {
-            b.parse::<u64>().map_err(|_| invalid())?.min(size.saturating_sub(1))
+            b.parse::<u64>()
+                .map_err(|_| invalid())?
+                .min(size.saturating_sub(1))
         };
         if start >= size || end < start {
             return Err(invalid());

@@ -73,8 +73,7 @@ async fn handle(
     match view {
         View::Status => Ok(json(StatusCode::OK, status_body(app, &job).await?)),
         View::Log => {
-            let id = job.id;
-            let log = app.farm.db.read(move |c| meta::job_log(c, id)).await?.unwrap_or_default();
+            let log = job_log(app, job.id).await?;
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
         }
         View::Sif | View::Squashfs => match job.state {
@@ -92,7 +91,11 @@ async fn handle(
 }
 
 fn split_view(rest: &str) -> (&str, View) {
-    for (suffix, view) in [("/status", View::Status), ("/log", View::Log), ("/squashfs", View::Squashfs)] {
+    for (suffix, view) in [
+        ("/status", View::Status),
+        ("/log", View::Log),
+        ("/squashfs", View::Squashfs),
+    ] {
         if let Some(r) = rest.strip_suffix(suffix) {
             return (r, view);
         }
@@ -101,7 +104,9 @@ fn split_view(rest: &str) -> (&str, View) {
 }
 
 fn not_found(what: &str) -> Error {
-    Error::ManifestUnknown(format!("{what} is not an image this registry holds (or you may not read it)"))
+    Error::ManifestUnknown(format!(
+        "{what} is not an image this registry holds (or you may not read it)"
+    ))
 }
 
 /// Finds a repository the caller may read that holds the image, and the image's digest.
@@ -114,7 +119,11 @@ async fn resolve(
     app.access.check(principal, None, Action::Pull)?;
     if let Ok(digest) = Digest::parse(reference) {
         let d = digest.as_str().to_owned();
-        let repos = app.farm.db.read(move |c| meta::repositories_with_manifest(c, &d)).await?;
+        let repos = app
+            .farm
+            .db
+            .read(move |c| meta::repositories_with_manifest(c, &d))
+            .await?;
         // A digest is readable only through a repository the caller may read; otherwise it
         // answers exactly like an unknown digest.
         for name in repos {
@@ -127,7 +136,9 @@ async fn resolve(
         return Err(not_found(reference));
     }
     let (name, tag) = reference.rsplit_once(':').ok_or_else(|| {
-        Error::NameInvalid(format!("{reference:?} is neither a digest nor <repository>:<tag>"))
+        Error::NameInvalid(format!(
+            "{reference:?} is neither a digest nor <repository>:<tag>"
+        ))
     })?;
     let repo = RepositoryName::parse(name)?;
     let tag = Tag::parse(tag)?;
@@ -165,9 +176,15 @@ async fn select_platform(
         let child = index
             .manifests()
             .iter()
-            .find(|m| m.platform().as_ref().is_some_and(|p| platform_string(p) == platform))
-            .ok_or_else(|| Error::ManifestUnknown(format!("image index {digest} has no {platform} image")))?;
-        return Ok((Digest::parse(&child.digest().to_string())?, platform));
+            .find(|m| {
+                m.platform()
+                    .as_ref()
+                    .is_some_and(|p| platform_string(p) == platform)
+            })
+            .ok_or_else(|| {
+                Error::ManifestUnknown(format!("image index {digest} has no {platform} image"))
+            })?;
+        return Ok((Digest::parse(child.digest().as_ref())?, platform));
     }
     let platform = planner::buildable_platform(&app.farm, repo.as_str(), digest.as_str())
         .await
@@ -178,7 +195,9 @@ async fn select_platform(
             ))
         })?;
     if let Some(requested) = requested.filter(|r| r != &platform) {
-        return Err(Error::ManifestUnknown(format!("{digest} is a {platform} image, not {requested}")));
+        return Err(Error::ManifestUnknown(format!(
+            "{digest} is a {platform} image, not {requested}"
+        )));
     }
     Ok((digest, platform))
 }
@@ -191,8 +210,17 @@ fn platform_string(p: &oci_spec::image::Platform) -> String {
     }
 }
 
-async fn find_or_enqueue(app: &Arc<App>, repo: &RepositoryName, digest: &Digest, platform: &str) -> Result<Job> {
-    let (d, p, r) = (digest.as_str().to_owned(), platform.to_owned(), repo.as_str().to_owned());
+async fn find_or_enqueue(
+    app: &Arc<App>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    platform: &str,
+) -> Result<Job> {
+    let (d, p, r) = (
+        digest.as_str().to_owned(),
+        platform.to_owned(),
+        repo.as_str().to_owned(),
+    );
     let job = app
         .farm
         .db
@@ -215,7 +243,12 @@ async fn find_or_enqueue(app: &Arc<App>, repo: &RepositoryName, digest: &Digest,
 async fn status_body(app: &Arc<App>, job: &Job) -> Result<serde_json::Value> {
     let id = job.id;
     let position = if job.state == JobState::Queued {
-        Some(app.farm.db.read(move |c| meta::queue_position(c, id)).await?)
+        Some(
+            app.farm
+                .db
+                .read(move |c| meta::queue_position(c, id))
+                .await?,
+        )
     } else {
         None
     };
@@ -235,9 +268,17 @@ async fn status_body(app: &Arc<App>, job: &Job) -> Result<serde_json::Value> {
     }))
 }
 
+async fn job_log(app: &Arc<App>, id: i64) -> Result<String> {
+    Ok(app
+        .farm
+        .db
+        .read(move |c| meta::job_log(c, id))
+        .await?
+        .unwrap_or_default())
+}
+
 async fn failed(app: &Arc<App>, job: &Job) -> Result<Response> {
-    let id = job.id;
-    let log = app.farm.db.read(move |c| meta::job_log(c, id)).await?.unwrap_or_default();
+    let log = job_log(app, job.id).await?;
     let mut start = log.len().saturating_sub(LOG_TAIL);
     while !log.is_char_boundary(start) {
         start += 1;
@@ -251,7 +292,13 @@ async fn failed(app: &Arc<App>, job: &Job) -> Result<Response> {
     Ok(json(StatusCode::UNPROCESSABLE_ENTITY, body))
 }
 
-async fn serve(app: &Arc<App>, method: &Method, headers: &HeaderMap, job: &Job, view: View) -> Result<Response> {
+async fn serve(
+    app: &Arc<App>,
+    method: &Method,
+    headers: &HeaderMap,
+    job: &Job,
+    view: View,
+) -> Result<Response> {
     let sif_digest = job
         .sif_digest
         .clone()
@@ -268,7 +315,12 @@ async fn serve(app: &Arc<App>, method: &Method, headers: &HeaderMap, job: &Job, 
     let file = tokio::task::spawn_blocking(move || store.open_blob(&digest))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??
-        .ok_or_else(|| Error::Internal(format!("SIF {} is recorded but its file is missing; run `hpc-registry admin scrub`", sif.digest)))?;
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "SIF {} is recorded but its file is missing; run `hpc-registry admin scrub`",
+                sif.digest
+            ))
+        })?;
     let served = match view {
         View::Squashfs => files::Served {
             file: file.file,

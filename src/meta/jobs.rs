@@ -50,7 +50,8 @@ pub struct Job {
     pub builder: Option<String>,
 }
 
-const JOB_COLUMNS: &str = "id, manifest_digest, platform, repository, state, attempts, progress, failure,
+const JOB_COLUMNS: &str =
+    "id, manifest_digest, platform, repository, state, attempts, progress, failure,
      sif_digest, created_at, started_at, finished_at, backend, builder";
 
 fn job(r: &Row) -> rusqlite::Result<Job> {
@@ -89,7 +90,12 @@ pub struct Sif {
 }
 
 /// Queues a build unless one exists for the digest and platform. Returns true if queued now.
-pub fn enqueue_build(tx: &Transaction, manifest_digest: &str, platform: &str, repository: &str) -> Result<bool> {
+pub fn enqueue_build(
+    tx: &Transaction,
+    manifest_digest: &str,
+    platform: &str,
+    repository: &str,
+) -> Result<bool> {
     let n = tx
         .prepare_cached(
             "INSERT INTO build_jobs (manifest_digest, platform, repository, state, created_at)
@@ -111,7 +117,9 @@ pub fn job_for(conn: &Connection, manifest_digest: &str, platform: &str) -> Resu
 
 pub fn job_by_id(conn: &Connection, id: i64) -> Result<Option<Job>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM build_jobs WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM build_jobs WHERE id = ?1"
+        ))?
         .query_row([id], job)
         .optional()?)
 }
@@ -124,7 +132,12 @@ pub fn queue_position(conn: &Connection, id: i64) -> Result<i64> {
 }
 
 /// Hands the oldest runnable queued job to `owner` under a lease of `lease_secs`.
-pub fn claim_job(tx: &Transaction, owner: &str, backend: &str, lease_secs: i64) -> Result<Option<Job>> {
+pub fn claim_job(
+    tx: &Transaction,
+    owner: &str,
+    backend: &str,
+    lease_secs: i64,
+) -> Result<Option<Job>> {
     let t = now();
     let id: Option<i64> = tx
         .prepare_cached(
@@ -146,7 +159,13 @@ pub fn claim_job(tx: &Transaction, owner: &str, backend: &str, lease_secs: i64) 
 }
 
 /// Extends a lease; false if the job is no longer this owner's (it was re-queued).
-pub fn heartbeat(tx: &Transaction, id: i64, owner: &str, lease_secs: i64, progress: &str) -> Result<bool> {
+pub fn heartbeat(
+    tx: &Transaction,
+    id: i64,
+    owner: &str,
+    lease_secs: i64,
+    progress: &str,
+) -> Result<bool> {
     let n = tx
         .prepare_cached(
             "UPDATE build_jobs SET lease_expires = ?3, progress = ?4
@@ -208,7 +227,11 @@ pub fn fail_job(
     let Some(attempts) = attempts else {
         return Ok(None);
     };
-    let state = if attempts >= max_attempts { JobState::Failed } else { JobState::Queued };
+    let state = if attempts >= max_attempts {
+        JobState::Failed
+    } else {
+        JobState::Queued
+    };
     tx.prepare_cached(
         "UPDATE build_jobs SET state = ?2, failure = ?3, log = ?4, finished_at = ?5, not_before = ?6,
              lease_owner = NULL, lease_expires = NULL, progress = NULL
@@ -316,7 +339,9 @@ pub fn parents_of(conn: &Connection, repository: &str, child: &str) -> Result<Ve
 /// Ready SIFs built from manifest `digest` (one per platform).
 pub fn sifs_for_manifest(conn: &Connection, digest: &str) -> Result<Vec<(String, i64, String)>> {
     Ok(conn
-        .prepare_cached("SELECT digest, size, platform FROM sifs WHERE manifest_digest = ?1 ORDER BY platform")?
+        .prepare_cached(
+            "SELECT digest, size, platform FROM sifs WHERE manifest_digest = ?1 ORDER BY platform",
+        )?
         .query_map([digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?)
 }

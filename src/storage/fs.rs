@@ -174,7 +174,9 @@ impl FsStore {
     /// A scratch directory on the blob store's filesystem, for files that will be imported as
     /// blobs (built SIFs) or that only live during one build.
     pub fn scratch_dir(&self) -> io::Result<tempfile::TempDir> {
-        tempfile::Builder::new().prefix("scratch-").tempdir_in(&self.uploads)
+        tempfile::Builder::new()
+            .prefix("scratch-")
+            .tempdir_in(&self.uploads)
     }
 
     /// Makes a file the store did not receive through an upload (a built SIF) a blob. The caller
@@ -310,9 +312,15 @@ mod tests {
         store.create_upload("old", "alice/x").unwrap();
         let scratch = store.scratch_dir().unwrap().keep();
         let future = crate::meta::now() + 10;
-        assert_eq!(store.stale_uploads(future - 3600).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            store.stale_uploads(future - 3600).unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(store.stale_uploads(future).unwrap(), vec!["old".to_owned()]);
-        assert!(!scratch.exists(), "a crashed build's scratch dir is removed");
+        assert!(
+            !scratch.exists(),
+            "a crashed build's scratch dir is removed"
+        );
         store.discard_upload("old").unwrap();
         assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
     }

@@ -11,7 +11,8 @@ use crate::support::*;
 
 /// Parses the JSON a tool printed, or fails with the text.
 fn parse_json(what: &str, text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{what} did not print JSON ({e}):\n{text}"))
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{what} did not print JSON ({e}):\n{text}"))
 }
 
 /// Layer digests listed in a manifest body.
@@ -27,9 +28,19 @@ fn layer_digests(manifest: &Value) -> Vec<String> {
 /// GET the manifest `repo:reference`, assert 200 and that the body's own mediaType, the
 /// Content-Type and the Docker-Content-Digest all agree; assert every blob it references is served.
 /// Returns (digest, parsed manifest, raw bytes).
-fn assert_image_served(server: &Server, repo: &str, reference: &str, media_type: &str) -> (String, Value, Vec<u8>) {
+fn assert_image_served(
+    server: &Server,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+) -> (String, Value, Vec<u8>) {
     let r = get_manifest(server, repo, reference);
-    assert_eq!(r.status, StatusCode::OK, "GET /v2/{repo}/manifests/{reference}: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "GET /v2/{repo}/manifests/{reference}: {}",
+        r.describe()
+    );
     let digest = sha256_digest(&r.body);
     assert_eq!(
         r.header("docker-content-digest").as_deref(),
@@ -37,17 +48,34 @@ fn assert_image_served(server: &Server, repo: &str, reference: &str, media_type:
         "Docker-Content-Digest of GET {repo}:{reference} must be the sha256 of the body"
     );
     let content_type = r.header("content-type").unwrap_or_default();
-    assert_eq!(content_type, media_type, "Content-Type of GET {repo}:{reference}");
+    assert_eq!(
+        content_type, media_type,
+        "Content-Type of GET {repo}:{reference}"
+    );
     let m = r.json();
     // `mediaType` is optional in an OCI manifest (umoci and skopeo leave it out); if present it must agree.
     if let Some(mt) = m["mediaType"].as_str() {
-        assert_eq!(mt, media_type, "mediaType in the body of {repo}:{reference}");
+        assert_eq!(
+            mt, media_type,
+            "mediaType in the body of {repo}:{reference}"
+        );
     }
-    let config = m["config"]["digest"].as_str().expect("config digest").to_owned();
+    let config = m["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_owned();
     for d in std::iter::once(config).chain(layer_digests(&m)) {
-        assert_eq!(head_blob(server, repo, &d), StatusCode::OK, "HEAD /v2/{repo}/blobs/{d}");
+        assert_eq!(
+            head_blob(server, repo, &d),
+            StatusCode::OK,
+            "HEAD /v2/{repo}/blobs/{d}"
+        );
         let blob = get_blob(server, repo, &d);
-        assert_eq!(sha256_digest(&blob), d, "GET /v2/{repo}/blobs/{d} returned other bytes");
+        assert_eq!(
+            sha256_digest(&blob),
+            d,
+            "GET /v2/{repo}/blobs/{d} returned other bytes"
+        );
     }
     (digest, m, r.body)
 }
@@ -79,27 +107,48 @@ fn docker_push_pull_and_run_busybox() {
 
     // What docker pushed is stored and served intact (Docker 20.10 pushes Docker v2 schema 2).
     let (digest, manifest, _) = assert_image_served(&server, "alice/busybox", "1", DOCKER_MANIFEST);
-    assert_eq!(digest, pushed_digest, "digest docker push reported vs the registry's");
+    assert_eq!(
+        digest, pushed_digest,
+        "digest docker push reported vs the registry's"
+    );
     assert_eq!(layer_digests(&manifest).len(), 1);
 
     // Remove it locally, pull it back, run it.
     run(d.cmd().args(["rmi", &remote, &local]));
     let gone = run_output(d.cmd().args(["image", "inspect", &remote]));
-    assert!(!gone.status.success(), "image still present after docker rmi");
+    assert!(
+        !gone.status.success(),
+        "image still present after docker rmi"
+    );
     let pulled = run(d.cmd().args(["pull", &remote]));
     assert_eq!(
         digest_in_output(&pulled).as_deref(),
         Some(pushed_digest.as_str()),
         "digest docker pull reported:\n{pulled}"
     );
-    let repo_digests = run(d.cmd().args(["image", "inspect", "--format", "{{json .RepoDigests}}", &remote]));
+    let repo_digests = run(d.cmd().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &remote,
+    ]));
     assert!(
         repo_digests.contains(&format!("{}/alice/busybox@{pushed_digest}", server.host())),
         "RepoDigests after pull: {repo_digests}"
     );
 
     // The image holds only bin/busybox and bin/sh, so `echo` is the shell's builtin.
-    let hello = run(d.cmd().args(["run", "--rm", "--network", "none", &remote, "sh", "-c", "echo hello"]));
+    let hello = run(d.cmd().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &remote,
+        "sh",
+        "-c",
+        "echo hello",
+    ]));
     assert_eq!(hello.trim(), "hello");
     // The config survived the round trip: the image's own CMD runs.
     let cmd_out = run(d.cmd().args(["run", "--rm", "--network", "none", &remote]));
@@ -137,10 +186,18 @@ fn skopeo_copy_oci_and_v2s2_inspect_list_tags_delete() {
     let dest = |tag: &str| format!("docker://{}/{repo}:{tag}", server.host());
 
     run(skopeo().args(["copy", "--dest-tls-verify=false", &src, &dest("1")]));
-    run(skopeo().args(["copy", "--dest-tls-verify=false", "--format", "v2s2", &src, &dest("v2s2")]));
+    run(skopeo().args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &src,
+        &dest("v2s2"),
+    ]));
 
     let (oci_digest, oci_manifest, oci_raw) = assert_image_served(&server, repo, "1", OCI_MANIFEST);
-    let (v2_digest, v2_manifest, v2_raw) = assert_image_served(&server, repo, "v2s2", DOCKER_MANIFEST);
+    let (v2_digest, v2_manifest, v2_raw) =
+        assert_image_served(&server, repo, "v2s2", DOCKER_MANIFEST);
     assert_ne!(oci_digest, v2_digest);
     assert_eq!(v2_manifest["config"]["mediaType"], DOCKER_CONFIG);
 
@@ -151,29 +208,48 @@ fn skopeo_copy_oci_and_v2s2_inspect_list_tags_delete() {
     ] {
         let out = run(skopeo().args(["inspect", "--tls-verify=false", &dest(tag)]));
         let info = parse_json("skopeo inspect", &out);
-        assert_eq!(info["Digest"].as_str(), Some(digest.as_str()), "skopeo inspect {tag}: {out}");
+        assert_eq!(
+            info["Digest"].as_str(),
+            Some(digest.as_str()),
+            "skopeo inspect {tag}: {out}"
+        );
         let layers: Vec<String> = info["Layers"]
             .as_array()
             .unwrap_or_else(|| panic!("no Layers: {out}"))
             .iter()
             .map(|l| l.as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(layers, layer_digests(manifest), "skopeo inspect {tag} layers");
+        assert_eq!(
+            layers,
+            layer_digests(manifest),
+            "skopeo inspect {tag} layers"
+        );
         assert_eq!(info["Architecture"], "amd64");
         assert_eq!(info["Os"], "linux");
         let tags: Vec<String> = info["RepoTags"]
             .as_array()
             .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
             .unwrap_or_default();
-        assert_eq!(user_tags(&tags), ["1", "v2s2"], "RepoTags in skopeo inspect {tag} (lexical order)");
+        assert_eq!(
+            user_tags(&tags),
+            ["1", "v2s2"],
+            "RepoTags in skopeo inspect {tag} (lexical order)"
+        );
 
-        let raw_out = run_output(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest(tag)]));
-        assert!(raw_out.status.success(), "skopeo inspect --raw {tag} failed");
+        let raw_out =
+            run_output(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest(tag)]));
+        assert!(
+            raw_out.status.success(),
+            "skopeo inspect --raw {tag} failed"
+        );
         let mut got = raw_out.stdout.clone();
         if got.last() == Some(&b'\n') && raw.last() != Some(&b'\n') {
             got.pop();
         }
-        assert!(got == *raw, "skopeo inspect --raw {tag} is not the stored manifest");
+        assert!(
+            got == *raw,
+            "skopeo inspect --raw {tag} is not the stored manifest"
+        );
     }
 
     let out = run(skopeo().args([
@@ -181,7 +257,11 @@ fn skopeo_copy_oci_and_v2s2_inspect_list_tags_delete() {
         "--tls-verify=false",
         &format!("docker://{}/{repo}", server.host()),
     ]));
-    assert_eq!(skopeo_tags(&out), ["1", "v2s2"], "skopeo list-tags (lexical order): {out}");
+    assert_eq!(
+        skopeo_tags(&out),
+        ["1", "v2s2"],
+        "skopeo list-tags (lexical order): {out}"
+    );
 
     // Copy back out of the registry (pull direction) into a fresh layout.
     let back = tmp.path().join("back");
@@ -196,7 +276,12 @@ fn skopeo_copy_oci_and_v2s2_inspect_list_tags_delete() {
     run(skopeo().args(["delete", "--tls-verify=false", &dest("v2s2")]));
     for reference in ["v2s2", v2_digest.as_str()] {
         let r = get_manifest(&server, repo, reference);
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "GET {repo}:{reference} after skopeo delete: {}", r.describe());
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "GET {repo}:{reference} after skopeo delete: {}",
+            r.describe()
+        );
         assert!(
             r.error_codes().iter().any(|c| c == "MANIFEST_UNKNOWN"),
             "error code of GET {repo}:{reference} after delete: {}",
@@ -204,16 +289,27 @@ fn skopeo_copy_oci_and_v2s2_inspect_list_tags_delete() {
         );
     }
     let r = get_manifest(&server, repo, "1");
-    assert_eq!(r.status, StatusCode::OK, "the other tag must survive: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the other tag must survive: {}",
+        r.describe()
+    );
     let out = run(skopeo().args([
         "list-tags",
         "--tls-verify=false",
         &format!("docker://{}/{repo}", server.host()),
     ]));
-    assert_eq!(skopeo_tags(&out), ["1"], "skopeo list-tags after delete: {out}");
+    assert_eq!(
+        skopeo_tags(&out),
+        ["1"],
+        "skopeo list-tags after delete: {out}"
+    );
     let failed = run_fail(skopeo().args(["inspect", "--tls-verify=false", &dest("v2s2")]));
     assert!(
-        failed.contains("manifest unknown") || failed.contains("MANIFEST_UNKNOWN") || failed.contains("not found"),
+        failed.contains("manifest unknown")
+            || failed.contains("MANIFEST_UNKNOWN")
+            || failed.contains("not found"),
         "skopeo inspect of the deleted tag: {failed}"
     );
 }
@@ -260,10 +356,18 @@ fn podman_push_and_pull() {
         .arg(&digest_file)
         .arg(&image_id)
         .arg(format!("docker://{remote}")));
-    let pushed_digest = std::fs::read_to_string(&digest_file).unwrap().trim().to_owned();
+    let pushed_digest = std::fs::read_to_string(&digest_file)
+        .unwrap()
+        .trim()
+        .to_owned();
 
     let r = get_manifest(&server, "alice/podman", "1");
-    assert_eq!(r.status, StatusCode::OK, "GET manifest pushed by podman: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "GET manifest pushed by podman: {}",
+        r.describe()
+    );
     let media_type = r.header("content-type").unwrap_or_default();
     assert!(
         media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST,
@@ -271,14 +375,22 @@ fn podman_push_and_pull() {
         r.describe()
     );
     let (digest, _, _) = assert_image_served(&server, "alice/podman", "1", &media_type);
-    assert_eq!(digest, pushed_digest, "podman --digestfile vs the registry's digest");
+    assert_eq!(
+        digest, pushed_digest,
+        "podman --digestfile vs the registry's digest"
+    );
 
     // Pull it back into an empty store.
     let p2 = tmp.path().join("p2");
     std::fs::create_dir_all(p2.join("tmp")).unwrap();
     run(podman(&p2).args(["pull", "--tls-verify=false", &format!("docker://{remote}")]));
-    let digest_seen = run(podman(&p2).args(["image", "inspect", "--format", "{{.Digest}}", &remote]));
-    assert_eq!(digest_seen.trim(), pushed_digest, "digest of the image podman pulled back");
+    let digest_seen =
+        run(podman(&p2).args(["image", "inspect", "--format", "{{.Digest}}", &remote]));
+    assert_eq!(
+        digest_seen.trim(),
+        pushed_digest,
+        "digest of the image podman pulled back"
+    );
 }
 
 #[test]
@@ -329,25 +441,46 @@ fn oci_client_push_and_pull() {
                 .await
                 .unwrap_or_else(|e| panic!("oci-client pull_image_manifest ({tag}): {e:?}"));
             let pulled = client
-                .pull(&reference, &RegistryAuth::Anonymous, vec![IMAGE_LAYER_MEDIA_TYPE])
+                .pull(
+                    &reference,
+                    &RegistryAuth::Anonymous,
+                    vec![IMAGE_LAYER_MEDIA_TYPE],
+                )
                 .await
                 .unwrap_or_else(|e| panic!("oci-client pull ({tag}): {e:?}"));
             (pulled, digest)
         });
         // oci-client collects layers in completion order: match them by digest.
-        let mut got: Vec<String> = pulled.layers.iter().map(|l| sha256_digest(&l.data)).collect();
+        let mut got: Vec<String> = pulled
+            .layers
+            .iter()
+            .map(|l| sha256_digest(&l.data))
+            .collect();
         got.sort();
         let mut want = vec![sha256_digest(&big), sha256_digest(&small)];
         want.sort();
         assert_eq!(got, want, "layers pulled back by oci-client ({tag})");
         let manifest = pulled.manifest.as_ref().expect("pulled manifest");
         let order: Vec<&str> = manifest.layers.iter().map(|l| l.digest.as_str()).collect();
-        assert_eq!(order, [sha256_digest(&big), sha256_digest(&small)], "layer order in the manifest ({tag})");
-        assert!(pulled.config.data.as_ref() == config.as_slice(), "config bytes differ ({tag})");
-        assert_eq!(pulled.digest.as_deref(), Some(pushed_manifest_digest.as_str()));
+        assert_eq!(
+            order,
+            [sha256_digest(&big), sha256_digest(&small)],
+            "layer order in the manifest ({tag})"
+        );
+        assert!(
+            pulled.config.data.as_ref() == config.as_slice(),
+            "config bytes differ ({tag})"
+        );
+        assert_eq!(
+            pulled.digest.as_deref(),
+            Some(pushed_manifest_digest.as_str())
+        );
 
         let (digest, _, _) = assert_image_served(&server, "alice/ociclient", tag, OCI_MANIFEST);
-        assert_eq!(digest, pushed_manifest_digest, "oci-client's manifest digest vs the registry's");
+        assert_eq!(
+            digest, pushed_manifest_digest,
+            "oci-client's manifest digest vs the registry's"
+        );
     }
 }
 
@@ -404,7 +537,8 @@ fn buildx_style_index_with_attestation_manifest() {
     }))
     .unwrap();
     let mut att_layer = descriptor("application/vnd.in-toto+json", &statement);
-    att_layer["annotations"] = json!({"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"});
+    att_layer["annotations"] =
+        json!({"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"});
     let att_manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -441,10 +575,18 @@ fn buildx_style_index_with_attestation_manifest() {
     // The index comes back byte-identical, by tag and by digest, with its media type.
     for reference in ["latest", index_digest.as_str()] {
         let r = get_manifest(&server, repo, reference);
-        assert_eq!(r.status, StatusCode::OK, "GET index {reference}: {}", r.describe());
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "GET index {reference}: {}",
+            r.describe()
+        );
         assert!(r.body == index, "index {reference} is not byte-identical");
         assert_eq!(r.header("content-type").as_deref(), Some(OCI_INDEX));
-        assert_eq!(r.header("docker-content-digest").as_deref(), Some(index_digest.as_str()));
+        assert_eq!(
+            r.header("docker-content-digest").as_deref(),
+            Some(index_digest.as_str())
+        );
         let h = http()
             .head(server.url(&format!("/v2/{repo}/manifests/{reference}")))
             .header("accept", ACCEPT_ALL_MANIFESTS)
@@ -452,11 +594,15 @@ fn buildx_style_index_with_attestation_manifest() {
             .unwrap();
         assert_eq!(h.status(), StatusCode::OK, "HEAD index {reference}");
         assert_eq!(
-            h.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()),
+            h.headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok()),
             Some(index_digest.as_str())
         );
         assert_eq!(
-            h.headers().get("content-length").and_then(|v| v.to_str().ok()),
+            h.headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()),
             Some(index.len().to_string().as_str()),
             "Content-Length of HEAD index"
         );
@@ -465,9 +611,18 @@ fn buildx_style_index_with_attestation_manifest() {
     for (m, entry) in &children {
         let d = sha256_digest(m);
         let r = get_manifest(&server, repo, &d);
-        assert_eq!(r.status, StatusCode::OK, "GET child {d} ({}): {}", entry["platform"], r.describe());
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "GET child {d} ({}): {}",
+            entry["platform"],
+            r.describe()
+        );
         assert!(r.body == *m, "child {d} is not byte-identical");
-        assert_eq!(r.header("docker-content-digest").as_deref(), Some(d.as_str()));
+        assert_eq!(
+            r.header("docker-content-digest").as_deref(),
+            Some(d.as_str())
+        );
         assert_eq!(r.header("content-type").as_deref(), Some(OCI_MANIFEST));
     }
     for b in &blobs {
@@ -475,7 +630,12 @@ fn buildx_style_index_with_attestation_manifest() {
         assert!(get_blob(&server, repo, &d) == *b, "blob {d} differs");
     }
     // Children pushed by digest carry no tag.
-    let r = Reply::from(http().get(server.url(&format!("/v2/{repo}/tags/list"))).send().unwrap());
+    let r = Reply::from(
+        http()
+            .get(server.url(&format!("/v2/{repo}/tags/list")))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(r.status, StatusCode::OK, "tags/list: {}", r.describe());
     let tags: Vec<String> = serde_json::from_value(r.json()["tags"].clone()).expect("tags array");
     assert_eq!(user_tags(&tags), ["latest"], "tags/list: {}", r.describe());

@@ -82,7 +82,11 @@ macro_rules! ensure_2xx {
     ($resp:expr) => {{
         let r = &$resp;
         if !r.is_2xx() {
-            return Err(Fail::Fail(format!("expected a 2xx status, got {}:\n  {}", r.status, r.describe())));
+            return Err(Fail::Fail(format!(
+                "expected a 2xx status, got {}:\n  {}",
+                r.status,
+                r.describe()
+            )));
         }
     }};
 }
@@ -133,7 +137,12 @@ struct Runner {
 
 impl Runner {
     fn new(label: &str) -> Runner {
-        Runner { label: label.to_string(), stack: vec![], records: vec![], out: format!("\n=== OCI conformance mirror: {label} ===\n") }
+        Runner {
+            label: label.to_string(),
+            stack: vec![],
+            records: vec![],
+            out: format!("\n=== OCI conformance mirror: {label} ===\n"),
+        }
     }
 
     fn describe(&mut self, workflow: &str) {
@@ -192,24 +201,36 @@ impl Runner {
         };
         self.out.push_str(&format!("{tag} {path}\n"));
         match &outcome {
-            Outcome::Fail(m) => self.out.push_str(&format!("        {}\n", m.replace('\n', "\n        "))),
+            Outcome::Fail(m) => self
+                .out
+                .push_str(&format!("        {}\n", m.replace('\n', "\n        "))),
             Outcome::Skip(m) => self.out.push_str(&format!("        ({m})\n")),
             Outcome::Pass => {}
         }
         let warnings = std::mem::take(&mut e.warnings);
-        self.records.push(Record { path: path.clone(), kind, outcome });
+        self.records.push(Record {
+            path: path.clone(),
+            kind,
+            outcome,
+        });
         // The suite's Warn(): not a failure there; a failure of the [strict] twin here.
         for w in warnings {
             let p = format!("{path} [strict: the suite only warns]");
-            self.out.push_str(&format!(" FAIL  {p}\n        WARNING: {w}\n"));
-            self.records.push(Record { path: p, kind: Kind::Strict, outcome: Outcome::Fail(format!("suite WARNING: {w}")) });
+            self.out
+                .push_str(&format!(" FAIL  {p}\n        WARNING: {w}\n"));
+            self.records.push(Record {
+                path: p,
+                kind: Kind::Strict,
+                outcome: Outcome::Fail(format!("suite WARNING: {w}")),
+            });
         }
     }
 
     /// Prints the summary; panics when any non-advisory check failed.
     fn finish(mut self) {
         let mut out = std::mem::take(&mut self.out);
-        let count = |pred: &dyn Fn(&Record) -> bool| self.records.iter().filter(|r| pred(r)).count();
+        let count =
+            |pred: &dyn Fn(&Record) -> bool| self.records.iter().filter(|r| pred(r)).count();
         let passed = count(&|r| matches!(r.outcome, Outcome::Pass));
         let skipped = count(&|r| matches!(r.outcome, Outcome::Skip(_)));
         let failed: Vec<&Record> = self
@@ -236,16 +257,32 @@ impl Runner {
         ));
         for r in &advisory {
             if let Outcome::Fail(m) = &r.outcome {
-                out.push_str(&format!("ADVISORY {}\n    {}\n", r.path, m.replace('\n', "\n    ")));
+                out.push_str(&format!(
+                    "ADVISORY {}\n    {}\n",
+                    r.path,
+                    m.replace('\n', "\n    ")
+                ));
             }
         }
         println!("{out}");
         if !failed.is_empty() {
-            let mut msg = format!("{}: {} conformance check(s) failed:\n", self.label, failed.len());
+            let mut msg = format!(
+                "{}: {} conformance check(s) failed:\n",
+                self.label,
+                failed.len()
+            );
             for r in &failed {
                 if let Outcome::Fail(m) = &r.outcome {
-                    let kind = if r.kind == Kind::Suite { "official" } else { "strict" };
-                    msg.push_str(&format!("\n[{kind}] {}\n    {}\n", r.path, m.replace('\n', "\n    ")));
+                    let kind = if r.kind == Kind::Suite {
+                        "official"
+                    } else {
+                        "strict"
+                    };
+                    msg.push_str(&format!(
+                        "\n[{kind}] {}\n    {}\n",
+                        r.path,
+                        m.replace('\n', "\n    ")
+                    ));
                 }
             }
             panic!("{msg}");
@@ -270,7 +307,8 @@ const TEST_ANNOTATION_KEY: &str = "org.opencontainers.conformance.test";
 const ART_TYPE_A: &str = "application/vnd.nhl.peanut.butter.bagel";
 const ART_TYPE_B: &str = "application/vnd.nba.strawberry.jam.croissant";
 const ART_TYPE_INDEX: &str = "application/vnd.food.stand";
-const EMPTY_JSON_DIGEST: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+const EMPTY_JSON_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
 /// One referrer the suite expects in a referrers index (for the [extra] descriptor checks).
 #[derive(Clone, Debug)]
@@ -312,7 +350,9 @@ impl SuiteData {
         // numWorkflows is (1<<4) in setup.go; the suite uses indexes 0..=4.
         let configs: Vec<TestBlob> = (0..5).map(|_| random_config()).collect();
         let layer = TestBlob::new(
-            base64::engine::general_purpose::STANDARD.decode(LAYER_BASE64).expect("layerBase64String decodes"),
+            base64::engine::general_purpose::STANDARD
+                .decode(LAYER_BASE64)
+                .expect("layerBase64String decodes"),
         );
         let layers = vec![GoDescriptor::of(MT_OCI_LAYER_GZIP, &layer)];
         let manifests: Vec<TestBlob> = configs
@@ -322,7 +362,7 @@ impl SuiteData {
                     schema_version: 2,
                     media_type: MT_OCI_MANIFEST.into(),
                     config: GoDescriptor {
-                        data: Some(b64(&cfg.content)),                // must be the config content
+                        data: Some(b64(&cfg.content)), // must be the config content
                         new_unspecified_field: Some(b64(b"hello world")), // content doesn't matter
                         ..GoDescriptor::of(MT_OCI_CONFIG, cfg)
                     },
@@ -562,48 +602,96 @@ impl Env {
     fn populate_blob(&self, blob: &TestBlob) -> R {
         let post = self.c.start_upload(&self.name)?;
         let loc = post.location_rel();
-        ensure!(!loc.is_empty(), "POST /v2/<name>/blobs/uploads/ returned no Location:\n  {}", post.describe());
+        ensure!(
+            !loc.is_empty(),
+            "POST /v2/<name>/blobs/uploads/ returned no Location:\n  {}",
+            post.describe()
+        );
         let put = self.c.send(
             "PUT",
             &with_query(&self.c.url(&loc), "digest", &blob.digest),
-            &[("Content-Type", MT_OCTET), ("Content-Length", &blob.len_str())],
+            &[
+                ("Content-Type", MT_OCTET),
+                ("Content-Length", &blob.len_str()),
+            ],
             Some(blob.content.clone()),
         )?;
         ensure_2xx!(put);
         Ok(())
     }
 
-    fn put_manifest(&self, reference: &str, content_type: &str, body: &TestBlob) -> Result<Resp, String> {
-        self.c.put_manifest(&self.name, reference, content_type, &body.content)
+    fn put_manifest(
+        &self,
+        reference: &str,
+        content_type: &str,
+        body: &TestBlob,
+    ) -> Result<Resp, String> {
+        self.c
+            .put_manifest(&self.name, reference, content_type, &body.content)
     }
 
     fn get_manifest_accept(&self, method: &str, reference: &str) -> Result<Resp, String> {
-        self.c.send(method, &self.p(&format!("/manifests/{reference}")), &[("Accept", MT_OCI_MANIFEST)], None)
+        self.c.send(
+            method,
+            &self.p(&format!("/manifests/{reference}")),
+            &[("Accept", MT_OCI_MANIFEST)],
+            None,
+        )
     }
 }
 
 /// `if h := resp.Header().Get("Docker-Content-Digest"); h != "" { Expect(h).To(Equal(d)) }`
 fn check_optional_dcd(r: &Resp, digest: &str) -> R {
     let h = r.header("Docker-Content-Digest");
-    ensure!(h.is_empty() || h == digest, "Docker-Content-Digest is {h:?}, expected {digest:?}:\n  {}", r.describe());
+    ensure!(
+        h.is_empty() || h == digest,
+        "Docker-Content-Digest is {h:?}, expected {digest:?}:\n  {}",
+        r.describe()
+    );
     Ok(())
 }
 
 /// A manifest/blob read back must be byte-identical, with matching length and digest headers.
-fn check_content(r: &Resp, want: &[u8], digest: &str, content_type: Option<&str>, is_head: bool) -> R {
+fn check_content(
+    r: &Resp,
+    want: &[u8],
+    digest: &str,
+    content_type: Option<&str>,
+    is_head: bool,
+) -> R {
     ensure_status!(r, 200);
     if is_head {
-        ensure!(r.body.is_empty(), "HEAD response has a body of {} bytes:\n  {}", r.body.len(), r.describe());
+        ensure!(
+            r.body.is_empty(),
+            "HEAD response has a body of {} bytes:\n  {}",
+            r.body.len(),
+            r.describe()
+        );
     } else {
-        ensure!(r.body == want, "body differs from what was pushed ({} bytes, expected {}):\n  {}", r.body.len(), want.len(), r.describe());
+        ensure!(
+            r.body == want,
+            "body differs from what was pushed ({} bytes, expected {}):\n  {}",
+            r.body.len(),
+            want.len(),
+            r.describe()
+        );
     }
     let cl = r.header("Content-Length");
-    ensure!(cl == want.len().to_string(), "Content-Length is {cl:?}, expected {}:\n  {}", want.len(), r.describe());
+    ensure!(
+        cl == want.len().to_string(),
+        "Content-Length is {cl:?}, expected {}:\n  {}",
+        want.len(),
+        r.describe()
+    );
     let dcd = r.header("Docker-Content-Digest");
     ensure!(dcd == digest, "Docker-Content-Digest is {dcd:?}, expected {digest} (issue #2 requires it on manifest HEAD/GET/PUT and blob HEAD):\n  {}", r.describe());
     if let Some(ct) = content_type {
         let got = r.header("Content-Type");
-        ensure!(got == ct, "Content-Type is {got:?}, expected exactly {ct:?}:\n  {}", r.describe());
+        ensure!(
+            got == ct,
+            "Content-Type is {got:?}, expected exactly {ct:?}:\n  {}",
+            r.describe()
+        );
     }
     Ok(())
 }
@@ -611,7 +699,11 @@ fn check_content(r: &Resp, want: &[u8], digest: &str, content_type: Option<&str>
 /// Parses an OCI error body and checks `errors[0].code` is in the suite's `errorCodes`.
 fn check_suite_error_code(r: &Resp) -> R {
     let errs = r.errors()?;
-    ensure!(!errs.is_empty(), "error body has an empty `errors` array:\n  {}", r.describe());
+    ensure!(
+        !errs.is_empty(),
+        "error body has an empty `errors` array:\n  {}",
+        r.describe()
+    );
     ensure!(
         SUITE_ERROR_CODES.contains(&errs[0].code.as_str()),
         "errors[0].code {:?} is not one of the suite's errorCodes {:?}:\n  {}",
@@ -641,9 +733,15 @@ fn test01_pull(r: &mut Runner, e: &mut Env) {
         ensure!(v == "registry/2.0", "Docker-Distribution-API-Version is {v:?}, expected \"registry/2.0\":\n  {}", resp.describe());
         Ok(())
     });
-    r.it(e, "Populate registry with test blob", |e| e.populate_blob(&e.d.configs[0]));
-    r.it(e, "Populate registry with test blob", |e| e.populate_blob(&e.d.configs[1]));
-    r.it(e, "Populate registry with test layer", |e| e.populate_blob(&e.d.layer));
+    r.it(e, "Populate registry with test blob", |e| {
+        e.populate_blob(&e.d.configs[0])
+    });
+    r.it(e, "Populate registry with test blob", |e| {
+        e.populate_blob(&e.d.configs[1])
+    });
+    r.it(e, "Populate registry with test layer", |e| {
+        e.populate_blob(&e.d.layer)
+    });
     r.it(e, "Populate registry with test manifest", |e| {
         e.tag = TEST_TAG_NAME.to_string();
         let resp = e.put_manifest(&e.tag, MT_OCI_MANIFEST, &e.d.manifests[0])?;
@@ -655,29 +753,45 @@ fn test01_pull(r: &mut Runner, e: &mut Env) {
         ensure_2xx!(resp);
         Ok(())
     });
-    r.it(e, "Get tag name from environment", |_| skip("RunOnlyIfNot(runPullSetup): the setup pushed the tag"));
+    r.it(e, "Get tag name from environment", |_| {
+        skip("RunOnlyIfNot(runPullSetup): the setup pushed the tag")
+    });
 
     r.context("Pull blobs");
-    r.it(e, "HEAD request to nonexistent blob should result in 404 response", |e| {
-        let resp = e.c.head(&e.p(&format!("/blobs/{}", e.d.dummy_digest)))?;
-        ensure_status!(resp, 404);
-        Ok(())
-    });
+    r.it(
+        e,
+        "HEAD request to nonexistent blob should result in 404 response",
+        |e| {
+            let resp = e.c.head(&e.p(&format!("/blobs/{}", e.d.dummy_digest)))?;
+            ensure_status!(resp, 404);
+            Ok(())
+        },
+    );
     r.it(e, "HEAD request to existing blob should yield 200", |e| {
-        let resp = e.c.head(&e.p(&format!("/blobs/{}", e.d.configs[0].digest)))?;
+        let resp =
+            e.c.head(&e.p(&format!("/blobs/{}", e.d.configs[0].digest)))?;
         ensure_status!(resp, 200);
         check_optional_dcd(&resp, &e.d.configs[0].digest)
     });
-    r.it(e, "GET nonexistent blob should result in 404 response", |e| {
-        let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.dummy_digest)))?;
-        ensure_status!(resp, 404);
-        Ok(())
-    });
-    r.it(e, "GET request to existing blob URL should yield 200", |e| {
-        let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[0].digest)))?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
+    r.it(
+        e,
+        "GET nonexistent blob should result in 404 response",
+        |e| {
+            let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.dummy_digest)))?;
+            ensure_status!(resp, 404);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to existing blob URL should yield 200",
+        |e| {
+            let resp =
+                e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[0].digest)))?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
     r.it(e, "[extra: newer suite api.go BlobHeadExists + issue #2] HEAD of an existing blob: no body, Content-Length = size, Docker-Content-Digest = digest", |e| {
         for b in [&e.d.configs[0], &e.d.layer] {
             let resp = e.c.head_blob(&e.name, &b.digest)?;
@@ -730,48 +844,78 @@ fn test01_pull(r: &mut Runner, e: &mut Env) {
     });
 
     r.context("Pull manifests");
-    r.it(e, "HEAD request to nonexistent manifest should return 404", |e| {
-        let resp = e.c.head(&e.p(&format!("/manifests/{NONEXISTENT_MANIFEST}")))?;
-        ensure_status!(resp, 404);
-        Ok(())
-    });
-    r.it(e, "HEAD request to manifest[0] path (digest) should yield 200 response", |e| {
-        let resp = e.get_manifest_accept("HEAD", &e.d.manifests[0].digest)?;
-        ensure_status!(resp, 200);
-        check_optional_dcd(&resp, &e.d.manifests[0].digest)
-    });
-    r.it(e, "HEAD request to manifest[1] path (digest) should yield 200 response", |e| {
-        let resp = e.get_manifest_accept("HEAD", &e.d.manifests[1].digest)?;
-        ensure_status!(resp, 200);
-        check_optional_dcd(&resp, &e.d.manifests[1].digest)
-    });
-    r.it(e, "HEAD request to manifest path (tag) should yield 200 response", |e| {
-        ensure!(!e.tag.is_empty(), "Expect(tag).ToNot(BeEmpty()): no tag");
-        let resp = e.get_manifest_accept("HEAD", &e.tag)?;
-        ensure_status!(resp, 200);
-        check_optional_dcd(&resp, &e.d.manifests[0].digest)
-    });
+    r.it(
+        e,
+        "HEAD request to nonexistent manifest should return 404",
+        |e| {
+            let resp =
+                e.c.head(&e.p(&format!("/manifests/{NONEXISTENT_MANIFEST}")))?;
+            ensure_status!(resp, 404);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "HEAD request to manifest[0] path (digest) should yield 200 response",
+        |e| {
+            let resp = e.get_manifest_accept("HEAD", &e.d.manifests[0].digest)?;
+            ensure_status!(resp, 200);
+            check_optional_dcd(&resp, &e.d.manifests[0].digest)
+        },
+    );
+    r.it(
+        e,
+        "HEAD request to manifest[1] path (digest) should yield 200 response",
+        |e| {
+            let resp = e.get_manifest_accept("HEAD", &e.d.manifests[1].digest)?;
+            ensure_status!(resp, 200);
+            check_optional_dcd(&resp, &e.d.manifests[1].digest)
+        },
+    );
+    r.it(
+        e,
+        "HEAD request to manifest path (tag) should yield 200 response",
+        |e| {
+            ensure!(!e.tag.is_empty(), "Expect(tag).ToNot(BeEmpty()): no tag");
+            let resp = e.get_manifest_accept("HEAD", &e.tag)?;
+            ensure_status!(resp, 200);
+            check_optional_dcd(&resp, &e.d.manifests[0].digest)
+        },
+    );
     r.it(e, "GET nonexistent manifest should return 404", |e| {
-        let resp = e.c.get(&e.p(&format!("/manifests/{NONEXISTENT_MANIFEST}")))?;
+        let resp =
+            e.c.get(&e.p(&format!("/manifests/{NONEXISTENT_MANIFEST}")))?;
         ensure_status!(resp, 404);
         Ok(())
     });
-    r.it(e, "GET request to manifest[0] path (digest) should yield 200 response", |e| {
-        let resp = e.get_manifest_accept("GET", &e.d.manifests[0].digest)?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
-    r.it(e, "GET request to manifest[1] path (digest) should yield 200 response", |e| {
-        let resp = e.get_manifest_accept("GET", &e.d.manifests[1].digest)?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
-    r.it(e, "GET request to manifest path (tag) should yield 200 response", |e| {
-        ensure!(!e.tag.is_empty(), "Expect(tag).ToNot(BeEmpty()): no tag");
-        let resp = e.get_manifest_accept("GET", &e.tag)?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
+    r.it(
+        e,
+        "GET request to manifest[0] path (digest) should yield 200 response",
+        |e| {
+            let resp = e.get_manifest_accept("GET", &e.d.manifests[0].digest)?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to manifest[1] path (digest) should yield 200 response",
+        |e| {
+            let resp = e.get_manifest_accept("GET", &e.d.manifests[1].digest)?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to manifest path (tag) should yield 200 response",
+        |e| {
+            ensure!(!e.tag.is_empty(), "Expect(tag).ToNot(BeEmpty()): no tag");
+            let resp = e.get_manifest_accept("GET", &e.tag)?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
     r.it(e, "[extra: newer suite api.go ManifestGetExists/ManifestHeadExists + spec §Pulling manifests] manifest GET/HEAD by digest and tag: exact bytes, Content-Type = mediaType, Content-Length, Docker-Content-Digest", |e| {
         let m0 = e.d.manifests[0].clone();
         let m1 = e.d.manifests[1].clone();
@@ -794,20 +938,24 @@ fn test01_pull(r: &mut Runner, e: &mut Env) {
     });
 
     r.context("Error codes");
-    r.it(e, "400 response body should contain OCI-conforming JSON message", |e| {
-        // v1.1.x sends a GET with a body to the invalid digest reference
-        let resp = e.c.send(
-            "GET",
-            &e.p("/manifests/sha256:totallywrong"),
-            &[("Content-Type", MT_OCI_MANIFEST)],
-            Some(INVALID_MANIFEST_CONTENT.to_vec()),
-        )?;
-        ensure_status!(resp, 400, 404);
-        if resp.status == 400 {
-            check_suite_error_code(&resp)?;
-        }
-        Ok(())
-    });
+    r.it(
+        e,
+        "400 response body should contain OCI-conforming JSON message",
+        |e| {
+            // v1.1.x sends a GET with a body to the invalid digest reference
+            let resp = e.c.send(
+                "GET",
+                &e.p("/manifests/sha256:totallywrong"),
+                &[("Content-Type", MT_OCI_MANIFEST)],
+                Some(INVALID_MANIFEST_CONTENT.to_vec()),
+            )?;
+            ensure_status!(resp, 400, 404);
+            if resp.status == 400 {
+                check_suite_error_code(&resp)?;
+            }
+            Ok(())
+        },
+    );
     r.it(e, "[stricter: 07_error_codes_test.go] 400 response body should contain OCI-conforming JSON message (PUT of invalid content to sha256:totallywrong must be exactly 400)", |e| {
         let resp = e.c.put_manifest(&e.name, "sha256:totallywrong", MT_OCI_MANIFEST, INVALID_MANIFEST_CONTENT)?;
         ensure_status!(resp, 400);
@@ -818,9 +966,13 @@ fn test01_pull(r: &mut Runner, e: &mut Env) {
     if e.delete_manifest_before_blobs {
         pull_delete_manifests(r, e);
     }
-    for (text, idx) in [("Delete config[0] blob created in setup", 0usize), ("Delete config[1] blob created in setup", 1)] {
+    for (text, idx) in [
+        ("Delete config[0] blob created in setup", 0usize),
+        ("Delete config[1] blob created in setup", 1),
+    ] {
         r.it(e, text, |e| {
-            let resp = e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[idx].digest)))?;
+            let resp =
+                e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[idx].digest)))?;
             ensure_2xx_or!(resp, 404, 405);
             Ok(())
         });
@@ -836,9 +988,13 @@ fn test01_pull(r: &mut Runner, e: &mut Env) {
 }
 
 fn pull_delete_manifests(r: &mut Runner, e: &mut Env) {
-    for (text, idx) in [("Delete manifest[0] created in setup", 0usize), ("Delete manifest[1] created in setup", 1)] {
+    for (text, idx) in [
+        ("Delete manifest[0] created in setup", 0usize),
+        ("Delete manifest[1] created in setup", 1),
+    ] {
         r.it(e, text, |e| {
-            let resp = e.c.delete(&e.p(&format!("/manifests/{}", e.d.manifests[idx].digest)))?;
+            let resp =
+                e.c.delete(&e.p(&format!("/manifests/{}", e.d.manifests[idx].digest)))?;
             ensure_2xx_or!(resp, 405);
             Ok(())
         });
@@ -861,55 +1017,104 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
     // "Setup": no setup required at this time for push tests
 
     r.context("Blob Upload Streamed");
-    r.it(e, "PATCH request with blob in body should yield 202 response", |e| {
-        let post = e.c.start_upload(&e.name)?;
-        ensure!(!post.header("Location").is_empty(), "POST returned no Location:\n  {}", post.describe());
-        let resp = e.c.send("PATCH", &post.location_rel(), &[("Content-Type", MT_OCTET)], Some(e.d.blob_a.content.clone()))?;
-        ensure_status!(resp, 202);
-        e.last = Some(resp);
-        Ok(())
-    });
-    r.it(e, "PUT request to session URL with digest should yield 201 response", |e| {
-        let last = e.last.clone().ok_or_else(|| "Expect(lastResponse).ToNot(BeNil())".to_string())?;
-        // The suite sets `Content-Length: <len of blob A>` but sends no body; Go's transport then
-        // sends `Content-Length: 0`, which is what goes on the wire here too.
-        let url = with_query(&e.c.url(&last.location_rel()), "digest", &e.d.blob_a.digest);
-        let resp = e.c.send("PUT", &url, &[("Content-Type", MT_OCTET)], Some(vec![]))?;
-        ensure_status!(resp, 201);
-        ensure!(!resp.header("Location").is_empty(), "201 without Location:\n  {}", resp.describe());
-        Ok(())
-    });
+    r.it(
+        e,
+        "PATCH request with blob in body should yield 202 response",
+        |e| {
+            let post = e.c.start_upload(&e.name)?;
+            ensure!(
+                !post.header("Location").is_empty(),
+                "POST returned no Location:\n  {}",
+                post.describe()
+            );
+            let resp = e.c.send(
+                "PATCH",
+                &post.location_rel(),
+                &[("Content-Type", MT_OCTET)],
+                Some(e.d.blob_a.content.clone()),
+            )?;
+            ensure_status!(resp, 202);
+            e.last = Some(resp);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "PUT request to session URL with digest should yield 201 response",
+        |e| {
+            let last = e
+                .last
+                .clone()
+                .ok_or_else(|| "Expect(lastResponse).ToNot(BeNil())".to_string())?;
+            // The suite sets `Content-Length: <len of blob A>` but sends no body; Go's transport then
+            // sends `Content-Length: 0`, which is what goes on the wire here too.
+            let url = with_query(&e.c.url(&last.location_rel()), "digest", &e.d.blob_a.digest);
+            let resp =
+                e.c.send("PUT", &url, &[("Content-Type", MT_OCTET)], Some(vec![]))?;
+            ensure_status!(resp, 201);
+            ensure!(
+                !resp.header("Location").is_empty(),
+                "201 without Location:\n  {}",
+                resp.describe()
+            );
+            Ok(())
+        },
+    );
     r.it(e, "[extra: newer suite api.go BlobPatchStream/BlobVerifyLocation] the streamed blob is readable, byte for byte, in the repository", |e| {
         let resp = e.c.get_blob(&e.name, &e.d.blob_a.digest)?;
         check_content(&resp, &e.d.blob_a.content, &e.d.blob_a.digest, None, false)
     });
 
     r.context("Blob Upload Monolithic");
-    r.it(e, "GET nonexistent blob should result in 404 response", |e| {
-        let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.dummy_digest)))?;
-        ensure_status!(resp, 404);
-        Ok(())
-    });
-    r.it(e, "POST request with digest and blob should yield a 201 or 202", |e| {
-        let cfg = e.d.configs[1].clone();
-        let url = with_query(&e.c.url(&e.p("/blobs/uploads/")), "digest", &cfg.digest);
-        let resp = e.c.send("POST", &url, &[("Content-Type", MT_OCTET), ("Content-Length", &cfg.len_str())], Some(cfg.content.clone()))?;
-        let loc = resp.header("Location");
-        ensure!(!loc.is_empty(), "no Location:\n  {}", resp.describe());
-        ensure_status!(resp, 201, 202);
-        e.last = Some(resp);
-        Ok(())
-    });
-    r.it(e, "GET request to blob URL from prior request should yield 200 or 404 based on response code", |e| {
-        let last = e.last.clone().ok_or_else(|| "Expect(lastResponse).ToNot(BeNil())".to_string())?;
-        let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[1].digest)))?;
-        if last.status == 202 {
+    r.it(
+        e,
+        "GET nonexistent blob should result in 404 response",
+        |e| {
+            let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.dummy_digest)))?;
             ensure_status!(resp, 404);
-        } else {
-            ensure_status!(resp, 200);
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "POST request with digest and blob should yield a 201 or 202",
+        |e| {
+            let cfg = e.d.configs[1].clone();
+            let url = with_query(&e.c.url(&e.p("/blobs/uploads/")), "digest", &cfg.digest);
+            let resp = e.c.send(
+                "POST",
+                &url,
+                &[
+                    ("Content-Type", MT_OCTET),
+                    ("Content-Length", &cfg.len_str()),
+                ],
+                Some(cfg.content.clone()),
+            )?;
+            let loc = resp.header("Location");
+            ensure!(!loc.is_empty(), "no Location:\n  {}", resp.describe());
+            ensure_status!(resp, 201, 202);
+            e.last = Some(resp);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to blob URL from prior request should yield 200 or 404 based on response code",
+        |e| {
+            let last = e
+                .last
+                .clone()
+                .ok_or_else(|| "Expect(lastResponse).ToNot(BeNil())".to_string())?;
+            let resp =
+                e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[1].digest)))?;
+            if last.status == 202 {
+                ensure_status!(resp, 404);
+            } else {
+                ensure_status!(resp, 200);
+            }
+            Ok(())
+        },
+    );
     r.it(e, "POST request should yield a session ID", |e| {
         let resp = e.c.start_upload(&e.name)?;
         ensure_status!(resp, 202);
@@ -917,32 +1122,72 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
         Ok(())
     });
     r.it(e, "PUT upload of a blob should yield a 201 Response", |e| {
-        let last = e.last.clone().ok_or_else(|| "no lastResponse".to_string())?;
+        let last = e
+            .last
+            .clone()
+            .ok_or_else(|| "no lastResponse".to_string())?;
         let cfg = e.d.configs[1].clone();
         let url = with_query(&e.c.url(&last.location_rel()), "digest", &cfg.digest);
-        let resp = e.c.send("PUT", &url, &[("Content-Type", MT_OCTET), ("Content-Length", &cfg.len_str())], Some(cfg.content.clone()))?;
-        ensure!(!resp.header("Location").is_empty(), "no Location:\n  {}", resp.describe());
+        let resp = e.c.send(
+            "PUT",
+            &url,
+            &[
+                ("Content-Type", MT_OCTET),
+                ("Content-Length", &cfg.len_str()),
+            ],
+            Some(cfg.content.clone()),
+        )?;
+        ensure!(
+            !resp.header("Location").is_empty(),
+            "no Location:\n  {}",
+            resp.describe()
+        );
         ensure_status!(resp, 201);
         Ok(())
     });
-    r.it(e, "GET request to existing blob should yield 200 response", |e| {
-        let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[1].digest)))?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
-    r.it(e, "PUT upload of a layer blob should yield a 201 Response", |e| {
-        let post = e.c.start_upload(&e.name)?;
-        let url = with_query(&e.c.url(&post.location_rel()), "digest", &e.d.layer.digest);
-        let resp = e.c.send("PUT", &url, &[("Content-Type", MT_OCTET), ("Content-Length", &e.d.layer.len_str())], Some(e.d.layer.content.clone()))?;
-        ensure!(!resp.header("Location").is_empty(), "no Location:\n  {}", resp.describe());
-        ensure_status!(resp, 201);
-        Ok(())
-    });
-    r.it(e, "GET request to existing layer should yield 200 response", |e| {
-        let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.layer.digest)))?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
+    r.it(
+        e,
+        "GET request to existing blob should yield 200 response",
+        |e| {
+            let resp =
+                e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[1].digest)))?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "PUT upload of a layer blob should yield a 201 Response",
+        |e| {
+            let post = e.c.start_upload(&e.name)?;
+            let url = with_query(&e.c.url(&post.location_rel()), "digest", &e.d.layer.digest);
+            let resp = e.c.send(
+                "PUT",
+                &url,
+                &[
+                    ("Content-Type", MT_OCTET),
+                    ("Content-Length", &e.d.layer.len_str()),
+                ],
+                Some(e.d.layer.content.clone()),
+            )?;
+            ensure!(
+                !resp.header("Location").is_empty(),
+                "no Location:\n  {}",
+                resp.describe()
+            );
+            ensure_status!(resp, 201);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to existing layer should yield 200 response",
+        |e| {
+            let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.layer.digest)))?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
     r.it(e, "[stricter: 03_blob_upload_monolithic_test.go] POST request with digest and blob should yield a 201 (single-POST upload of a new blob; its Location serves the blob)", |e| {
         let blob = TestBlob::new(random_bytes(512));
         let url = with_query(&e.c.url(&e.p("/blobs/uploads/")), "digest", &blob.digest);
@@ -956,12 +1201,23 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
 
     r.context("Blob Upload Chunked");
     r.it(e, "Out-of-order blob upload should return 416", |e| {
-        let post = e.c.send("POST", &e.p("/blobs/uploads/"), &[("Content-Length", "0")], Some(vec![]))?;
-        ensure!(!post.header("Location").is_empty(), "no Location:\n  {}", post.describe());
+        let post = e.c.send(
+            "POST",
+            &e.p("/blobs/uploads/"),
+            &[("Content-Length", "0")],
+            Some(vec![]),
+        )?;
+        ensure!(
+            !post.header("Location").is_empty(),
+            "no Location:\n  {}",
+            post.describe()
+        );
         // rebuild chunked blob if min size is above our chunk size
         let min = post.header("OCI-Chunk-Min-Length");
         if !min.is_empty() {
-            let min: usize = min.parse().map_err(|_| format!("OCI-Chunk-Min-Length {min:?} is not an integer"))?;
+            let min: usize = min
+                .parse()
+                .map_err(|_| format!("OCI-Chunk-Min-Length {min:?} is not an integer"))?;
             if min > e.d.blob_b_chunk1.len() {
                 e.d.setup_chunked_blob(min * 2 - 2);
             }
@@ -980,8 +1236,17 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
         Ok(())
     });
     r.it(e, "PATCH request with first chunk should return 202", |e| {
-        let post = e.c.send("POST", &e.p("/blobs/uploads/"), &[("Content-Length", "0")], Some(vec![]))?;
-        ensure!(!post.header("Location").is_empty(), "no Location:\n  {}", post.describe());
+        let post = e.c.send(
+            "POST",
+            &e.p("/blobs/uploads/"),
+            &[("Content-Length", "0")],
+            Some(vec![]),
+        )?;
+        ensure!(
+            !post.header("Location").is_empty(),
+            "no Location:\n  {}",
+            post.describe()
+        );
         e.prev = Some(post.clone());
         let resp = e.c.send(
             "PATCH",
@@ -995,12 +1260,20 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
         )?;
         ensure_status!(resp, 202);
         let range = resp.header("Range");
-        ensure!(range == e.d.blob_b_chunk1_range, "Range is {range:?}, expected {:?}:\n  {}", e.d.blob_b_chunk1_range, resp.describe());
+        ensure!(
+            range == e.d.blob_b_chunk1_range,
+            "Range is {range:?}, expected {:?}:\n  {}",
+            e.d.blob_b_chunk1_range,
+            resp.describe()
+        );
         e.last = Some(resp);
         Ok(())
     });
     r.it(e, "Retry previous blob chunk should return 416", |e| {
-        let prev = e.prev.clone().ok_or_else(|| "no prevResponse".to_string())?;
+        let prev = e
+            .prev
+            .clone()
+            .ok_or_else(|| "no prevResponse".to_string())?;
         let resp = e.c.send(
             "PATCH",
             &prev.location_rel(),
@@ -1014,41 +1287,76 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
         ensure_status!(resp, 416);
         Ok(())
     });
-    r.it(e, "Get on stale blob upload should return 204 with a range and location", |e| {
-        let prev = e.prev.clone().ok_or_else(|| "no prevResponse".to_string())?;
-        let resp = e.c.get(&prev.location_rel())?;
-        ensure_status!(resp, 204);
-        ensure!(!resp.header("Location").is_empty(), "no Location:\n  {}", resp.describe());
-        let range = resp.header("Range");
-        ensure!(range == e.d.blob_b_chunk1_range, "Range is {range:?}, expected {:?}:\n  {}", e.d.blob_b_chunk1_range, resp.describe());
-        e.last = Some(resp);
-        Ok(())
-    });
-    r.it(e, "PATCH request with second chunk should return 202", |e| {
-        let last = e.last.clone().ok_or_else(|| "no lastResponse".to_string())?;
-        let resp = e.c.send(
-            "PATCH",
-            &last.location_rel(),
-            &[
-                ("Content-Length", &e.d.blob_b_chunk2.len().to_string()),
-                ("Content-Range", &e.d.blob_b_chunk2_range),
-                ("Content-Type", MT_OCTET),
-            ],
-            Some(e.d.blob_b_chunk2.clone()),
-        )?;
-        let loc = resp.header("Location");
-        e.second_chunk = Some(resp.clone());
-        ensure_status!(resp, 202);
-        ensure!(!loc.is_empty(), "no Location:\n  {}", resp.describe());
-        e.last = Some(resp);
-        Ok(())
-    });
+    r.it(
+        e,
+        "Get on stale blob upload should return 204 with a range and location",
+        |e| {
+            let prev = e
+                .prev
+                .clone()
+                .ok_or_else(|| "no prevResponse".to_string())?;
+            let resp = e.c.get(&prev.location_rel())?;
+            ensure_status!(resp, 204);
+            ensure!(
+                !resp.header("Location").is_empty(),
+                "no Location:\n  {}",
+                resp.describe()
+            );
+            let range = resp.header("Range");
+            ensure!(
+                range == e.d.blob_b_chunk1_range,
+                "Range is {range:?}, expected {:?}:\n  {}",
+                e.d.blob_b_chunk1_range,
+                resp.describe()
+            );
+            e.last = Some(resp);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "PATCH request with second chunk should return 202",
+        |e| {
+            let last = e
+                .last
+                .clone()
+                .ok_or_else(|| "no lastResponse".to_string())?;
+            let resp = e.c.send(
+                "PATCH",
+                &last.location_rel(),
+                &[
+                    ("Content-Length", &e.d.blob_b_chunk2.len().to_string()),
+                    ("Content-Range", &e.d.blob_b_chunk2_range),
+                    ("Content-Type", MT_OCTET),
+                ],
+                Some(e.d.blob_b_chunk2.clone()),
+            )?;
+            let loc = resp.header("Location");
+            e.second_chunk = Some(resp.clone());
+            ensure_status!(resp, 202);
+            ensure!(!loc.is_empty(), "no Location:\n  {}", resp.describe());
+            e.last = Some(resp);
+            Ok(())
+        },
+    );
     r.it(e, "PUT request with digest should return 201", |e| {
-        let last = e.last.clone().ok_or_else(|| "no lastResponse".to_string())?;
+        let last = e
+            .last
+            .clone()
+            .ok_or_else(|| "no lastResponse".to_string())?;
         let url = with_query(&e.c.url(&last.location_rel()), "digest", &e.d.blob_b.digest);
-        let resp = e.c.send("PUT", &url, &[("Content-Length", "0"), ("Content-Type", MT_OCTET)], Some(vec![]))?;
+        let resp = e.c.send(
+            "PUT",
+            &url,
+            &[("Content-Length", "0"), ("Content-Type", MT_OCTET)],
+            Some(vec![]),
+        )?;
         ensure_status!(resp, 201);
-        ensure!(!resp.header("Location").is_empty(), "no Location:\n  {}", resp.describe());
+        ensure!(
+            !resp.header("Location").is_empty(),
+            "no Location:\n  {}",
+            resp.describe()
+        );
         Ok(())
     });
     r.it(e, "[extra: spec §Pushing a blob in chunks] every chunk's 202 carries Range: 0-<end-of-range> (second chunk), and the blob reads back byte for byte", |e| {
@@ -1059,19 +1367,46 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
         let resp = e.c.get_blob(&e.name, &e.d.blob_b.digest)?;
         check_content(&resp, &e.d.blob_b.content, &e.d.blob_b.digest, None, false)
     });
-    r.it(e, "[stricter: 04_blob_upload_chunked_test.go] PUT request with final chunk should return 201", |e| {
-        let (blob, c1, c2, r1, r2) = chunked_blob(42);
-        let post = e.c.send("POST", &e.p("/blobs/uploads/"), &[("Content-Length", "0")], Some(vec![]))?;
-        ensure!(!post.header("Location").is_empty(), "no Location:\n  {}", post.describe());
-        let patch = e.c.send("PATCH", &post.location_rel(), &[("Content-Type", MT_OCTET), ("Content-Range", &r1)], Some(c1))?;
-        ensure_status!(patch, 202);
-        let url = with_query(&e.c.url(&patch.location_rel()), "digest", &blob.digest);
-        let put = e.c.send("PUT", &url, &[("Content-Range", &r2), ("Content-Type", MT_OCTET)], Some(c2))?;
-        ensure!(!put.header("Location").is_empty(), "no Location:\n  {}", put.describe());
-        ensure_status!(put, 201);
-        let get = e.c.get_blob(&e.name, &blob.digest)?;
-        check_content(&get, &blob.content, &blob.digest, None, false)
-    });
+    r.it(
+        e,
+        "[stricter: 04_blob_upload_chunked_test.go] PUT request with final chunk should return 201",
+        |e| {
+            let (blob, c1, c2, r1, r2) = chunked_blob(42);
+            let post = e.c.send(
+                "POST",
+                &e.p("/blobs/uploads/"),
+                &[("Content-Length", "0")],
+                Some(vec![]),
+            )?;
+            ensure!(
+                !post.header("Location").is_empty(),
+                "no Location:\n  {}",
+                post.describe()
+            );
+            let patch = e.c.send(
+                "PATCH",
+                &post.location_rel(),
+                &[("Content-Type", MT_OCTET), ("Content-Range", &r1)],
+                Some(c1),
+            )?;
+            ensure_status!(patch, 202);
+            let url = with_query(&e.c.url(&patch.location_rel()), "digest", &blob.digest);
+            let put = e.c.send(
+                "PUT",
+                &url,
+                &[("Content-Range", &r2), ("Content-Type", MT_OCTET)],
+                Some(c2),
+            )?;
+            ensure!(
+                !put.header("Location").is_empty(),
+                "no Location:\n  {}",
+                put.describe()
+            );
+            ensure_status!(put, 201);
+            let get = e.c.get_blob(&e.name, &blob.digest)?;
+            check_content(&get, &blob.content, &blob.digest, None, false)
+        },
+    );
     r.it(e, "[extra: newer suite api.go BlobPatchChunked(OutOfOrderChunks)] after a 416 on a fresh session, GET of the session gives 204 with Location and Range 0-<n>, and the upload can proceed", |e| {
         let (blob, c1, c2, r1, r2) = chunked_blob(42);
         let post = e.c.send("POST", &e.p("/blobs/uploads/"), &[("Content-Length", "0")], Some(vec![]))?;
@@ -1107,68 +1442,144 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
     });
 
     r.context("Cross-Repository Blob Mount");
-    r.it(e, "Cross-mounting of a blob without the from argument should yield session id", |e| {
-        let url = with_query(&e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)), "mount", &e.d.dummy_digest);
-        let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
-        ensure_status!(resp, 202);
-        ensure!(resp.location_abs().is_some(), "no Location:\n  {}", resp.describe());
-        Ok(())
-    });
-    r.it(e, "POST request to mount another repository's blob should return 201 or 202", |e| {
-        let url = with_query(&e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)), "mount", &e.d.blob_a.digest);
-        let url = with_query(&url, "from", &e.name);
-        let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
-        ensure_status!(resp, 201, 202);
-        e.last = Some(resp);
-        Ok(())
-    });
-    r.it(e, "GET request to test digest within cross-mount namespace should return 200", |e| {
-        let last = e.last.clone().ok_or_else(|| "no lastResponse".to_string())?;
-        if last.status != 201 {
-            return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusCreated)");
-        }
-        let want = format!("/v2/{}/blobs/{}", e.cross, e.d.blob_a.digest);
-        let got = last.location_rel();
-        ensure!(got == want, "GetRelativeLocation() is {got:?}, expected {want:?}:\n  {}", last.describe());
-        let resp = e.c.get(&got)?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
-    r.it(e, "Cross-mounting of nonexistent blob should yield session id", |e| {
-        let last = e.last.clone().ok_or_else(|| "no lastResponse".to_string())?;
-        if last.status != 202 {
-            return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusAccepted)");
-        }
-        let want = format!("/v2/{}/blobs/uploads/", e.cross);
-        ensure!(last.location_rel().starts_with(&want), "Location {:?} does not start with {want:?}", last.location_rel());
-        Ok(())
-    });
-    r.it(e, "Cross-mounting without from, and automatic content discovery enabled should return a 201", |e| {
-        let last = e.last.clone().ok_or_else(|| "no lastResponse".to_string())?;
-        match e.automatic_crossmount {
-            None => return skip("RunOnlyIf(runAutomaticCrossmountTest): OCI_AUTOMATIC_CROSSMOUNT is unset"),
-            Some(false) => return skip("RunOnlyIf(automaticCrossmountEnabled)"),
-            Some(true) if last.status != 201 => return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusCreated)"),
-            _ => {}
-        }
-        let url = with_query(&e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)), "mount", &e.d.blob_a.digest);
-        let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
-        ensure_status!(resp, 201);
-        Ok(())
-    });
-    r.it(e, "Cross-mounting without from, and automatic content discovery disabled should return a 202", |e| {
-        let last = e.last.clone().ok_or_else(|| "no lastResponse".to_string())?;
-        match e.automatic_crossmount {
-            None => return skip("RunOnlyIf(runAutomaticCrossmountTest): OCI_AUTOMATIC_CROSSMOUNT is unset"),
-            Some(true) => return skip("RunOnlyIfNot(automaticCrossmountEnabled)"),
-            Some(false) if last.status != 201 => return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusCreated)"),
-            _ => {}
-        }
-        let url = with_query(&e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)), "mount", &e.d.blob_a.digest);
-        let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
-        ensure_status!(resp, 202);
-        Ok(())
-    });
+    r.it(
+        e,
+        "Cross-mounting of a blob without the from argument should yield session id",
+        |e| {
+            let url = with_query(
+                &e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)),
+                "mount",
+                &e.d.dummy_digest,
+            );
+            let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
+            ensure_status!(resp, 202);
+            ensure!(
+                resp.location_abs().is_some(),
+                "no Location:\n  {}",
+                resp.describe()
+            );
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "POST request to mount another repository's blob should return 201 or 202",
+        |e| {
+            let url = with_query(
+                &e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)),
+                "mount",
+                &e.d.blob_a.digest,
+            );
+            let url = with_query(&url, "from", &e.name);
+            let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
+            ensure_status!(resp, 201, 202);
+            e.last = Some(resp);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to test digest within cross-mount namespace should return 200",
+        |e| {
+            let last = e
+                .last
+                .clone()
+                .ok_or_else(|| "no lastResponse".to_string())?;
+            if last.status != 201 {
+                return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusCreated)");
+            }
+            let want = format!("/v2/{}/blobs/{}", e.cross, e.d.blob_a.digest);
+            let got = last.location_rel();
+            ensure!(
+                got == want,
+                "GetRelativeLocation() is {got:?}, expected {want:?}:\n  {}",
+                last.describe()
+            );
+            let resp = e.c.get(&got)?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "Cross-mounting of nonexistent blob should yield session id",
+        |e| {
+            let last = e
+                .last
+                .clone()
+                .ok_or_else(|| "no lastResponse".to_string())?;
+            if last.status != 202 {
+                return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusAccepted)");
+            }
+            let want = format!("/v2/{}/blobs/uploads/", e.cross);
+            ensure!(
+                last.location_rel().starts_with(&want),
+                "Location {:?} does not start with {want:?}",
+                last.location_rel()
+            );
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "Cross-mounting without from, and automatic content discovery enabled should return a 201",
+        |e| {
+            let last = e
+                .last
+                .clone()
+                .ok_or_else(|| "no lastResponse".to_string())?;
+            match e.automatic_crossmount {
+                None => {
+                    return skip(
+                        "RunOnlyIf(runAutomaticCrossmountTest): OCI_AUTOMATIC_CROSSMOUNT is unset",
+                    )
+                }
+                Some(false) => return skip("RunOnlyIf(automaticCrossmountEnabled)"),
+                Some(true) if last.status != 201 => {
+                    return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusCreated)")
+                }
+                _ => {}
+            }
+            let url = with_query(
+                &e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)),
+                "mount",
+                &e.d.blob_a.digest,
+            );
+            let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
+            ensure_status!(resp, 201);
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "Cross-mounting without from, and automatic content discovery disabled should return a 202",
+        |e| {
+            let last = e
+                .last
+                .clone()
+                .ok_or_else(|| "no lastResponse".to_string())?;
+            match e.automatic_crossmount {
+                None => {
+                    return skip(
+                        "RunOnlyIf(runAutomaticCrossmountTest): OCI_AUTOMATIC_CROSSMOUNT is unset",
+                    )
+                }
+                Some(true) => return skip("RunOnlyIfNot(automaticCrossmountEnabled)"),
+                Some(false) if last.status != 201 => {
+                    return skip("RunOnlyIf(lastResponse.StatusCode() == http.StatusCreated)")
+                }
+                _ => {}
+            }
+            let url = with_query(
+                &e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)),
+                "mount",
+                &e.d.blob_a.digest,
+            );
+            let resp = e.c.send("POST", &url, &[], Some(vec![]))?;
+            ensure_status!(resp, 202);
+            Ok(())
+        },
+    );
     r.it(e, "[extra: issue #2 cross-mount + newer suite run.go \"mount missing\"] mounting a digest the source repository does not hold gives the 202 fallback with an upload session", |e| {
         let never = TestBlob::new(random_bytes(64));
         let url = with_query(&e.c.url(&format!("/v2/{}/blobs/uploads/", e.cross)), "mount", &never.digest);
@@ -1194,7 +1605,8 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
 
     r.context("Manifest Upload");
     r.it(e, "GET nonexistent manifest should return 404", |e| {
-        let resp = e.c.get(&e.p(&format!("/manifests/{NONEXISTENT_MANIFEST}")))?;
+        let resp =
+            e.c.get(&e.p(&format!("/manifests/{NONEXISTENT_MANIFEST}")))?;
         ensure_status!(resp, 404);
         Ok(())
     });
@@ -1205,27 +1617,46 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
             if i == 0 {
                 e.first_manifest_put = Some(resp.clone());
             }
-            ensure!(!resp.header("Location").is_empty(), "no Location (tag {tag}):\n  {}", resp.describe());
+            ensure!(
+                !resp.header("Location").is_empty(),
+                "no Location (tag {tag}):\n  {}",
+                resp.describe()
+            );
             ensure_status!(resp, 201);
         }
         Ok(())
     });
-    r.it(e, "Registry should accept a manifest upload with no layers", |e| {
-        let resp = e.put_manifest(EMPTY_LAYER_TEST_TAG, MT_OCI_MANIFEST, &e.d.empty_layer_manifest)?;
-        if resp.status == 201 {
-            let loc = resp.header("Location");
-            e.empty_layer_manifest_ref = loc.clone();
-            ensure!(!loc.is_empty(), "no Location:\n  {}", resp.describe());
-        } else {
-            e.warn(&format!("image manifest with no layers is not supported: {}", resp.describe()));
-        }
-        Ok(())
-    });
-    r.it(e, "GET request to manifest URL (digest) should yield 200 response", |e| {
-        let resp = e.get_manifest_accept("GET", &e.d.manifests[1].digest)?;
-        ensure_status!(resp, 200);
-        Ok(())
-    });
+    r.it(
+        e,
+        "Registry should accept a manifest upload with no layers",
+        |e| {
+            let resp = e.put_manifest(
+                EMPTY_LAYER_TEST_TAG,
+                MT_OCI_MANIFEST,
+                &e.d.empty_layer_manifest,
+            )?;
+            if resp.status == 201 {
+                let loc = resp.header("Location");
+                e.empty_layer_manifest_ref = loc.clone();
+                ensure!(!loc.is_empty(), "no Location:\n  {}", resp.describe());
+            } else {
+                e.warn(&format!(
+                    "image manifest with no layers is not supported: {}",
+                    resp.describe()
+                ));
+            }
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to manifest URL (digest) should yield 200 response",
+        |e| {
+            let resp = e.get_manifest_accept("GET", &e.d.manifests[1].digest)?;
+            ensure_status!(resp, 200);
+            Ok(())
+        },
+    );
     r.it(e, "[extra: newer suite api.go ManifestPut + spec §Pushing Manifests] PUT answers Docker-Content-Digest = digest, and its Location serves the exact bytes with Content-Type and Content-Length", |e| {
         let put = e.first_manifest_put.clone().ok_or_else(|| "no manifest PUT response".to_string())?;
         let m = e.d.manifests[1].clone();
@@ -1249,7 +1680,8 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
         push_delete_manifests(r, e);
     }
     r.it(e, "Delete config blob created in tests", |e| {
-        let resp = e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[1].digest)))?;
+        let resp =
+            e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[1].digest)))?;
         ensure_2xx_or!(resp, 404, 405);
         Ok(())
     });
@@ -1265,10 +1697,12 @@ fn test02_push(r: &mut Runner, e: &mut Env) {
 
 fn push_delete_manifests(r: &mut Runner, e: &mut Env) {
     r.it(e, "Delete manifest created in tests", |e| {
-        let resp = e.c.delete(&e.p(&format!("/manifests/{}", e.d.manifests[1].digest)))?;
+        let resp =
+            e.c.delete(&e.p(&format!("/manifests/{}", e.d.manifests[1].digest)))?;
         ensure_2xx_or!(resp, 405);
         if !e.empty_layer_manifest_ref.is_empty() {
-            let resp = e.c.delete(&e.p(&format!("/manifests/{}", e.d.empty_layer_manifest.digest)))?;
+            let resp =
+                e.c.delete(&e.p(&format!("/manifests/{}", e.d.empty_layer_manifest.digest)))?;
             ensure_2xx_or!(resp, 405);
         }
         Ok(())
@@ -1285,11 +1719,19 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
     e.tag_list = vec![];
 
     r.context("Setup");
-    r.it(e, "Populate registry with test blob", |e| e.populate_blob(&e.d.configs[2]));
-    r.it(e, "Populate registry with test layer", |e| e.populate_blob(&e.d.layer));
+    r.it(e, "Populate registry with test blob", |e| {
+        e.populate_blob(&e.d.configs[2])
+    });
+    r.it(e, "Populate registry with test layer", |e| {
+        e.populate_blob(&e.d.layer)
+    });
     r.it(e, "Populate registry with test tags", |e| {
         for i in 0..e.num_tags {
-            let names = if e.discovery_v111 { vec![format!("test{i}"), format!("TEST{i}")] } else { vec![format!("test{i}")] };
+            let names = if e.discovery_v111 {
+                vec![format!("test{i}"), format!("TEST{i}")]
+            } else {
+                vec![format!("test{i}")]
+            };
             for tag in names {
                 e.tag_list.push(tag.clone());
                 let resp = e.put_manifest(&tag, MT_OCI_MANIFEST, &e.d.manifests[2])?;
@@ -1300,7 +1742,9 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
         e.tag_list = tags;
         Ok(())
     });
-    r.it(e, "Populate registry with test tags (no push)", |_| skip("RunOnlyIfNot(runContentDiscoverySetup): OCI_TAG_LIST is unset"));
+    r.it(e, "Populate registry with test tags (no push)", |_| {
+        skip("RunOnlyIfNot(runContentDiscoverySetup): OCI_TAG_LIST is unset")
+    });
     r.it(e, "References setup", |e| {
         let d = &e.d;
         // Populate registry with empty JSON blob
@@ -1338,56 +1782,106 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
 
     r.context("Test content discovery endpoints (listing tags)");
     if !e.discovery_v111 {
-        r.it(e, "GET request to list tags should yield 200 response", |e| {
-            let (resp, tags) = e.c.tags(&e.name)?;
-            ensure_status!(resp, 200);
-            e.tag_list = tags;
-            e.num_tags = e.tag_list.len();
-            Ok(())
-        });
+        r.it(
+            e,
+            "GET request to list tags should yield 200 response",
+            |e| {
+                let (resp, tags) = e.c.tags(&e.name)?;
+                ensure_status!(resp, 200);
+                e.tag_list = tags;
+                e.num_tags = e.tag_list.len();
+                Ok(())
+            },
+        );
     } else {
-        r.it(e, "GET request to list tags should yield 200 response and be in sorted order", |e| {
-            let (resp, tags) = e.c.tags(&e.name)?;
-            ensure_status!(resp, 200);
-            e.tag_list = tags;
-            e.num_tags = e.tag_list.len();
-            // lexical (case-insensitive), or, historically, sort.Strings
-            let mut lexical = e.tag_list.clone();
-            lexical.sort_by_key(|t| t.to_lowercase());
-            let mut ascii = e.tag_list.clone();
-            ascii.sort();
-            ensure!(e.tag_list == lexical || e.tag_list == ascii, "tags are neither in lexical nor in byte order: {:?}", e.tag_list);
-            Ok(())
-        });
+        r.it(
+            e,
+            "GET request to list tags should yield 200 response and be in sorted order",
+            |e| {
+                let (resp, tags) = e.c.tags(&e.name)?;
+                ensure_status!(resp, 200);
+                e.tag_list = tags;
+                e.num_tags = e.tag_list.len();
+                // lexical (case-insensitive), or, historically, sort.Strings
+                let mut lexical = e.tag_list.clone();
+                lexical.sort_by_key(|t| t.to_lowercase());
+                let mut ascii = e.tag_list.clone();
+                ascii.sort();
+                ensure!(
+                    e.tag_list == lexical || e.tag_list == ascii,
+                    "tags are neither in lexical nor in byte order: {:?}",
+                    e.tag_list
+                );
+                Ok(())
+            },
+        );
     }
-    r.it(e, "GET number of tags should be limitable by `n` query parameter", |e| {
-        let n = e.num_tags / 2;
-        let resp = e.c.get(&e.p(&format!("/tags/list?n={n}")))?;
-        ensure_status!(resp, 200);
-        e.tag_list = tag_list(&resp);
-        ensure!(e.tag_list.len() == n, "got {} tags {:?} with n={n}, expected {n}:\n  {}", e.tag_list.len(), e.tag_list, resp.describe());
-        Ok(())
-    });
-    r.it(e, "GET start of tag is set by `last` query parameter", |e| {
-        let n = e.num_tags / 2;
-        let resp = e.c.get(&e.p(&format!("/tags/list?n={n}")))?;
-        e.tag_list = tag_list(&resp);
-        ensure!(n >= 1 && e.tag_list.len() >= n, "tagList[numResults-1]: index out of range (n={n}, tags {:?})", e.tag_list);
-        let last = e.tag_list[n - 1].clone();
-        let resp = e.c.get(&with_query(&e.c.url(&e.p(&format!("/tags/list?n={n}"))), "last", &last))?;
-        ensure_status!(resp, 200);
-        if e.discovery_v111 {
-            // the later v1.1.x re-reads the page: at most n tags, `last` not among them
+    r.it(
+        e,
+        "GET number of tags should be limitable by `n` query parameter",
+        |e| {
+            let n = e.num_tags / 2;
+            let resp = e.c.get(&e.p(&format!("/tags/list?n={n}")))?;
+            ensure_status!(resp, 200);
             e.tag_list = tag_list(&resp);
-            ensure!(e.tag_list.len() <= n, "{} tags with n={n}: {:?}", e.tag_list.len(), e.tag_list);
-            ensure!(!e.tag_list.contains(&last), "the page after last={last:?} contains it: {:?}", e.tag_list);
-        } else {
-            // (v1.1.0 checks its stale first page: len <= n and containing `last`)
-            ensure!(e.tag_list.len() <= n, "len(tagList) {} > {n}", e.tag_list.len());
-            ensure!(e.tag_list.contains(&last), "tagList does not contain {last:?}");
-        }
-        Ok(())
-    });
+            ensure!(
+                e.tag_list.len() == n,
+                "got {} tags {:?} with n={n}, expected {n}:\n  {}",
+                e.tag_list.len(),
+                e.tag_list,
+                resp.describe()
+            );
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET start of tag is set by `last` query parameter",
+        |e| {
+            let n = e.num_tags / 2;
+            let resp = e.c.get(&e.p(&format!("/tags/list?n={n}")))?;
+            e.tag_list = tag_list(&resp);
+            ensure!(
+                n >= 1 && e.tag_list.len() >= n,
+                "tagList[numResults-1]: index out of range (n={n}, tags {:?})",
+                e.tag_list
+            );
+            let last = e.tag_list[n - 1].clone();
+            let resp = e.c.get(&with_query(
+                &e.c.url(&e.p(&format!("/tags/list?n={n}"))),
+                "last",
+                &last,
+            ))?;
+            ensure_status!(resp, 200);
+            if e.discovery_v111 {
+                // the later v1.1.x re-reads the page: at most n tags, `last` not among them
+                e.tag_list = tag_list(&resp);
+                ensure!(
+                    e.tag_list.len() <= n,
+                    "{} tags with n={n}: {:?}",
+                    e.tag_list.len(),
+                    e.tag_list
+                );
+                ensure!(
+                    !e.tag_list.contains(&last),
+                    "the page after last={last:?} contains it: {:?}",
+                    e.tag_list
+                );
+            } else {
+                // (v1.1.0 checks its stale first page: len <= n and containing `last`)
+                ensure!(
+                    e.tag_list.len() <= n,
+                    "len(tagList) {} > {n}",
+                    e.tag_list.len()
+                );
+                ensure!(
+                    e.tag_list.contains(&last),
+                    "tagList does not contain {last:?}"
+                );
+            }
+            Ok(())
+        },
+    );
     r.it(e, "[stricter: 06_tags_list_test.go] GET request to manifest URL (tag) should yield 200 response (first listed tag)", |e| {
         let (_, tags) = e.c.tags(&e.name)?;
         ensure!(!tags.is_empty(), "tag list is empty");
@@ -1396,6 +1890,18 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
         Ok(())
     });
     r.it(e, "[extra: spec §Listing Tags] tags are in lexical order; `last` returns exactly the tags after it; n=0 is an empty list without Link; a Link header is RFC 5988 rel=\"next\" and walking it lists every tag once", |e| {
+        // The registry adds `<tag>.sif` tags as SIF builds finish; this check compares several
+        // listings with each other, so first let the tag list settle (unchanged for 1.5 s).
+        let settle_deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut previous = e.c.tags(&e.name)?.1;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let current = e.c.tags(&e.name)?.1;
+            if current == previous || std::time::Instant::now() > settle_deadline {
+                break;
+            }
+            previous = current;
+        }
         let (resp, all) = e.c.tags(&e.name)?;
         ensure_status!(resp, 200);
         let body = resp.json()?;
@@ -1453,49 +1959,122 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
     });
 
     r.context("Test content discovery endpoints (listing references)");
-    r.it(e, "GET request to nonexistent blob should result in empty 200 response", |e| {
-        let resp = e.c.get(&e.p(&format!("/referrers/{}", e.d.dummy_digest)))?;
-        ensure_status!(resp, 200);
-        ensure!(is_index_content_type(&resp), "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}", resp.header("Content-Type"), resp.describe());
-        let idx = resp.json()?;
-        let n = idx.get("manifests").and_then(|m| m.as_array()).map(|a| a.len()).unwrap_or(0);
-        ensure!(n == 0, "{n} manifests, expected none:\n  {}", resp.describe());
-        Ok(())
-    });
+    r.it(
+        e,
+        "GET request to nonexistent blob should result in empty 200 response",
+        |e| {
+            let resp = e.c.get(&e.p(&format!("/referrers/{}", e.d.dummy_digest)))?;
+            ensure_status!(resp, 200);
+            ensure!(
+                is_index_content_type(&resp),
+                "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}",
+                resp.header("Content-Type"),
+                resp.describe()
+            );
+            let idx = resp.json()?;
+            let n = idx
+                .get("manifests")
+                .and_then(|m| m.as_array())
+                .map(|a| a.len())
+                .unwrap_or(0);
+            ensure!(
+                n == 0,
+                "{n} manifests, expected none:\n  {}",
+                resp.describe()
+            );
+            Ok(())
+        },
+    );
     r.it(e, "GET request to existing blob should yield 200", |e| {
-        let resp = e.c.get(&e.p(&format!("/referrers/{}", e.d.manifests[4].digest)))?;
+        let resp =
+            e.c.get(&e.p(&format!("/referrers/{}", e.d.manifests[4].digest)))?;
         ensure_status!(resp, 200);
-        ensure!(is_index_content_type(&resp), "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}", resp.header("Content-Type"), resp.describe());
+        ensure!(
+            is_index_content_type(&resp),
+            "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}",
+            resp.header("Content-Type"),
+            resp.describe()
+        );
         let mans = referrer_list(&resp)?;
-        ensure!(mans.len() == 5, "{} referrers, expected 5:\n  {}", mans.len(), resp.describe());
-        ensure!(mans[0].0 != mans[1].0, "manifests[0].digest == manifests[1].digest");
+        ensure!(
+            mans.len() == 5,
+            "{} referrers, expected 5:\n  {}",
+            mans.len(),
+            resp.describe()
+        );
+        ensure!(
+            mans[0].0 != mans[1].0,
+            "manifests[0].digest == manifests[1].digest"
+        );
         check_referrer_annotations(&mans, &e.d.annotation_values, &resp)
     });
-    r.it(e, "GET request to existing blob with filter should yield 200", |e| {
-        let url = with_query(&e.c.url(&e.p(&format!("/referrers/{}", e.d.manifests[4].digest))), "artifactType", ART_TYPE_A);
-        let resp = e.c.get(&url)?;
-        ensure_status!(resp, 200);
-        ensure!(is_index_content_type(&resp), "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}", resp.header("Content-Type"), resp.describe());
-        let mans = referrer_list(&resp)?;
-        if !resp.header("OCI-Filters-Applied").is_empty() {
-            ensure!(mans.len() == 2, "{} referrers with the artifactType filter, expected 2:\n  {}", mans.len(), resp.describe());
-            let h = resp.header("OCI-Filters-Applied");
-            ensure!(h == "artifactType", "OCI-Filters-Applied is {h:?}, expected \"artifactType\"");
-            check_referrer_annotations(&mans, &e.d.annotation_values, &resp)?;
-        } else {
-            ensure!(mans.len() == 5, "{} referrers, expected 5 (unfiltered):\n  {}", mans.len(), resp.describe());
-            check_referrer_annotations(&mans, &e.d.annotation_values, &resp)?;
-            e.warn("filtering by artifact-type is not implemented");
-        }
-        Ok(())
-    });
+    r.it(
+        e,
+        "GET request to existing blob with filter should yield 200",
+        |e| {
+            let url = with_query(
+                &e.c.url(&e.p(&format!("/referrers/{}", e.d.manifests[4].digest))),
+                "artifactType",
+                ART_TYPE_A,
+            );
+            let resp = e.c.get(&url)?;
+            ensure_status!(resp, 200);
+            ensure!(
+                is_index_content_type(&resp),
+                "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}",
+                resp.header("Content-Type"),
+                resp.describe()
+            );
+            let mans = referrer_list(&resp)?;
+            if !resp.header("OCI-Filters-Applied").is_empty() {
+                ensure!(
+                    mans.len() == 2,
+                    "{} referrers with the artifactType filter, expected 2:\n  {}",
+                    mans.len(),
+                    resp.describe()
+                );
+                let h = resp.header("OCI-Filters-Applied");
+                ensure!(
+                    h == "artifactType",
+                    "OCI-Filters-Applied is {h:?}, expected \"artifactType\""
+                );
+                check_referrer_annotations(&mans, &e.d.annotation_values, &resp)?;
+            } else {
+                ensure!(
+                    mans.len() == 5,
+                    "{} referrers, expected 5 (unfiltered):\n  {}",
+                    mans.len(),
+                    resp.describe()
+                );
+                check_referrer_annotations(&mans, &e.d.annotation_values, &resp)?;
+                e.warn("filtering by artifact-type is not implemented");
+            }
+            Ok(())
+        },
+    );
     r.it(e, "GET request to missing manifest should yield 200", |e| {
-        let resp = e.c.get(&e.p(&format!("/referrers/{}", e.d.manifests[3].digest)))?;
+        let resp =
+            e.c.get(&e.p(&format!("/referrers/{}", e.d.manifests[3].digest)))?;
         ensure_status!(resp, 200);
-        ensure!(is_index_content_type(&resp), "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}", resp.header("Content-Type"), resp.describe());
+        ensure!(
+            is_index_content_type(&resp),
+            "Content-Type is {:?}, expected exactly {MT_OCI_INDEX:?}:\n  {}",
+            resp.header("Content-Type"),
+            resp.describe()
+        );
         let mans = referrer_list(&resp)?;
-        ensure!(mans.len() == 1, "{} referrers, expected 1:\n  {}", mans.len(), resp.describe());
-        ensure!(mans[0].0 == e.d.refs_c_layer.digest, "referrer is {}, expected {}", mans[0].0, e.d.refs_c_layer.digest);
+        ensure!(
+            mans.len() == 1,
+            "{} referrers, expected 1:\n  {}",
+            mans.len(),
+            resp.describe()
+        );
+        ensure!(
+            mans[0].0 == e.d.refs_c_layer.digest,
+            "referrer is {}, expected {}",
+            mans[0].0,
+            e.d.refs_c_layer.digest
+        );
         Ok(())
     });
     r.it(e, "[extra: spec §Listing Referrers + newer suite run.go TestReferrers] the referrers index is schemaVersion 2 / OCI index, and each descriptor has the referrer's mediaType, size and artifactType (config mediaType when the manifest has none; the index's own)", |e| {
@@ -1534,11 +2113,15 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
         }
         Ok(())
     });
-    r.it(e, "[extra: spec §Listing Referrers] a referrers request with an invalid digest gives 400", |e| {
-        let resp = e.c.get(&e.p("/referrers/sha256:totallywrong"))?;
-        ensure_status!(resp, 400);
-        Ok(())
-    });
+    r.it(
+        e,
+        "[extra: spec §Listing Referrers] a referrers request with an invalid digest gives 400",
+        |e| {
+            let resp = e.c.get(&e.p("/referrers/sha256:totallywrong"))?;
+            ensure_status!(resp, 400);
+            Ok(())
+        },
+    );
     r.it(e, "[extra: the suite's exact counts] unfiltered referrers list only client pushes: for 6 s after the setup, the referrers of manifests[4] stay exactly the 5 pushed, those of manifests[3] exactly the 1, and the only tags besides the pushed ones are the registry's `<pushed tag>.sif` SIF tags", |e| {
         // The official "GET request to existing blob should yield 200" wants exactly 5 referrers and
         // "GET request to missing manifest should yield 200" exactly 1; anything the registry attaches
@@ -1589,7 +2172,8 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
         discovery_delete_manifests(r, e);
     }
     r.it(e, "Delete config blob created in tests", |e| {
-        let resp = e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[2].digest)))?;
+        let resp =
+            e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[2].digest)))?;
         ensure_2xx_or!(resp, 405);
         Ok(())
     });
@@ -1621,7 +2205,12 @@ fn test03_content_discovery(r: &mut Runner, e: &mut Env) {
                 del(e, e.p(&format!("/manifests/{m}")))?;
             }
         }
-        for b in [&d.configs[4].digest, &d.ref_blob_a.digest, &d.ref_blob_b.digest, &d.empty_json.digest] {
+        for b in [
+            &d.configs[4].digest,
+            &d.ref_blob_a.digest,
+            &d.ref_blob_b.digest,
+            &d.empty_json.digest,
+        ] {
             del(e, e.p(&format!("/blobs/{b}")))?;
         }
         if !e.delete_manifest_before_blobs {
@@ -1656,15 +2245,31 @@ fn discovery_delete_manifests(r: &mut Runner, e: &mut Env) {
 }
 
 /// (digest, annotations) of each descriptor of a referrers index.
-fn referrer_list(resp: &Resp) -> Result<Vec<(String, BTreeMap<String, String>)>, Fail> {
+/// (digest, annotations) of each referrer.
+type ReferrerList = Vec<(String, BTreeMap<String, String>)>;
+
+fn referrer_list(resp: &Resp) -> Result<ReferrerList, Fail> {
     let v = resp.json()?;
     let mut out = Vec::new();
-    for m in v.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default() {
-        let digest = m.get("digest").and_then(|d| d.as_str()).unwrap_or_default().to_string();
+    for m in v
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default()
+    {
+        let digest = m
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_string();
         let ann: BTreeMap<String, String> = m
             .get("annotations")
             .and_then(|a| a.as_object())
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         out.push((digest, ann));
     }
@@ -1672,12 +2277,24 @@ fn referrer_list(resp: &Resp) -> Result<Vec<(String, BTreeMap<String, String>)>,
 }
 
 /// `Expect(len(Annotations)).To(Equal(1))` and the value of `testAnnotationKey`.
-fn check_referrer_annotations(mans: &[(String, BTreeMap<String, String>)], want: &HashMap<String, String>, resp: &Resp) -> R {
+fn check_referrer_annotations(
+    mans: &[(String, BTreeMap<String, String>)],
+    want: &HashMap<String, String>,
+    resp: &Resp,
+) -> R {
     for (digest, ann) in mans {
-        ensure!(ann.len() == 1, "referrer {digest} has {} annotations {ann:?}, expected exactly 1:\n  {}", ann.len(), resp.describe());
+        ensure!(
+            ann.len() == 1,
+            "referrer {digest} has {} annotations {ann:?}, expected exactly 1:\n  {}",
+            ann.len(),
+            resp.describe()
+        );
         let got = ann.get(TEST_ANNOTATION_KEY).cloned().unwrap_or_default();
         let exp = want.get(digest).cloned().unwrap_or_default();
-        ensure!(got == exp, "referrer {digest}: annotation {TEST_ANNOTATION_KEY} = {got:?}, expected {exp:?}");
+        ensure!(
+            got == exp,
+            "referrer {digest}: annotation {TEST_ANNOTATION_KEY} = {got:?}, expected {exp:?}"
+        );
     }
     Ok(())
 }
@@ -1694,22 +2311,36 @@ fn test04_content_management(r: &mut Runner, e: &mut Env) {
     e.blob_delete_allowed = true;
 
     r.context("Setup");
-    r.it(e, "Populate registry with test config blob", |e| e.populate_blob(&e.d.configs[3]));
-    r.it(e, "Populate registry with test layer", |e| e.populate_blob(&e.d.layer));
+    r.it(e, "Populate registry with test config blob", |e| {
+        e.populate_blob(&e.d.configs[3])
+    });
+    r.it(e, "Populate registry with test layer", |e| {
+        e.populate_blob(&e.d.layer)
+    });
     r.it(e, "Populate registry with test tag", |e| {
         e.tag_to_delete = DEFAULT_TAG_NAME.to_string();
         let resp = e.put_manifest(&e.tag_to_delete, MT_OCI_MANIFEST, &e.d.manifests[3])?;
         ensure_2xx!(resp);
         Ok(())
     });
-    r.it(e, "Check how many tags there are before anything gets deleted", |e| {
-        let resp = e.c.get(&e.p("/tags/list"))?;
-        ensure_status!(resp, 200);
-        let v = resp.json()?;
-        ensure!(v.get("tags").map(|t| t.is_array() || t.is_null()).unwrap_or(true), "`tags` is not a list:\n  {}", resp.describe());
-        e.num_tags = tag_list(&resp).len();
-        Ok(())
-    });
+    r.it(
+        e,
+        "Check how many tags there are before anything gets deleted",
+        |e| {
+            let resp = e.c.get(&e.p("/tags/list"))?;
+            ensure_status!(resp, 200);
+            let v = resp.json()?;
+            ensure!(
+                v.get("tags")
+                    .map(|t| t.is_array() || t.is_null())
+                    .unwrap_or(true),
+                "`tags` is not a list:\n  {}",
+                resp.describe()
+            );
+            e.num_tags = tag_list(&resp).len();
+            Ok(())
+        },
+    );
 
     r.context("Manifest delete");
     r.it(e, "DELETE request to manifest tag should return 202, unless tag deletion is disallowed (400/405)", |e| {
@@ -1721,25 +2352,45 @@ fn test04_content_management(r: &mut Runner, e: &mut Env) {
         }
         Ok(())
     });
-    r.it(e, "DELETE request to manifest (digest) should yield 202 response unless already deleted", |e| {
-        let resp = e.c.delete(&e.p(&format!("/manifests/{}", e.d.manifests[3].digest)))?;
-        ensure_status!(resp, 202, 404);
-        Ok(())
-    });
+    r.it(
+        e,
+        "DELETE request to manifest (digest) should yield 202 response unless already deleted",
+        |e| {
+            let resp =
+                e.c.delete(&e.p(&format!("/manifests/{}", e.d.manifests[3].digest)))?;
+            ensure_status!(resp, 202, 404);
+            Ok(())
+        },
+    );
     r.it(e, "GET request to deleted manifest URL should yield 404 response, unless delete is disallowed", |e| {
         let resp = e.c.get(&e.p(&format!("/manifests/{}", e.d.manifests[3].digest)))?;
         ensure_status!(resp, 404, 200);
         Ok(())
     });
-    r.it(e, "GET request to tags list should reflect manifest deletion", |e| {
-        let resp = e.c.get(&e.p("/tags/list"))?;
-        ensure_status!(resp, 200);
-        let v = resp.json()?;
-        ensure!(v.get("tags").map(|t| t.is_array() || t.is_null()).unwrap_or(true), "`tags` is not a list:\n  {}", resp.describe());
-        let n = tag_list(&resp).len();
-        ensure!(n < e.num_tags, "{n} tags after the delete, expected fewer than {}:\n  {}", e.num_tags, resp.describe());
-        Ok(())
-    });
+    r.it(
+        e,
+        "GET request to tags list should reflect manifest deletion",
+        |e| {
+            let resp = e.c.get(&e.p("/tags/list"))?;
+            ensure_status!(resp, 200);
+            let v = resp.json()?;
+            ensure!(
+                v.get("tags")
+                    .map(|t| t.is_array() || t.is_null())
+                    .unwrap_or(true),
+                "`tags` is not a list:\n  {}",
+                resp.describe()
+            );
+            let n = tag_list(&resp).len();
+            ensure!(
+                n < e.num_tags,
+                "{n} tags after the delete, expected fewer than {}:\n  {}",
+                e.num_tags,
+                resp.describe()
+            );
+            Ok(())
+        },
+    );
     r.it(e, "[extra: spec §Deleting tags/manifests + issue #2] DELETE of a tag removes only that tag (202, then the tag 404s while the manifest and its other tags stay); DELETE by digest (202) removes the manifest and every tag on it; unknown manifests 404 with MANIFEST_UNKNOWN", |e| {
         let name = format!("{}-tagdel", e.name);
         let cfg = random_config();
@@ -1780,24 +2431,34 @@ fn test04_content_management(r: &mut Runner, e: &mut Env) {
     });
 
     r.context("Blob delete");
-    r.it(e, "DELETE request to blob URL should yield 202 response", |e| {
-        let resp = e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[3].digest)))?;
-        ensure_status!(resp, 202, 404, 405);
-        let resp = e.c.delete(&e.p(&format!("/blobs/{}", e.d.layer.digest)))?;
-        ensure_status!(resp, 202, 404, 405);
-        if resp.status == 405 {
-            e.blob_delete_allowed = false;
-        }
-        Ok(())
-    });
-    r.it(e, "GET request to deleted blob URL should yield 404 response", |e| {
-        if !e.blob_delete_allowed {
-            return skip("RunOnlyIf(blobDeleteAllowed)");
-        }
-        let resp = e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[3].digest)))?;
-        ensure_status!(resp, 404);
-        Ok(())
-    });
+    r.it(
+        e,
+        "DELETE request to blob URL should yield 202 response",
+        |e| {
+            let resp =
+                e.c.delete(&e.p(&format!("/blobs/{}", e.d.configs[3].digest)))?;
+            ensure_status!(resp, 202, 404, 405);
+            let resp = e.c.delete(&e.p(&format!("/blobs/{}", e.d.layer.digest)))?;
+            ensure_status!(resp, 202, 404, 405);
+            if resp.status == 405 {
+                e.blob_delete_allowed = false;
+            }
+            Ok(())
+        },
+    );
+    r.it(
+        e,
+        "GET request to deleted blob URL should yield 404 response",
+        |e| {
+            if !e.blob_delete_allowed {
+                return skip("RunOnlyIf(blobDeleteAllowed)");
+            }
+            let resp =
+                e.c.get(&e.p(&format!("/blobs/{}", e.d.configs[3].digest)))?;
+            ensure_status!(resp, 404);
+            Ok(())
+        },
+    );
     r.it(e, "[extra: spec §Deleting Blobs + newer suite api.go BlobDelete atomic] a deleted blob HEADs 404 at once; DELETE of an unknown blob gives 404 BLOB_UNKNOWN", |e| {
         if !e.blob_delete_allowed {
             return skip("blob delete is disallowed");
@@ -1824,7 +2485,12 @@ fn delete_manifest_before_blobs_env() -> bool {
         .unwrap_or(true)
 }
 
-fn run_workflows(label: &str, server: &Server, dmbb: bool, workflows: &[fn(&mut Runner, &mut Env)]) {
+fn run_workflows(
+    label: &str,
+    server: &Server,
+    dmbb: bool,
+    workflows: &[fn(&mut Runner, &mut Env)],
+) {
     let mut e = Env::new(server, dmbb);
     let mut r = Runner::new(label);
     r.out.push_str(&format!(
@@ -1844,13 +2510,23 @@ fn run_workflows(label: &str, server: &Server, dmbb: bool, workflows: &[fn(&mut 
 #[test]
 fn conformance_pull() {
     let server = Server::start();
-    run_workflows("Pull (OCI_TEST_PULL=1)", &server, delete_manifest_before_blobs_env(), &[test01_pull]);
+    run_workflows(
+        "Pull (OCI_TEST_PULL=1)",
+        &server,
+        delete_manifest_before_blobs_env(),
+        &[test01_pull],
+    );
 }
 
 #[test]
 fn conformance_push() {
     let server = Server::start();
-    run_workflows("Push (OCI_TEST_PUSH=1)", &server, delete_manifest_before_blobs_env(), &[test02_push]);
+    run_workflows(
+        "Push (OCI_TEST_PUSH=1)",
+        &server,
+        delete_manifest_before_blobs_env(),
+        &[test02_push],
+    );
 }
 
 #[test]
@@ -1870,7 +2546,9 @@ fn conformance_content_discovery_later_v1_1_variant() {
     let server = Server::start();
     let mut e = Env::new(&server, delete_manifest_before_blobs_env());
     e.discovery_v111 = true;
-    let mut r = Runner::new("Content Discovery, later v1.1.x variant (test<i> + TEST<i> tags, sorted order)");
+    let mut r = Runner::new(
+        "Content Discovery, later v1.1.x variant (test<i> + TEST<i> tags, sorted order)",
+    );
     test03_content_discovery(&mut r, &mut e);
     r.finish();
 }
@@ -1895,7 +2573,12 @@ fn conformance_all_workflows_in_sequence() {
         "all four workflows, one namespace, OCI_DELETE_MANIFEST_BEFORE_BLOBS=1",
         &server,
         true,
-        &[test01_pull, test02_push, test03_content_discovery, test04_content_management],
+        &[
+            test01_pull,
+            test02_push,
+            test03_content_discovery,
+            test04_content_management,
+        ],
     );
 }
 
@@ -1908,7 +2591,12 @@ fn conformance_all_workflows_blobs_deleted_first() {
         "all four workflows, one namespace, OCI_DELETE_MANIFEST_BEFORE_BLOBS=0",
         &server,
         false,
-        &[test01_pull, test02_push, test03_content_discovery, test04_content_management],
+        &[
+            test01_pull,
+            test02_push,
+            test03_content_discovery,
+            test04_content_management,
+        ],
     );
 }
 
@@ -1962,31 +2650,64 @@ fn push_blob_via(c: &Client, repo: &str, blob: &TestBlob, api: BlobApi) -> R {
     let uploads = c.url(&format!("/v2/{repo}/blobs/uploads/"));
     let (status_resp, loc) = match api {
         BlobApi::PostOnly => {
-            let r = c.send("POST", &with_query(&uploads, "digest", &blob.digest), &[("Content-Type", MT_OCTET)], Some(blob.content.clone()))?;
+            let r = c.send(
+                "POST",
+                &with_query(&uploads, "digest", &blob.digest),
+                &[("Content-Type", MT_OCTET)],
+                Some(blob.content.clone()),
+            )?;
             ensure!(r.status == 201, "single POST ?digest= must be 201 (202 = no single-POST support; issue #2 requires it):\n  {}", r.describe());
-            let loc = r.location_abs().ok_or_else(|| format!("201 without Location:\n  {}", r.describe()))?;
+            let loc = r
+                .location_abs()
+                .ok_or_else(|| format!("201 without Location:\n  {}", r.describe()))?;
             (r, loc)
         }
         BlobApi::PostPut => {
             let post = c.send("POST", &uploads, &[], Some(vec![]))?;
             ensure_status!(post, 202);
-            let put = c.send("PUT", &with_query(&c.url(&post.location_rel()), "digest", &blob.digest), &[("Content-Type", MT_OCTET)], Some(blob.content.clone()))?;
+            let put = c.send(
+                "PUT",
+                &with_query(&c.url(&post.location_rel()), "digest", &blob.digest),
+                &[("Content-Type", MT_OCTET)],
+                Some(blob.content.clone()),
+            )?;
             ensure_status!(put, 201);
-            let loc = put.location_abs().ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
+            let loc = put
+                .location_abs()
+                .ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
             (put, loc)
         }
         BlobApi::Stream => {
             let post = c.send("POST", &uploads, &[("Content-Length", "0")], Some(vec![]))?;
             ensure_status!(post, 202);
-            let patch = c.send("PATCH", &post.location_rel(), &[("Content-Type", MT_OCTET)], Some(blob.content.clone()))?;
+            let patch = c.send(
+                "PATCH",
+                &post.location_rel(),
+                &[("Content-Type", MT_OCTET)],
+                Some(blob.content.clone()),
+            )?;
             ensure_status!(patch, 202);
-            ensure!(!patch.header("Location").is_empty(), "PATCH 202 without Location:\n  {}", patch.describe());
-            let put = c.send("PUT", &with_query(&c.url(&patch.location_rel()), "digest", &blob.digest), &[("Content-Type", MT_OCTET)], Some(vec![]))?;
+            ensure!(
+                !patch.header("Location").is_empty(),
+                "PATCH 202 without Location:\n  {}",
+                patch.describe()
+            );
+            let put = c.send(
+                "PUT",
+                &with_query(&c.url(&patch.location_rel()), "digest", &blob.digest),
+                &[("Content-Type", MT_OCTET)],
+                Some(vec![]),
+            )?;
             ensure_status!(put, 201);
-            let loc = put.location_abs().ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
+            let loc = put
+                .location_abs()
+                .ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
             (put, loc)
         }
-        BlobApi::Chunked { put_last, out_of_order } => {
+        BlobApi::Chunked {
+            put_last,
+            out_of_order,
+        } => {
             let post = c.send("POST", &uploads, &[("Content-Length", "0")], Some(vec![]))?;
             ensure_status!(post, 202);
             let body = &blob.content;
@@ -2014,16 +2735,34 @@ fn push_blob_via(c: &Client, repo: &str, blob: &TestBlob, api: BlobApi) -> R {
                         ("PATCH", c.url(&loc))
                     };
                     let range = format!("{bad_start}-{bad_last}");
-                    let r = c.send(method, &url, &[("Content-Type", MT_OCTET), ("Content-Range", &range)], Some(body[bad_start..=bad_last].to_vec()))?;
+                    let r = c.send(
+                        method,
+                        &url,
+                        &[("Content-Type", MT_OCTET), ("Content-Range", &range)],
+                        Some(body[bad_start..=bad_last].to_vec()),
+                    )?;
                     ensure!(r.status == 416, "out-of-order {method} Content-Range {range} (received 0-{last}) must be 416:\n  {}", r.describe());
                     let st = c.get(&loc)?;
                     ensure_status!(st, 204);
-                    ensure!(!st.header("Location").is_empty(), "upload status without Location:\n  {}", st.describe());
+                    ensure!(
+                        !st.header("Location").is_empty(),
+                        "upload status without Location:\n  {}",
+                        st.describe()
+                    );
                     let range_h = st.header("Range");
-                    let end = range_h.strip_prefix("0-").and_then(|x| x.parse::<i64>().ok());
-                    ensure!(end.is_some(), "upload status Range {range_h:?} is not `0-<int>`:\n  {}", st.describe());
+                    let end = range_h
+                        .strip_prefix("0-")
+                        .and_then(|x| x.parse::<i64>().ok());
+                    ensure!(
+                        end.is_some(),
+                        "upload status Range {range_h:?} is not `0-<int>`:\n  {}",
+                        st.describe()
+                    );
                     if last >= 0 {
-                        ensure!(end == Some(last), "upload status Range {range_h:?}, expected \"0-{last}\"");
+                        ensure!(
+                            end == Some(last),
+                            "upload status Range {range_h:?}, expected \"0-{last}\""
+                        );
                     }
                     loc = st.location_rel();
                 }
@@ -2031,15 +2770,32 @@ fn push_blob_via(c: &Client, repo: &str, blob: &TestBlob, api: BlobApi) -> R {
                 let end = (start + chunk - 1).min(n - 1);
                 let range = format!("{start}-{end}");
                 if put_last && end == n - 1 {
-                    let r = c.send("PUT", &with_query(&c.url(&loc), "digest", &blob.digest), &[("Content-Type", MT_OCTET), ("Content-Range", &range)], Some(body[start..=end].to_vec()))?;
+                    let r = c.send(
+                        "PUT",
+                        &with_query(&c.url(&loc), "digest", &blob.digest),
+                        &[("Content-Type", MT_OCTET), ("Content-Range", &range)],
+                        Some(body[start..=end].to_vec()),
+                    )?;
                     ensure_status!(r, 201);
                     final_resp = Some(r);
                 } else {
-                    let r = c.send("PATCH", &loc, &[("Content-Type", MT_OCTET), ("Content-Range", &range)], Some(body[start..=end].to_vec()))?;
+                    let r = c.send(
+                        "PATCH",
+                        &loc,
+                        &[("Content-Type", MT_OCTET), ("Content-Range", &range)],
+                        Some(body[start..=end].to_vec()),
+                    )?;
                     ensure_status!(r, 202);
                     let rh = r.header("Range");
-                    ensure!(rh == format!("0-{end}"), "PATCH {range}: Range is {rh:?}, expected \"0-{end}\"");
-                    ensure!(!r.header("Location").is_empty(), "PATCH 202 without Location:\n  {}", r.describe());
+                    ensure!(
+                        rh == format!("0-{end}"),
+                        "PATCH {range}: Range is {rh:?}, expected \"0-{end}\""
+                    );
+                    ensure!(
+                        !r.header("Location").is_empty(),
+                        "PATCH 202 without Location:\n  {}",
+                        r.describe()
+                    );
                     loc = r.location_rel();
                 }
                 last = end as i64;
@@ -2047,26 +2803,38 @@ fn push_blob_via(c: &Client, repo: &str, blob: &TestBlob, api: BlobApi) -> R {
             let put = match final_resp {
                 Some(r) => r,
                 None => {
-                    let r = c.send("PUT", &with_query(&c.url(&loc), "digest", &blob.digest), &[("Content-Type", MT_OCTET)], Some(vec![]))?;
+                    let r = c.send(
+                        "PUT",
+                        &with_query(&c.url(&loc), "digest", &blob.digest),
+                        &[("Content-Type", MT_OCTET)],
+                        Some(vec![]),
+                    )?;
                     ensure_status!(r, 201);
                     r
                 }
             };
-            let loc = put.location_abs().ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
+            let loc = put
+                .location_abs()
+                .ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
             (put, loc)
         }
     };
     check_optional_dcd(&status_resp, &blob.digest)?;
     // BlobVerifyLocation: the returned Location serves the blob
     let g = c.get(&loc)?;
-    ensure!(g.status == 200 && g.body == blob.content, "the returned Location {loc} does not serve the blob:\n  {}", g.describe());
+    ensure!(
+        g.status == 200 && g.body == blob.content,
+        "the returned Location {loc} does not serve the blob:\n  {}",
+        g.describe()
+    );
     Ok(())
 }
 
 /// HEAD + GET of a pushed blob (api.go BlobHeadExists / BlobGetExistsFull, with the issue's required digest header).
 fn check_blob_readable(c: &Client, repo: &str, blob: &TestBlob) -> R {
     let h = c.head_blob(repo, &blob.digest)?;
-    check_content(&h, &blob.content, &blob.digest, None, true).map_err(|f| prefix(f, "blob HEAD"))?;
+    check_content(&h, &blob.content, &blob.digest, None, true)
+        .map_err(|f| prefix(f, "blob HEAD"))?;
     let g = c.get_blob(repo, &blob.digest)?;
     check_content(&g, &blob.content, &blob.digest, None, false).map_err(|f| prefix(f, "blob GET"))
 }
@@ -2077,13 +2845,22 @@ fn delete_blob_atomic(c: &Client, repo: &str, digest: &str) -> R {
     ensure_status!(d, 202, 404);
     if d.status == 202 {
         let h = c.head_blob(repo, digest)?;
-        ensure!(h.status == 404, "blob {digest} still HEADs {} right after a 202 DELETE:\n  {}", h.status, h.describe());
+        ensure!(
+            h.status == 404,
+            "blob {digest} still HEADs {} right after a 202 DELETE:\n  {}",
+            h.status,
+            h.describe()
+        );
     }
     Ok(())
 }
 
 fn mount(c: &Client, repo: &str, from: Option<&str>, digest: &str) -> Result<Resp, String> {
-    let mut url = with_query(&c.url(&format!("/v2/{repo}/blobs/uploads/")), "mount", digest);
+    let mut url = with_query(
+        &c.url(&format!("/v2/{repo}/blobs/uploads/")),
+        "mount",
+        digest,
+    );
     if let Some(f) = from {
         url = with_query(&url, "from", f);
     }
@@ -2094,20 +2871,59 @@ fn newer_suite_blob_matrix(r: &mut Runner, e: &mut Env, algo: Algo) {
     r.context(&format!("{} blobs", algo.name()));
     let repo = e.name.clone();
     let repo2 = format!("{}-repo2", e.name);
-    r.it(e, "[extra: newer suite run.go get-missing] GET of a never-pushed blob gives 404", |e| {
-        let d = algo.digest(&random_bytes(512));
-        ensure_status!(e.c.get_blob(&repo, &d)?, 404);
-        Ok(())
-    });
+    r.it(
+        e,
+        "[extra: newer suite run.go get-missing] GET of a never-pushed blob gives 404",
+        |e| {
+            let d = algo.digest(&random_bytes(512));
+            ensure_status!(e.c.get_blob(&repo, &d)?, 404);
+            Ok(())
+        },
+    );
     let apis: Vec<(&str, BlobApi, usize)> = vec![
         ("post only", BlobApi::PostOnly, 512),
         ("post+put", BlobApi::PostPut, 512),
-        ("chunked single", BlobApi::Chunked { put_last: false, out_of_order: false }, 512),
+        (
+            "chunked single",
+            BlobApi::Chunked {
+                put_last: false,
+                out_of_order: false,
+            },
+            512,
+        ),
         ("stream", BlobApi::Stream, 512),
-        ("chunked multi", BlobApi::Chunked { put_last: false, out_of_order: false }, CHUNK_MIN * 3 - 5),
-        ("chunked multi and put chunk", BlobApi::Chunked { put_last: true, out_of_order: false }, CHUNK_MIN * 3 - 5),
-        ("chunked out-of-order", BlobApi::Chunked { put_last: false, out_of_order: true }, CHUNK_MIN * 3 - 5),
-        ("chunked out-of-order and put chunk", BlobApi::Chunked { put_last: true, out_of_order: true }, CHUNK_MIN * 3 - 5),
+        (
+            "chunked multi",
+            BlobApi::Chunked {
+                put_last: false,
+                out_of_order: false,
+            },
+            CHUNK_MIN * 3 - 5,
+        ),
+        (
+            "chunked multi and put chunk",
+            BlobApi::Chunked {
+                put_last: true,
+                out_of_order: false,
+            },
+            CHUNK_MIN * 3 - 5,
+        ),
+        (
+            "chunked out-of-order",
+            BlobApi::Chunked {
+                put_last: false,
+                out_of_order: true,
+            },
+            CHUNK_MIN * 3 - 5,
+        ),
+        (
+            "chunked out-of-order and put chunk",
+            BlobApi::Chunked {
+                put_last: true,
+                out_of_order: true,
+            },
+            CHUNK_MIN * 3 - 5,
+        ),
     ];
     for (name, api, size) in apis {
         let text = format!("[stricter: newer suite run.go TestBlobAPIs] {name}: push, HEAD, GET, DELETE (+HEAD 404)");
@@ -2178,12 +2994,18 @@ fn newer_suite_blob_matrix(r: &mut Runner, e: &mut Env, algo: Algo) {
     }
     for (name, content) in [("empty", Vec::new()), ("emptyJSON", b"{}".to_vec())] {
         let repo = repo.clone();
-        r.it(e, &format!("[stricter: newer suite run.go blob data] {name} blob: push, HEAD, GET, DELETE"), move |e| {
-            let blob = algo.blob(content);
-            push_blob_via(&e.c, &repo, &blob, BlobApi::PostPut)?;
-            check_blob_readable(&e.c, &repo, &blob)?;
-            delete_blob_atomic(&e.c, &repo, &blob.digest)
-        });
+        r.it(
+            e,
+            &format!(
+                "[stricter: newer suite run.go blob data] {name} blob: push, HEAD, GET, DELETE"
+            ),
+            move |e| {
+                let blob = algo.blob(content);
+                push_blob_via(&e.c, &repo, &blob, BlobApi::PostPut)?;
+                check_blob_readable(&e.c, &repo, &blob)?;
+                delete_blob_atomic(&e.c, &repo, &blob.digest)
+            },
+        );
     }
 }
 
@@ -2262,7 +3084,10 @@ impl Td {
 
     /// genManifestFull: config + layers + manifest.
     fn gen_image(&mut self, g: &Gen) -> (TestBlob, serde_json::Value) {
-        let (os, arch) = g.platform.clone().unwrap_or(("linux".into(), "amd64".into()));
+        let (os, arch) = g
+            .platform
+            .clone()
+            .unwrap_or(("linux".into(), "amd64".into()));
         let config_bytes = g.config_bytes.clone().unwrap_or_else(|| {
             let mut cfg = serde_json::json!({
                 "architecture": arch, "os": os, "author": random_string(16),
@@ -2270,20 +3095,31 @@ impl Td {
                 "config": {"Env": ["PATH=/bin"]}
             });
             if g.extra_field {
-                cfg[format!("x-conformance-{}", random_string(8))] = serde_json::json!(random_string(12));
+                cfg[format!("x-conformance-{}", random_string(8))] =
+                    serde_json::json!(random_string(12));
             }
             serde_json::to_vec(&cfg).unwrap()
         });
         let config = self.add_blob(config_bytes);
-        let config_mt = g.config_mt.clone().unwrap_or_else(|| MT_OCI_CONFIG.to_string());
-        let layer_mt = g.layer_mt.clone().unwrap_or_else(|| MT_OCI_LAYER_GZIP.to_string());
+        let config_mt = g
+            .config_mt
+            .clone()
+            .unwrap_or_else(|| MT_OCI_CONFIG.to_string());
+        let layer_mt = g
+            .layer_mt
+            .clone()
+            .unwrap_or_else(|| MT_OCI_LAYER_GZIP.to_string());
         let mut layers = vec![];
         for _ in 0..g.layers.unwrap_or(2) {
-            let lb = g.layer_bytes.clone().unwrap_or_else(|| random_bytes(1024 + (random_bytes(1)[0] as usize)));
+            let lb = g
+                .layer_bytes
+                .clone()
+                .unwrap_or_else(|| random_bytes(1024 + (random_bytes(1)[0] as usize)));
             let l = self.add_blob(lb);
             let mut d = Td::desc(&layer_mt, &l, g.data_field);
             if g.extra_field {
-                d[format!("x-conformance-{}", random_string(8))] = serde_json::json!(random_string(12));
+                d[format!("x-conformance-{}", random_string(8))] =
+                    serde_json::json!(random_string(12));
             }
             layers.push(d);
         }
@@ -2301,7 +3137,10 @@ impl Td {
         }
         let mut ann = g.annotations.clone();
         if g.annotation_uniq {
-            ann.insert("org.opencontainers.conformance.uniq".into(), random_string(16));
+            ann.insert(
+                "org.opencontainers.conformance.uniq".into(),
+                random_string(16),
+            );
         }
         if g.large_annotations {
             for i in 0..390 {
@@ -2312,13 +3151,23 @@ impl Td {
             m["annotations"] = serde_json::to_value(&ann).unwrap();
         }
         if g.extra_field {
-            m[format!("x-conformance-{}", random_string(8))] = serde_json::json!({"nested": random_string(12)});
+            m[format!("x-conformance-{}", random_string(8))] =
+                serde_json::json!({"nested": random_string(12)});
         }
         let body = serde_json::to_vec_pretty(&m).unwrap();
         let (mb, d) = self.add_manifest(body, MT_OCI_MANIFEST, g);
         if let Some(s) = &g.subject {
             let at = g.artifact_type.clone().unwrap_or(config_mt);
-            self.add_referrer(s, RefGoal { digest: mb.digest.clone(), media_type: MT_OCI_MANIFEST.into(), size: mb.len(), artifact_type: at, annotations: ann });
+            self.add_referrer(
+                s,
+                RefGoal {
+                    digest: mb.digest.clone(),
+                    media_type: MT_OCI_MANIFEST.into(),
+                    size: mb.len(),
+                    artifact_type: at,
+                    annotations: ann,
+                },
+            );
         }
         (mb, d)
     }
@@ -2340,7 +3189,11 @@ impl Td {
         self.gen_index_of(g, children)
     }
 
-    fn gen_index_of(&mut self, g: &Gen, children: Vec<serde_json::Value>) -> (TestBlob, serde_json::Value) {
+    fn gen_index_of(
+        &mut self,
+        g: &Gen,
+        children: Vec<serde_json::Value>,
+    ) -> (TestBlob, serde_json::Value) {
         let mut idx = serde_json::json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": children});
         if let Some(at) = &g.artifact_type {
             idx["artifactType"] = serde_json::json!(at);
@@ -2350,26 +3203,46 @@ impl Td {
         }
         let mut ann = g.annotations.clone();
         if g.annotation_uniq {
-            ann.insert("org.opencontainers.conformance.uniq".into(), random_string(16));
+            ann.insert(
+                "org.opencontainers.conformance.uniq".into(),
+                random_string(16),
+            );
         }
         if !ann.is_empty() {
             idx["annotations"] = serde_json::to_value(&ann).unwrap();
         }
         if g.extra_field {
-            idx[format!("x-conformance-{}", random_string(8))] = serde_json::json!(random_string(12));
+            idx[format!("x-conformance-{}", random_string(8))] =
+                serde_json::json!(random_string(12));
         }
         let body = serde_json::to_vec_pretty(&idx).unwrap();
-        let g2 = Gen { platform: None, ..g.clone() };
+        let g2 = Gen {
+            platform: None,
+            ..g.clone()
+        };
         let (mb, d) = self.add_manifest(body, MT_OCI_INDEX, &g2);
         if let Some(s) = &g.subject {
             let at = g.artifact_type.clone().unwrap_or_default();
-            self.add_referrer(s, RefGoal { digest: mb.digest.clone(), media_type: MT_OCI_INDEX.into(), size: mb.len(), artifact_type: at, annotations: ann });
+            self.add_referrer(
+                s,
+                RefGoal {
+                    digest: mb.digest.clone(),
+                    media_type: MT_OCI_INDEX.into(),
+                    size: mb.len(),
+                    artifact_type: at,
+                    annotations: ann,
+                },
+            );
         }
         (mb, d)
     }
 
     fn add_referrer(&mut self, subject: &serde_json::Value, goal: RefGoal) {
-        let sd = subject.get("digest").and_then(|d| d.as_str()).unwrap_or_default().to_string();
+        let sd = subject
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_string();
         match self.referrers.iter_mut().find(|(s, _)| *s == sd) {
             Some((_, v)) => v.push(goal),
             None => self.referrers.push((sd, vec![goal])),
@@ -2394,19 +3267,33 @@ const MT_EXAMPLE_CONF2: &str = "application/vnd.example.oci.conformance.conf2";
 /// run.go GenerateData, except "bad-digest-image" (in bad_input.rs) and the 1.1+dev tag-param sets.
 fn newer_suite_data() -> Vec<(&'static str, Td, bool)> {
     let mut sets: Vec<(&'static str, Td, bool)> = vec![];
-    let tagged = |t: &str| Gen { tag: Some(t.into()), ..Default::default() };
-    let conformance_ann = || BTreeMap::from([("org.opencontainers.conformance".to_string(), "hello conformance test".to_string())]);
+    let tagged = |t: &str| Gen {
+        tag: Some(t.into()),
+        ..Default::default()
+    };
+    let conformance_ann = || {
+        BTreeMap::from([(
+            "org.opencontainers.conformance".to_string(),
+            "hello conformance test".to_string(),
+        )])
+    };
 
     let mut td = Td::default();
     td.gen_image(&tagged("image"));
     sets.push(("Image", td, false));
 
     let mut td = Td::default();
-    td.gen_image(&Gen { layer_mt: Some(MT_OCI_LAYER_TAR.into()), ..tagged("image-uncompressed") });
+    td.gen_image(&Gen {
+        layer_mt: Some(MT_OCI_LAYER_TAR.into()),
+        ..tagged("image-uncompressed")
+    });
     sets.push(("Image Uncompressed", td, false));
 
     let mut td = Td::default();
-    td.gen_image(&Gen { large_annotations: true, ..tagged("large-manifest") });
+    td.gen_image(&Gen {
+        large_annotations: true,
+        ..tagged("large-manifest")
+    });
     sets.push(("Image with Large Manifest", td, false));
 
     let mut td = Td::default();
@@ -2424,20 +3311,36 @@ fn newer_suite_data() -> Vec<(&'static str, Td, bool)> {
     sets.push(("Empty Index", td, false));
 
     let mut td = Td::default();
-    td.gen_image(&Gen { tag: Some("artifact".into()), ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1) });
+    td.gen_image(&Gen {
+        tag: Some("artifact".into()),
+        ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1)
+    });
     sets.push(("Artifact", td, false));
 
     let mut td = Td::default();
-    td.gen_index(&Gen { tag: Some("artifact-index".into()), ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1) }, &[("linux", "amd64"), ("linux", "arm64")]);
+    td.gen_index(
+        &Gen {
+            tag: Some("artifact-index".into()),
+            ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1)
+        },
+        &[("linux", "amd64"), ("linux", "arm64")],
+    );
     sets.push(("Artifact Index", td, false));
 
     let mut td = Td::default();
-    td.gen_image(&Gen { tag: Some("artifact-without-layers".into()), layer_bytes: Some(b"{}".to_vec()), ..artifact_gen(MT_EXAMPLE_CONF1, MT_OCI_EMPTY) });
+    td.gen_image(&Gen {
+        tag: Some("artifact-without-layers".into()),
+        layer_bytes: Some(b"{}".to_vec()),
+        ..artifact_gen(MT_EXAMPLE_CONF1, MT_OCI_EMPTY)
+    });
     sets.push(("Artifact without Layers", td, false));
 
     let mut td = Td::default();
     let (_, subj) = td.gen_image(&tagged("image"));
-    td.gen_image(&Gen { subject: Some(subj.clone()), ..Default::default() });
+    td.gen_image(&Gen {
+        subject: Some(subj.clone()),
+        ..Default::default()
+    });
     td.gen_image(&Gen {
         annotations: conformance_ann(),
         annotation_uniq: true,
@@ -2457,29 +3360,56 @@ fn newer_suite_data() -> Vec<(&'static str, Td, bool)> {
     let mut td = Td::default();
     let (_, subj) = td.gen_index(&tagged("index"), &[("linux", "amd64"), ("linux", "arm64")]);
     td.gen_index(
-        &Gen { annotations: conformance_ann(), annotation_uniq: true, subject: Some(subj), tag: Some("tagged-artifact".into()), ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1) },
+        &Gen {
+            annotations: conformance_ann(),
+            annotation_uniq: true,
+            subject: Some(subj),
+            tag: Some("tagged-artifact".into()),
+            ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1)
+        },
         &[("linux", "amd64"), ("linux", "arm64")],
     );
     sets.push(("Index with Subject", td, false));
 
     let mut td = Td::default();
     let missing = serde_json::json!({"mediaType": MT_OCI_MANIFEST, "size": 123, "digest": sha256_of(b"missing content")});
-    td.gen_image(&Gen { annotations: conformance_ann(), annotation_uniq: true, subject: Some(missing), tag: Some("tagged-artifact".into()), ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1) });
+    td.gen_image(&Gen {
+        annotations: conformance_ann(),
+        annotation_uniq: true,
+        subject: Some(missing),
+        tag: Some("tagged-artifact".into()),
+        ..artifact_gen(MT_EXAMPLE_CONF1, MT_EXAMPLE_CONF1)
+    });
     sets.push(("Missing Subject", td, false));
 
     let mut td = Td::default();
-    td.gen_image(&Gen { data_field: true, ..tagged("data-field") });
+    td.gen_image(&Gen {
+        data_field: true,
+        ..tagged("data-field")
+    });
     sets.push(("Data Field", td, false));
 
     let mut td = Td::default();
-    td.gen_index(&Gen { extra_field: true, ..tagged("custom-fields") }, &[("linux", "amd64"), ("linux", "arm64")]);
+    td.gen_index(
+        &Gen {
+            extra_field: true,
+            ..tagged("custom-fields")
+        },
+        &[("linux", "amd64"), ("linux", "arm64")],
+    );
     sets.push(("Custom Fields", td, false));
 
     let mut td = Td::default();
-    td.gen_image(&Gen { layers: Some(0), ..tagged("no-layers") });
+    td.gen_image(&Gen {
+        layers: Some(0),
+        ..tagged("no-layers")
+    });
     sets.push(("No Layers", td, false));
 
-    let mut td = Td { algo: Some(Algo::Sha512), ..Default::default() };
+    let mut td = Td {
+        algo: Some(Algo::Sha512),
+        ..Default::default()
+    };
     td.gen_index(&Gen::default(), &[("linux", "amd64"), ("linux", "arm64")]);
     sets.push(("Digest Algorithm sha512", td, false));
 
@@ -2500,7 +3430,11 @@ fn newer_suite_data() -> Vec<(&'static str, Td, bool)> {
             Td::desc(MT_OCI_LAYER_GZIP, &layer, false)
         ]
     });
-    td.add_manifest(serde_json::to_vec_pretty(&m).unwrap(), MT_OCI_MANIFEST, &tagged("non-distributable-image"));
+    td.add_manifest(
+        serde_json::to_vec_pretty(&m).unwrap(),
+        MT_OCI_MANIFEST,
+        &tagged("non-distributable-image"),
+    );
     sets.push(("Non-distributable Layers", td, true));
 
     sets
@@ -2643,36 +3577,84 @@ fn manifest_put_checked(e: &Env, repo: &str, reference: &str, m: &TestBlob, mt: 
     check_optional_dcd(&put, &m.digest)?;
     let subject = serde_json::from_slice::<serde_json::Value>(&m.content)
         .ok()
-        .and_then(|v| v.get("subject").and_then(|s| s.get("digest")).and_then(|d| d.as_str()).map(str::to_string));
+        .and_then(|v| {
+            v.get("subject")
+                .and_then(|s| s.get("digest"))
+                .and_then(|d| d.as_str())
+                .map(str::to_string)
+        });
     if let Some(s) = subject {
         let got = put.header("OCI-Subject");
-        ensure!(got == s, "OCI-Subject is {got:?}, expected {s:?}:\n  {}", put.describe());
+        ensure!(
+            got == s,
+            "OCI-Subject is {got:?}, expected {s:?}:\n  {}",
+            put.describe()
+        );
     }
-    let loc = put.location_abs().ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
-    let g = e.c.send("GET", &loc, &[("Accept", &format!("{MT_OCI_INDEX}, {MT_OCI_MANIFEST}"))], None)?;
+    let loc = put
+        .location_abs()
+        .ok_or_else(|| format!("201 without Location:\n  {}", put.describe()))?;
+    let g = e.c.send(
+        "GET",
+        &loc,
+        &[("Accept", &format!("{MT_OCI_INDEX}, {MT_OCI_MANIFEST}"))],
+        None,
+    )?;
     ensure_status!(g, 200);
-    ensure!(g.body == m.content, "the PUT's Location does not serve the exact bytes:\n  {}", g.describe());
-    ensure!(g.header("Content-Type") == mt, "Location GET Content-Type {:?}, expected {mt:?}", g.header("Content-Type"));
-    ensure!(g.header("Content-Length") == m.len_str(), "Location GET Content-Length {:?}, expected {}", g.header("Content-Length"), m.len());
+    ensure!(
+        g.body == m.content,
+        "the PUT's Location does not serve the exact bytes:\n  {}",
+        g.describe()
+    );
+    ensure!(
+        g.header("Content-Type") == mt,
+        "Location GET Content-Type {:?}, expected {mt:?}",
+        g.header("Content-Type")
+    );
+    ensure!(
+        g.header("Content-Length") == m.len_str(),
+        "Location GET Content-Length {:?}, expected {}",
+        g.header("Content-Length"),
+        m.len()
+    );
     Ok(())
 }
 
 /// api.go ReferrersList: 200, Content-Type OCI index, mediaType + schemaVersion; returns the descriptors.
 fn check_referrers_index(resp: &Resp) -> Result<Vec<serde_json::Value>, Fail> {
     ensure_status!(resp, 200);
-    ensure!(is_index_content_type(resp), "Content-Type {:?}, expected {MT_OCI_INDEX:?}:\n  {}", resp.header("Content-Type"), resp.describe());
+    ensure!(
+        is_index_content_type(resp),
+        "Content-Type {:?}, expected {MT_OCI_INDEX:?}:\n  {}",
+        resp.header("Content-Type"),
+        resp.describe()
+    );
     let v = resp.json()?;
     ensure!(
-        v.get("mediaType").and_then(|x| x.as_str()) == Some(MT_OCI_INDEX) && v.get("schemaVersion").and_then(|x| x.as_i64()) == Some(2),
+        v.get("mediaType").and_then(|x| x.as_str()) == Some(MT_OCI_INDEX)
+            && v.get("schemaVersion").and_then(|x| x.as_i64()) == Some(2),
         "referrers response is not a valid OCI index (media type and schema version):\n  {}",
         resp.describe()
     );
-    Ok(v.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default())
+    Ok(v.get("manifests")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default())
 }
 
 fn referrer_matches(d: &serde_json::Value, g: &RefGoal) -> bool {
-    let s = |k: &str| d.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
-    let ann_ok = g.annotations.iter().all(|(k, v)| d.get("annotations").and_then(|a| a.get(k)).and_then(|x| x.as_str()) == Some(v.as_str()));
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let ann_ok = g.annotations.iter().all(|(k, v)| {
+        d.get("annotations")
+            .and_then(|a| a.get(k))
+            .and_then(|x| x.as_str())
+            == Some(v.as_str())
+    });
     s("digest") == g.digest
         && s("mediaType") == g.media_type
         && d.get("size").and_then(|x| x.as_u64()) == Some(g.size as u64)
@@ -2685,14 +3667,20 @@ fn referrer_matches(d: &serde_json::Value, g: &RefGoal) -> bool {
 fn conformance_newer_suite_blob_apis_and_data() {
     let server = Server::start();
     let mut e = Env::new(&server, true);
-    let mut r = Runner::new("newer suite (run.go/api.go): blob APIs (sha256, sha512) and data sets");
-    r.out.push_str(&format!("repo1 {}, repo2 {}-repo2\n", e.name, e.name));
+    let mut r =
+        Runner::new("newer suite (run.go/api.go): blob APIs (sha256, sha512) and data sets");
+    r.out
+        .push_str(&format!("repo1 {}, repo2 {}-repo2\n", e.name, e.name));
     r.describe("Newer suite");
     r.context("ping and empty repository");
-    r.it(&mut e, "[stricter: newer suite run.go TestPing] GET /v2/ gives 200", |e| {
-        ensure_status!(e.c.get("/v2/")?, 200);
-        Ok(())
-    });
+    r.it(
+        &mut e,
+        "[stricter: newer suite run.go TestPing] GET /v2/ gives 200",
+        |e| {
+            ensure_status!(e.c.get("/v2/")?, 200);
+            Ok(())
+        },
+    );
     r.it(&mut e, "[stricter: newer suite run.go TestEmpty] tag list of a repository with nothing in it: 200 or 404; referrers of a random digest: an empty OCI index", |e| {
         let (resp, tags) = e.c.tags(&e.name)?;
         ensure_status!(resp, 200, 404);

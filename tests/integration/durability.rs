@@ -33,7 +33,12 @@ fn patch_chunk(server: &Server, location: &str, seed: u64, start: u64, len: u64)
             .send()
             .unwrap_or_else(|e| panic!("PATCH {location} bytes {start}-{end}: {e}")),
     );
-    assert_eq!(r.status, StatusCode::ACCEPTED, "PATCH {location} bytes {start}-{end}: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "PATCH {location} bytes {start}-{end}: {}",
+        r.describe()
+    );
     assert_eq!(
         r.header("range").as_deref(),
         Some(format!("0-{end}").as_str()),
@@ -47,7 +52,15 @@ fn patch_chunk(server: &Server, location: &str, seed: u64, start: u64, len: u64)
 
 /// Uploads pattern bytes `[from, total)` in `chunk`-sized PATCHes, then the closing PUT with the
 /// digest; asserts 201 and the digest headers.
-fn finish_upload(server: &Server, mut location: String, seed: u64, from: u64, total: u64, chunk: u64, digest: &str) {
+fn finish_upload(
+    server: &Server,
+    mut location: String,
+    seed: u64,
+    from: u64,
+    total: u64,
+    chunk: u64,
+    digest: &str,
+) {
     let mut offset = from;
     while offset < total {
         let len = chunk.min(total - offset);
@@ -62,7 +75,12 @@ fn finish_upload(server: &Server, mut location: String, seed: u64, from: u64, to
             .send()
             .expect("closing PUT"),
     );
-    assert_eq!(r.status, StatusCode::CREATED, "closing PUT ?digest={digest}: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "closing PUT ?digest={digest}: {}",
+        r.describe()
+    );
     assert_eq!(r.header("docker-content-digest").as_deref(), Some(digest));
 }
 
@@ -74,7 +92,9 @@ fn assert_blob_streams(server: &Server, repo: &str, digest: &str, size: u64) {
         .expect("HEAD blob");
     assert_eq!(h.status(), StatusCode::OK, "HEAD /v2/{repo}/blobs/{digest}");
     assert_eq!(
-        h.headers().get("content-length").and_then(|v| v.to_str().ok()),
+        h.headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
         Some(size.to_string().as_str()),
         "Content-Length of HEAD blob"
     );
@@ -82,7 +102,11 @@ fn assert_blob_streams(server: &Server, repo: &str, digest: &str, size: u64) {
         .get(server.url(&format!("/v2/{repo}/blobs/{digest}")))
         .send()
         .expect("GET blob");
-    assert_eq!(resp.status(), StatusCode::OK, "GET /v2/{repo}/blobs/{digest}");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "GET /v2/{repo}/blobs/{digest}"
+    );
     let (got, n) = hash_reader(resp).expect("read blob body");
     assert_eq!(n, size, "bytes served for {digest}");
     assert_eq!(got, digest, "digest of the bytes served for {digest}");
@@ -193,8 +217,16 @@ fn crash_during_large_upload_leaves_no_partial_blob_and_upload_resumes_or_restar
     // Nothing of the interrupted upload is visible as a blob.
     for d in [&digest, &acked_digest] {
         let status = head_blob(&server, repo, d);
-        assert_eq!(status, StatusCode::NOT_FOUND, "HEAD /v2/{repo}/blobs/{d} after the crash");
-        assert!(!server.blob_path(d).exists(), "{} exists after the crash", server.blob_path(d).display());
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "HEAD /v2/{repo}/blobs/{d} after the crash"
+        );
+        assert!(
+            !server.blob_path(d).exists(),
+            "{} exists after the crash",
+            server.blob_path(d).display()
+        );
     }
 
     // The session either resumes from what it holds, or is gone and a fresh upload works.
@@ -313,7 +345,11 @@ fn crash_during_manifest_puts_keeps_every_acknowledged_manifest_and_no_partial_o
                 let digest = sha256_digest(&body);
                 attempts.lock().unwrap().insert(
                     tag.clone(),
-                    Attempt { body: body.clone(), digest, status: None },
+                    Attempt {
+                        body: body.clone(),
+                        digest,
+                        status: None,
+                    },
                 );
                 let res = client
                     .put(format!("{url}/v2/{repo}/manifests/{tag}"))
@@ -363,7 +399,11 @@ fn crash_during_manifest_puts_keeps_every_acknowledged_manifest_and_no_partial_o
         .iter()
         .filter(|(_, a)| a.status == Some(StatusCode::CREATED))
         .collect();
-    assert!(acked.len() >= ACK_BEFORE_KILL, "only {} PUTs acknowledged before the kill", acked.len());
+    assert!(
+        acked.len() >= ACK_BEFORE_KILL,
+        "only {} PUTs acknowledged before the kill",
+        acked.len()
+    );
     eprintln!(
         "{} manifest PUTs attempted, {} acknowledged, {} in flight at the kill",
         attempts.len(),
@@ -379,39 +419,79 @@ fn crash_during_manifest_puts_keeps_every_acknowledged_manifest_and_no_partial_o
     for (tag, a) in &acked {
         for reference in [tag.as_str(), a.digest.as_str()] {
             let r = get_manifest(&server, repo, reference);
-            assert_eq!(r.status, StatusCode::OK, "GET acknowledged {repo}:{reference} after the crash: {}", r.describe());
-            assert!(r.body == a.body, "{repo}:{reference} is not byte-identical after the crash");
-            assert_eq!(r.header("docker-content-digest").as_deref(), Some(a.digest.as_str()));
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "GET acknowledged {repo}:{reference} after the crash: {}",
+                r.describe()
+            );
+            assert!(
+                r.body == a.body,
+                "{repo}:{reference} is not byte-identical after the crash"
+            );
+            assert_eq!(
+                r.header("docker-content-digest").as_deref(),
+                Some(a.digest.as_str())
+            );
         }
     }
     // Every listed tag resolves to a complete manifest whose blobs exist; unacknowledged PUTs are
     // either fully there (committed, answer lost) or not at all.
     let listed: BTreeSet<String> = all_tags(&server, repo).into_iter().collect();
     for (tag, _) in &acked {
-        assert!(listed.contains(*tag), "acknowledged tag {tag} missing from tags/list");
+        assert!(
+            listed.contains(*tag),
+            "acknowledged tag {tag} missing from tags/list"
+        );
     }
     for tag in &listed {
         let r = get_manifest(&server, repo, tag);
-        assert_eq!(r.status, StatusCode::OK, "listed tag {tag} does not resolve: {}", r.describe());
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "listed tag {tag} does not resolve: {}",
+            r.describe()
+        );
         if is_registry_owned_tag(tag) {
             // `T.sif`, published by the registry's SIF farm: only for tags that exist.
             let t = tag.trim_end_matches(".sif");
-            assert!(listed.contains(t), "registry-owned tag {tag} lists, but {t} does not");
+            assert!(
+                listed.contains(t),
+                "registry-owned tag {tag} lists, but {t} does not"
+            );
         } else if tag != "base" {
             let a = attempts
                 .get(tag)
                 .unwrap_or_else(|| panic!("tags/list shows {tag}, which was never pushed"));
-            assert!(r.body == a.body, "listed tag {tag} is not the manifest that was PUT");
+            assert!(
+                r.body == a.body,
+                "listed tag {tag} is not the manifest that was PUT"
+            );
         }
         let m = r.json();
-        let config = m["config"]["digest"].as_str().expect("config digest").to_owned();
-        let layers = m["layers"].as_array().expect("layers").iter().map(|l| l["digest"].as_str().unwrap().to_owned());
+        let config = m["config"]["digest"]
+            .as_str()
+            .expect("config digest")
+            .to_owned();
+        let layers = m["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned());
         for d in std::iter::once(config).chain(layers) {
-            assert_eq!(head_blob(&server, repo, &d), StatusCode::OK, "blob {d} of listed tag {tag}");
+            assert_eq!(
+                head_blob(&server, repo, &d),
+                StatusCode::OK,
+                "blob {d} of listed tag {tag}"
+            );
         }
     }
     for (tag, a) in attempts.iter().filter(|(t, _)| !listed.contains(*t)) {
-        assert!(a.status.is_none(), "{tag} was answered {:?} yet is not listed", a.status);
+        assert!(
+            a.status.is_none(),
+            "{tag} was answered {:?} yet is not listed",
+            a.status
+        );
         for reference in [tag.as_str(), a.digest.as_str()] {
             let r = get_manifest(&server, repo, reference);
             assert_eq!(
@@ -454,7 +534,13 @@ fn one_gib_blob_push_and_pull_keeps_server_memory_flat() {
     // Monolithic: one PUT whose 1 GiB body is streamed from the generator.
     let seed2 = fresh_seed();
     let digest2 = pattern_digest(seed2, TOTAL);
-    push_blob_stream(&server, repo, PatternReader::new(seed2, 0, TOTAL), TOTAL, &digest2);
+    push_blob_stream(
+        &server,
+        repo,
+        PatternReader::new(seed2, 0, TOTAL),
+        TOTAL,
+        &digest2,
+    );
     let after_monolithic_push = server.peak_rss_kib();
     assert_blob_streams(&server, repo, &digest2, TOTAL);
     let peak = server.peak_rss_kib();

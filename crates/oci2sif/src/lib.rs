@@ -17,4 +17,6 @@ pub mod singularity;
 pub mod squashfs;
 pub mod tree;
 
-pub use build::{build_sif, BuildError, BuildInput, BuildOptions, BuildReport, Compression, LayerInput};
+pub use build::{
+    build_sif, BuildError, BuildInput, BuildOptions, BuildReport, Compression, LayerInput,
+};

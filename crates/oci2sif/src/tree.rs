@@ -62,8 +62,14 @@ pub enum Kind {
     Dir(BTreeMap<Vec<u8>, InodeId>),
     File(Content),
     Symlink(Vec<u8>),
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }

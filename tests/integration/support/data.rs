@@ -43,7 +43,12 @@ pub fn fresh_seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    splitmix64(t ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x1000_0001))
+    splitmix64(
+        t ^ (u64::from(std::process::id()) << 32)
+            ^ COUNTER
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x1000_0001),
+    )
 }
 
 /// `prefix-<random hex>`: a name no other test (or earlier run) uses.
@@ -70,7 +75,11 @@ pub struct PatternReader {
 
 impl PatternReader {
     pub fn new(seed: u64, start: u64, len: u64) -> Self {
-        PatternReader { seed, pos: start, end: start + len }
+        PatternReader {
+            seed,
+            pos: start,
+            end: start + len,
+        }
     }
 
     /// Bytes left to read.
@@ -107,7 +116,9 @@ pub fn pattern_digest(seed: u64, len: u64) -> String {
 /// The bytes `[start, start+len)` of pattern `seed` (only for small pieces).
 pub fn pattern_bytes(seed: u64, start: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
-    PatternReader::new(seed, start, len as u64).read_exact(&mut v).unwrap();
+    PatternReader::new(seed, start, len as u64)
+        .read_exact(&mut v)
+        .unwrap();
     v
 }
 

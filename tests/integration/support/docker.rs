@@ -100,7 +100,11 @@ impl Dockerd {
                 .map(|c| matches!(c.try_wait(), Ok(Some(_))))
                 .unwrap_or(true);
             if exited || Instant::now() > deadline {
-                let why = if exited { "exited" } else { "did not become ready in 90 s" };
+                let why = if exited {
+                    "exited"
+                } else {
+                    "did not become ready in 90 s"
+                };
                 let log = d.log();
                 d.shutdown();
                 panic!(

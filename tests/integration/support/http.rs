@@ -74,7 +74,11 @@ impl Reply {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
@@ -166,7 +170,12 @@ pub fn start_upload(server: &Server, repo: &str) -> String {
             .send()
             .expect("POST upload"),
     );
-    assert_eq!(r.status, StatusCode::ACCEPTED, "POST /v2/{repo}/blobs/uploads/: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "POST /v2/{repo}/blobs/uploads/: {}",
+        r.describe()
+    );
     let loc = r
         .header("location")
         .unwrap_or_else(|| panic!("upload POST without Location: {}", r.describe()));
@@ -186,7 +195,12 @@ pub fn push_blob(server: &Server, repo: &str, data: &[u8]) -> String {
             .send()
             .expect("PUT blob"),
     );
-    assert_eq!(r.status, StatusCode::CREATED, "PUT blob {digest} to {repo}: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "PUT blob {digest} to {repo}: {}",
+        r.describe()
+    );
     if let Some(d) = r.header("docker-content-digest") {
         assert_eq!(d, digest, "Docker-Content-Digest of blob PUT");
     }
@@ -210,11 +224,22 @@ pub fn push_blob_stream<R: Read + Send + 'static>(
             .send()
             .expect("PUT blob"),
     );
-    assert_eq!(r.status, StatusCode::CREATED, "PUT streamed blob {digest} to {repo}: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "PUT streamed blob {digest} to {repo}: {}",
+        r.describe()
+    );
 }
 
 /// PUT a manifest; returns the reply whatever the status.
-pub fn put_manifest(server: &Server, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Reply {
+pub fn put_manifest(
+    server: &Server,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> Reply {
     Reply::from(
         http()
             .put(server.url(&format!("/v2/{repo}/manifests/{reference}")))
@@ -226,7 +251,13 @@ pub fn put_manifest(server: &Server, repo: &str, reference: &str, media_type: &s
 }
 
 /// PUT a manifest; asserts 201 and that `Docker-Content-Digest` is the body's sha256; returns it.
-pub fn put_manifest_ok(server: &Server, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+pub fn put_manifest_ok(
+    server: &Server,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> String {
     let digest = sha256_digest(body);
     let r = put_manifest(server, repo, reference, media_type, body);
     assert_eq!(
@@ -271,7 +302,12 @@ pub fn get_blob(server: &Server, repo: &str, digest: &str) -> Vec<u8> {
             .send()
             .expect("GET blob"),
     );
-    assert_eq!(r.status, StatusCode::OK, "GET /v2/{repo}/blobs/{digest}: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "GET /v2/{repo}/blobs/{digest}: {}",
+        r.describe()
+    );
     r.body
 }
 
@@ -317,21 +353,46 @@ impl PushedImage {
     pub fn assert_intact(&self, server: &Server) {
         for reference in [self.tag.as_str(), self.digest.as_str()] {
             let r = get_manifest(server, &self.repo, reference);
-            assert_eq!(r.status, StatusCode::OK, "GET manifest {}:{reference}: {}", self.repo, r.describe());
-            assert!(r.body == self.manifest, "manifest {}:{reference} is not byte-identical", self.repo);
-            assert_eq!(r.header("docker-content-digest").as_deref(), Some(self.digest.as_str()));
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "GET manifest {}:{reference}: {}",
+                self.repo,
+                r.describe()
+            );
+            assert!(
+                r.body == self.manifest,
+                "manifest {}:{reference} is not byte-identical",
+                self.repo
+            );
+            assert_eq!(
+                r.header("docker-content-digest").as_deref(),
+                Some(self.digest.as_str())
+            );
         }
         for blob in std::iter::once(&self.config).chain(self.layers.iter()) {
             let d = sha256_digest(blob);
             let got = get_blob(server, &self.repo, &d);
-            assert!(got == *blob, "blob {d} in {} is not byte-identical", self.repo);
+            assert!(
+                got == *blob,
+                "blob {d} in {} is not byte-identical",
+                self.repo
+            );
         }
     }
 }
 
 /// Pushes a small OCI image (config + `layer_sizes.len()` random layers) and tags it.
-pub fn push_random_image(server: &Server, repo: &str, tag: &str, layer_sizes: &[usize]) -> PushedImage {
-    let layers: Vec<Vec<u8>> = layer_sizes.iter().map(|n| super::random_bytes(*n)).collect();
+pub fn push_random_image(
+    server: &Server,
+    repo: &str,
+    tag: &str,
+    layer_sizes: &[usize],
+) -> PushedImage {
+    let layers: Vec<Vec<u8>> = layer_sizes
+        .iter()
+        .map(|n| super::random_bytes(*n))
+        .collect();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
@@ -345,7 +406,10 @@ pub fn push_random_image(server: &Server, repo: &str, tag: &str, layer_sizes: &[
     }
     let manifest = oci_manifest_bytes(
         &descriptor(OCI_CONFIG, &config),
-        &layers.iter().map(|l| descriptor(OCI_LAYER_TAR, l)).collect::<Vec<_>>(),
+        &layers
+            .iter()
+            .map(|l| descriptor(OCI_LAYER_TAR, l))
+            .collect::<Vec<_>>(),
         None,
     );
     let digest = put_manifest_ok(server, repo, tag, OCI_MANIFEST, &manifest);

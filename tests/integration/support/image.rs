@@ -67,5 +67,9 @@ pub fn oci_layout_to_docker_archive(dir: &Path, tag: &str, archive: &Path, refer
         .arg("--insecure-policy")
         .arg("copy")
         .arg(format!("oci:{}:{}", dir.display(), tag))
-        .arg(format!("docker-archive:{}:{}", archive.display(), reference)));
+        .arg(format!(
+            "docker-archive:{}:{}",
+            archive.display(),
+            reference
+        )));
 }

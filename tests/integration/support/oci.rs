@@ -39,7 +39,8 @@ pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.l
 pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const MT_DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub const MT_DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub const MT_DOCKER_SCHEMA1_SIGNED: &str =
+    "application/vnd.docker.distribution.manifest.v1+prettyjws";
 pub const MT_OCTET: &str = "application/octet-stream";
 
 /// The `errorCodes` list of the official suite (`setup.go`): what `ContainElement(errorResponses[0].Code)`
@@ -252,7 +253,10 @@ pub fn random_config() -> TestBlob {
         author: random_string(16),
         architecture: "amd64".into(),
         os: "linux".into(),
-        rootfs: GoRootFs { kind: "layers".into(), diff_ids: vec![] },
+        rootfs: GoRootFs {
+            kind: "layers".into(),
+            diff_ids: vec![],
+        },
         ..Default::default()
     };
     TestBlob::new(go_json(&img))
@@ -264,7 +268,10 @@ pub fn image_manifest(config: &TestBlob, layers: &[(&str, &TestBlob)]) -> TestBl
         schema_version: 2,
         media_type: MT_OCI_MANIFEST.into(),
         config: GoDescriptor::of(MT_OCI_CONFIG, config),
-        layers: layers.iter().map(|(mt, b)| GoDescriptor::of(mt, b)).collect(),
+        layers: layers
+            .iter()
+            .map(|(mt, b)| GoDescriptor::of(mt, b))
+            .collect(),
         ..Default::default()
     };
     TestBlob::new(go_json(&m))
@@ -321,7 +328,9 @@ impl Resp {
     }
 
     pub fn has_header(&self, name: &str) -> bool {
-        self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
     }
 
     pub fn header_values(&self, name: &str) -> Vec<String> {
@@ -341,7 +350,8 @@ impl Resp {
     }
 
     pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.body).map_err(|e| format!("response body is not JSON ({e}): {}", self.describe()))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("response body is not JSON ({e}): {}", self.describe()))
     }
 
     /// reggie's `resp.Errors()`: the `errors` array of an OCI error body.
@@ -355,8 +365,16 @@ impl Resp {
         let mut out = Vec::new();
         for e in arr {
             out.push(ErrorEntry {
-                code: e.get("code").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
-                message: e.get("message").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+                code: e
+                    .get("code")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                message: e
+                    .get("message")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
                 detail: e.get("detail").cloned().unwrap_or(serde_json::Value::Null),
             });
         }
@@ -366,9 +384,12 @@ impl Resp {
     /// `errors[0].code`, or a description of why there is none.
     pub fn first_code(&self) -> Result<String, String> {
         let errs = self.errors()?;
-        errs.first()
-            .map(|e| e.code.clone())
-            .ok_or_else(|| format!("error body has an empty `errors` array: {}", self.describe()))
+        errs.first().map(|e| e.code.clone()).ok_or_else(|| {
+            format!(
+                "error body has an empty `errors` array: {}",
+                self.describe()
+            )
+        })
     }
 
     /// `Location` resolved against the request URL (absolute), like reggie's `GetAbsoluteLocation`.
@@ -377,7 +398,11 @@ impl Resp {
         if loc.is_empty() {
             return None;
         }
-        Url::parse(&self.url).ok()?.join(&loc).ok().map(|u| u.to_string())
+        Url::parse(&self.url)
+            .ok()?
+            .join(&loc)
+            .ok()
+            .map(|u| u.to_string())
     }
 
     /// reggie's `GetRelativeLocation`: path (+ query) of `Location`, host dropped.
@@ -408,7 +433,11 @@ impl Resp {
         if !self.body.is_empty() {
             let text = String::from_utf8_lossy(&self.body);
             let shown: String = text.chars().take(1500).collect();
-            let more = if text.chars().count() > 1500 { " ..." } else { "" };
+            let more = if text.chars().count() > 1500 {
+                " ..."
+            } else {
+                ""
+            };
             let _ = write!(s, "\n    body ({} bytes): {shown}{more}", self.body.len());
         }
         s
@@ -430,7 +459,10 @@ impl Client {
             .timeout(Duration::from_secs(300))
             .build()
             .expect("build reqwest client");
-        Client { base: base_url.trim_end_matches('/').to_string(), http }
+        Client {
+            base: base_url.trim_end_matches('/').to_string(),
+            http,
+        }
     }
 
     /// `path_or_url` as an absolute URL: absolute URLs stay, paths are put under the base URL.
@@ -454,29 +486,46 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Resp, String> {
         let url = self.url(path_or_url);
-        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| format!("bad method {method}: {e}"))?;
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| format!("bad method {method}: {e}"))?;
         let mut rb = self.http.request(m, &url);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
         if let Some(b) = body {
-            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            {
                 rb = rb.header("Content-Length", b.len().to_string());
             }
             rb = rb.body(b);
         }
-        let resp = rb.send().map_err(|e| format!("{method} {url}: transport error: {e:#}"))?;
+        let resp = rb
+            .send()
+            .map_err(|e| format!("{method} {url}: transport error: {e:#}"))?;
         let status = resp.status().as_u16();
         let hdrs: Vec<(String, String)> = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = resp
             .bytes()
             .map_err(|e| format!("{method} {url}: reading the response body: {e:#}"))?
             .to_vec();
-        Ok(Resp { method: method.to_string(), url, status, headers: hdrs, body })
+        Ok(Resp {
+            method: method.to_string(),
+            url,
+            status,
+            headers: hdrs,
+            body,
+        })
     }
 
     pub fn get(&self, p: &str) -> Result<Resp, String> {
@@ -491,18 +540,36 @@ impl Client {
 
     /// POST `/v2/<name>/blobs/uploads/` with an empty body (`Content-Length: 0`).
     pub fn start_upload(&self, name: &str) -> Result<Resp, String> {
-        self.send("POST", &format!("/v2/{name}/blobs/uploads/"), &[], Some(vec![]))
+        self.send(
+            "POST",
+            &format!("/v2/{name}/blobs/uploads/"),
+            &[],
+            Some(vec![]),
+        )
     }
 
     /// POST then PUT `content` with `?digest=`; returns the PUT response. Errors only on transport
     /// failures or a POST without `Location`.
-    pub fn push_blob_with_digest(&self, name: &str, content: &[u8], digest: &str) -> Result<Resp, String> {
+    pub fn push_blob_with_digest(
+        &self,
+        name: &str,
+        content: &[u8],
+        digest: &str,
+    ) -> Result<Resp, String> {
         let post = self.start_upload(name)?;
         if post.header("Location").is_empty() {
-            return Err(format!("POST of an upload session returned no Location: {}", post.describe()));
+            return Err(format!(
+                "POST of an upload session returned no Location: {}",
+                post.describe()
+            ));
         }
         let url = with_query(&self.url(&post.location_rel()), "digest", digest);
-        self.send("PUT", &url, &[("Content-Type", MT_OCTET)], Some(content.to_vec()))
+        self.send(
+            "PUT",
+            &url,
+            &[("Content-Type", MT_OCTET)],
+            Some(content.to_vec()),
+        )
     }
 
     pub fn push_blob(&self, name: &str, blob: &TestBlob) -> Result<Resp, String> {
@@ -510,7 +577,13 @@ impl Client {
     }
 
     /// PUT a manifest with an explicit Content-Type.
-    pub fn put_manifest(&self, name: &str, reference: &str, content_type: &str, body: &[u8]) -> Result<Resp, String> {
+    pub fn put_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Resp, String> {
         self.send(
             "PUT",
             &format!("/v2/{name}/manifests/{reference}"),
@@ -523,7 +596,12 @@ impl Client {
         self.send(
             "GET",
             &format!("/v2/{name}/manifests/{reference}"),
-            &[("Accept", &format!("{MT_OCI_MANIFEST}, {MT_OCI_INDEX}, {MT_DOCKER_MANIFEST}, {MT_DOCKER_LIST}"))],
+            &[(
+                "Accept",
+                &format!(
+                    "{MT_OCI_MANIFEST}, {MT_OCI_INDEX}, {MT_DOCKER_MANIFEST}, {MT_DOCKER_LIST}"
+                ),
+            )],
             None,
         )
     }
@@ -532,7 +610,12 @@ impl Client {
         self.send(
             "HEAD",
             &format!("/v2/{name}/manifests/{reference}"),
-            &[("Accept", &format!("{MT_OCI_MANIFEST}, {MT_OCI_INDEX}, {MT_DOCKER_MANIFEST}, {MT_DOCKER_LIST}"))],
+            &[(
+                "Accept",
+                &format!(
+                    "{MT_OCI_MANIFEST}, {MT_OCI_INDEX}, {MT_DOCKER_MANIFEST}, {MT_DOCKER_LIST}"
+                ),
+            )],
             None,
         )
     }
@@ -559,7 +642,11 @@ pub fn tag_list(r: &Resp) -> Vec<String> {
         .ok()
         .and_then(|v| v.get("tags").cloned())
         .and_then(|t| t.as_array().cloned())
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -569,7 +656,11 @@ pub fn with_query(url: &str, k: &str, v: &str) -> String {
         Ok(u) => u,
         Err(_) => return format!("{url}?{k}={v}"),
     };
-    let kept: Vec<(String, String)> = u.query_pairs().filter(|(kk, _)| kk != k).map(|(a, b)| (a.into_owned(), b.into_owned())).collect();
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(kk, _)| kk != k)
+        .map(|(a, b)| (a.into_owned(), b.into_owned()))
+        .collect();
     {
         let mut q = u.query_pairs_mut();
         q.clear();
@@ -587,9 +678,19 @@ pub fn with_query(url: &str, k: &str, v: &str) -> String {
 
 /// Sends `METHOD path HTTP/1.1` literally over TCP to `base_url`'s host and reads the response.
 /// `path` is put on the wire byte for byte (no dot-segment removal, no `//` collapsing).
-pub fn raw_request(base_url: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Resp, String> {
+pub fn raw_request(
+    base_url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
     let u = Url::parse(base_url).map_err(|e| format!("bad base url {base_url}: {e}"))?;
-    let host = format!("{}:{}", u.host_str().unwrap_or("127.0.0.1"), u.port_or_known_default().unwrap_or(80));
+    let host = format!(
+        "{}:{}",
+        u.host_str().unwrap_or("127.0.0.1"),
+        u.port_or_known_default().unwrap_or(80)
+    );
     let mut s = TcpStream::connect(&host).map_err(|e| format!("connect {host}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: distribution-spec-conformance-tests\r\nConnection: close\r\n");
@@ -601,19 +702,30 @@ pub fn raw_request(base_url: &str, method: &str, path: &str, headers: &[(&str, &
         let _ = write!(req, "Content-Length: {}\r\n", body.len());
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| format!("write request: {e}"))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write request: {e}"))?;
     s.write_all(body).map_err(|e| format!("write body: {e}"))?;
     let mut raw = Vec::new();
     // Read until the server closes (Connection: close); tolerate a reset after a complete response.
     let _ = s.read_to_end(&mut raw);
-    parse_raw_response(method, &format!("{}{}", base_url.trim_end_matches('/'), path), &raw)
+    parse_raw_response(
+        method,
+        &format!("{}{}", base_url.trim_end_matches('/'), path),
+        &raw,
+    )
 }
 
 fn parse_raw_response(method: &str, url: &str, raw: &[u8]) -> Result<Resp, String> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{method} {url}: incomplete HTTP response ({} bytes): {:?}", raw.len(), String::from_utf8_lossy(raw)))?;
+        .ok_or_else(|| {
+            format!(
+                "{method} {url}: incomplete HTTP response ({} bytes): {:?}",
+                raw.len(),
+                String::from_utf8_lossy(raw)
+            )
+        })?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut body = raw[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
@@ -624,26 +736,35 @@ fn parse_raw_response(method: &str, url: &str, raw: &[u8]) -> Result<Resp, Strin
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("{method} {url}: bad status line {status_line:?}"))?;
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
     if chunked {
         body = dechunk(&body);
     }
     if method == "HEAD" {
         body.clear();
     }
-    Ok(Resp { method: method.to_string(), url: url.to_string(), status, headers, body })
+    Ok(Resp {
+        method: method.to_string(),
+        url: url.to_string(),
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_line = String::from_utf8_lossy(&data[..eol]).into_owned();
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         data = &data[eol + 2..];
         if size == 0 || data.len() < size {
             out.extend_from_slice(&data[..size.min(data.len())]);
@@ -688,7 +809,10 @@ pub struct StoreSnapshot {
 
 impl StoreSnapshot {
     pub fn take(data_dir: &Path) -> StoreSnapshot {
-        StoreSnapshot { blobs: files_under(&data_dir.join("blobs")), uploads: files_under(&data_dir.join("uploads")) }
+        StoreSnapshot {
+            blobs: files_under(&data_dir.join("blobs")),
+            uploads: files_under(&data_dir.join("uploads")),
+        }
     }
 
     /// Files of `blobs/` and `uploads/` that exist now but did not at `self`.
@@ -729,7 +853,11 @@ mod oci_helper_self_tests {
     #[test]
     fn harness_with_query_and_locations() {
         assert_eq!(
-            with_query("http://h:1/v2/a/blobs/uploads/x?_state=s", "digest", "sha256:ab"),
+            with_query(
+                "http://h:1/v2/a/blobs/uploads/x?_state=s",
+                "digest",
+                "sha256:ab"
+            ),
             "http://h:1/v2/a/blobs/uploads/x?_state=s&digest=sha256%3Aab"
         );
         let r = Resp {
@@ -740,7 +868,10 @@ mod oci_helper_self_tests {
             body: vec![],
         };
         assert_eq!(r.location_rel(), "/v2/a/blobs/uploads/u1?x=1");
-        assert_eq!(r.location_abs().unwrap(), "http://h:1/v2/a/blobs/uploads/u1?x=1");
+        assert_eq!(
+            r.location_abs().unwrap(),
+            "http://h:1/v2/a/blobs/uploads/u1?x=1"
+        );
     }
 
     #[test]

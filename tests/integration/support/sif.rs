@@ -50,7 +50,10 @@ impl FarmServer {
     /// Starts the server on a fresh data directory; `farm_keys` are TOML lines of the `[farm]`
     /// table, e.g. `"workers = 2\nmax_attempts = 1"`.
     pub fn start(farm_keys: &str) -> FarmServer {
-        let dir = tempfile::Builder::new().prefix("hpcreg-farm-config-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hpcreg-farm-config-")
+            .tempdir()
+            .unwrap();
         let config = dir.path().join("config.toml");
         write_farm_config(&config, farm_keys);
         let server = Server::start_with(&["--config", config.to_str().expect("utf-8 temp path")]);
@@ -118,7 +121,12 @@ pub fn sif_get(server: &Server, rest: &str) -> Reply {
 /// `GET /sif/<reference>/status`, asserting 200 and JSON; returns the JSON.
 pub fn sif_status(server: &Server, reference: &str) -> Value {
     let r = sif_get(server, &format!("{reference}/status"));
-    assert_eq!(r.status, StatusCode::OK, "GET /sif/{reference}/status: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "GET /sif/{reference}/status: {}",
+        r.describe()
+    );
     r.json()
 }
 
@@ -129,24 +137,41 @@ pub fn check_accepted(what: &str, r: &Reply) -> Value {
     let retry_after = r
         .header("retry-after")
         .unwrap_or_else(|| panic!("{what}: 202 without Retry-After: {}", r.describe()));
-    let secs: u64 = retry_after
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{what}: Retry-After {retry_after:?} is not a number of seconds"));
+    let secs: u64 = retry_after.trim().parse().unwrap_or_else(|_| {
+        panic!("{what}: Retry-After {retry_after:?} is not a number of seconds")
+    });
     assert!(secs >= 1, "{what}: Retry-After {secs}");
     assert!(
-        r.header("content-type").unwrap_or_default().starts_with("application/json"),
+        r.header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json"),
         "{what}: 202 must carry a JSON status: {}",
         r.describe()
     );
     let body = r.json();
-    let state = body["state"].as_str().unwrap_or_else(|| panic!("{what}: 202 status without state: {body}"));
-    assert!(state == "queued" || state == "building", "{what}: state {state:?} in a 202: {body}");
-    let obj = body.as_object().unwrap_or_else(|| panic!("{what}: status is not an object: {body}"));
-    assert!(obj.contains_key("position"), "{what}: 202 status without position: {body}");
-    assert!(obj.contains_key("progress"), "{what}: 202 status without progress: {body}");
+    let state = body["state"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: 202 status without state: {body}"));
+    assert!(
+        state == "queued" || state == "building",
+        "{what}: state {state:?} in a 202: {body}"
+    );
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: status is not an object: {body}"));
+    assert!(
+        obj.contains_key("position"),
+        "{what}: 202 status without position: {body}"
+    );
+    assert!(
+        obj.contains_key("progress"),
+        "{what}: 202 status without progress: {body}"
+    );
     if state == "queued" {
-        assert!(body["position"].is_u64(), "{what}: a queued job's position must be a number: {body}");
+        assert!(
+            body["position"].is_u64(),
+            "{what}: a queued job's position must be a number: {body}"
+        );
     }
     body
 }
@@ -172,7 +197,10 @@ pub fn wait_sif(server: &Server, reference: &str, deadline: Duration) -> Waited 
                 let body = check_accepted(&format!("GET /sif/{reference}"), &r);
                 states.push(body["state"].as_str().unwrap_or_default().to_owned());
             }
-            _ => panic!("GET /sif/{reference} while waiting for the SIF: {}", r.describe()),
+            _ => panic!(
+                "GET /sif/{reference} while waiting for the SIF: {}",
+                r.describe()
+            ),
         }
         if Instant::now() > until {
             panic!(
@@ -186,7 +214,13 @@ pub fn wait_sif(server: &Server, reference: &str, deadline: Duration) -> Waited 
 
 /// Polls `GET /sif/<reference>/status` until `done(status)`; fails after `deadline` with the
 /// last status. Returns the status that satisfied `done`.
-pub fn wait_status(server: &Server, reference: &str, what: &str, deadline: Duration, done: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_status(
+    server: &Server,
+    reference: &str,
+    what: &str,
+    deadline: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let until = Instant::now() + deadline;
     loop {
         let s = sif_status(server, reference);
@@ -210,7 +244,10 @@ pub fn wait_settled(server: &Server, reference: &str, deadline: Duration) -> Rep
         }
         check_accepted(&format!("GET /sif/{reference}"), &r);
         if Instant::now() > until {
-            panic!("GET /sif/{reference} still 202 after {deadline:?}: {}", r.describe());
+            panic!(
+                "GET /sif/{reference} still 202 after {deadline:?}: {}",
+                r.describe()
+            );
         }
         thread::sleep(POLL);
     }
@@ -219,9 +256,17 @@ pub fn wait_settled(server: &Server, reference: &str, deadline: Duration) -> Rep
 /// The `Docker-Content-Digest` of `GET /v2/<repo>/manifests/<reference>` (asserts 200).
 pub fn manifest_digest(server: &Server, repo: &str, reference: &str) -> String {
     let r = get_manifest(server, repo, reference);
-    assert_eq!(r.status, StatusCode::OK, "GET /v2/{repo}/manifests/{reference}: {}", r.describe());
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "GET /v2/{repo}/manifests/{reference}: {}",
+        r.describe()
+    );
     let digest = sha256_digest(&r.body);
-    assert_eq!(r.header("docker-content-digest").as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        r.header("docker-content-digest").as_deref(),
+        Some(digest.as_str())
+    );
     digest
 }
 
@@ -248,7 +293,10 @@ pub fn wait_log(server: &Server, needles: &[&str], deadline: Duration) -> Vec<St
             return lines;
         }
         if Instant::now() > until {
-            panic!("no line with {needles:?} in the server log after {deadline:?}:\n{}", server.log());
+            panic!(
+                "no line with {needles:?} in the server log after {deadline:?}:\n{}",
+                server.log()
+            );
         }
         thread::sleep(POLL);
     }
@@ -285,7 +333,11 @@ pub fn siftool_list(sif: &Path) -> Vec<SifObject> {
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .map(|l| {
             let cols: Vec<&str> = l.split('|').map(str::trim).collect();
-            assert_eq!(cols.len(), 5, "unexpected `siftool list` row {l:?} in:\n{out}");
+            assert_eq!(
+                cols.len(),
+                5,
+                "unexpected `siftool list` row {l:?} in:\n{out}"
+            );
             let (start, end) = cols[3]
                 .split_once('-')
                 .unwrap_or_else(|| panic!("no start-end in `siftool list` row {l:?}"));
@@ -303,7 +355,12 @@ pub fn siftool_list(sif: &Path) -> Vec<SifObject> {
 
 /// `siftool dump ID FILE` into `out`; returns the bytes.
 pub fn siftool_dump(sif: &Path, id: u32, out: &Path) -> Vec<u8> {
-    let o = run_output(Command::new("siftool").arg("dump").arg(id.to_string()).arg(sif));
+    let o = run_output(
+        Command::new("siftool")
+            .arg("dump")
+            .arg(id.to_string())
+            .arg(sif),
+    );
     assert!(
         o.status.success(),
         "siftool dump {id} {}: {}",
@@ -329,7 +386,13 @@ pub fn unsquashfs_list(squashfs: &Path) -> Vec<String> {
     let out = run(Command::new("unsquashfs").arg("-l").arg(squashfs));
     out.lines()
         .filter_map(|l| l.strip_prefix("squashfs-root"))
-        .map(|p| if p.is_empty() { "/".to_owned() } else { p.to_owned() })
+        .map(|p| {
+            if p.is_empty() {
+                "/".to_owned()
+            } else {
+                p.to_owned()
+            }
+        })
         .collect()
 }
 
@@ -340,15 +403,32 @@ pub fn assert_apptainer_objects(what: &str, objects: &[SifObject]) -> SifObject 
     let kinds: Vec<&str> = objects.iter().map(|o| o.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["Def.FILE", "JSON.Generic", "JSON.Generic", "FS (Squashfs/*System/amd64)"],
+        [
+            "Def.FILE",
+            "JSON.Generic",
+            "JSON.Generic",
+            "FS (Squashfs/*System/amd64)"
+        ],
         "{what}: `siftool list` objects: {objects:?}"
     );
     for o in objects {
-        assert_eq!(o.group, "1", "{what}: object {} is not in group 1: {objects:?}", o.id);
-        assert!(o.end > o.start || o.kind != "FS (Squashfs/*System/amd64)", "{what}: empty partition");
+        assert_eq!(
+            o.group, "1",
+            "{what}: object {} is not in group 1: {objects:?}",
+            o.id
+        );
+        assert!(
+            o.end > o.start || o.kind != "FS (Squashfs/*System/amd64)",
+            "{what}: empty partition"
+        );
     }
     let part = objects[3].clone();
-    assert_eq!(part.start % 4096, 0, "{what}: partition offset {} is not 4096-aligned", part.start);
+    assert_eq!(
+        part.start % 4096,
+        0,
+        "{what}: partition offset {} is not 4096-aligned",
+        part.start
+    );
     part
 }
 
@@ -368,7 +448,9 @@ impl Mount {
             .arg(format!("loop,ro,offset={offset}"))
             .arg(image)
             .arg(dir));
-        Mount { dir: dir.to_path_buf() }
+        Mount {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -382,13 +464,23 @@ impl Mount {
             .into_iter()
             .find(|p| Path::new(p).is_file())
             .expect("chroot (coreutils) is not installed");
-        run_output(Command::new(chroot).arg(&self.dir).args(args).env_clear().env("PATH", "/bin"))
+        run_output(
+            Command::new(chroot)
+                .arg(&self.dir)
+                .args(args)
+                .env_clear()
+                .env("PATH", "/bin"),
+        )
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.dir).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !ok {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
@@ -410,7 +502,13 @@ pub struct SifCheck {
 /// Apptainer objects; `siftool dump` of the partition then `unsquashfs -l` shows `expect_files`
 /// and the `/.singularity.d` tree; the partition loop-mounted at its offset runs
 /// `/.singularity.d/runscript` in a chroot, which prints `expected_stdout`.
-pub fn check_runnable_sif(name: &str, sif: &[u8], work: &Path, expect_files: &[&str], expected_stdout: &str) -> SifCheck {
+pub fn check_runnable_sif(
+    name: &str,
+    sif: &[u8],
+    work: &Path,
+    expect_files: &[&str],
+    expected_stdout: &str,
+) -> SifCheck {
     let path = work.join(format!("{name}.sif"));
     fs::write(&path, sif).unwrap();
     let objects = siftool_list(&path);
@@ -433,7 +531,10 @@ pub fn check_runnable_sif(name: &str, sif: &[u8], work: &Path, expect_files: &[&
         .copied()
         .chain(["/.singularity.d", "/.singularity.d/runscript"])
     {
-        assert!(files.iter().any(|x| x == f), "{name}: `unsquashfs -l` does not show {f}: {files:?}");
+        assert!(
+            files.iter().any(|x| x == f),
+            "{name}: `unsquashfs -l` does not show {f}: {files:?}"
+        );
     }
     let mount = Mount::squashfs_at(&path, partition.start, &work.join(format!("{name}-mnt")));
     let out = mount.chroot(&["/.singularity.d/runscript"]);
@@ -473,7 +574,13 @@ pub fn skopeo() -> Command {
 
 /// `skopeo copy --format oci oci:LAYOUT:TAG docker://HOST/REPO_TAG`; returns the manifest digest
 /// the registry serves for it.
-pub fn skopeo_push(server: &Server, layout: &Path, tag: &str, repo: &str, dest_tag: &str) -> String {
+pub fn skopeo_push(
+    server: &Server,
+    layout: &Path,
+    tag: &str,
+    repo: &str,
+    dest_tag: &str,
+) -> String {
     run(skopeo().args([
         "copy",
         "--dest-tls-verify=false",
@@ -495,8 +602,11 @@ pub struct LayoutImage {
 }
 
 fn layout_blob(dir: &Path, digest: &str) -> Vec<u8> {
-    let (alg, hex) = digest.split_once(':').unwrap_or_else(|| panic!("bad digest {digest}"));
-    let data = fs::read(dir.join("blobs").join(alg).join(hex)).unwrap_or_else(|e| panic!("read blob {digest}: {e}"));
+    let (alg, hex) = digest
+        .split_once(':')
+        .unwrap_or_else(|| panic!("bad digest {digest}"));
+    let data = fs::read(dir.join("blobs").join(alg).join(hex))
+        .unwrap_or_else(|e| panic!("read blob {digest}: {e}"));
     assert_eq!(sha256_digest(&data), digest);
     data
 }
@@ -517,7 +627,12 @@ pub fn read_layout_image(dir: &Path, tag: &str) -> LayoutImage {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["mediaType"].as_str().unwrap().to_owned(), layout_blob(dir, l["digest"].as_str().unwrap())))
+        .map(|l| {
+            (
+                l["mediaType"].as_str().unwrap().to_owned(),
+                layout_blob(dir, l["digest"].as_str().unwrap()),
+            )
+        })
         .collect();
     LayoutImage {
         manifest,
@@ -531,16 +646,23 @@ pub fn read_layout_image(dir: &Path, tag: &str) -> LayoutImage {
 /// `/data/random.bin`: `size` bytes of the incompressible pattern `seed`. Built with umoci.
 pub fn add_big_random_layer(layout: &Path, tag: &str, seed: u64, size: u64) {
     let image = format!("{}:{tag}", layout.display());
-    let work = tempfile::Builder::new().prefix("hpcreg-bigbundle-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("hpcreg-bigbundle-")
+        .tempdir()
+        .unwrap();
     let bundle = work.path().join("bundle");
-    run(Command::new("umoci").args(["unpack", "--rootless", "--image", &image]).arg(&bundle));
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", &image])
+        .arg(&bundle));
     let data = bundle.join("rootfs/data");
     fs::create_dir_all(&data).unwrap();
     let mut file = fs::File::create(data.join("random.bin")).unwrap();
     std::io::copy(&mut PatternReader::new(seed, 0, size), &mut file).unwrap();
     file.flush().unwrap();
     drop(file);
-    run(Command::new("umoci").args(["repack", "--image", &image]).arg(&bundle));
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,10 +720,14 @@ print(json.dumps(files))
 pub fn oras_pull(target: &str, outdir: &Path) -> Vec<PathBuf> {
     ensure_oras_py();
     fs::create_dir_all(outdir).unwrap();
-    let out = run(Command::new("python3").arg("-c").arg(ORAS_PULL_PY).arg(target).arg(outdir));
+    let out = run(Command::new("python3")
+        .arg("-c")
+        .arg(ORAS_PULL_PY)
+        .arg(target)
+        .arg(outdir));
     let last = out.lines().last().unwrap_or_default();
-    let files: Vec<String> =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("oras-py pull printed no file list ({e}):\n{out}"));
+    let files: Vec<String> = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("oras-py pull printed no file list ({e}):\n{out}"));
     files.into_iter().map(PathBuf::from).collect()
 }
 
@@ -709,7 +835,10 @@ impl StandInApptainer {
         for tool in ["umoci", "mksquashfs", "siftool"] {
             require_tool(tool);
         }
-        let dir = tempfile::Builder::new().prefix("hpcreg-apptainer-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hpcreg-apptainer-")
+            .tempdir()
+            .unwrap();
         let path = dir.path().join("apptainer");
         let state = dir.path().to_str().expect("utf-8 temp path");
         assert!(!state.contains('\''), "temp path with a quote: {state}");
