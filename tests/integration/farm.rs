@@ -407,6 +407,21 @@ fn one_digest_under_two_tags_and_two_repositories_is_built_once() {
         "one \"SIF build started\" for {digest} in the server log"
     );
 
+    // The one SIF is published for every tag of the digest, in both repositories.
+    for (repo, tag) in [
+        ("alice/dup", "a.sif"),
+        ("alice/dup", "b.sif"),
+        ("bob/dup", "c.sif"),
+    ] {
+        wait_manifest(
+            &server,
+            repo,
+            tag,
+            "the ORAS artifact of the shared SIF",
+            |m| m["layers"][0]["digest"] == sha256_digest(&sif).as_str(),
+        );
+    }
+
     // Re-pushing and re-tagging later reuses the SIF at once and builds nothing.
     skopeo_push(&server, &layout, "dup", "alice/dup", "a");
     skopeo_push(&server, &layout, "dup", "alice/dup", "d");
