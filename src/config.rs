@@ -67,7 +67,9 @@ pub enum CompressionName {
 
 impl Default for FarmConfig {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         FarmConfig {
             workers: (cores / 2).max(1),
             platforms: vec!["linux/amd64".to_owned()],

@@ -32,6 +32,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut lock = DataLock::acquire(&data_dir)?;
     let store = BlobStore::open(&data_dir)
         .with_context(|| format!("cannot open blob store in {}", data_dir.display()))?;
+    match store.remove_scratch_dirs() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} build scratch directories left by an interrupted run"),
+        Err(e) => tracing::warn!("cannot clean build scratch directories: {e}"),
+    }
     let db = Db::open(&data_dir.join("meta.db")).context("cannot open the metadata database")?;
     let first_admin = {
         let db = Arc::clone(&db);

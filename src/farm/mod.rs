@@ -14,6 +14,7 @@ pub mod apptainer;
 pub mod native;
 pub mod oras;
 pub mod planner;
+pub mod platform;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -67,7 +68,15 @@ impl Farm {
     }
 
     pub fn wants_platform(&self, platform: &str) -> bool {
-        self.config.platforms.iter().any(|p| p == platform)
+        self.config
+            .platforms
+            .iter()
+            .any(|p| platform::matches(p, platform))
+    }
+
+    /// Whether an image of `platform` is the default platform's (gets `T.sif`, not `T.<arch>.sif`).
+    pub fn is_default_platform(&self, platform: &str) -> bool {
+        platform::matches(self.default_platform(), platform)
     }
 
     /// Starts the planner, the lease reaper and the in-process workers.

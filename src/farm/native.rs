@@ -32,7 +32,9 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     };
     let compression = format!("{:?}", options.compression);
     let store = farm.store.clone();
-    let source_ref = format!("{}@{}", job.repository, job.manifest_digest);
+    // The digest alone: the SIF then depends only on the image (the same bytes whichever
+    // repository pushed it first), and the deffile never names another user's repository.
+    let source_ref = job.manifest_digest.clone();
     let out_path = workspace.sif_path();
     let result = tokio::task::spawn_blocking(move || {
         convert(&store, image, source_ref, &options, &out_path)

@@ -30,7 +30,7 @@ pub fn is_derived_tag(tag: &str) -> bool {
 
 /// The ORAS tag for image tag `tag` and a SIF of `platform`.
 pub fn derived_tag(farm: &Farm, tag: &str, platform: &str) -> String {
-    if platform == farm.default_platform() {
+    if farm.is_default_platform(platform) {
         format!("{tag}.sif")
     } else {
         let arch = platform.split('/').nth(1).unwrap_or("unknown");

@@ -293,7 +293,11 @@ impl Request<'_> {
             }
         }
         // Validate before opening a session, so a refused request leaves nothing behind.
-        let digest = self.query.get("digest").map(|d| Digest::parse(d)).transpose()?;
+        let digest = self
+            .query
+            .get("digest")
+            .map(|d| Digest::parse(d))
+            .transpose()?;
         let session = registry.start_upload(repo).await?;
         if let Some(digest) = digest {
             let finished = registry

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{files, App};
 use crate::auth::{Action, Principal};
-use crate::farm::planner;
+use crate::farm::{planner, platform};
 use crate::meta::{self, Job, JobState};
 use crate::registry::error::{Error, Result};
 use crate::registry::manifests::{DOCKER_MANIFEST_LIST, OCI_INDEX};
@@ -169,23 +169,27 @@ async fn select_platform(
         .read(move |c| meta::manifest_by_digest(c, &r, &d))
         .await?
         .ok_or_else(|| not_found(digest.as_str()))?;
-    if stored.media_type == OCI_INDEX || stored.media_type == DOCKER_MANIFEST_LIST {
-        let platform = requested.unwrap_or_else(|| app.farm.default_platform().to_owned());
-        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&stored.content)
-            .map_err(|e| Error::Internal(format!("stored index unreadable: {e}")))?;
-        let child = index
-            .manifests()
-            .iter()
-            .find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_some_and(|p| platform_string(p) == platform)
-            })
-            .ok_or_else(|| {
-                Error::ManifestUnknown(format!("image index {digest} has no {platform} image"))
-            })?;
-        return Ok((Digest::parse(child.digest().as_ref())?, platform));
-    }
+    let (digest, requested) =
+        if stored.media_type == OCI_INDEX || stored.media_type == DOCKER_MANIFEST_LIST {
+            let platform = requested.unwrap_or_else(|| app.farm.default_platform().to_owned());
+            let index: oci_spec::image::ImageIndex = serde_json::from_slice(&stored.content)
+                .map_err(|e| Error::Internal(format!("stored index unreadable: {e}")))?;
+            let child = index
+                .manifests()
+                .iter()
+                .find(|m| {
+                    m.platform()
+                        .as_ref()
+                        .is_some_and(|p| platform::matches(&platform, &platform_string(p)))
+                })
+                .ok_or_else(|| {
+                    Error::ManifestUnknown(format!("image index {digest} has no {platform} image"))
+                })?;
+            // The child's own config decides its platform below, exactly as the planner keys jobs.
+            (Digest::parse(child.digest().as_ref())?, Some(platform))
+        } else {
+            (digest, requested)
+        };
     let platform = planner::buildable_platform(&app.farm, repo.as_str(), digest.as_str())
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
@@ -194,7 +198,7 @@ async fn select_platform(
                 "{digest} is not a runnable image (an artifact, an attestation or an image without layers): there is no SIF for it"
             ))
         })?;
-    if let Some(requested) = requested.filter(|r| r != &platform) {
+    if let Some(requested) = requested.filter(|r| !platform::matches(r, &platform)) {
         return Err(Error::ManifestUnknown(format!(
             "{digest} is a {platform} image, not {requested}"
         )));

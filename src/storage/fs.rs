@@ -179,6 +179,22 @@ impl FsStore {
             .tempdir_in(&self.uploads)
     }
 
+    /// Removes every build scratch directory. Called at start-up, under the data-directory lock,
+    /// when no build can be running: whatever is there was left by a crash.
+    pub fn remove_scratch_dirs(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.uploads)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir()
+                && entry.file_name().to_string_lossy().starts_with("scratch-")
+            {
+                fs::remove_dir_all(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Makes a file the store did not receive through an upload (a built SIF) a blob. The caller
     /// computed `digest` from the file's bytes.
     pub fn import_file(&self, path: &Path, digest: &Digest) -> io::Result<()> {

@@ -14,10 +14,10 @@
 //! `PR_SET_PDEATHSIG`, so nothing outlives the test binary even when it is killed.
 #![allow(dead_code)]
 
-mod docker;
-mod image;
 mod data;
+mod docker;
 mod http;
+mod image;
 
 pub use data::*;
 #[allow(unused_imports)]
@@ -276,8 +276,9 @@ impl Server {
             cmd.env("RUST_LOG", "info");
         }
         let cmd_line = describe(&cmd);
-        let mut child = spawn_managed(cmd, libc::SIGKILL)
-            .unwrap_or_else(|e| panic!("cannot start {cmd_line}: {e} (did `cargo build` make the binary?)"));
+        let mut child = spawn_managed(cmd, libc::SIGKILL).unwrap_or_else(|e| {
+            panic!("cannot start {cmd_line}: {e} (did `cargo build` make the binary?)")
+        });
         let pid = child.id();
         let (port_tx, port_rx) = mpsc::channel::<u16>();
         let stdout = child.stdout.take().expect("piped stdout");
@@ -289,7 +290,8 @@ impl Server {
         let port = loop {
             match port_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(port) => break port,
-                Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+                Err(mpsc::RecvTimeoutError::Timeout)
+                | Err(mpsc::RecvTimeoutError::Disconnected) => {}
             }
             if let Ok(Some(status)) = child.try_wait() {
                 // Let the reader threads drain what the process printed before it died.
@@ -402,13 +404,21 @@ impl Server {
     }
 
     fn proc_status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .unwrap_or_else(|e| panic!("read /proc/{}/status: {e}\n--- server log ---\n{}", self.pid, self.log()));
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_else(|e| {
+                panic!(
+                    "read /proc/{}/status: {e}\n--- server log ---\n{}",
+                    self.pid,
+                    self.log()
+                )
+            });
         for line in status.lines() {
             if let Some(rest) = line.strip_prefix(field) {
                 let rest = rest.trim_start_matches(':').trim();
                 let num = rest.split_whitespace().next().unwrap_or("0");
-                return num.parse().unwrap_or_else(|_| panic!("bad {field} line: {line}"));
+                return num
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad {field} line: {line}"));
             }
         }
         panic!("no {field} in /proc/{}/status", self.pid)
@@ -521,7 +531,9 @@ fn parse_listening_port(line: &str) -> Option<u16> {
     const NEEDLE: &str = "listening on http://127.0.0.1:";
     let at = line.find(NEEDLE)? + NEEDLE.len();
     let rest = &line[at..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let after = &rest[end..];
     // The address ends with whitespace, the end of the line, or a path slash.
     if !(after.is_empty() || after.starts_with(char::is_whitespace) || after.starts_with('/')) {
@@ -540,10 +552,22 @@ mod harness_self_tests {
             parse_listening_port("2025-01-01T00:00:00Z  INFO hpc_registry: listening on http://127.0.0.1:40123 data=/x"),
             Some(40123)
         );
-        assert_eq!(parse_listening_port("listening on http://127.0.0.1:5000"), Some(5000));
-        assert_eq!(parse_listening_port("listening on http://127.0.0.1:5000\n"), Some(5000));
-        assert_eq!(parse_listening_port("listening on http://127.0.0.1:0"), None);
-        assert_eq!(parse_listening_port("listening on http://127.0.0.1:50x"), None);
+        assert_eq!(
+            parse_listening_port("listening on http://127.0.0.1:5000"),
+            Some(5000)
+        );
+        assert_eq!(
+            parse_listening_port("listening on http://127.0.0.1:5000\n"),
+            Some(5000)
+        );
+        assert_eq!(
+            parse_listening_port("listening on http://127.0.0.1:0"),
+            None
+        );
+        assert_eq!(
+            parse_listening_port("listening on http://127.0.0.1:50x"),
+            None
+        );
         assert_eq!(strip_ansi("\u{1b}[2mlistening\u{1b}[0m on"), "listening on");
     }
 }

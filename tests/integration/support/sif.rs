@@ -687,10 +687,21 @@ pub fn ensure_oras_py() {
         if importable() {
             return Ok(());
         }
-        let out = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "oras"])
-            .output()
-            .map_err(|e| format!("cannot run `python3 -m pip install --quiet oras`: {e}"))?;
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "oras"])
+                .args(extra)
+                .output()
+                .map_err(|e| format!("cannot run `python3 -m pip install --quiet oras`: {e}"))
+        };
+        let mut out = pip(&[])?;
+        // Debian's own python3 refuses pip installs outside a venv (PEP 668); on a test machine
+        // installing next to the system packages is what we want.
+        if !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("externally-managed-environment")
+        {
+            out = pip(&["--break-system-packages"])?;
+        }
         if !out.status.success() || !importable() {
             return Err(format!(
                 "oras-py is not installed and `python3 -m pip install --quiet oras` failed ({}): {}{}",
