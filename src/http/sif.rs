@@ -225,6 +225,15 @@ async fn find_or_enqueue(
         platform.to_owned(),
         repo.as_str().to_owned(),
     );
+    // The common case, a job that exists, is a read: compute nodes poll and fetch this route
+    // all day, and a write transaction would cost an fsync per request.
+    let existing = {
+        let (d, p) = (d.clone(), p.clone());
+        app.farm.db.read(move |c| meta::job_for(c, &d, &p)).await?
+    };
+    if let Some(job) = existing {
+        return Ok(job);
+    }
     let job = app
         .farm
         .db
