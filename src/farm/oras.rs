@@ -57,11 +57,7 @@ fn belongs_to(derived: &str, tag: &str) -> bool {
 
 /// After a build: (re)publish for every tag, in every repository, that names the image or an
 /// index listing it.
-pub async fn publish_for_image(
-    farm: &Arc<Farm>,
-    manifest_digest: &str,
-    _platform: &str,
-) -> anyhow::Result<()> {
+pub async fn publish_for_image(farm: &Arc<Farm>, manifest_digest: &str) -> anyhow::Result<()> {
     let d = manifest_digest.to_owned();
     let repositories = farm
         .db
@@ -69,7 +65,7 @@ pub async fn publish_for_image(
         .await?;
     for repo in repositories {
         let (r, d) = (repo.clone(), manifest_digest.to_owned());
-        let (tags, parents) = farm
+        let tags = farm
             .db
             .read(move |c| {
                 let mut tags: Vec<(String, String)> = meta::tags_for_digest(c, &r, &d)?
@@ -84,10 +80,9 @@ pub async fn publish_for_image(
                             .map(|t| (t, p.clone())),
                     );
                 }
-                Ok((tags, parents))
+                Ok(tags)
             })
             .await?;
-        let _ = parents;
         for (tag, target) in tags {
             if !is_derived_tag(&tag) {
                 publish_for_tag(farm, &repo, &tag, &target).await?;

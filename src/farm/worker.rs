@@ -70,8 +70,7 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
         Ok(sif) => {
             crate::telemetry::build_finished("ready", started.elapsed());
             tracing::info!(job = job.id, sif = %sif.digest, size = sif.size, duration_ms, "SIF ready");
-            if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest, &job.platform).await
-            {
+            if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest).await {
                 tracing::error!(job = job.id, "publishing the ORAS artifact failed: {e:#}");
             }
         }
