@@ -8,6 +8,8 @@
 //!   data-directory lock, so it refuses (naming the server's URL) while a server holds it. Whoever
 //!   can write the data directory is trusted like an admin.
 
+mod audit;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +49,11 @@ pub struct Target {
 /// The identity-management commands (flattened into the binary's subcommands).
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
+    /// Administration: the audit trail.
+    Admin {
+        #[command(subcommand)]
+        command: AdminGroupCommand,
+    },
     /// Manage users: add, del, passwd, list, import-htpasswd.
     User {
         #[command(subcommand)]
@@ -68,6 +75,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// `hpc-registry admin ...`
+#[derive(Subcommand, Debug)]
+pub enum AdminGroupCommand {
+    /// Query the audit trail (filters below), or check its hash chain: `admin audit verify`.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,17 +181,27 @@ fn parse_scope(s: &str) -> Result<TokenScope, String> {
 
 /// Runs one command.
 pub fn run(command: AdminCommand) -> anyhow::Result<()> {
-    let target = match &command {
-        AdminCommand::User { target, .. }
-        | AdminCommand::Group { target, .. }
-        | AdminCommand::Token { target, .. } => target.clone(),
+    let (target, command) = match command {
+        AdminCommand::Admin {
+            command: AdminGroupCommand::Audit(args),
+        } => return audit::run(args),
+        AdminCommand::User { command, target } => (target, Identity::User(command)),
+        AdminCommand::Group { command, target } => (target, Identity::Group(command)),
+        AdminCommand::Token { command, target } => (target, Identity::Token(command)),
     };
     let backend = Backend::open(&target)?;
     match command {
-        AdminCommand::User { command, .. } => user(&backend, command),
-        AdminCommand::Group { command, .. } => group(&backend, command),
-        AdminCommand::Token { command, .. } => token(&backend, command),
+        Identity::User(command) => user(&backend, command),
+        Identity::Group(command) => group(&backend, command),
+        Identity::Token(command) => token(&backend, command),
     }
+}
+
+/// The commands that run [`Op`]s.
+enum Identity {
+    User(UserCommand),
+    Group(GroupCommand),
+    Token(TokenCommand),
 }
 
 fn user(backend: &Backend, command: UserCommand) -> anyhow::Result<()> {
@@ -487,6 +511,8 @@ enum Backend {
     /// Directly on the database; the lock keeps a server from starting meanwhile.
     Offline {
         db: Arc<Db>,
+        /// Every operation is recorded here, as the OS user who ran it.
+        audit: std::sync::Mutex<crate::audit::AuditLog>,
         _lock: DataLock,
     },
     Remote(remote::Client),
@@ -500,11 +526,7 @@ impl Backend {
                 target.cacert.as_deref(),
             )?));
         }
-        let data_dir = match (&target.data_dir, &target.config) {
-            (Some(d), _) => d.clone(),
-            (None, Some(c)) => Config::from_file(c)?.data_dir,
-            (None, None) => Config::default().data_dir,
-        };
+        let data_dir = data_dir_of(target)?;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let lock = DataLock::acquire(&data_dir).map_err(|e| match e {
@@ -521,15 +543,57 @@ impl Backend {
         })?;
         let db =
             Db::open(&data_dir.join("meta.db")).context("cannot open the metadata database")?;
-        Ok(Backend::Offline { db, _lock: lock })
+        // Opened before any change, so a damaged audit log stops the command, not its record.
+        let audit = crate::audit::AuditLog::open(&data_dir, Arc::clone(&db))?;
+        Ok(Backend::Offline {
+            db,
+            audit: std::sync::Mutex::new(audit),
+            _lock: lock,
+        })
     }
 
     fn run(&self, op: Op) -> anyhow::Result<Value> {
         match self {
-            Backend::Offline { db, .. } => Ok(manage::execute(db, &Caller::Local, op)?),
+            Backend::Offline { db, audit, .. } => {
+                let result = manage::execute(db, &Caller::Local, op.clone());
+                let record = match &result {
+                    Ok(_) => crate::audit::ops::local_record(&op, "ok", None),
+                    Err(e) => {
+                        crate::audit::ops::local_record(&op, outcome_of(e), Some(e.to_string()))
+                    }
+                };
+                audit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .append(vec![record])
+                    .with_context(|| {
+                        format!("{} ran, but its audit record was not written", op.name())
+                    })?;
+                Ok(result?)
+            }
             Backend::Remote(client) => client.run(&op),
         }
     }
+}
+
+fn outcome_of(e: &manage::ManageError) -> &'static str {
+    use manage::ManageError::*;
+    match e {
+        NotFound(_) => "not-found",
+        Conflict(_) => "conflict",
+        Invalid(_) => "invalid",
+        Forbidden(_) => "denied",
+        Meta(_) | Auth(_) => "error",
+    }
+}
+
+/// The data directory offline commands work on: --data-dir, else the config's, else the default.
+fn data_dir_of(target: &Target) -> anyhow::Result<PathBuf> {
+    Ok(match (&target.data_dir, &target.config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => Config::from_file(c)?.data_dir,
+        (None, None) => Config::default().data_dir,
+    })
 }
 
 /// Just enough HTTP client for the admin API: one request per connection, HTTP/1.1, optional TLS.
@@ -586,6 +650,22 @@ mod remote {
                     .enable_all()
                     .build()?,
             })
+        }
+
+        /// `GET path` of the admin API, as JSON (errors carry the server's message).
+        pub fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+            let (status, bytes) =
+                self.runtime
+                    .block_on(self.send(Method::GET, path, String::new()))?;
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if status.is_success() {
+                return Ok(value);
+            }
+            let message = value["errors"][0]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("GET {path}: {status}: {message}")
         }
 
         pub fn run(&self, op: &Op) -> anyhow::Result<Value> {

@@ -118,6 +118,11 @@ pub struct AuthConfig {
     pub max_failed_logins_per_address: u32,
     /// The window of `max_failed_logins`; a blocked client waits at most this long.
     pub failed_login_window_secs: u64,
+    /// Users are also members of the host's POSIX groups of the account with their name
+    /// (getgrouplist, so LDAP/SSSD groups too), and share `<group>/…` with the other members.
+    pub posix_groups: bool,
+    /// Only host groups with at least this gid count (system groups stay out).
+    pub posix_groups_min_gid: u32,
 }
 
 impl Default for AuthConfig {
@@ -132,6 +137,8 @@ impl Default for AuthConfig {
             max_failed_logins: 10,
             max_failed_logins_per_address: 50,
             failed_login_window_secs: 300,
+            posix_groups: false,
+            posix_groups_min_gid: 1000,
         }
     }
 }

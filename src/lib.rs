@@ -1,6 +1,7 @@
 //! hpc-registry: an OCI distribution-spec v1.1 registry for HPC sites that turns every pushed
 //! image into a ready-to-run Apptainer SIF. See ARCHITECTURE.md for the map of the modules.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -51,6 +51,9 @@ struct ServeArgs {
     /// Accept MUNGE credentials on pulls (needs a local munged).
     #[arg(long, env = "HPC_REGISTRY_MUNGE")]
     munge: bool,
+    /// Users are also members of their host account's POSIX groups ([auth] posix_groups).
+    #[arg(long, env = "HPC_REGISTRY_POSIX_GROUPS")]
+    posix_groups: bool,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "HPC_REGISTRY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -88,6 +91,9 @@ impl ServeArgs {
         }
         if self.munge {
             config.auth.munge = true;
+        }
+        if self.posix_groups {
+            config.auth.posix_groups = true;
         }
         if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
             config.tls.cert = Some(cert);

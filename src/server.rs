@@ -56,12 +56,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         ..Limits::default()
     };
+    let audit = {
+        let (dir, db) = (data_dir.clone(), Arc::clone(&db));
+        tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(&dir, db))
+            .await?
+            .context("cannot open the audit log")?
+    };
+    let audit = crate::audit::Auditor::start(audit);
     let registry = Registry::new(Arc::clone(&db), store.clone(), limits);
     let farm = Farm::new(db, store, config.farm.clone(), Arc::clone(&registry.events));
+    let _ = farm.audit.set(audit.clone());
     let app = Arc::new(App {
         registry,
         access: Arc::new(access),
         farm: Arc::clone(&farm),
+        audit,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -101,6 +110,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     flusher.abort();
     expirer.abort();
     app.registry.flush_pulls().await?;
+    app.audit.flush().await;
     tracing::info!("stopped");
     drop(lock);
     Ok(())

@@ -13,6 +13,7 @@ pub mod munge;
 pub mod password;
 pub mod pat;
 pub mod policy;
+pub mod posix_groups;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -203,6 +204,8 @@ pub struct Access {
     hashing: tokio::sync::Semaphore,
     /// Whether the server speaks HTTPS (for the token realm it advertises).
     pub tls: bool,
+    /// `[auth] posix_groups`: memberships also come from the host's groups.
+    host_groups: Option<Arc<posix_groups::HostGroups>>,
 }
 
 impl Access {
@@ -236,6 +239,9 @@ impl Access {
             token_ttl_secs: config.token_ttl_secs as i64,
             hashing: tokio::sync::Semaphore::new(cores),
             tls,
+            host_groups: config
+                .posix_groups
+                .then(|| Arc::new(posix_groups::HostGroups::new(config.posix_groups_min_gid))),
         })
     }
 
@@ -246,6 +252,36 @@ impl Access {
     /// Who is calling. `read_route`: a GET/HEAD on `/v2` or `/sif`, where MUNGE is accepted.
     /// Failures are counted per client address and user name; over the limit: 429.
     pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        read_route: bool,
+    ) -> Result<Principal, Error> {
+        let p = self.identify(headers, client, read_route).await?;
+        self.with_host_groups(p).await
+    }
+
+    /// Adds the host groups of the caller's POSIX account (`[auth] posix_groups`) to the groups
+    /// the registry itself knows (a registry membership, e.g. read-only, wins).
+    async fn with_host_groups(&self, mut p: Principal) -> Result<Principal, Error> {
+        let (Some(host), Some(user)) = (&self.host_groups, p.user.clone()) else {
+            return Ok(p);
+        };
+        // NSS may ask a directory server: off the async threads.
+        let host = Arc::clone(host);
+        let groups = blocking(move || Ok(host.of(&user))).await?;
+        for group in groups {
+            if !p.groups.iter().any(|m| m.group == group) {
+                p.groups.push(Membership {
+                    group,
+                    read_only: false,
+                });
+            }
+        }
+        Ok(p)
+    }
+
+    async fn identify(
         &self,
         headers: &HeaderMap,
         client: Option<IpAddr>,

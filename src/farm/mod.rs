@@ -38,6 +38,9 @@ pub struct Farm {
     pub events: Arc<Notify>,
     /// Woken after each enqueue (new jobs for the workers).
     pub jobs: Notify,
+    /// The audit trail (build start and end), set once by the server after assembly; unset in
+    /// tools that run the farm without a server.
+    pub audit: std::sync::OnceLock<crate::audit::Auditor>,
 }
 
 impl Farm {
@@ -55,6 +58,7 @@ impl Farm {
             owner_prefix: format!("local:{host}:{}:", uuid::Uuid::new_v4().simple()),
             events,
             jobs: Notify::new(),
+            audit: std::sync::OnceLock::new(),
         })
     }
 

@@ -50,6 +50,7 @@ pub async fn run(farm: Arc<Farm>, owner: String) {
 async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     tracing::info!(job = job.id, digest = %job.manifest_digest, platform = %job.platform, attempt = job.attempts, "SIF build started");
     let started = Instant::now();
+    audit_build(farm, &job, "build.start", "started", None, None).await;
     let heartbeat = tokio::spawn(keep_lease(
         Arc::clone(farm),
         job.id,
@@ -70,6 +71,16 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
         Ok(sif) => {
             crate::telemetry::build_finished("ready", started.elapsed());
             tracing::info!(job = job.id, sif = %sif.digest, size = sif.size, duration_ms, "SIF ready");
+            let detail = format!("sif {} in {duration_ms} ms", sif.digest);
+            audit_build(
+                farm,
+                &job,
+                "build.end",
+                "ready",
+                Some(sif.size as u64),
+                Some(detail),
+            )
+            .await;
             if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest).await {
                 tracing::error!(job = job.id, "publishing the ORAS artifact failed: {e:#}");
             }
@@ -83,11 +94,19 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
                 tail(&failure.log),
             );
             let (max, delay) = (farm.config.max_attempts, farm.config.retry_delay_secs);
-            match farm
+            let state = farm
                 .db
                 .write(move |tx| meta::fail_job(tx, id, &o, &reason, &log, max, delay))
-                .await
-            {
+                .await;
+            // `failed` for good, `retry` when another attempt follows.
+            let outcome = match state {
+                Ok(Some(JobState::Failed)) => "failed",
+                Ok(_) => "retry",
+                Err(_) => "error",
+            };
+            let detail = Some(failure.reason.chars().take(512).collect());
+            audit_build(farm, &job, "build.end", outcome, None, detail).await;
+            match state {
                 Ok(Some(JobState::Failed)) => {
                     tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed for good")
                 }
@@ -155,6 +174,34 @@ async fn finish(
         ));
     }
     Ok(sif)
+}
+
+/// One build record: `user` is `system`, `digest` the image's manifest digest, `reference` its
+/// platform, `bytes` the SIF's size.
+async fn audit_build(
+    farm: &Farm,
+    job: &Job,
+    action: &str,
+    outcome: &str,
+    bytes: Option<u64>,
+    detail: Option<String>,
+) {
+    let Some(audit) = farm.audit.get() else {
+        return;
+    };
+    let mut r = crate::audit::Record::new(action, outcome);
+    r.user = Some("system".into());
+    r.auth = Some("system".into());
+    r.client = Some("local".into());
+    r.repository = Some(job.repository.clone());
+    r.reference = Some(job.platform.clone());
+    r.digest = Some(job.manifest_digest.clone());
+    r.bytes = bytes;
+    r.detail = Some(match detail {
+        Some(d) => format!("job {} attempt {}: {d}", job.id, job.attempts),
+        None => format!("job {} attempt {}", job.id, job.attempts),
+    });
+    audit.record(r).await;
 }
 
 async fn keep_lease(farm: Arc<Farm>, id: i64, owner: String, started: Instant) {

@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::auth::query_map;
+use super::auth::{query_map, AuditSlot};
 use super::App;
 use crate::auth::manage::{self, Caller, ManageError, Op};
 use crate::auth::{AuthMethod, Principal};
@@ -34,6 +34,10 @@ pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Re
                 .into(),
         ));
     }
+    let slot = req.extensions().get::<AuditSlot>().cloned();
+    if super::audit::is_api(req.uri().path()) {
+        return super::audit::api(&app, &principal, req.method(), req.uri(), slot.as_ref()).await;
+    }
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -56,6 +60,10 @@ pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Re
         Err(e) => return error(e),
     };
     let name = op.name();
+    if let Some(slot) = &slot {
+        let (action, reference) = crate::audit::ops::describe(&op);
+        slot.note(action, reference);
+    }
     let db = Arc::clone(app.access.db());
     let who = principal.user.clone().unwrap_or_default();
     let outcome =

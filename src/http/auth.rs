@@ -26,6 +26,10 @@ pub struct AuditContext {
     pub principal: Option<Principal>,
     /// Set when authentication failed: the user name tried (if any) and why.
     pub failure: Option<(Option<String>, String)>,
+    /// Set by handlers whose route alone does not say what was done (the admin API):
+    /// the audit action and its object.
+    pub action: Option<String>,
+    pub reference: Option<String>,
 }
 
 /// The request-scoped slot holding [`AuditContext`], in the request's extensions.
@@ -35,6 +39,14 @@ pub struct AuditSlot(pub Arc<Mutex<AuditContext>>);
 impl AuditSlot {
     fn update(&self, f: impl FnOnce(&mut AuditContext)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Names the audit action of this request (and its object), for the audit middleware.
+    pub fn note(&self, action: &str, reference: Option<String>) {
+        self.update(|c| {
+            c.action = Some(action.to_owned());
+            c.reference = reference;
+        });
     }
 
     pub fn get(&self) -> AuditContext {

@@ -2,6 +2,7 @@
 //! registry's plain types. Nothing below this module knows about HTTP.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod distribution;
 pub mod errors;
@@ -26,6 +27,8 @@ pub struct App {
     pub registry: Registry,
     pub access: Arc<Access>,
     pub farm: Arc<Farm>,
+    /// The audit trail's writer.
+    pub audit: crate::audit::Auditor,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -48,6 +51,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(crate::telemetry::render))
         .layer(axum::middleware::map_response(api_version_header))
+        // Inside the seam (it needs the slot), outside everything else (it needs the final status).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            audit::record,
+        ))
         .layer(axum::middleware::from_fn(auth::audit_seam))
         .layer(TraceLayer::new_for_http())
         .with_state(app)

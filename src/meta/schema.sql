@@ -170,3 +170,21 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     last_used_at  BIGINT
 );
 CREATE INDEX IF NOT EXISTS access_tokens_by_user ON access_tokens (user_name);
+
+-- Audit trail (src/audit, src/meta/audit.rs): the index of DATA/audit/audit.jsonl, one row per
+-- record, so queries filter in SQL and then read the records from the file at `file_offset`.
+-- `hash` repeats the record's chain hash: rewriting the file's chain also needs this table.
+CREATE TABLE IF NOT EXISTS audit_events (
+    seq          BIGINT PRIMARY KEY,
+    time_ms      BIGINT NOT NULL,
+    user_name    TEXT,
+    action       TEXT NOT NULL,
+    repository   TEXT,
+    digest       TEXT,
+    outcome      TEXT NOT NULL,
+    file_offset  BIGINT NOT NULL,
+    hash         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_events_by_time ON audit_events (time_ms);
+CREATE INDEX IF NOT EXISTS audit_events_by_user ON audit_events (user_name, time_ms);
+CREATE INDEX IF NOT EXISTS audit_events_by_repository ON audit_events (repository, time_ms);

@@ -1,0 +1,224 @@
+//! The hash chain: each record carries the previous record's hash and its own,
+//! `hash = sha256(prev || canonical JSON of the record without "hash")`. Editing a record breaks
+//! its hash; removing one breaks the `seq` sequence and the next record's `prev`; removing records
+//! at the end is caught by comparing with the database index (which also keeps every hash, so
+//! rewriting the whole chain from an edit onwards does not go unnoticed either).
+//!
+//! The canonical JSON is serde's serialization of [`Record`]: fixed field order, no whitespace.
+
+use std::io::BufRead;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Record;
+
+/// `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash `record` must carry (its own `hash` field is ignored).
+pub fn hash_of(record: &Record) -> Result<String, serde_json::Error> {
+    let body = serde_json::to_vec(&Record {
+        hash: String::new(),
+        ..record.clone()
+    })?;
+    let mut h = Sha256::new();
+    h.update(record.prev.as_bytes());
+    h.update(&body);
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Links `record` after a record with `prev_seq` and `prev_hash`: fills seq, prev and hash.
+pub fn seal(record: &mut Record, prev_seq: u64, prev_hash: &str) -> Result<(), serde_json::Error> {
+    record.seq = prev_seq + 1;
+    record.prev = prev_hash.to_owned();
+    record.hash = hash_of(record)?;
+    Ok(())
+}
+
+/// One thing wrong with the file, by 1-based line number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Problem {
+    pub line: u64,
+    pub message: String,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Report {
+    /// Complete lines read.
+    pub records: u64,
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub problems: Vec<Problem>,
+    /// A final line without its newline: a write in progress or a crash mid-write (not tampering;
+    /// the server drops it at its next start).
+    pub incomplete_tail: bool,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// At most this many problems are listed (one edit is one problem, a shredded file many).
+const MAX_PROBLEMS: usize = 100;
+
+/// Checks the chain of a JSON-lines stream. Each record is checked against the *stored* hash of
+/// its predecessor, so one edited or removed line is reported once, at its own line.
+pub fn verify(reader: impl BufRead) -> std::io::Result<Report> {
+    let mut report = Report {
+        last_hash: GENESIS.to_owned(),
+        ..Report::default()
+    };
+    let problem = |report: &mut Report, line: u64, message: String| {
+        if report.problems.len() < MAX_PROBLEMS {
+            report.problems.push(Problem { line, message });
+        }
+    };
+    let mut reader = reader;
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    let mut prev_seq = 0u64;
+    let mut prev_hash = Some(GENESIS.to_owned());
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line.pop() != Some(b'\n') {
+            // The last line has no newline yet.
+            report.incomplete_tail = true;
+            break;
+        }
+        n += 1;
+        report.records = n;
+        let record: Record = match serde_json::from_slice(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                problem(&mut report, n, format!("not an audit record: {e}"));
+                prev_seq += 1;
+                // Its hash is unknown: the next record's `prev` cannot be checked.
+                prev_hash = None;
+                continue;
+            }
+        };
+        if record.seq != prev_seq + 1 {
+            problem(
+                &mut report,
+                n,
+                format!(
+                    "seq {} follows seq {prev_seq}: {} record(s) missing or reordered",
+                    record.seq,
+                    record.seq.abs_diff(prev_seq + 1)
+                ),
+            );
+        } else if prev_hash.as_ref().is_some_and(|h| *h != record.prev) {
+            problem(
+                &mut report,
+                n,
+                format!(
+                    "seq {}: prev does not match the previous record's hash: a record before it was removed or altered",
+                    record.seq
+                ),
+            );
+        }
+        match hash_of(&record) {
+            Ok(h) if h == record.hash => {}
+            Ok(_) => problem(
+                &mut report,
+                n,
+                format!("seq {}: hash mismatch: the record was edited", record.seq),
+            ),
+            Err(e) => problem(&mut report, n, format!("cannot re-encode: {e}")),
+        }
+        prev_seq = record.seq;
+        prev_hash = Some(record.hash);
+    }
+    report.last_seq = prev_seq;
+    report.last_hash = prev_hash.unwrap_or_default();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<String> {
+        let mut prev = GENESIS.to_owned();
+        (0..n)
+            .map(|i| {
+                let mut r = Record::new("manifest.pull", "ok");
+                r.user = Some(format!("user{i}"));
+                r.bytes = Some(i * 10);
+                seal(&mut r, i, &prev).unwrap();
+                prev = r.hash.clone();
+                serde_json::to_string(&r).unwrap()
+            })
+            .collect()
+    }
+
+    fn check(lines: &[String]) -> Report {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        verify(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let lines = chain(5);
+        let r = check(&lines);
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!((r.records, r.last_seq), (5, 5));
+        assert!(!r.incomplete_tail);
+        assert!(check(&[]).ok());
+    }
+
+    #[test]
+    fn an_edited_record_is_found_at_its_line() {
+        let mut lines = chain(5);
+        lines[2] = lines[2].replace("\"user2\"", "\"mallory\"");
+        let r = check(&lines);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].line, 3);
+        assert!(r.problems[0].message.contains("edited"));
+    }
+
+    #[test]
+    fn a_removed_record_is_found() {
+        let mut lines = chain(5);
+        lines.remove(1);
+        let r = check(&lines);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].line, 2);
+        assert!(r.problems[0].message.contains("missing"));
+    }
+
+    #[test]
+    fn a_recomputed_hash_still_breaks_the_next_link() {
+        let mut lines = chain(4);
+        let mut r: Record = serde_json::from_str(&lines[1]).unwrap();
+        r.outcome = "denied".into();
+        r.hash = hash_of(&r).unwrap();
+        lines[1] = serde_json::to_string(&r).unwrap();
+        let report = check(&lines);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].line, 3);
+    }
+
+    #[test]
+    fn garbage_and_extra_fields_are_problems_and_a_partial_tail_is_not() {
+        let mut lines = chain(3);
+        lines[0] = lines[0].replace("{\"seq\"", "{\"evil\":1,\"seq\"");
+        lines[2] = "not json".into();
+        let r = check(&lines);
+        assert_eq!(
+            r.problems.iter().map(|p| p.line).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        let mut text: String = chain(2).iter().map(|l| format!("{l}\n")).collect();
+        text.push_str("{\"seq\":3,");
+        let r = verify(text.as_bytes()).unwrap();
+        assert!(r.ok() && r.incomplete_tail && r.records == 2);
+    }
+}

@@ -1,0 +1,156 @@
+//! [`Auditor`]: the server's handle on the audit log. Requests hand records to a bounded channel;
+//! one thread owns the [`AuditLog`] and appends them in batches.
+//!
+//! Durability vs. cost: every batch is fsynced before the next is taken (group commit). Under
+//! light load that is one fsync per record (a few ms, off the request path); under heavy load
+//! records queue while an fsync runs and the next batch carries all of them, so the fsync rate
+//! stays bounded without a timer and without a window in which acknowledged records sit unsynced
+//! for long. What can be lost in a crash is only what is still in the channel.
+//!
+//! Never silent loss: when the channel is full, the request waits (up to [`FULL_WAIT`]) and
+//! `hpc_registry_audit_backpressure_total` counts it; a record that still cannot be queued, or a
+//! batch that cannot be written, is counted in `hpc_registry_audit_lost_total` and logged as an
+//! error.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditLog, Record};
+
+/// Records queued before requests start to wait.
+const CHANNEL: usize = 8192;
+/// Largest batch per write + fsync.
+const MAX_BATCH: usize = 1024;
+/// How long a request waits for room in a full channel before the record is counted as lost.
+const FULL_WAIT: Duration = Duration::from_secs(5);
+
+enum Msg {
+    Record(Box<Record>),
+    /// Answered once everything queued before it is on disk and indexed.
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Auditor {
+    tx: mpsc::Sender<Msg>,
+    /// The file the writer appends to (queries and `verify` read it).
+    path: std::sync::Arc<std::path::PathBuf>,
+}
+
+impl Auditor {
+    /// Starts the writer thread; it ends when the last handle is dropped.
+    pub fn start(mut log: AuditLog) -> Auditor {
+        let path = std::sync::Arc::new(log.path().to_path_buf());
+        let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL);
+        let spawned = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut batch = Vec::new();
+                    let mut waiting = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(m) = next.take() {
+                        match m {
+                            Msg::Record(r) => batch.push(*r),
+                            Msg::Flush(done) => waiting.push(done),
+                        }
+                        if batch.len() < MAX_BATCH {
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                    let n = batch.len();
+                    if let Err(e) = log.append(batch) {
+                        metrics::counter!("hpc_registry_audit_lost_total").increment(n as u64);
+                        tracing::error!("audit: {n} records could not be written: {e}");
+                    } else if n > 0 {
+                        metrics::counter!("hpc_registry_audit_records_total").increment(n as u64);
+                    }
+                    for done in waiting {
+                        let _ = done.send(());
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Without the thread every record is lost: say so loudly (the channel reports closed).
+            tracing::error!("audit: cannot start the writer thread: {e}");
+        }
+        Auditor { tx, path }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Queues `record`; waits while the queue is full (see the module docs).
+    pub async fn record(&self, record: Record) {
+        let msg = Msg::Record(Box::new(record));
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(m)) => m,
+            Err(mpsc::error::TrySendError::Closed(_)) => return lost("the writer has stopped"),
+        };
+        metrics::counter!("hpc_registry_audit_backpressure_total").increment(1);
+        match tokio::time::timeout(FULL_WAIT, self.tx.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => lost("the writer has stopped"),
+            Err(_) => lost("the queue stayed full"),
+        }
+    }
+
+    /// Returns once every record queued before the call is written and indexed.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn lost(why: &str) {
+    metrics::counter!("hpc_registry_audit_lost_total").increment(1);
+    tracing::error!("audit: a record was lost: {why}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{self, Db};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn records_from_many_tasks_form_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        let auditor = Auditor::start(AuditLog::open(dir.path(), Arc::clone(&db)).unwrap());
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let a = auditor.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50 {
+                    let mut r = Record::new("manifest.pull", "ok");
+                    r.user = Some(format!("u{t}"));
+                    r.bytes = Some(i);
+                    a.record(r).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        auditor.flush().await;
+        let path = dir.path().join(crate::audit::FILE);
+        let report = super::super::log::verify_file(&path, Some(&db)).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.last_seq, 400);
+        let filter = meta::AuditFilter {
+            user: Some("u3".into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        let rows = db
+            .read_blocking(|c| meta::find_audit_events(c, &filter))
+            .unwrap();
+        assert_eq!(rows.len(), 50);
+    }
+}

@@ -1,0 +1,585 @@
+//! The audit trail at the HTTP edge: the middleware that turns each finished request into audit
+//! records (from the route, the status, the [`AuditSlot`] the auth middleware filled, and a few
+//! headers), and the admin-only `/admin/audit` API.
+//!
+//! What is recorded (see README "Audit trail"): every authentication failure (429s included),
+//! `auth.success` for `/token` and admin API logins (other requests carry `user` and `auth`
+//! instead of a separate success record, which would double the log), manifest GET (`manifest.pull`)
+//! and HEAD (`manifest.head`: containerd resolves a tag with HEAD, then GETs by digest), manifest
+//! and tag pushes and deletes, blob deletes, SIF fetches (not the 202 "still building" polls),
+//! and every admin API call. Blob downloads and upload chunks are not recorded: they are many,
+//! and the manifest pull names what was read.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::{query_map, AuditContext, AuditSlot};
+use super::routes::{self, Route};
+use super::App;
+use crate::audit::{self, query::Params, Record};
+use crate::auth::{pat, Principal};
+use crate::registry::names::Digest;
+
+/// The header a batch job sets to its `SLURM_JOB_ID`.
+const SLURM_JOB_ID: &str = "x-slurm-job-id";
+const MAX_USER_AGENT: usize = 256;
+const MAX_JOB_ID: usize = 64;
+
+/// What the middleware keeps of the request before the handler consumes it.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub method: Method,
+    pub path: String,
+    pub user_agent: Option<String>,
+    pub slurm_job_id: Option<String>,
+    pub content_length: Option<u64>,
+    /// The credential kind tried, from the Authorization header (for failures).
+    pub scheme: Option<&'static str>,
+}
+
+/// What the middleware keeps of the response.
+#[derive(Debug, Clone)]
+pub struct ReplyInfo {
+    pub status: u16,
+    pub digest: Option<String>,
+    pub content_length: Option<u64>,
+}
+
+impl RequestInfo {
+    pub fn of(method: &Method, path: &str, headers: &HeaderMap) -> RequestInfo {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        RequestInfo {
+            method: method.clone(),
+            path: path.to_owned(),
+            user_agent: text(header::USER_AGENT.as_str())
+                .map(|u| u.chars().take(MAX_USER_AGENT).collect()),
+            slurm_job_id: text(SLURM_JOB_ID)
+                .map(str::trim)
+                .filter(|j| {
+                    !j.is_empty()
+                        && j.len() <= MAX_JOB_ID
+                        && j.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+                })
+                .map(str::to_owned),
+            content_length: text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok()),
+            scheme: text(header::AUTHORIZATION.as_str()).map(scheme_of),
+        }
+    }
+}
+
+/// `password`, `token`, `bearer`, `munge` or `other` for an Authorization header value.
+fn scheme_of(value: &str) -> &'static str {
+    use base64::Engine;
+    let (scheme, cred) = value.trim().split_once(' ').unwrap_or((value, ""));
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => {
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(cred.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|t| t.split_once(':').map(|(_, s)| pat::looks_like_token(s)));
+            if secret == Some(true) {
+                "token"
+            } else {
+                "password"
+            }
+        }
+        "bearer" if pat::looks_like_token(cred.trim()) => "token",
+        "bearer" => "bearer",
+        "munge" => "munge",
+        _ => "other",
+    }
+}
+
+/// Middleware: runs the request, then queues its audit records.
+pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let info = RequestInfo::of(req.method(), req.uri().path(), req.headers());
+    let slot = req.extensions().get::<AuditSlot>().cloned();
+    let response = next.run(req).await;
+    let headers = response.headers();
+    let digest = headers
+        .get("docker-content-digest")
+        .or_else(|| headers.get(header::ETAG))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_owned())
+        .filter(|d| Digest::parse(d).is_ok());
+    let reply = ReplyInfo {
+        status: response.status().as_u16(),
+        digest,
+        content_length: headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+    };
+    let ctx = slot.map(|s| s.get()).unwrap_or_default();
+    for r in records(&info, &reply, &ctx) {
+        app.audit.record(r).await;
+    }
+    response
+}
+
+fn base(action: &str, info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Record {
+    let mut r = Record::new(action, audit::outcome_of_status(reply.status));
+    r.status = Some(reply.status);
+    r.client = ctx.client.map(|c| c.ip().to_string());
+    r.user_agent = info.user_agent.clone();
+    r.slurm_job_id = info.slurm_job_id.clone();
+    if let Some(p) = &ctx.principal {
+        r.user = p.user.clone();
+        r.uid = p.uid;
+        r.auth = Some(p.method.as_str().to_owned());
+    }
+    r
+}
+
+/// The records of one finished request (usually none or one).
+pub fn records(info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Vec<Record> {
+    if let Some((user, why)) = &ctx.failure {
+        let mut r = base("auth.failure", info, reply, ctx);
+        r.user = user.clone();
+        r.auth = info.scheme.map(str::to_owned);
+        r.outcome = if reply.status == 429 {
+            "rate-limited".into()
+        } else {
+            "denied".into()
+        };
+        r.detail = Some(why.clone());
+        r.reference = Some(info.path.chars().take(256).collect());
+        return vec![r];
+    }
+    let path = info.path.as_str();
+    if path == "/token" {
+        let ok = reply.status == 200;
+        let mut r = base(
+            if ok { "auth.success" } else { "auth.failure" },
+            info,
+            reply,
+            ctx,
+        );
+        if !ok {
+            r.auth = info.scheme.map(str::to_owned);
+            r.outcome = audit::outcome_of_status(reply.status).into();
+        }
+        return vec![r];
+    }
+    if path.starts_with("/admin/") {
+        let mut out = Vec::new();
+        let authenticated = ctx
+            .principal
+            .as_ref()
+            .is_some_and(Principal::is_authenticated);
+        if authenticated && reply.status != 401 {
+            out.push(base("auth.success", info, reply, ctx));
+            if let Some(s) = out.last_mut() {
+                s.outcome = "ok".into();
+                s.reference = Some(path.to_owned());
+            }
+        }
+        let mut r = base(
+            ctx.action.as_deref().unwrap_or("admin.request"),
+            info,
+            reply,
+            ctx,
+        );
+        r.reference = ctx
+            .reference
+            .clone()
+            .or_else(|| Some(format!("{} {path}", info.method)));
+        out.push(r);
+        return out;
+    }
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        return v2_record(rest, info, reply, ctx).into_iter().collect();
+    }
+    if let Some(rest) = path.strip_prefix("/sif/") {
+        return sif_record(rest, info, reply, ctx).into_iter().collect();
+    }
+    Vec::new()
+}
+
+fn v2_record(
+    rest: &str,
+    info: &RequestInfo,
+    reply: &ReplyInfo,
+    ctx: &AuditContext,
+) -> Option<Record> {
+    let m = &info.method;
+    let (name, reference, action, bytes) = match routes::parse(rest)? {
+        Route::Manifest { name, reference } => {
+            let by_digest = Digest::parse(reference).is_ok();
+            let (action, bytes) = match *m {
+                Method::GET => ("manifest.pull", reply.content_length),
+                Method::HEAD => ("manifest.head", None),
+                Method::PUT if by_digest => ("manifest.push", info.content_length),
+                Method::PUT => ("tag.push", info.content_length),
+                Method::DELETE if by_digest => ("manifest.delete", None),
+                Method::DELETE => ("tag.delete", None),
+                _ => return None,
+            };
+            (name, reference, action, bytes)
+        }
+        Route::Blob { name, digest } if *m == Method::DELETE => (name, digest, "blob.delete", None),
+        _ => return None,
+    };
+    let mut r = base(action, info, reply, ctx);
+    r.repository = Some(name.to_owned());
+    r.reference = Some(reference.to_owned());
+    r.digest = reply
+        .digest
+        .clone()
+        .or_else(|| Digest::parse(reference).ok().map(|d| d.as_str().to_owned()));
+    r.bytes = bytes;
+    Some(r)
+}
+
+fn sif_record(
+    rest: &str,
+    info: &RequestInfo,
+    reply: &ReplyInfo,
+    ctx: &AuditContext,
+) -> Option<Record> {
+    // HEAD, status and log reads, and "still building" answers are not fetches.
+    if info.method != Method::GET
+        || reply.status == StatusCode::ACCEPTED.as_u16()
+        || rest.ends_with("/status")
+        || rest.ends_with("/log")
+    {
+        return None;
+    }
+    let (reference, squashfs) = match rest.strip_suffix("/squashfs") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let mut r = base("sif.fetch", info, reply, ctx);
+    if Digest::parse(reference).is_err() {
+        if let Some((name, _)) = reference.rsplit_once(':') {
+            r.repository = Some(name.to_owned());
+        }
+    }
+    r.reference = Some(reference.chars().take(256).collect());
+    // The SIF's own digest (its ETag) when one was served.
+    r.digest = reply.digest.clone().filter(|_| reply.status < 300);
+    r.bytes = reply.content_length.filter(|_| reply.status < 300);
+    if squashfs {
+        r.detail = Some("squashfs partition".into());
+    }
+    Some(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin API: GET /admin/audit?user=&repo=&action=&since=&until=&limit=, GET /admin/audit/verify
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `path` is an audit API path (handled by [`api`]).
+pub fn is_api(path: &str) -> bool {
+    path == "/admin/audit" || path.starts_with("/admin/audit/")
+}
+
+pub async fn api(
+    app: &Arc<App>,
+    principal: &Principal,
+    method: &Method,
+    uri: &axum::http::Uri,
+    slot: Option<&AuditSlot>,
+) -> Response {
+    let path = uri.path();
+    let verify = path == "/admin/audit/verify";
+    if let Some(slot) = slot {
+        slot.note(
+            if verify {
+                "audit.verify"
+            } else {
+                "audit.query"
+            },
+            None,
+        );
+    }
+    if *method != Method::GET || !(verify || path == "/admin/audit") {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no admin operation {method} {path}"),
+        );
+    }
+    if !principal.admin || principal.read_only {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            "only an administrator may read the audit trail".into(),
+        );
+    }
+    // Read-your-writes: what happened before this request is on disk and indexed.
+    app.audit.flush().await;
+    let (db, file) = (Arc::clone(app.access.db()), app.audit.path().to_path_buf());
+    if verify {
+        let report =
+            tokio::task::spawn_blocking(move || audit::log::verify_file(&file, Some(&db))).await;
+        return match report {
+            Ok(Ok(r)) => {
+                let ok = r.ok();
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                v["ok"] = ok.into();
+                (StatusCode::OK, axum::Json(v)).into_response()
+            }
+            Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()),
+            Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()),
+        };
+    }
+    let q = query_map(uri);
+    let params = Params {
+        user: q.get("user").cloned(),
+        repo: q.get("repo").cloned(),
+        action: q.get("action").cloned(),
+        since: q.get("since").cloned(),
+        until: q.get("until").cloned(),
+        limit: q.get("limit").cloned(),
+    };
+    let filter = match params.to_filter(audit::time::now_ms()) {
+        Ok(f) => f,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "INVALID", e),
+    };
+    match tokio::task::spawn_blocking(move || audit::query::run(&file, &db, &filter)).await {
+        Ok(Ok(records)) => (StatusCode::OK, axum::Json(records)).into_response(),
+        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()),
+    }
+}
+
+fn json_error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthMethod;
+
+    fn ctx(user: Option<&str>) -> AuditContext {
+        AuditContext {
+            client: Some("10.0.0.7:4242".parse().unwrap()),
+            principal: user.map(|u| Principal {
+                user: Some(u.into()),
+                uid: Some(1000),
+                method: AuthMethod::Bearer,
+                ..Principal::anonymous()
+            }),
+            ..AuditContext::default()
+        }
+    }
+
+    fn req(method: Method, path: &str) -> RequestInfo {
+        let mut h = HeaderMap::new();
+        h.insert(header::USER_AGENT, "docker/27".parse().unwrap());
+        h.insert(SLURM_JOB_ID, "4711".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "512".parse().unwrap());
+        RequestInfo::of(&method, path, &h)
+    }
+
+    fn reply(status: u16, digest: Option<&str>, len: Option<u64>) -> ReplyInfo {
+        ReplyInfo {
+            status,
+            digest: digest.map(str::to_owned),
+            content_length: len,
+        }
+    }
+
+    #[test]
+    fn classifies_requests() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let one = |m: Method, p: &str, rep: ReplyInfo| {
+            let v = records(&req(m, p), &rep, &ctx(Some("alice")));
+            assert!(v.len() <= 1, "{v:?}");
+            v.into_iter().next()
+        };
+        let r = one(
+            Method::GET,
+            "/v2/alice/tool/manifests/1",
+            reply(200, Some(&d), Some(900)),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.action.as_str(),
+                r.repository.as_deref(),
+                r.reference.as_deref(),
+                r.digest.as_deref(),
+                r.bytes
+            ),
+            (
+                "manifest.pull",
+                Some("alice/tool"),
+                Some("1"),
+                Some(d.as_str()),
+                Some(900)
+            )
+        );
+        assert_eq!(
+            (
+                r.user.as_deref(),
+                r.uid,
+                r.auth.as_deref(),
+                r.client.as_deref()
+            ),
+            (Some("alice"), Some(1000), Some("bearer"), Some("10.0.0.7"))
+        );
+        assert_eq!(
+            (r.user_agent.as_deref(), r.slurm_job_id.as_deref()),
+            (Some("docker/27"), Some("4711"))
+        );
+        assert_eq!(
+            one(
+                Method::PUT,
+                "/v2/a/b/manifests/1",
+                reply(201, Some(&d), None)
+            )
+            .unwrap()
+            .action,
+            "tag.push"
+        );
+        let r = one(
+            Method::PUT,
+            &format!("/v2/a/b/manifests/{d}"),
+            reply(201, Some(&d), None),
+        )
+        .unwrap();
+        assert_eq!((r.action.as_str(), r.bytes), ("manifest.push", Some(512)));
+        assert_eq!(
+            one(
+                Method::DELETE,
+                "/v2/a/b/manifests/1",
+                reply(202, None, None)
+            )
+            .unwrap()
+            .action,
+            "tag.delete"
+        );
+        let r = one(
+            Method::DELETE,
+            &format!("/v2/a/b/manifests/{d}"),
+            reply(202, None, None),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.digest.as_deref()),
+            ("manifest.delete", Some(d.as_str()))
+        );
+        assert_eq!(
+            one(
+                Method::DELETE,
+                &format!("/v2/a/blobs/{d}"),
+                reply(202, None, None)
+            )
+            .unwrap()
+            .action,
+            "blob.delete"
+        );
+        assert!(one(
+            Method::GET,
+            &format!("/v2/a/blobs/{d}"),
+            reply(200, Some(&d), Some(5))
+        )
+        .is_none());
+        assert!(one(
+            Method::PATCH,
+            "/v2/a/blobs/uploads/x",
+            reply(202, None, None)
+        )
+        .is_none());
+        let r = one(
+            Method::GET,
+            "/sif/alice/tool:1",
+            reply(206, Some(&d), Some(100)),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.action.as_str(),
+                r.repository.as_deref(),
+                r.digest.as_deref(),
+                r.bytes,
+                r.outcome.as_str()
+            ),
+            (
+                "sif.fetch",
+                Some("alice/tool"),
+                Some(d.as_str()),
+                Some(100),
+                "ok"
+            )
+        );
+        assert!(one(Method::GET, "/sif/alice/tool:1", reply(202, None, Some(80))).is_none());
+        assert!(one(
+            Method::GET,
+            "/sif/alice/tool:1/status",
+            reply(200, None, None)
+        )
+        .is_none());
+        let r = one(
+            Method::GET,
+            "/v2/alice/tool/manifests/1",
+            reply(404, None, None),
+        )
+        .unwrap();
+        assert_eq!(r.outcome, "not-found");
+    }
+
+    #[test]
+    fn failures_and_logins() {
+        let mut c = ctx(None);
+        c.failure = Some((Some("alice".into()), "wrong".into()));
+        let v = records(&req(Method::GET, "/v2/"), &reply(429, None, None), &c);
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (
+                v[0].action.as_str(),
+                v[0].outcome.as_str(),
+                v[0].user.as_deref()
+            ),
+            ("auth.failure", "rate-limited", Some("alice"))
+        );
+        let v = records(
+            &req(Method::GET, "/token"),
+            &reply(200, None, None),
+            &ctx(Some("bob")),
+        );
+        assert_eq!(
+            (v[0].action.as_str(), v[0].user.as_deref()),
+            ("auth.success", Some("bob"))
+        );
+        let mut c = ctx(Some("boss"));
+        c.action = Some("user.add".into());
+        c.reference = Some("carol".into());
+        let v = records(
+            &req(Method::POST, "/admin/users"),
+            &reply(201, None, None),
+            &c,
+        );
+        let actions: Vec<&str> = v.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, vec!["auth.success", "user.add"]);
+        assert_eq!(v[1].reference.as_deref(), Some("carol"));
+        assert!(records(
+            &req(Method::GET, "/v2/"),
+            &reply(200, None, None),
+            &ctx(Some("a"))
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn schemes_and_junk_job_ids() {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.encode("alice:pw");
+        assert_eq!(scheme_of(&format!("Basic {b}")), "password");
+        assert_eq!(scheme_of("MUNGE abc"), "munge");
+        assert_eq!(scheme_of("Bearer eyJ"), "bearer");
+        let mut h = HeaderMap::new();
+        h.insert(SLURM_JOB_ID, "1; rm -rf /".parse().unwrap());
+        assert_eq!(RequestInfo::of(&Method::GET, "/", &h).slurm_job_id, None);
+    }
+}
