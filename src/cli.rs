@@ -81,7 +81,7 @@ pub enum AdminCommand {
 #[derive(Subcommand, Debug)]
 pub enum AdminGroupCommand {
     /// Query the audit trail (filters below), or check its hash chain: `admin audit verify`.
-    Audit(audit::AuditArgs),
+    Audit(Box<audit::AuditArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,7 +184,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
     let (target, command) = match command {
         AdminCommand::Admin {
             command: AdminGroupCommand::Audit(args),
-        } => return audit::run(args),
+        } => return audit::run(*args),
         AdminCommand::User { command, target } => (target, Identity::User(command)),
         AdminCommand::Group { command, target } => (target, Identity::Group(command)),
         AdminCommand::Token { command, target } => (target, Identity::Token(command)),

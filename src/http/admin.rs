@@ -71,6 +71,12 @@ pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Re
             .await;
     match outcome {
         Ok(Ok(value)) => {
+            // A new token is known by its id only now: the record names it (never the secret).
+            if let (Some(slot), Some(id)) = (&slot, value.get("id").and_then(|v| v.as_str())) {
+                if name == "create-token" {
+                    slot.note("token.create", Some(id.to_owned()));
+                }
+            }
             if parts.method != Method::GET {
                 tracing::info!(user = %who, op = name, "admin operation");
             }
