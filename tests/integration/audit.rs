@@ -654,3 +654,78 @@ fn posix_groups_share_a_namespace_when_switched_on() {
     );
     assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
 }
+
+#[test]
+fn a_slurm_job_fetches_its_owners_sif_with_munge_and_the_record_names_the_job() {
+    use crate::support::slurm::slurm;
+    let cluster = slurm();
+    let uid = ensure_host_user("alice");
+    let setup = Setup::new()
+        .user("alice", &["--uid", &uid.to_string()])
+        .user("boss", &["--admin"]);
+    let server = Server::start_secure(&setup, &["--munge"]);
+    let alice = Creds::of("alice");
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("oci");
+    busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", "echo from-slurm"]);
+    run(skopeo().args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("alice:{}", alice.secret),
+        "--format",
+        "oci",
+        &format!("oci:{}:1", layout.display()),
+        &format!("docker://{}/alice/job:1", server.host()),
+    ]));
+    // The SIF is built before the job runs (the job itself would just poll the 202s).
+    let until = Instant::now() + BUILD_DEADLINE;
+    let expected = loop {
+        let r = send(
+            "GET",
+            &server.url("/sif/alice/job:1"),
+            &Auth::Basic(&alice),
+            None,
+        );
+        if r.status == StatusCode::OK {
+            break r.body;
+        }
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
+        assert!(Instant::now() < until, "no SIF after {BUILD_DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+
+    // The job: what a user puts in a batch script on a compute node.
+    let out = cluster.out_dir();
+    let script = out.join(format!("{}.sh", unique("fetch")));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             curl -s -o \"{out}/$SLURM_JOB_ID.sif\" -w 'status=%{{http_code}}\\n' \
+             -H \"Authorization: MUNGE $(munge -n)\" -H \"X-Slurm-Job-Id: $SLURM_JOB_ID\" \
+             {url}\n",
+            out = out.display(),
+            url = server.url("/sif/alice/job:1")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let job = cluster.sbatch_as("alice", &script);
+    let output = cluster.wait_job(&job, Duration::from_secs(120));
+    assert!(output.contains("status=200"), "job {job} output:\n{output}");
+    let fetched = std::fs::read(out.join(format!("{job}.sif"))).expect("the job's SIF");
+    assert_eq!(sha256_digest(&fetched), sha256_digest(&expected));
+
+    let records = audit_online(&server, &["--action", "sif.fetch", "--user", "alice"]);
+    let r = find(&records, "the job's sif.fetch", |r| {
+        s(r, "slurm_job_id") == job
+    });
+    assert_eq!(
+        (s(r, "auth"), s(r, "outcome"), s(r, "digest")),
+        ("munge", "ok", sha256_digest(&expected).as_str())
+    );
+    assert_eq!(r["uid"].as_u64(), Some(u64::from(uid)));
+    assert_eq!(r["bytes"].as_u64(), Some(expected.len() as u64));
+    assert!(s(r, "user_agent").starts_with("curl/"), "{r}");
+}
