@@ -656,9 +656,9 @@ fn posix_groups_share_a_namespace_when_switched_on() {
 }
 
 #[test]
-fn a_slurm_job_fetches_its_owners_sif_with_munge_and_the_record_names_the_job() {
-    use crate::support::slurm::slurm;
-    let cluster = slurm();
+fn a_slurm_jobs_sif_fetch_is_recorded_with_its_job_id_and_munge_identity() {
+    use crate::support::slurm::SlurmCluster;
+    let cluster = SlurmCluster::start();
     let uid = ensure_host_user("alice");
     let setup = Setup::new()
         .user("alice", &["--uid", &uid.to_string()])
@@ -697,29 +697,30 @@ fn a_slurm_job_fetches_its_owners_sif_with_munge_and_the_record_names_the_job() 
 
     // The job: what a user puts in a batch script on a compute node.
     let out = cluster.out_dir();
-    let script = out.join(format!("{}.sh", unique("fetch")));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             curl -s -o \"{out}/$SLURM_JOB_ID.sif\" -w 'status=%{{http_code}}\\n' \
-             -H \"Authorization: MUNGE $(munge -n)\" -H \"X-Slurm-Job-Id: $SLURM_JOB_ID\" \
-             {url}\n",
-            out = out.display(),
-            url = server.url("/sif/alice/job:1")
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let job = cluster.sbatch_as("alice", &script);
-    let output = cluster.wait_job(&job, Duration::from_secs(120));
-    assert!(output.contains("status=200"), "job {job} output:\n{output}");
-    let fetched = std::fs::read(out.join(format!("{job}.sif"))).expect("the job's SIF");
+    let name = unique("audit-fetch");
+    let sif = out.join(format!("{name}.sif"));
+    let script = format!(
+        "#!/bin/sh\n\
+         echo job=$SLURM_JOB_ID\n\
+         curl -s -o \"{sif}\" -w 'status=%{{http_code}}\\n' \
+         -H \"Authorization: MUNGE $(munge -n)\" -H \"X-Slurm-Job-Id: $SLURM_JOB_ID\" {url}\n",
+        sif = sif.display(),
+        url = server.url("/sif/alice/job:1")
+    );
+    let job = cluster.run_job_as("alice", &name, &script);
+    assert!(
+        job.output.contains("status=200"),
+        "job {} ({}):\n{}",
+        job.id,
+        job.state,
+        job.output
+    );
+    let fetched = std::fs::read(&sif).expect("the job's SIF");
     assert_eq!(sha256_digest(&fetched), sha256_digest(&expected));
 
     let records = audit_online(&server, &["--action", "sif.fetch", "--user", "alice"]);
     let r = find(&records, "the job's sif.fetch", |r| {
-        s(r, "slurm_job_id") == job
+        s(r, "slurm_job_id") == job.id
     });
     assert_eq!(
         (s(r, "auth"), s(r, "outcome"), s(r, "digest")),

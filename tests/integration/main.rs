@@ -10,3 +10,4 @@ mod clients;
 mod conformance;
 mod durability;
 mod farm;
+mod slurm;

@@ -1,25 +1,227 @@
-//! A one-node Slurm cluster for the test binary, exactly as in /work/shared/docs/real-peers.md:
-//! slurmctld and slurmd as root with the config in a temporary directory, MUNGE authentication,
-//! no cgroups and no accounting. Its ports are picked free at start, so it never meets another
-//! cluster on the machine. Both daemons get SIGTERM when the test binary exits.
+//! A real one-node Slurm cluster for a test (slurmctld + slurmd, MUNGE auth, no cgroups, no
+//! accounting), configured in a temp dir as in /work/shared/docs/real-peers.md. Ports are picked
+//! free at start so clusters of concurrent test binaries never meet; both daemons are stopped
+//! when the [`SlurmCluster`] is dropped (and die with the test binary in any case).
 
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use super::users::ensure_munged;
-use super::*;
+use tempfile::TempDir;
 
-pub struct Slurm {
-    dir: PathBuf,
+use super::users::ensure_munged;
+use super::{require_tool, run, spawn_managed};
+
+/// How long the daemons may take to report an idle node, and a job to finish.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct SlurmCluster {
+    dir: TempDir,
     conf: PathBuf,
+    daemons: Vec<Child>,
 }
 
-/// The shared cluster (started on first use).
-pub fn slurm() -> &'static Slurm {
-    static SLURM: OnceLock<Slurm> = OnceLock::new();
-    SLURM.get_or_init(Slurm::start)
+/// How a batch job ended: its final state and what it printed.
+#[derive(Debug)]
+pub struct JobResult {
+    pub id: String,
+    pub state: String,
+    pub output: String,
+}
+
+impl SlurmCluster {
+    pub fn start() -> SlurmCluster {
+        for tool in ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo"] {
+            require_tool(tool);
+        }
+        ensure_munged();
+        let dir = tempfile::Builder::new()
+            .prefix("hpcr-slurm.")
+            .tempdir_in("/var/tmp")
+            .expect("slurm temp dir");
+        let root = dir.path();
+        for sub in ["state", "spool", "log", "out"] {
+            fs::create_dir_all(root.join(sub)).expect("slurm dirs");
+        }
+        // Job owners write their output here.
+        chmod(&root.join("out"), 0o1777);
+        chmod(root, 0o755);
+        let host = run(&mut Command::new("hostname")).trim().to_owned();
+        let (ctld_port, node_port) = (free_port(), free_port());
+        let r = root.display();
+        let conf = format!(
+            "ClusterName=hpcrtest
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={node_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=600
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"
+        );
+        let conf_path = root.join("slurm.conf");
+        fs::write(&conf_path, conf).expect("write slurm.conf");
+        chmod(&conf_path, 0o644);
+        let mut cluster = SlurmCluster {
+            dir,
+            conf: conf_path,
+            daemons: Vec::new(),
+        };
+        cluster.spawn("slurmctld");
+        cluster.spawn("slurmd");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let out = cluster.command("sinfo").args(["-h", "-o", "%t"]).output();
+            if let Ok(out) = out {
+                if String::from_utf8_lossy(&out.stdout).trim() == "idle" {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the one-node Slurm cluster reported no idle node within {START_TIMEOUT:?}\n{}",
+                cluster.logs()
+            );
+            thread::sleep(Duration::from_millis(250));
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, daemon: &str) {
+        let mut cmd = Command::new(require_tool(daemon));
+        cmd.args(["-D", "-f"])
+            .arg(&self.conf)
+            .env("SLURM_CONF", &self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child =
+            spawn_managed(cmd, libc::SIGTERM).unwrap_or_else(|e| panic!("start {daemon}: {e}"));
+        self.daemons.push(child);
+    }
+
+    /// A Slurm client command pointed at this cluster.
+    pub fn command(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(tool);
+        cmd.env("SLURM_CONF", &self.conf);
+        cmd
+    }
+
+    /// Where job owners may write.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Submits `script` as the unprivileged host user `user` (`runuser -u USER -- sbatch`) and
+    /// waits for the job to end.
+    pub fn run_job_as(&self, user: &str, name: &str, script: &str) -> JobResult {
+        let path = self.out_dir().join(format!("{name}.sh"));
+        fs::write(&path, script).expect("write job script");
+        chmod(&path, 0o755);
+        let output = self.out_dir().join(format!("{name}.%j.out"));
+        let id = run(Command::new("runuser")
+            .args(["-u", user, "--", "sbatch", "--parsable", "--job-name", name])
+            .arg(format!("--chdir={}", self.out_dir().display()))
+            .arg(format!("--output={}", output.display()))
+            .arg(&path)
+            .env("SLURM_CONF", &self.conf))
+        .trim()
+        .to_owned();
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        let state = loop {
+            let info = run(self.command("scontrol").args(["show", "job", &id]));
+            let state = info
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("JobState="))
+                .unwrap_or("UNKNOWN")
+                .to_owned();
+            if !matches!(
+                state.as_str(),
+                "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING"
+            ) {
+                break state;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {state} after {JOB_TIMEOUT:?}\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(250));
+        };
+        let out_file = self.out_dir().join(format!("{name}.{id}.out"));
+        let output = fs::read_to_string(&out_file).unwrap_or_else(|e| {
+            panic!(
+                "job {id} ({state}) left no output {}: {e}\n{}",
+                out_file.display(),
+                self.logs()
+            )
+        });
+        JobResult { id, state, output }
+    }
+
+    /// The daemons' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for log in ["slurmctld.log", "slurmd.log"] {
+            let text =
+                fs::read_to_string(self.dir.path().join("log").join(log)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            all += &format!("--- {log} (last lines)\n");
+            for line in tail.iter().rev() {
+                all += line;
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        for child in self.daemons.iter_mut().rev() {
+            // SIGTERM lets slurmctld save its state cleanly; the temp dir goes afterwards.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 fn free_port() -> u16 {
@@ -27,134 +229,4 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-impl Slurm {
-    fn start() -> Slurm {
-        for tool in ["slurmctld", "slurmd", "sbatch", "sinfo", "squeue"] {
-            assert!(
-                find_tool(tool).is_some(),
-                "`{tool}` is not installed: install the Debian package `slurm-wlm`"
-            );
-        }
-        ensure_munged();
-        let dir = tempfile::Builder::new()
-            .prefix("hpcreg-slurm-")
-            .tempdir()
-            .expect("slurm temp dir")
-            .keep();
-        for sub in ["state", "spool", "log", "out"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        // Jobs run as unprivileged users: they read the config and write their output here.
-        for (p, mode) in [(dir.clone(), 0o755), (dir.join("out"), 0o1777)] {
-            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .unwrap();
-        }
-        let host = run(&mut Command::new("hostname")).trim().to_owned();
-        let d = dir.display();
-        let conf = dir.join("slurm.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "ClusterName=hpcregtest\nSlurmctldHost={host}(127.0.0.1)\n\
-                 SlurmctldPort={}\nSlurmdPort={}\nSlurmUser=root\nSlurmdUser=root\n\
-                 AuthType=auth/munge\nCredType=cred/munge\n\
-                 StateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
-                 SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
-                 SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
-                 ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
-                 SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\n\
-                 JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n\
-                 JobCompType=jobcomp/none\nMpiDefault=none\nReturnToService=2\n\
-                 NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN\n\
-                 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n",
-                free_port(),
-                free_port()
-            ),
-        )
-        .unwrap();
-        let slurm = Slurm { dir, conf };
-        for daemon in ["slurmctld", "slurmd"] {
-            let mut cmd = Command::new(daemon);
-            cmd.arg("-D")
-                .arg("-f")
-                .arg(&slurm.conf)
-                .env("SLURM_CONF", &slurm.conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let child = spawn_managed(cmd, libc::SIGTERM).expect("start a slurm daemon");
-            // Runs for the rest of the test binary and dies with it.
-            std::mem::forget(child);
-            if daemon == "slurmctld" {
-                slurm.wait_for("slurmctld answering", |s| {
-                    s.cmd("sinfo").output().is_ok_and(|o| o.status.success())
-                });
-            }
-        }
-        slurm.wait_for("the node idle", |s| {
-            s.cmd("sinfo")
-                .args(["-h", "-o", "%t"])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle")
-        });
-        slurm
-    }
-
-    fn wait_for(&self, what: &str, ready: impl Fn(&Slurm) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready(self) {
-            assert!(
-                Instant::now() < deadline,
-                "slurm: no {what} within 60 s; slurmctld log:\n{}\nslurmd log:\n{}",
-                self.log("slurmctld"),
-                self.log("slurmd")
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn log(&self, daemon: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("log/{daemon}.log"))).unwrap_or_default()
-    }
-
-    /// A Slurm client command for this cluster.
-    pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("SLURM_CONF", &self.conf);
-        c
-    }
-
-    /// A directory every job may write to.
-    pub fn out_dir(&self) -> PathBuf {
-        self.dir.join("out")
-    }
-
-    /// Submits `script` as host user `user`; returns the job id.
-    pub fn sbatch_as(&self, user: &str, script: &Path) -> String {
-        let out = self.out_dir().join("%j.out");
-        let mut cmd = self.cmd("runuser");
-        cmd.args(["-u", user, "--", "sbatch", "--parsable", "-o"])
-            .arg(out)
-            .arg(script);
-        run(&mut cmd).trim().to_owned()
-    }
-
-    /// Waits until job `id` left the queue; returns its output file's content.
-    pub fn wait_job(&self, id: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let queued = run(self.cmd("squeue").args(["-h", "-j", id, "-o", "%i"]));
-            if queued.trim().is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} still queued after {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        std::fs::read_to_string(self.out_dir().join(format!("{id}.out"))).unwrap_or_default()
-    }
 }
