@@ -143,11 +143,8 @@ pub fn records(info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Vec
         let mut r = base("auth.failure", info, reply, ctx);
         r.user = user.clone();
         r.auth = info.scheme.map(str::to_owned);
-        r.outcome = if reply.status == 429 {
-            "rate-limited".into()
-        } else {
-            "denied".into()
-        };
+        // 401 → denied, 429 → rate-limited, 500 (munged unreachable) → error.
+        r.outcome = audit::outcome_of_status(reply.status).into();
         r.detail = Some(why.clone());
         r.reference = Some(info.path.chars().take(256).collect());
         return vec![r];

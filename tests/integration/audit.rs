@@ -730,3 +730,61 @@ fn a_slurm_jobs_sif_fetch_is_recorded_with_its_job_id_and_munge_identity() {
     assert_eq!(r["bytes"].as_u64(), Some(expected.len() as u64));
     assert!(s(r, "user_agent").starts_with("curl/"), "{r}");
 }
+
+#[test]
+fn kill_9_under_traffic_leaves_a_chain_that_verifies_and_resumes() {
+    let setup = Setup::new().user("alice", &[]).user("boss", &["--admin"]);
+    let mut server = Server::start_secure(&setup, &[]);
+    let alice = Creds::of("alice");
+    push_as(&server, &alice, "alice/a", "1");
+    let url = server.url("/v2/alice/a/manifests/1");
+    let pullers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let alice = Creds::of("alice");
+                // Until the server is gone.
+                while http()
+                    .get(&url)
+                    .basic_auth(&alice.user, Some(&alice.secret))
+                    .header("accept", ACCEPT_ALL_MANIFESTS)
+                    .send()
+                    .is_ok()
+                {}
+            })
+        })
+        .collect();
+    let file = server.data_dir().join("audit/audit.jsonl");
+    let until = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 300
+    {
+        assert!(Instant::now() < until, "no audit records under traffic");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    for p in pullers {
+        p.join().unwrap();
+    }
+    // The restarted server resumes the chain (dropping a torn last line, indexing what the index
+    // missed) and keeps recording.
+    server.restart_secure();
+    push_as(&server, &alice, "alice/a", "2");
+    let tags = audit_online(&server, &["--action", "tag.push"]);
+    assert_eq!(
+        tags.iter().map(|r| s(r, "reference")).collect::<Vec<_>>(),
+        vec!["1", "2"]
+    );
+    let url = server.base_url();
+    cli(
+        &["admin", "audit", "verify", "--server", &url],
+        &admin_env(),
+        "",
+    );
+    server.terminate();
+    let dd = server.data_dir().display().to_string();
+    cli(&["admin", "audit", "verify", "--data-dir", &dd], &[], "");
+}
