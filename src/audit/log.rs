@@ -272,7 +272,7 @@ pub fn verify_file(path: &Path, db: Option<&Db>) -> Result<chain::Report, AuditE
         let mut n = 0u64;
         while let Some(line) = read_line(&mut reader).map_err(io)? {
             n += 1;
-            if let Ok(r) = serde_json::from_slice::<Record>(&line) {
+            if let Ok(r) = serde_json::from_slice::<chain::Links>(&line) {
                 file_hashes.insert(r.seq, (n, r.hash));
             }
         }

@@ -25,7 +25,8 @@ pub const FILE: &str = "audit/audit.jsonl";
 
 /// One audit record, exactly as stored (one JSON object per line). Every field is always present
 /// (`null` when unknown), so consumers can rely on the shape. `seq`, `prev` and `hash` are filled
-/// by the log when the record is appended.
+/// by the log when the record is appended. `hash` must stay the last field (the chain hashes the
+/// line up to it); new fields go before `prev` with `#[serde(default)]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
