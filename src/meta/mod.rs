@@ -5,6 +5,7 @@
 //! concurrently with the writer thanks to WAL. All calls are blocking: async callers go through
 //! [`Db::read`] / [`Db::write`], which run them on tokio's blocking pool.
 
+mod gc;
 mod jobs;
 mod queries;
 mod users;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 
+pub use gc::*;
 pub use jobs::*;
 pub use queries::*;
 pub use users::*;
