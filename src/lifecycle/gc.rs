@@ -535,11 +535,16 @@ fn stale_uploads(dir: &Path, cutoff: i64) -> std::io::Result<Vec<(String, u64, u
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // Sessions are UUIDs; scratch directories and `.repo` files are not sessions.
-        if uuid::Uuid::parse_str(&name).is_err() || !entry.file_type()?.is_file() {
+        if uuid::Uuid::parse_str(&name).is_err() {
             continue;
         }
-        let m = entry.metadata()?;
-        if m.mtime() >= cutoff {
+        // Uploads finish (rename) and start all the time: a vanished entry is not an error.
+        let m = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !m.is_file() || m.mtime() >= cutoff {
             continue;
         }
         let (repo_bytes, repo_disk) = measure(&dir.join(format!("{name}.repo")));
