@@ -97,34 +97,36 @@ fn error(e: ManageError) -> Response {
 }
 
 /// The lifecycle routes are admin-only, with a password or an access token (like the rest of
-/// the admin API); `Err` is the response refusing the caller.
-fn require_admin(principal: &Principal) -> Result<(), Response> {
+/// the admin API); `Some` is the response refusing the caller.
+fn refuse_non_admin(principal: &Principal) -> Option<Response> {
     if !principal.is_authenticated() {
-        return Err(Error::Unauthorized(
-            "the admin API needs a user name and password or access token".into(),
-        )
-        .into_response());
+        return Some(
+            Error::Unauthorized(
+                "the admin API needs a user name and password or access token".into(),
+            )
+            .into_response(),
+        );
     }
     if !matches!(
         principal.method,
         AuthMethod::Password | AuthMethod::AccessToken
     ) {
-        return Err(error(ManageError::Forbidden(
+        return Some(error(ManageError::Forbidden(
             "the admin API takes a password or an access token, not a bearer or MUNGE credential"
                 .into(),
         )));
     }
     if !principal.admin {
-        return Err(error(ManageError::Forbidden(
+        return Some(error(ManageError::Forbidden(
             "only administrators may prune or delete repositories".into(),
         )));
     }
-    Ok(())
+    None
 }
 
 /// `POST /admin/prune[?dry_run=true]`: runs (or, dry, plans) a prune; answers its report.
 pub async fn prune(State(app): State<Arc<App>>, principal: Principal, req: Request) -> Response {
-    if let Err(refused) = require_admin(&principal) {
+    if let Some(refused) = refuse_non_admin(&principal) {
         return refused;
     }
     if req.method() != Method::POST {
@@ -159,7 +161,7 @@ pub async fn delete_repository(
     principal: Principal,
     req: Request,
 ) -> Response {
-    if let Err(refused) = require_admin(&principal) {
+    if let Some(refused) = refuse_non_admin(&principal) {
         return refused;
     }
     if req.method() != Method::DELETE {

@@ -478,7 +478,8 @@ fn image_batch(tx: &Transaction, after: &mut String, report: &mut Report) -> met
     let images = meta::image_candidates(tx, after, BATCH)?;
     for image in &images {
         after.clone_from(image);
-        if !meta::manifest_exists_anywhere(tx, image)? {
+        let gone = !meta::manifest_exists_anywhere(tx, image)?;
+        if gone {
             for (sif, size) in meta::drop_image_sifs(tx, image)? {
                 report.push(Action {
                     kind: "sif",
@@ -490,7 +491,10 @@ fn image_batch(tx: &Transaction, after: &mut String, report: &mut Report) -> met
                 });
             }
         }
-        meta::forget_image_candidate(tx, image)?;
+        // A build still running for a gone image records its SIF when it ends: keep looking.
+        if !(gone && meta::image_building(tx, image)?) {
+            meta::forget_image_candidate(tx, image)?;
+        }
     }
     Ok(images.len() as i64 == BATCH)
 }

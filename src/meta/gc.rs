@@ -157,7 +157,8 @@ fn exists(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<bool
 }
 
 /// What keeps manifest `digest` of repository `repo` alive, if anything. The registry's own
-/// SIF artifacts live exactly as long as their subject; a client manifest stays while it is
+/// SIF artifacts live while their subject exists and an ORAS tag (`T.sif`) publishes them (one
+/// that lost its tag to a moved `T` is unreachable); a client manifest stays while it is
 /// tagged, listed by an index, a referrer of an existing manifest, or being built.
 pub fn manifest_anchor(
     conn: &Connection,
@@ -173,15 +174,16 @@ pub fn manifest_anchor(
         )?,
         None => false,
     };
+    let tagged = exists(
+        conn,
+        "SELECT 1 FROM tags WHERE repository_id = ?1 AND digest = ?2",
+        params![repo, digest],
+    )?;
     if m.registry_made {
-        return Ok(subject_exists.then_some(Anchor::Durable));
+        return Ok((subject_exists && tagged).then_some(Anchor::Durable));
     }
     if subject_exists
-        || exists(
-            conn,
-            "SELECT 1 FROM tags WHERE repository_id = ?1 AND digest = ?2",
-            params![repo, digest],
-        )?
+        || tagged
         || exists(
             conn,
             "SELECT 1 FROM manifest_references
@@ -215,6 +217,15 @@ pub fn forget_image_candidate(tx: &Transaction, digest: &str) -> Result<()> {
     tx.prepare_cached("DELETE FROM gc_image_candidates WHERE digest = ?1")?
         .execute([digest])?;
     Ok(())
+}
+
+/// Whether a SIF of image `digest` is being built (its result is dropped at a later prune).
+pub fn image_building(conn: &Connection, digest: &str) -> Result<bool> {
+    exists(
+        conn,
+        "SELECT 1 FROM build_jobs WHERE manifest_digest = ?1 AND state = 'building'",
+        [digest],
+    )
 }
 
 /// Whether any repository holds manifest `digest`.
