@@ -752,3 +752,38 @@ fn wait_tag(server: &Server, repo: &str, tag: &str) {
         thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_background_prune_runs_on_its_interval() {
+    let server = GcServer::start(&format!(
+        "[gc]\ngrace = \"0s\"\ninterval = \"1s\"\n{NO_BUILDS}"
+    ));
+    let kept = push_tagged(&server, "bg/app", "kept");
+    let gone = push_tagged(&server, "bg/app", "gone");
+    let r = delete(&server, "/v2/bg/app/manifests/gone");
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
+    // No admin call: the scheduled run must sweep the untagged manifest and its blobs.
+    let until = Instant::now() + Duration::from_secs(60);
+    while get_manifest(&server, "bg/app", &gone.digest).status == StatusCode::OK {
+        assert!(
+            Instant::now() < until,
+            "the background prune never swept {}",
+            gone.digest
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while gone
+        .blob_digests()
+        .iter()
+        .any(|d| server.blob_path(d).exists())
+    {
+        assert!(
+            Instant::now() < until,
+            "the background prune left {}'s blobs",
+            gone.digest
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    kept.assert_intact(&server);
+}
