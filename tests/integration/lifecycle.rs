@@ -664,8 +664,11 @@ fn retention_untagged_after_dry_run_equals_real_run() {
 
 #[test]
 fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_along() {
+    // A SIF download is a use of the image: `unused_after` must not expire a tag whose SIF is
+    // fetched while nobody pulls the image itself.
     let server = GcServer::start(
-        "[gc]\ngrace = \"0s\"\ninterval = \"0s\"\n[farm]\nworkers = 1\nthreads = 1\n",
+        "[gc]\ngrace = \"0s\"\ninterval = \"0s\"\n\n[[retention]]\nnamespaces = \"sifs/tool\"\n\
+         unused_after = \"5s\"\n\n[farm]\nworkers = 1\nthreads = 1\n",
     );
     let layout_dir = tempfile::tempdir().unwrap();
     let layout = layout_dir.path().join("layout");
@@ -724,6 +727,35 @@ fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_along()
     assert!(fetched >= 2);
     assert!(blob_files(server.data_dir()).contains(&sif_digest));
 
+    // For longer than `unused_after`, only the SIF is fetched (by digest); a second tag, of an
+    // image nobody builds (s390x) or fetches, is the control.
+    let cfg = serde_json::to_vec(&json!({
+        "architecture": "s390x", "os": "linux", "config": {"Labels": {"nonce": unique("c")}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }))
+    .unwrap();
+    push_blob(&server, "sifs/tool", &cfg);
+    put_manifest_ok(
+        &server,
+        "sifs/tool",
+        "idle",
+        OCI_MANIFEST,
+        &manifest_over(&cfg, &[], None),
+    );
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        assert_eq!(sif_get(&server, &digest).status, StatusCode::OK);
+        thread::sleep(Duration::from_millis(500));
+    }
+    let done = dry_then_real(&server);
+    assert_eq!(
+        refs_of(&done, "tag"),
+        BTreeSet::from(["idle".to_owned()]),
+        "{done:#}"
+    );
+    assert!(tags_of(&server, "sifs/tool").contains("1"));
+    let artifact = manifest_digest(&server, "sifs/tool", "1.sif");
+
     // Deleting the source image takes its SIF, the SIF's ORAS artifact and the job along at the
     // next prune, and nothing rebuilds it.
     let r = delete(&server, &format!("/v2/sifs/tool/manifests/{digest}"));
@@ -732,8 +764,8 @@ fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_along()
     assert_eq!(refs_of(&done, "sif"), BTreeSet::from([sif_digest.clone()]));
     assert!(refs_of(&done, "blob").contains(&sif_digest), "{done:#}");
     assert_eq!(
-        refs_of(&done, "manifest").len(),
-        1,
+        refs_of(&done, "manifest"),
+        BTreeSet::from([artifact]),
         "the ORAS artifact: {done:#}"
     );
     assert!(!blob_files(server.data_dir()).contains(&sif_digest));
