@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod farm;
 pub mod http;
+pub mod lifecycle;
 pub mod lock;
 pub mod meta;
 pub mod registry;

@@ -26,6 +26,12 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Admin(hpc_registry::cli::AdminCommand),
+    /// Administration: prune (GC and retention), repo delete, audit.
+    #[command(name = "admin")]
+    Lifecycle {
+        #[command(subcommand)]
+        command: hpc_registry::cli::LifecycleCommand,
+    },
 }
 
 #[derive(Args)]
@@ -125,5 +131,6 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(hpc_registry::server::serve(config))
         }
         Command::Admin(command) => hpc_registry::cli::run(command),
+        Command::Lifecycle { command } => hpc_registry::cli::run_lifecycle(command),
     }
 }

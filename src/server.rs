@@ -64,6 +64,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let audit = crate::audit::Auditor::start(audit);
     let registry = Registry::new(Arc::clone(&db), store.clone(), limits);
+    let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
+    let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings, &data_dir));
     let farm = Farm::new(db, store, config.farm.clone(), Arc::clone(&registry.events));
     let _ = farm.audit.set(audit.clone());
     let app = Arc::new(App {
@@ -71,6 +73,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         access: Arc::new(access),
         farm: Arc::clone(&farm),
         audit,
+        pruner,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -93,6 +96,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&app),
         config.registry.upload_expiry_secs,
     ));
+    let pruner = tokio::spawn(crate::lifecycle::schedule::run(Arc::clone(&app)));
     let router = http::router(Arc::clone(&app));
     match tls {
         Some(acceptor) => crate::tls::serve(listener, acceptor, router, shutdown_signal())
@@ -109,6 +113,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     flusher.abort();
     expirer.abort();
+    pruner.abort();
     app.registry.flush_pulls().await?;
     app.audit.flush().await;
     tracing::info!("stopped");

@@ -187,6 +187,18 @@ pub fn records(info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Vec
             .reference
             .clone()
             .or_else(|| Some(format!("{} {path}", info.method)));
+        // The lifecycle routes (src/lifecycle) are known by their paths.
+        if ctx.action.is_none() {
+            if path == "/admin/prune" {
+                r.action = "admin.prune".into();
+            } else if let Some(name) = path.strip_prefix("/admin/repositories/") {
+                if info.method == Method::DELETE {
+                    r.action = "repository.delete".into();
+                    r.repository = Some(name.chars().take(256).collect());
+                    r.reference = None;
+                }
+            }
+        }
         out.push(r);
         return out;
     }
@@ -560,6 +572,15 @@ mod tests {
         let actions: Vec<&str> = v.iter().map(|r| r.action.as_str()).collect();
         assert_eq!(actions, vec!["auth.success", "user.add"]);
         assert_eq!(v[1].reference.as_deref(), Some("carol"));
+        let v = records(
+            &req(Method::DELETE, "/admin/repositories/alice/old"),
+            &reply(200, None, None),
+            &ctx(Some("boss")),
+        );
+        assert_eq!(
+            (v[1].action.as_str(), v[1].repository.as_deref()),
+            ("repository.delete", Some("alice/old"))
+        );
         assert!(records(
             &req(Method::GET, "/v2/"),
             &reply(200, None, None),

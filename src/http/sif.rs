@@ -73,7 +73,10 @@ async fn handle(
     if matches!(view, View::Sif | View::Squashfs) {
         if let Some(ready) = app.farm.ready.get(digest.as_str(), platform.as_deref()) {
             match open_sif(app, &ready).await? {
-                Some(file) => return serve(method, headers, &ready, file, view).await,
+                Some(file) => {
+                    note_use(app, &repo, reference, &ready.image);
+                    return serve(method, headers, &ready, file, view).await;
+                }
                 // Removed or quarantined since: the slow path sees what the job says now.
                 None => app.farm.ready.forget(digest.as_str(), platform.as_deref()),
             }
@@ -90,6 +93,7 @@ async fn handle(
         }
         View::Sif | View::Squashfs => match job.state {
             JobState::Ready => {
+                note_use(app, &repo, reference, &job.manifest_digest);
                 let ready = ready_sif(app, &job).await?;
                 let file = open_sif(app, &ready).await?.ok_or_else(|| {
                     Error::Internal(format!(
@@ -112,6 +116,17 @@ async fn handle(
             }
             JobState::Failed => failed(app, &job).await,
         },
+    }
+}
+
+/// A SIF fetch is a use of the image for retention's `unused_after`: of the image itself and of
+/// the tag asked for (batched like pulls, never a write per download).
+fn note_use(app: &App, repo: &RepositoryName, reference: &str, image: &str) {
+    app.registry.record_sif_fetch(repo, image);
+    if Digest::parse(reference).is_err() {
+        if let Some((_, tag)) = reference.rsplit_once(':') {
+            app.registry.record_sif_fetch(repo, tag);
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`Db::read`] / [`Db::write`], which run them on tokio's blocking pool.
 
 mod audit;
+mod gc;
 mod jobs;
 mod queries;
 mod users;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use audit::*;
+pub use gc::*;
 pub use jobs::*;
 pub use queries::*;
 pub use users::*;

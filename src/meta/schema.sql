@@ -188,3 +188,24 @@ CREATE TABLE IF NOT EXISTS audit_events (
 CREATE INDEX IF NOT EXISTS audit_events_by_time ON audit_events (time_ms);
 CREATE INDEX IF NOT EXISTS audit_events_by_user ON audit_events (user_name, time_ms);
 CREATE INDEX IF NOT EXISTS audit_events_by_repository ON audit_events (repository, time_ms);
+
+-- Online garbage collection (src/lifecycle, src/meta/gc.rs). What changed since the last prune,
+-- so that a run costs what changed, never a walk of the store.
+-- Manifests that lost an anchor (their last tag, their parent index, their subject) or were
+-- pushed untagged: the sweep re-checks exactly these. `since` = 0 means "due now" (a cascade of
+-- a deletion that was already decided).
+CREATE TABLE IF NOT EXISTS gc_manifest_candidates (
+    repository_id  BIGINT NOT NULL,
+    digest         TEXT NOT NULL,
+    since          BIGINT NOT NULL,
+    PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX IF NOT EXISTS gc_manifest_candidates_by_since ON gc_manifest_candidates (since, repository_id, digest);
+-- Image digests deleted from some repository: if no repository holds them any more, their SIFs,
+-- build jobs and (through the SIF blobs' reference counts) bytes go.
+CREATE TABLE IF NOT EXISTS gc_image_candidates (
+    digest  TEXT PRIMARY KEY,
+    since   BIGINT NOT NULL
+);
+-- "Does any repository still hold this digest?" without a table scan.
+CREATE INDEX IF NOT EXISTS manifests_by_digest ON manifests (digest);

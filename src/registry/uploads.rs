@@ -98,15 +98,19 @@ impl Registry {
         digest: &Digest,
     ) -> Result<bool> {
         let (from_name, d) = (from.as_str().to_owned(), digest.as_str().to_owned());
-        let size = self
+        let (name, ns) = (repo.as_str().to_owned(), repo.namespace().to_owned());
+        // Check and link in one transaction: a blob GC has marked 'deleting' is not mounted
+        // (the client uploads it instead), and one that is live cannot be marked in between.
+        Ok(self
             .db
-            .read(move |c| meta::blob_in_repository(c, &from_name, &d))
-            .await?;
-        let Some(size) = size else {
-            return Ok(false);
-        };
-        self.link_blob(repo, digest, size).await?;
-        Ok(true)
+            .write(move |tx| {
+                let Some(size) = meta::blob_in_repository(tx, &from_name, &d)? else {
+                    return Ok(false);
+                };
+                meta::link_blob(tx, &name, &ns, &d, size)?;
+                Ok(true)
+            })
+            .await?)
     }
 
     async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: i64) -> Result<()> {
@@ -217,6 +221,9 @@ impl Registry {
         }
         let size = session.len as i64;
         let (store, sid, d) = (self.store.clone(), id.to_owned(), digest.clone());
+        // From the existence check in commit_upload to the link (which resurrects a blob GC is
+        // removing), GC must not unlink this digest's file.
+        let _locked = crate::lifecycle::guard::lock(digest.as_str()).await;
         blocking(move || store.commit_upload(&sid, &d)).await?;
         crate::telemetry::blob_committed(size as u64);
         self.sessions.remove(id);
@@ -241,6 +248,11 @@ impl Registry {
             self.discard(&id).await?;
         }
         Ok(n)
+    }
+
+    /// Drops an upload session (garbage collection of stale sessions).
+    pub async fn discard_upload(&self, id: &str) -> Result<()> {
+        self.discard(id).await
     }
 
     async fn discard(&self, id: &str) -> Result<()> {

@@ -10,4 +10,5 @@ mod clients;
 mod conformance;
 mod durability;
 mod farm;
+mod lifecycle;
 mod slurm;
