@@ -25,6 +25,8 @@ use crate::config::Config;
 use crate::lock::{DataLock, LockError};
 use crate::meta::Db;
 
+pub mod storage;
+
 /// Where the commands act.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
@@ -533,7 +535,7 @@ impl Backend {
 }
 
 /// Just enough HTTP client for the admin API: one request per connection, HTTP/1.1, optional TLS.
-mod remote {
+pub(crate) mod remote {
     use super::*;
     use axum::http::{header, Method, Request, Uri};
     use bytes::Bytes;
@@ -586,6 +588,28 @@ mod remote {
                     .enable_all()
                     .build()?,
             })
+        }
+
+        /// One admin API request outside the identity operations (usage, quota, scrub).
+        pub fn call(
+            &self,
+            method: Method,
+            path: &str,
+            body: Option<Value>,
+        ) -> anyhow::Result<Value> {
+            let body = body.map(|b| b.to_string()).unwrap_or_default();
+            let (status, bytes) = self
+                .runtime
+                .block_on(self.send(method.clone(), path, body))?;
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if status.is_success() {
+                return Ok(value);
+            }
+            let message = value["errors"][0]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{method} {path}: {status}: {message}")
         }
 
         pub fn run(&self, op: &Op) -> anyhow::Result<Value> {

@@ -19,6 +19,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub farm: FarmConfig,
     pub tls: TlsConfig,
+    /// `[quota]`: default namespace quotas.
+    pub quota: crate::quota::QuotaConfig,
+    /// `[scrub]`: re-hashing the store.
+    pub scrub: crate::lifecycle::scrub::ScrubConfig,
 }
 
 /// The SIF build farm (`[farm]`).
@@ -155,6 +159,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             farm: FarmConfig::default(),
             tls: TlsConfig::default(),
+            quota: Default::default(),
+            scrub: Default::default(),
         }
     }
 }

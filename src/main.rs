@@ -26,6 +26,12 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Admin(hpc_registry::cli::AdminCommand),
+    /// Operate a running server: usage, quotas, scrub.
+    #[command(name = "admin")]
+    AdminOps {
+        #[command(subcommand)]
+        command: hpc_registry::cli::storage::StorageCommand,
+    },
 }
 
 #[derive(Args)]
@@ -119,5 +125,6 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(hpc_registry::server::serve(config))
         }
         Command::Admin(command) => hpc_registry::cli::run(command),
+        Command::AdminOps { command } => hpc_registry::cli::storage::run(command),
     }
 }

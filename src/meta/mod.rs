@@ -7,6 +7,7 @@
 
 mod jobs;
 mod queries;
+mod quota;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use jobs::*;
 pub use queries::*;
+pub use quota::*;
 pub use users::*;
 
 const SCHEMA: &str = include_str!("schema.sql");

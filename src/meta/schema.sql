@@ -170,3 +170,22 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     last_used_at  BIGINT
 );
 CREATE INDEX IF NOT EXISTS access_tokens_by_user ON access_tokens (user_name);
+
+-- Quotas, usage and scrub (src/quota, src/meta/quota.rs, src/lifecycle/scrub.rs).
+-- Per-namespace quota overrides set live by admins; a namespace without a row gets the
+-- configured default of its kind ([quota] default_user / default_group), if any.
+CREATE TABLE IF NOT EXISTS quotas (
+    namespace    TEXT PRIMARY KEY,
+    limit_bytes  BIGINT,                         -- NULL: unlimited, whatever the default says
+    updated_at   BIGINT NOT NULL,
+    updated_by   TEXT NOT NULL
+);
+
+-- Blobs (SIFs included) whose bytes failed a scrub: moved to DATA/quarantine and hidden from
+-- reads until the same digest is uploaded (or rebuilt) again, which deletes the row.
+CREATE TABLE IF NOT EXISTS blob_quarantine (
+    digest         TEXT PRIMARY KEY,
+    actual_digest  TEXT NOT NULL,                -- what the bytes hashed to
+    path           TEXT NOT NULL,                -- where they went, under the data directory
+    detected_at    BIGINT NOT NULL
+);

@@ -110,15 +110,51 @@ impl Registry {
     }
 
     async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: i64) -> Result<()> {
+        self.commit_link(repo, digest, size, |_| Ok(())).await
+    }
+
+    /// In one metadata transaction: checks the namespace's quota, runs `place` (which puts the
+    /// bytes into the store) and links the blob into `repo`. Checking and linking together keeps
+    /// concurrent pushes from both passing the check; placing the bytes only after the check
+    /// means a refused upload never reaches the store.
+    async fn commit_link(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: i64,
+        place: impl FnOnce(&Digest) -> std::io::Result<()> + Send + 'static,
+    ) -> Result<()> {
+        enum Outcome {
+            Linked,
+            OverQuota(crate::quota::Exceeded),
+            Storage(std::io::Error),
+        }
         let (name, ns, d) = (
             repo.as_str().to_owned(),
             repo.namespace().to_owned(),
-            digest.as_str().to_owned(),
+            digest.clone(),
         );
-        self.db
-            .write(move |tx| meta::link_blob(tx, &name, &ns, &d, size))
+        let defaults = self.limits.quota;
+        let outcome = self
+            .db
+            .write(move |tx| {
+                if let Err(e) =
+                    crate::quota::check_blob(tx, &defaults, &ns, d.as_str(), size.max(0) as u64)?
+                {
+                    return Ok(Outcome::OverQuota(e));
+                }
+                if let Err(e) = place(&d) {
+                    return Ok(Outcome::Storage(e));
+                }
+                meta::link_blob(tx, &name, &ns, d.as_str(), size)?;
+                Ok(Outcome::Linked)
+            })
             .await?;
-        Ok(())
+        match outcome {
+            Outcome::Linked => Ok(()),
+            Outcome::OverQuota(e) => Err(Error::Denied(e.to_string())),
+            Outcome::Storage(e) => Err(e.into()),
+        }
     }
 
     /// Finds the session, checking that it belongs to `repo`; reloads it after a restart.
@@ -216,11 +252,27 @@ impl Registry {
             )));
         }
         let size = session.len as i64;
-        let (store, sid, d) = (self.store.clone(), id.to_owned(), digest.clone());
-        blocking(move || store.commit_upload(&sid, &d)).await?;
-        crate::telemetry::blob_committed(size as u64);
-        self.sessions.remove(id);
-        self.link_blob(repo, digest, size).await
+        // The expensive fsync of the data happens here, outside the metadata write lock; the
+        // one in `commit_upload` then finds nothing left to flush.
+        let (store, sid) = (self.store.clone(), id.to_owned());
+        blocking(move || store.sync_upload(&sid)).await?;
+        let (store, sid) = (self.store.clone(), id.to_owned());
+        let outcome = self
+            .commit_link(repo, digest, size, move |d| store.commit_upload(&sid, d))
+            .await;
+        match outcome {
+            Ok(()) => {
+                crate::telemetry::blob_committed(size as u64);
+                self.sessions.remove(id);
+                Ok(())
+            }
+            Err(e @ Error::Denied(_)) => {
+                // Refused for the quota: the session ends and nothing of it stays.
+                self.discard(id).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Cancels a session and drops its bytes.

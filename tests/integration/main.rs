@@ -9,3 +9,4 @@ mod clients;
 mod conformance;
 mod durability;
 mod farm;
+mod quota;

@@ -1,0 +1,3 @@
+//! Keeping the store healthy over time: scrubbing (re-hashing) what is stored.
+
+pub mod scrub;
