@@ -335,7 +335,8 @@ fn check_references(
             ReferenceKind::Blob => tx
                 .prepare_cached(
                     "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-                     WHERE rb.repository_id = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'",
+                     WHERE rb.repository_id = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'
+                       AND NOT EXISTS (SELECT 1 FROM blob_quarantine q WHERE q.digest = b.digest)",
                 )?
                 .query_row(params![repo, r.digest], |row| row.get(0))
                 .optional()?,

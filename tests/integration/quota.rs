@@ -420,6 +420,86 @@ fn default_user_quota_from_the_config_applies_until_overridden() {
     assert!(out.contains("unlimited (override)"), "{out}");
 }
 
+#[test]
+fn concurrent_pushes_cannot_overshoot_together_and_manifest_bytes_count() {
+    let server = Server::start_secure(&users(), &[]);
+    let alice = Creds::of("alice");
+    admin_cli(&server, &["quota", "set", "alice", "100KiB"]);
+
+    // Eight 30 KiB uploads at once into a 100 KiB quota: exactly three fit, whatever the order.
+    let blobs: Vec<Vec<u8>> = (0..8).map(|_| random_bytes(30 * 1024)).collect();
+    let statuses: Vec<StatusCode> = thread::scope(|s| {
+        let handles: Vec<_> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let (server, alice) = (&server, &alice);
+                s.spawn(move || upload(server, alice, &format!("alice/c{i}"), b).0.status)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let accepted: Vec<usize> = (0..8)
+        .filter(|i| statuses[*i] == StatusCode::CREATED)
+        .collect();
+    assert_eq!(accepted.len(), 3, "statuses: {statuses:?}");
+    for (i, b) in blobs.iter().enumerate() {
+        let in_store = server.blob_path(&sha256_digest(b)).exists();
+        if accepted.contains(&i) {
+            assert!(in_store, "accepted blob {i} missing");
+        } else {
+            assert_eq!(statuses[i], StatusCode::FORBIDDEN, "blob {i}");
+            assert!(!in_store, "refused blob {i} reached the store");
+        }
+    }
+    assert_eq!(upload_sessions(server.data_dir()), Vec::<String>::new());
+    let used = 3 * 30 * 1024u64;
+    assert_eq!(
+        usage_of(&server, "alice")["total_bytes"].as_u64(),
+        Some(used)
+    );
+
+    // Manifest bytes count: with the quota set to exactly the usage, the manifest is refused...
+    let layer = &blobs[accepted[0]];
+    let repo = format!("alice/c{}", accepted[0]);
+    let config = config_for(&[layer]);
+    admin_cli(&server, &["quota", "set", "alice", "1MiB"]);
+    upload_ok(&server, &alice, &repo, &config);
+    let used = used + config.len() as u64;
+    admin_cli(&server, &["quota", "set", "alice", &used.to_string()]);
+    let manifest = manifest_for(&config, &[layer]);
+    let r = put_manifest_as(&server, &alice, &repo, "1", &manifest);
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
+    assert_eq!(
+        r.json()["errors"][0]["message"],
+        format!(
+            "quota {} for alice exceeded: {} used, push needs {}",
+            human(used),
+            human(used),
+            human(manifest.len() as u64)
+        )
+    );
+    let r = send(
+        "GET",
+        &server.url(&format!("/v2/{repo}/manifests/1")),
+        &Auth::Basic(&alice),
+        None,
+    );
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.describe());
+    // ...and fits once the quota leaves exactly its size.
+    let limit = used + manifest.len() as u64;
+    admin_cli(&server, &["quota", "set", "alice", &limit.to_string()]);
+    let r = put_manifest_as(&server, &alice, &repo, "1", &manifest);
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
+    let u = usage_of(&server, "alice");
+    assert_eq!(u["total_bytes"].as_u64(), Some(limit), "{u}");
+    assert_eq!(
+        u["manifest_bytes"].as_u64(),
+        Some(manifest.len() as u64),
+        "{u}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scrub
 // ---------------------------------------------------------------------------------------------
