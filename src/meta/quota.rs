@@ -257,3 +257,102 @@ pub fn is_quarantined(conn: &Connection, digest: &str) -> Result<bool> {
         .optional()?
         .is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Db;
+
+    /// Fills a store: `repos` repositories in namespace `big` linking `links` blobs each out of
+    /// `distinct` (so blobs are shared), one manifest per repository, a SIF every 10th, and
+    /// `others` small namespaces beside it.
+    fn fill(db: &Db, repos: i64, links: i64, distinct: i64, others: i64) {
+        db.write_blocking(|tx| {
+            let t = now();
+            for b in 0..distinct {
+                tx.execute(
+                    "INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)",
+                    params![format!("sha256:{b:064x}"), 1000 + b, t],
+                )?;
+                if b % 10 == 0 {
+                    tx.execute(
+                        "INSERT INTO sifs (digest, manifest_digest, platform, size, squashfs_offset, squashfs_size,
+                             backend, builder, compression, duration_ms, created_at)
+                         VALUES (?1, 'm', 'linux/amd64', ?2, 0, 0, 'native', 'b', 'gzip', 0, 0)",
+                        params![format!("sha256:{b:064x}"), 1000 + b],
+                    )?;
+                }
+            }
+            for r in 0..repos + others {
+                let ns = if r < repos { "big".to_owned() } else { format!("ns{r}") };
+                tx.execute(
+                    "INSERT INTO repositories (id, name, namespace, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![r + 1, format!("{ns}/r{r}"), ns, t],
+                )?;
+                let n = if r < repos { links } else { 3 };
+                for l in 0..n {
+                    tx.execute(
+                        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT DO NOTHING",
+                        params![r + 1, format!("sha256:{:064x}", (r * 7 + l * 13) % distinct), t],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO manifests (repository_id, digest, media_type, kind, size, content, pushed_at)
+                     VALUES (?1, ?2, 'x', 'image', 500, x'00', ?3)",
+                    params![r + 1, format!("sha256:m{r:063x}"), t],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn usage_counts_shared_blobs_once_and_splits_sifs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        // 4 repositories x 5 links over 6 distinct blobs: every blob is linked, each counted once.
+        fill(&db, 4, 5, 6, 2);
+        let u = db
+            .read_blocking(|c| namespace_usage(c, Some("big")))
+            .unwrap();
+        assert_eq!(u.len(), 1);
+        let sizes: i64 = (0..6).map(|b| 1000 + b).sum();
+        // Blob 0 is the only SIF among the six (every 10th is one): 1000 bytes.
+        assert_eq!(u[0].sif_bytes, 1000);
+        assert_eq!(u[0].blob_bytes + u[0].sif_bytes, sizes);
+        assert_eq!(u[0].manifest_bytes, 4 * 500);
+        assert_eq!(u[0].repositories, 4);
+        let all = db.read_blocking(|c| namespace_usage(c, None)).unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(all[0], u[0]);
+    }
+
+    /// Not a timing assertion: prints how long the usage queries take on a large store.
+    /// `cargo test --lib usage_query_on_a_large_store -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn usage_query_on_a_large_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        let started = std::time::Instant::now();
+        fill(&db, 5_000, 40, 100_000, 5_000);
+        eprintln!("filled in {:?}", started.elapsed());
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let u = db
+                .read_blocking(|c| namespace_usage(c, Some("big")))
+                .unwrap();
+            eprintln!("namespace_usage(big): {:?} {:?}", t.elapsed(), u[0]);
+            let t = std::time::Instant::now();
+            let u = db
+                .read_blocking(|c| namespace_usage(c, Some("ns5001")))
+                .unwrap();
+            eprintln!("namespace_usage(small): {:?} {:?}", t.elapsed(), u[0]);
+            let t = std::time::Instant::now();
+            let all = db.read_blocking(|c| namespace_usage(c, None)).unwrap();
+            eprintln!("namespace_usage(all {}): {:?}", all.len(), t.elapsed());
+        }
+    }
+}

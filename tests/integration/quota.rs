@@ -320,6 +320,7 @@ fn over_quota_pushes_are_refused_whole_shared_layers_count_once_and_quotas_chang
         "bob saw alice's usage: {}",
         r.describe()
     );
+    push_as(&server, &Creds::of("bob"), "bob/tool", "1");
     let r = send(
         "GET",
         &server.url("/admin/usage"),
