@@ -157,6 +157,49 @@ impl Registry {
         }
     }
 
+    /// Refuses, before a byte of it is written, an upload whose declared length (`incoming`,
+    /// from Content-Length) cannot fit in the namespace's quota; a refused session ends. Only a
+    /// pre-filter on a read connection: the binding check is the one in the commit transaction.
+    /// Without a digest (a PATCH) the bytes are assumed new: clients check for blobs the
+    /// namespace holds (HEAD or mount) before uploading them.
+    pub async fn precheck_upload(
+        &self,
+        repo: &RepositoryName,
+        session: Option<&str>,
+        digest: Option<&Digest>,
+        incoming: Option<u64>,
+    ) -> Result<()> {
+        let Some(incoming) = incoming.filter(|n| *n > 0) else {
+            return Ok(());
+        };
+        let received = match session {
+            Some(id) => self.upload_status(repo, id).await?,
+            None => 0,
+        };
+        let needs = received.saturating_add(incoming);
+        let (ns, d, defaults) = (
+            repo.namespace().to_owned(),
+            digest.map(|d| d.as_str().to_owned()),
+            self.limits.quota,
+        );
+        let verdict = self
+            .db
+            .read(move |c| match d {
+                Some(d) => crate::quota::check_blob(c, &defaults, &ns, &d, needs),
+                None => crate::quota::check(c, &defaults, &ns, needs),
+            })
+            .await?;
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(exceeded) => {
+                if let Some(id) = session {
+                    self.cancel_upload(repo, id).await?;
+                }
+                Err(Error::Denied(exceeded.to_string()))
+            }
+        }
+    }
+
     /// Finds the session, checking that it belongs to `repo`; reloads it after a restart.
     async fn session(&self, repo: &RepositoryName, id: &str) -> Result<SessionHandle> {
         if let Some(s) = self.sessions.get(id) {

@@ -97,6 +97,40 @@ fn upload(server: &Server, creds: &Creds, repo: &str, data: &[u8]) -> (Reply, St
     (put, location)
 }
 
+/// Like [`upload`] with a chunked body (no Content-Length), so only the commit-time check can
+/// refuse it; returns the PUT's status.
+fn upload_unsized(server: &Server, creds: &Creds, repo: &str, data: &[u8]) -> StatusCode {
+    let r = send(
+        "POST",
+        &server.url(&format!("/v2/{repo}/blobs/uploads/")),
+        &Auth::Basic(creds),
+        None,
+    );
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "POST upload: {}",
+        r.describe()
+    );
+    let location = absolute(&server.base_url(), &r.header("location").expect("Location"));
+    let body = reqwest::blocking::Body::new(std::io::Cursor::new(data.to_vec()));
+    let req = http()
+        .put(with_query(
+            &location,
+            &format!("digest={}", sha256_digest(data)),
+        ))
+        .basic_auth(&creds.user, Some(&creds.secret))
+        .header("content-type", "application/octet-stream")
+        .body(body);
+    let r = Reply::from(req.send().expect("PUT blob"));
+    assert!(
+        r.status == StatusCode::CREATED || r.status == StatusCode::FORBIDDEN,
+        "{}",
+        r.describe()
+    );
+    r.status
+}
+
 fn upload_ok(server: &Server, creds: &Creds, repo: &str, data: &[u8]) {
     let (r, _) = upload(server, creds, repo, data);
     assert_eq!(
@@ -266,6 +300,34 @@ fn over_quota_pushes_are_refused_whole_shared_layers_count_once_and_quotas_chang
         status.describe()
     );
     assert_eq!(upload_sessions(server.data_dir()), Vec::<String>::new());
+    // A chunked upload declaring its length is refused at the PATCH, before it is stored.
+    let r = send(
+        "POST",
+        &server.url("/v2/alice/big/blobs/uploads/"),
+        &Auth::Basic(&alice),
+        None,
+    );
+    let chunked = absolute(&server.base_url(), &r.header("location").expect("Location"));
+    let r = send(
+        "PATCH",
+        &chunked,
+        &Auth::Basic(&alice),
+        Some(("application/octet-stream", big.clone())),
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
+    assert_eq!(
+        r.json()["errors"][0]["message"].as_str(),
+        Some(message.as_str())
+    );
+    let r = send("GET", &chunked, &Auth::Basic(&alice), None);
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "session must end: {}",
+        r.describe()
+    );
+    assert_eq!(upload_sessions(server.data_dir()), Vec::<String>::new());
+
     let manifest = manifest_for(&config, &[&big]);
     let r = put_manifest_as(&server, &alice, "alice/big", "1", &manifest);
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.describe());
@@ -435,7 +497,7 @@ fn concurrent_pushes_cannot_overshoot_together_and_manifest_bytes_count() {
             .enumerate()
             .map(|(i, b)| {
                 let (server, alice) = (&server, &alice);
-                s.spawn(move || upload(server, alice, &format!("alice/c{i}"), b).0.status)
+                s.spawn(move || upload_unsized(server, alice, &format!("alice/c{i}"), b))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
