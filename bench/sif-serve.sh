@@ -5,6 +5,7 @@
 # interleaved, median of REPS. MB = 10^6 bytes of response (headers included, as wrk counts).
 #
 #   bash bench/sif-serve.sh [REPS] [DURATION_S]
+#   SIF_SERVE_IMAGES=busybox bash bench/sif-serve.sh 5 10   # one image only
 #
 # Images come from bench/images.sh (cached in BENCH_CACHE); the minbase SIF (~90 MB) is the main
 # figure, the busybox SIF (~1 MB) shows per-request overhead.
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 REPS=${1:-3}
 DUR=${2:-10}
+IMAGES=${SIF_SERVE_IMAGES:-minbase busybox}
 BIN=${HPC_REGISTRY_BIN:-$REPO/target/release/hpc-registry}
 CACHE=${BENCH_CACHE:-/var/tmp/hpc-registry-bench}
 OUT=${BENCH_OUT:-$REPO/bench/results}
@@ -82,7 +84,7 @@ end
 EOF
 
 declare -A PATHS
-for img in minbase busybox; do
+for img in $IMAGES; do
   oci_image "$img"
   skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:$img" "docker://127.0.0.1:$OPORT/bench/$img:1" >/dev/null
   out=$($PY bench/wait_ready.py "$OPORT" "bench/$img:1" 1800)
@@ -105,7 +107,7 @@ measure() { # who img conns rep
 }
 
 echo "# sif-serve $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
-for img in minbase busybox; do
+for img in $IMAGES; do
   for c in 1 32; do
     for rep in $(seq "$REPS"); do
       if [ $((rep % 2)) = 1 ]; then measure ours "$img" "$c" "$rep"; measure nginx "$img" "$c" "$rep"

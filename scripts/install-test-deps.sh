@@ -2,7 +2,7 @@
 # Installs the real tools the test suite drives (Debian 12). Idempotent; needs root.
 set -euo pipefail
 packages=(
-  docker.io skopeo umoci busybox-static buildah podman siftool squashfs-tools squashfs-tools-ng
+  docker.io skopeo umoci busybox-static buildah podman siftool squashfs-tools squashfs-tools-ng curl
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
 )
 missing=()

@@ -590,17 +590,21 @@ pub(crate) mod remote {
             })
         }
 
-        /// One admin API request outside the identity operations (usage, quota, scrub).
-        pub fn call(
+        pub fn run(&self, op: &Op) -> anyhow::Result<Value> {
+            let (method, path, body) = op.to_http();
+            self.request(method, &path, body, op.name())
+        }
+
+        /// Any admin API call with a JSON answer; `what` names it in errors.
+        pub fn request(
             &self,
             method: Method,
             path: &str,
             body: Option<Value>,
+            what: &str,
         ) -> anyhow::Result<Value> {
             let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let (status, bytes) = self
-                .runtime
-                .block_on(self.send(method.clone(), path, body))?;
+            let (status, bytes) = self.runtime.block_on(self.send(method, path, body))?;
             let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status.is_success() {
                 return Ok(value);
@@ -609,22 +613,7 @@ pub(crate) mod remote {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{method} {path}: {status}: {message}")
-        }
-
-        pub fn run(&self, op: &Op) -> anyhow::Result<Value> {
-            let (method, path, body) = op.to_http();
-            let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let (status, bytes) = self.runtime.block_on(self.send(method, &path, body))?;
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            if status.is_success() {
-                return Ok(value);
-            }
-            let message = value["errors"][0]["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{} {path}: {status}: {message}", op.name())
+            bail!("{what} {path}: {status}: {message}")
         }
 
         async fn send(
@@ -717,4 +706,167 @@ pub(crate) mod remote {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         Ok(format!("Basic {encoded}"))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `hpc-registry admin prune|repo`: garbage collection, retention and deletes (src/lifecycle)
+// ---------------------------------------------------------------------------------------------
+
+/// `hpc-registry admin ...`: store maintenance.
+#[derive(Subcommand, Debug)]
+pub enum LifecycleCommand {
+    /// Run garbage collection and the retention policies now (online: no downtime).
+    Prune {
+        /// List exactly what would go, and why, without deleting anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Manage repositories.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    #[command(flatten)]
+    Storage(storage::StorageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Delete a repository: tags, manifests (and their SIF artifacts), blob links. The bytes go
+    /// at the first prune after the grace period.
+    Delete {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one `admin prune|repo` command: through `--server`'s admin API, or offline on the data
+/// directory (refused, naming the server, while a server holds it).
+pub fn run_lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
+    match command {
+        LifecycleCommand::Storage(command) => storage::run(command),
+        LifecycleCommand::Prune {
+            dry_run,
+            json,
+            target,
+        } => {
+            let report = match &target.server {
+                Some(server) => remote::Client::new(server, target.cacert.as_deref())?.request(
+                    axum::http::Method::POST,
+                    &format!("/admin/prune?dry_run={dry_run}"),
+                    None,
+                    "prune",
+                )?,
+                None => offline_lifecycle(&target, move |pruner, registry| async move {
+                    Ok(serde_json::to_value(pruner.run(&registry, dry_run).await?)?)
+                })?,
+            };
+            print_prune_report(&report, json)
+        }
+        LifecycleCommand::Repo {
+            command: RepoCommand::Delete { name, json },
+            target,
+        } => {
+            crate::registry::names::RepositoryName::parse(&name)?;
+            let deleted = match &target.server {
+                Some(server) => remote::Client::new(server, target.cacert.as_deref())?.request(
+                    axum::http::Method::DELETE,
+                    &format!("/admin/repositories/{name}"),
+                    None,
+                    "repo delete",
+                )?,
+                None => offline_lifecycle(&target, move |pruner, registry| async move {
+                    Ok(serde_json::to_value(
+                        pruner.delete_repository(&registry, &name).await?,
+                    )?)
+                })?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&deleted)?);
+            } else {
+                eprintln!(
+                    "deleted repository {} ({} manifests); its bytes go at the first prune after the grace period",
+                    deleted["repository"].as_str().unwrap_or_default(),
+                    deleted["manifests"]
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs `f` on the data directory under its lock (no server may run meanwhile).
+fn offline_lifecycle<F, Fut>(target: &Target, f: F) -> anyhow::Result<Value>
+where
+    F: FnOnce(Arc<crate::lifecycle::Pruner>, Arc<crate::registry::Registry>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
+    let config = match &target.config {
+        Some(c) => Config::from_file(c)?,
+        None => Config::default(),
+    };
+    let Backend::Offline { db, _lock } = Backend::open(target)? else {
+        bail!("internal: an offline backend was expected");
+    };
+    let data_dir = target.data_dir.clone().unwrap_or(config.data_dir.clone());
+    let store = crate::storage::BlobStore::open(&data_dir)
+        .with_context(|| format!("cannot open blob store in {}", data_dir.display()))?;
+    let settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
+    let pruner = Arc::new(crate::lifecycle::Pruner::new(settings, &data_dir));
+    let registry = Arc::new(crate::registry::Registry::new(
+        db,
+        store,
+        crate::registry::Limits::default(),
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(f(pruner, registry))
+}
+
+fn print_prune_report(report: &Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let empty = Vec::new();
+    let actions = report["actions"].as_array().unwrap_or(&empty);
+    table(
+        &["KIND", "REPOSITORY", "REFERENCE", "BYTES", "REASON"],
+        actions.iter().map(|a| {
+            vec![
+                a["kind"].as_str().unwrap_or_default().to_owned(),
+                a["repository"].as_str().unwrap_or("-").to_owned(),
+                a["reference"].as_str().unwrap_or_default().to_owned(),
+                a["bytes"].to_string(),
+                a["reason"].as_str().unwrap_or_default().to_owned(),
+            ]
+        }),
+    );
+    let verb = if report["dry_run"].as_bool() == Some(true) {
+        "would free"
+    } else {
+        "freed"
+    };
+    eprintln!(
+        "{} tags, {} manifests, {} SIFs, {} blobs, {} uploads; {verb} {} bytes ({} on disk) in {} ms",
+        report["tags"],
+        report["manifests"],
+        report["sifs"],
+        report["blobs"],
+        report["uploads"],
+        report["bytes_freed"],
+        report["disk_bytes_freed"],
+        report["duration_ms"]
+    );
+    Ok(())
 }

@@ -23,6 +23,48 @@ pub struct Config {
     pub quota: crate::quota::QuotaConfig,
     /// `[scrub]`: re-hashing the store.
     pub scrub: crate::lifecycle::scrub::ScrubConfig,
+    /// Online garbage collection (`[gc]`).
+    pub gc: GcConfig,
+    /// Retention policies (`[[retention]]`), applied by every prune.
+    pub retention: Vec<RetentionRule>,
+}
+
+/// Online garbage collection (`[gc]`). Durations are written like `90s`, `30m`, `2h`, `7d`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Unreferenced blobs, manifests and SIFs (and upload sessions) older than this are swept.
+    pub grace: String,
+    /// How often the background prune runs; `0s` turns it off (then only `admin prune` runs it).
+    pub interval: String,
+    /// Optional UTC time window for the background prune, e.g. `01:00-05:00` (may wrap midnight).
+    pub window: Option<String>,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            grace: "2h".to_owned(),
+            interval: "6h".to_owned(),
+            window: None,
+        }
+    }
+}
+
+/// One retention policy (`[[retention]]`) for the repositories matching `namespaces`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Glob on repository names: `alice/*`, `proj-*/**`, `*` (`*` also crosses `/`).
+    pub namespaces: String,
+    /// Keep the N most recently pushed tags of each repository; older ones are deleted.
+    pub keep_last: Option<usize>,
+    /// Tags matching any of these globs are always kept.
+    pub keep_tags: Vec<String>,
+    /// Untagged manifests go this long after losing their last tag (at least the grace period).
+    pub untagged_after: Option<String>,
+    /// Tags whose image was neither pushed, pulled nor SIF-fetched for this long are deleted.
+    pub unused_after: Option<String>,
 }
 
 /// The SIF build farm (`[farm]`).
@@ -159,6 +201,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             farm: FarmConfig::default(),
             tls: TlsConfig::default(),
+            gc: GcConfig::default(),
+            retention: Vec::new(),
             quota: Default::default(),
             scrub: Default::default(),
         }

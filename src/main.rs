@@ -26,11 +26,11 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Admin(hpc_registry::cli::AdminCommand),
-    /// Operate a running server: usage, quotas, scrub.
+    /// Store maintenance: prune (GC and retention), repo delete, usage, quotas, scrub.
     #[command(name = "admin")]
-    AdminOps {
+    Lifecycle {
         #[command(subcommand)]
-        command: hpc_registry::cli::storage::StorageCommand,
+        command: hpc_registry::cli::LifecycleCommand,
     },
 }
 
@@ -125,6 +125,6 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(hpc_registry::server::serve(config))
         }
         Command::Admin(command) => hpc_registry::cli::run(command),
-        Command::AdminOps { command } => hpc_registry::cli::storage::run(command),
+        Command::Lifecycle { command } => hpc_registry::cli::run_lifecycle(command),
     }
 }

@@ -63,11 +63,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let registry = Registry::new(Arc::clone(&db), store.clone(), limits);
+    let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
+    let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings, &data_dir));
     let farm = Farm::new(db, store, config.farm.clone(), Arc::clone(&registry.events));
     let app = Arc::new(App {
         registry,
         access: Arc::new(access),
         farm: Arc::clone(&farm),
+        pruner,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -90,6 +93,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&app),
         config.registry.upload_expiry_secs,
     ));
+    let pruner = tokio::spawn(crate::lifecycle::schedule::run(Arc::clone(&app)));
     let router = http::router(Arc::clone(&app));
     match tls {
         Some(acceptor) => crate::tls::serve(listener, acceptor, router, shutdown_signal())
@@ -106,6 +110,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     flusher.abort();
     expirer.abort();
+    pruner.abort();
     app.registry.flush_pulls().await?;
     tracing::info!("stopped");
     drop(lock);

@@ -80,6 +80,18 @@ fn parse_rate(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Admin API calls named after their method in errors ("GET /admin/usage: 403 ...").
+trait Call {
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value>;
+}
+
+impl Call for Client {
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let what = method.to_string();
+        self.request(method, path, body, &what)
+    }
+}
+
 fn client(target: &ServerTarget) -> anyhow::Result<Client> {
     let server = target.server.as_deref().ok_or_else(|| {
         anyhow!(

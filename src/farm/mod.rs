@@ -15,6 +15,7 @@ pub mod native;
 pub mod oras;
 pub mod planner;
 pub mod platform;
+pub mod ready;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub struct Farm {
     pub events: Arc<Notify>,
     /// Woken after each enqueue (new jobs for the workers).
     pub jobs: Notify,
+    /// Resolutions of ready SIFs for the `/sif` hot path.
+    pub ready: ready::ReadySifs,
 }
 
 impl Farm {
@@ -55,6 +58,7 @@ impl Farm {
             owner_prefix: format!("local:{host}:{}:", uuid::Uuid::new_v4().simple()),
             events,
             jobs: Notify::new(),
+            ready: ready::ReadySifs::default(),
         })
     }
 

@@ -175,9 +175,21 @@ async fn put_artifact(
     size: i64,
 ) -> anyhow::Result<()> {
     let config_digest = Algorithm::Sha256.digest(EMPTY_CONFIG);
+    // Both blobs are linked (a 'deleting' one resurrected) below: hold their GC locks from the
+    // file checks to the commit so a prune cannot unlink them in between.
+    let _locked = crate::lifecycle::guard::lock_all(&[config_digest.as_str(), sif]).await;
     let store = farm.store.clone();
-    let cd = config_digest.clone();
-    tokio::task::spawn_blocking(move || store.put_small(EMPTY_CONFIG, &cd)).await??;
+    let (cd, sd) = (config_digest.clone(), Digest::parse(sif)?);
+    let sif_present = tokio::task::spawn_blocking(move || {
+        store.put_small(EMPTY_CONFIG, &cd)?;
+        store.stat(&sd)
+    })
+    .await??
+    .is_some();
+    if !sif_present {
+        // The image and its SIF were deleted meanwhile: nothing to publish.
+        return Ok(());
+    }
     let (r, s) = (repository.to_owned(), source.to_owned());
     let Some(subject) = farm
         .db

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::{apptainer, native, oras, Farm};
 use crate::config::Backend;
 use crate::meta::{self, Job, JobState, Sif};
+use crate::registry::names::Digest;
 
 /// Idle workers look for runnable jobs this often even without a wake-up (retries become due).
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -140,6 +141,22 @@ async fn finish(
         job.repository.clone(),
     );
     let namespace = repo.split('/').next().unwrap_or(&repo).to_owned();
+    // A reproducible build of a re-pushed image yields the very SIF GC may be removing: under
+    // the digest's lock, the file must still be there when the blob is linked (resurrected).
+    let _locked = crate::lifecycle::guard::lock(&sif.digest).await;
+    let sif_file = Digest::parse(&sif.digest)
+        .map_err(|e| fail(format!("SIF digest: {e}")))
+        .and_then(|d| {
+            farm.store
+                .stat(&d)
+                .map_err(|e| fail(format!("SIF file: {e}")))
+        })?;
+    if sif_file.is_none() {
+        return Err(fail(
+            "the built SIF was removed by garbage collection before it was recorded; the retry rebuilds it"
+                .into(),
+        ));
+    }
     let completed = farm
         .db
         .write(move |tx| {

@@ -95,3 +95,104 @@ fn error(e: ManageError) -> Response {
         serde_json::json!({"errors": [{"code": code, "message": e.to_string(), "detail": null}]});
     (status, axum::Json(body)).into_response()
 }
+
+/// The lifecycle routes are admin-only, with a password or an access token (like the rest of
+/// the admin API); `Some` is the response refusing the caller.
+fn refuse_non_admin(principal: &Principal) -> Option<Response> {
+    if !principal.is_authenticated() {
+        return Some(
+            Error::Unauthorized(
+                "the admin API needs a user name and password or access token".into(),
+            )
+            .into_response(),
+        );
+    }
+    if !matches!(
+        principal.method,
+        AuthMethod::Password | AuthMethod::AccessToken
+    ) {
+        return Some(error(ManageError::Forbidden(
+            "the admin API takes a password or an access token, not a bearer or MUNGE credential"
+                .into(),
+        )));
+    }
+    if !principal.admin {
+        return Some(error(ManageError::Forbidden(
+            "only administrators may prune or delete repositories".into(),
+        )));
+    }
+    None
+}
+
+/// `POST /admin/prune[?dry_run=true]`: runs (or, dry, plans) a prune; answers its report.
+pub async fn prune(State(app): State<Arc<App>>, principal: Principal, req: Request) -> Response {
+    if let Some(refused) = refuse_non_admin(&principal) {
+        return refused;
+    }
+    if req.method() != Method::POST {
+        return error(ManageError::NotFound(format!(
+            "no admin operation {} /admin/prune (use POST)",
+            req.method()
+        )));
+    }
+    let dry_run = match query_map(req.uri()).get("dry_run").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return error(ManageError::Invalid(format!(
+                "dry_run={other:?}: use true or false"
+            )))
+        }
+    };
+    let who = principal.user.clone().unwrap_or_default();
+    match app.pruner.run(&app.registry, dry_run).await {
+        Ok(report) => {
+            tracing::info!(user = %who, dry_run, "admin operation: prune");
+            (StatusCode::OK, axum::Json(report)).into_response()
+        }
+        Err(e) => Error::Internal(format!("prune failed: {e}")).into_response(),
+    }
+}
+
+/// `DELETE /admin/repositories/<name>`: removes a repository (tags, manifests, links); its bytes
+/// go at the first prune after the grace period.
+pub async fn delete_repository(
+    State(app): State<Arc<App>>,
+    principal: Principal,
+    req: Request,
+) -> Response {
+    if let Some(refused) = refuse_non_admin(&principal) {
+        return refused;
+    }
+    if req.method() != Method::DELETE {
+        return error(ManageError::NotFound(format!(
+            "no admin operation {} {} (use DELETE)",
+            req.method(),
+            req.uri().path()
+        )));
+    }
+    let raw = req
+        .uri()
+        .path()
+        .strip_prefix("/admin/repositories/")
+        .unwrap_or("");
+    let name = match crate::registry::names::RepositoryName::parse(raw) {
+        Ok(n) => n,
+        Err(e) => return Error::from(e).into_response(),
+    };
+    let who = principal.user.clone().unwrap_or_default();
+    match app
+        .pruner
+        .delete_repository(&app.registry, name.as_str())
+        .await
+    {
+        Ok(deleted) => {
+            tracing::info!(user = %who, repository = %name, "admin operation: repository delete");
+            (StatusCode::OK, axum::Json(deleted)).into_response()
+        }
+        Err(crate::lifecycle::LifecycleError::NoSuchRepository(r)) => {
+            Error::NameUnknown(format!("repository {r} does not exist")).into_response()
+        }
+        Err(e) => Error::Internal(format!("repository delete failed: {e}")).into_response(),
+    }
+}

@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Access;
 use crate::farm::Farm;
+use crate::lifecycle::Pruner;
 use crate::registry::Registry;
 
 /// Everything a request handler may touch.
@@ -27,6 +28,8 @@ pub struct App {
     pub registry: Registry,
     pub access: Arc<Access>,
     pub farm: Arc<Farm>,
+    /// Online garbage collection, retention and repository deletes.
+    pub pruner: Arc<Pruner>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -38,6 +41,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
         .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+        .route("/admin/prune", any(admin::prune))
+        .route("/admin/repositories/{*name}", any(admin::delete_repository))
         .route("/admin/usage", get(storage_admin::usage))
         .route("/admin/quotas", get(storage_admin::list_quotas))
         .route(

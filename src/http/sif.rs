@@ -15,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 
 use super::{files, App};
 use crate::auth::{Action, Principal};
+use crate::farm::ready::ReadySif;
 use crate::farm::{planner, platform};
 use crate::meta::{self, Job, JobState};
 use crate::registry::error::{Error, Result};
 use crate::registry::manifests::{DOCKER_MANIFEST_LIST, OCI_INDEX};
 use crate::registry::names::{Digest, RepositoryName, Tag};
+use crate::storage::BlobFile;
 
 /// Poll interval suggested to clients while a build runs.
 const RETRY_AFTER_SECS: u64 = 2;
@@ -68,6 +70,19 @@ async fn handle(
 ) -> Result<Response> {
     let (reference, view) = split_view(rest);
     let (repo, digest) = resolve(app, principal, reference).await?;
+    if matches!(view, View::Sif | View::Squashfs) {
+        if let Some(ready) = app.farm.ready.get(digest.as_str(), platform.as_deref()) {
+            match open_sif(app, &ready).await? {
+                Some(file) => {
+                    note_use(app, &repo, reference, &ready.image);
+                    return serve(method, headers, &ready, file, view).await;
+                }
+                // Removed or quarantined since: the slow path sees what the job says now.
+                None => app.farm.ready.forget(digest.as_str(), platform.as_deref()),
+            }
+        }
+    }
+    let requested = (digest.as_str().to_owned(), platform.clone());
     let (digest, platform) = select_platform(app, &repo, digest, platform).await?;
     let job = find_or_enqueue(app, &repo, &digest, &platform).await?;
     match view {
@@ -77,7 +92,21 @@ async fn handle(
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
         }
         View::Sif | View::Squashfs => match job.state {
-            JobState::Ready => serve(app, method, headers, &job, view).await,
+            JobState::Ready => {
+                note_use(app, &repo, reference, &job.manifest_digest);
+                let ready = ready_sif(app, &job).await?;
+                let file = open_sif(app, &ready).await?.ok_or_else(|| {
+                    Error::Internal(format!(
+                        "SIF {} is recorded but its file is missing; run `hpc-registry admin scrub`",
+                        ready.sif.digest
+                    ))
+                })?;
+                let response = serve(method, headers, &ready, file, view).await?;
+                app.farm
+                    .ready
+                    .insert(&requested.0, requested.1.as_deref(), ready);
+                Ok(response)
+            }
             JobState::Queued | JobState::Building => {
                 let mut response = json(StatusCode::ACCEPTED, status_body(app, &job).await?);
                 response
@@ -87,6 +116,17 @@ async fn handle(
             }
             JobState::Failed => failed(app, &job).await,
         },
+    }
+}
+
+/// A SIF fetch is a use of the image for retention's `unused_after`: of the image itself and of
+/// the tag asked for (batched like pulls, never a write per download).
+fn note_use(app: &App, repo: &RepositoryName, reference: &str, image: &str) {
+    app.registry.record_sif_fetch(repo, image);
+    if Digest::parse(reference).is_err() {
+        if let Some((_, tag)) = reference.rsplit_once(':') {
+            app.registry.record_sif_fetch(repo, tag);
+        }
     }
 }
 
@@ -305,13 +345,8 @@ async fn failed(app: &Arc<App>, job: &Job) -> Result<Response> {
     Ok(json(StatusCode::UNPROCESSABLE_ENTITY, body))
 }
 
-async fn serve(
-    app: &Arc<App>,
-    method: &Method,
-    headers: &HeaderMap,
-    job: &Job,
-    view: View,
-) -> Result<Response> {
+/// The SIF record of a ready job.
+async fn ready_sif(app: &Arc<App>, job: &Job) -> Result<ReadySif> {
     let sif_digest = job
         .sif_digest
         .clone()
@@ -323,17 +358,30 @@ async fn serve(
         .read(move |c| meta::sif_by_digest(c, &d))
         .await?
         .ok_or_else(|| Error::Internal(format!("SIF {sif_digest} has no record")))?;
-    let digest = Digest::parse(&sif.digest)?;
+    Ok(ReadySif {
+        image: job.manifest_digest.clone(),
+        sif,
+    })
+}
+
+async fn open_sif(app: &Arc<App>, ready: &ReadySif) -> Result<Option<BlobFile>> {
+    let digest = Digest::parse(&ready.sif.digest)?;
     let store = app.farm.store.clone();
-    let file = tokio::task::spawn_blocking(move || store.open_blob(&digest))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??
-        .ok_or_else(|| {
-            Error::Internal(format!(
-                "SIF {} is recorded but its file is missing; run `hpc-registry admin scrub`",
-                sif.digest
-            ))
-        })?;
+    Ok(
+        tokio::task::spawn_blocking(move || store.open_blob(&digest))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??,
+    )
+}
+
+async fn serve(
+    method: &Method,
+    headers: &HeaderMap,
+    ready: &ReadySif,
+    file: BlobFile,
+    view: View,
+) -> Result<Response> {
+    let sif = &ready.sif;
     let served = match view {
         View::Squashfs => files::Served {
             file: file.file,
@@ -341,7 +389,7 @@ async fn serve(
             len: sif.squashfs_size as u64,
             etag: format!("{}-squashfs", sif.digest),
             content_type: "application/octet-stream",
-            extra: vec![("x-image-digest", job.manifest_digest.clone())],
+            extra: vec![("x-image-digest", ready.image.clone())],
         },
         _ => files::Served {
             file: file.file,
@@ -351,7 +399,7 @@ async fn serve(
             content_type: "application/vnd.sylabs.sif",
             extra: vec![
                 ("docker-content-digest", sif.digest.clone()),
-                ("x-image-digest", job.manifest_digest.clone()),
+                ("x-image-digest", ready.image.clone()),
             ],
         },
     };

@@ -205,7 +205,19 @@ pub fn complete_job(tx: &Transaction, id: i64, owner: &str, sif: &Sif, log: &str
         sif.compression,
         sif.duration_ms,
         sif.created_at
-    ])?;
+    ])
+    .map(|n| n > 0)
+    .and_then(|inserted| {
+        // The SIF record holds a reference on its blob, so the bytes stay while the image exists
+        // even when no tag publishes it as an ORAS artifact. GC drops it with the record.
+        if inserted {
+            tx.prepare_cached(
+                "UPDATE blobs SET ref_count = ref_count + 1, unreferenced_since = NULL WHERE digest = ?1",
+            )?
+            .execute([&sif.digest])?;
+        }
+        Ok(())
+    })?;
     Ok(true)
 }
 

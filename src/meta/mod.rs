@@ -5,6 +5,7 @@
 //! concurrently with the writer thanks to WAL. All calls are blocking: async callers go through
 //! [`Db::read`] / [`Db::write`], which run them on tokio's blocking pool.
 
+mod gc;
 mod jobs;
 mod queries;
 mod quota;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 
+pub use gc::*;
 pub use jobs::*;
 pub use queries::*;
 pub use quota::*;
@@ -22,7 +24,10 @@ pub use users::*;
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 1;
-/// Idle reader connections kept open; more are opened under load and closed afterwards.
+/// Reader connections kept open. Async reads wait for one of them rather than opening more:
+/// opening a connection costs more than a typical query, and a burst of connections only adds
+/// threads on a machine whose cores are already busy. (Blocking callers outside the async path
+/// may still open extra connections, closed afterwards.)
 const READER_POOL: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,8 @@ pub struct Db {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Bounds concurrent [`Db::read`]s to the pool's size.
+    read_slots: tokio::sync::Semaphore,
 }
 
 impl Db {
@@ -52,6 +59,7 @@ impl Db {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            read_slots: tokio::sync::Semaphore::new(READER_POOL),
         }))
     }
 
@@ -93,6 +101,11 @@ impl Db {
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let _slot = self
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|e| MetaError::Task(e.to_string()))?;
         let db = Arc::clone(self);
         tokio::task::spawn_blocking(move || db.read_blocking(f))
             .await

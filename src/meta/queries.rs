@@ -40,7 +40,10 @@ pub enum ReferenceKind {
 impl ReferenceKind {
     fn column(self) -> &'static str {
         match self {
-            ReferenceKind::Blob | ReferenceKind::OptionalBlob => "blob",
+            ReferenceKind::Blob => "blob",
+            // Not counted in `blobs.ref_count` (the registry need not hold it), so it must not
+            // be decremented when the manifest goes either.
+            ReferenceKind::OptionalBlob => "foreign",
             ReferenceKind::Manifest => "manifest",
         }
     }
@@ -280,12 +283,15 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
         > 0;
     if inserted {
         for r in &m.references {
-            tx.prepare_cached(
-                "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, target_kind)
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![repo, m.digest, r.digest, r.kind.column()])?;
-            if r.kind == ReferenceKind::Blob {
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, target_kind)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![repo, m.digest, r.digest, r.kind.column()])?;
+            // A digest listed twice (config = layer, a repeated layer) is one reference row, so
+            // it counts once: delete_manifest decrements once per row.
+            if added > 0 && r.kind == ReferenceKind::Blob {
                 tx.prepare_cached(
                     "UPDATE blobs SET ref_count = ref_count + 1, unreferenced_since = NULL WHERE digest = ?1",
                 )?
@@ -300,6 +306,11 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
             None,
             Some(&m.media_type),
         )?;
+        // Pushed without a tag (index children, referrers, push by digest): GC looks at it once
+        // the grace period has passed, by which time its index or subject usually exists.
+        if m.tag.is_none() {
+            super::gc::add_manifest_candidate(tx, repo, &m.digest, t)?;
+        }
     } else {
         tx.prepare_cached(
             "UPDATE manifests SET pushed_at = ?3 WHERE repository_id = ?1 AND digest = ?2",
@@ -307,6 +318,14 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
         .execute(params![repo, m.digest, t])?;
     }
     if let Some(tag) = &m.tag {
+        let previous: Option<String> = tx
+            .prepare_cached("SELECT digest FROM tags WHERE repository_id = ?1 AND name = ?2")?
+            .query_row(params![repo, tag], |r| r.get(0))
+            .optional()?;
+        if let Some(previous) = previous.filter(|p| p != &m.digest) {
+            // The tag moved away: the old manifest may have lost its last anchor.
+            super::gc::add_manifest_candidate(tx, repo, &previous, t)?;
+        }
         tx.prepare_cached(
             "INSERT INTO tags (repository_id, name, digest, pushed_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, pushed_at = excluded.pushed_at",
@@ -394,6 +413,8 @@ pub fn delete_manifest(tx: &Transaction, repository: &str, digest: &str) -> Resu
         )?
         .query_map(params![repo, digest], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    // Its children and referrers lose an anchor; GC re-checks them at the next prune.
+    super::gc::add_dependents_as_candidates(tx, repo, digest)?;
     let n = tx
         .prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
         .execute(params![repo, digest])?;
@@ -411,6 +432,9 @@ pub fn delete_manifest(tx: &Transaction, repository: &str, digest: &str) -> Resu
     }
     tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
         .execute(params![repo, digest])?;
+    super::gc::forget_manifest_candidate(tx, repo, digest)?;
+    // If no repository holds the digest any more, its SIFs go at the next prune.
+    super::gc::add_image_candidate(tx, digest, t)?;
     insert_event(tx, "manifest_deleted", repository, digest, None, None)?;
     Ok(true)
 }
@@ -424,6 +448,9 @@ pub fn delete_tag(tx: &Transaction, repository: &str, tag: &str) -> Result<bool>
         "DELETE FROM tags WHERE name = ?2 AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
     )?
     .execute([repository, tag])?;
+    if let Some(repo) = repository_id(tx, repository)? {
+        super::gc::add_manifest_candidate(tx, repo, &digest, now())?;
+    }
     insert_event(tx, "tag_deleted", repository, &digest, Some(tag), None)?;
     Ok(true)
 }

@@ -238,6 +238,14 @@ pub fn quarantine_blob(
     if source.is_some() {
         tx.prepare_cached("DELETE FROM sifs WHERE digest = ?1")?
             .execute([digest])?;
+        // The SIF record held a reference on its blob (see `complete_job`); a rebuild to the
+        // same digest takes it again.
+        tx.prepare_cached(
+            "UPDATE blobs SET ref_count = ref_count - 1,
+                 unreferenced_since = CASE WHEN ref_count - 1 <= 0 THEN ?2 ELSE unreferenced_since END
+             WHERE digest = ?1",
+        )?
+        .execute(params![digest, now()])?;
         tx.prepare_cached(
             "UPDATE build_jobs SET state = 'queued', attempts = 0, not_before = 0, sif_digest = NULL,
                  lease_owner = NULL, lease_expires = NULL, progress = NULL, failure = NULL,
@@ -327,6 +335,39 @@ mod tests {
         let all = db.read_blocking(|c| namespace_usage(c, None)).unwrap();
         assert_eq!(all.len(), 3, "{all:?}");
         assert_eq!(all[0], u[0]);
+    }
+
+    #[test]
+    fn quarantining_a_sif_requeues_its_build_and_releases_its_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        fill(&db, 1, 1, 1, 0);
+        db.write_blocking(|tx| {
+            let sif = format!("sha256:{:064x}", 0);
+            // As `complete_job` leaves it: the SIF record holds one reference.
+            tx.execute("UPDATE blobs SET ref_count = 1 WHERE digest = ?1", [&sif])?;
+            tx.execute(
+                "INSERT INTO build_jobs (manifest_digest, platform, repository, state, attempts, sif_digest, created_at)
+                 VALUES ('m', 'linux/amd64', 'big/r0', 'ready', 1, ?1, 0)",
+                [&sif],
+            )?;
+            let source = quarantine_blob(tx, &sif, "sha256:other", "/q")?;
+            assert_eq!(source, Some(("m".to_owned(), "linux/amd64".to_owned())));
+            let (refs, state, attempts, kept): (i64, String, i64, Option<String>) = tx.query_row(
+                "SELECT b.ref_count, j.state, j.attempts, j.sif_digest FROM blobs b, build_jobs j
+                 WHERE b.digest = ?1",
+                [&sif],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            assert_eq!((refs, state.as_str(), attempts, kept), (0, "queued", 0, None));
+            assert!(is_quarantined(tx, &sif)?);
+            assert!(blobs_to_scrub(tx, "", 10)?.is_empty());
+            // Fresh bytes of the same digest heal it.
+            crate::meta::link_blob(tx, "big/r0", "big", &sif, 1000)?;
+            assert!(!is_quarantined(tx, &sif)?);
+            Ok(())
+        })
+        .unwrap();
     }
 
     /// Not a timing assertion: prints how long the usage queries take on a large store.

@@ -171,6 +171,27 @@ CREATE TABLE IF NOT EXISTS access_tokens (
 );
 CREATE INDEX IF NOT EXISTS access_tokens_by_user ON access_tokens (user_name);
 
+-- Online garbage collection (src/lifecycle, src/meta/gc.rs). What changed since the last prune,
+-- so that a run costs what changed, never a walk of the store.
+-- Manifests that lost an anchor (their last tag, their parent index, their subject) or were
+-- pushed untagged: the sweep re-checks exactly these. `since` = 0 means "due now" (a cascade of
+-- a deletion that was already decided).
+CREATE TABLE IF NOT EXISTS gc_manifest_candidates (
+    repository_id  BIGINT NOT NULL,
+    digest         TEXT NOT NULL,
+    since          BIGINT NOT NULL,
+    PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX IF NOT EXISTS gc_manifest_candidates_by_since ON gc_manifest_candidates (since, repository_id, digest);
+-- Image digests deleted from some repository: if no repository holds them any more, their SIFs,
+-- build jobs and (through the SIF blobs' reference counts) bytes go.
+CREATE TABLE IF NOT EXISTS gc_image_candidates (
+    digest  TEXT PRIMARY KEY,
+    since   BIGINT NOT NULL
+);
+-- "Does any repository still hold this digest?" without a table scan.
+CREATE INDEX IF NOT EXISTS manifests_by_digest ON manifests (digest);
+
 -- Quotas, usage and scrub (src/quota, src/meta/quota.rs, src/lifecycle/scrub.rs).
 -- Per-namespace quota overrides set live by admins; a namespace without a row gets the
 -- configured default of its kind ([quota] default_user / default_group), if any.

@@ -298,6 +298,11 @@ impl Registry {
         referrers_index(rows)
     }
 
+    /// Notes a SIF fetch as a use of the image (retention's `unused_after`), batched like pulls.
+    pub fn record_sif_fetch(&self, repo: &RepositoryName, reference: &str) {
+        self.pulls.record(repo.as_str(), reference);
+    }
+
     /// Writes pending last-pull times; called periodically and at shutdown.
     pub async fn flush_pulls(&self) -> Result<()> {
         let batch = self.pulls.take();

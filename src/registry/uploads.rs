@@ -98,19 +98,27 @@ impl Registry {
         digest: &Digest,
     ) -> Result<bool> {
         let (from_name, d) = (from.as_str().to_owned(), digest.as_str().to_owned());
-        let size = self
+        let (name, ns) = (repo.as_str().to_owned(), repo.namespace().to_owned());
+        let defaults = self.limits.quota;
+        // Check and link in one transaction: a blob GC has marked 'deleting' is not mounted
+        // (the client uploads it instead), and one that is live cannot be marked in between.
+        // A mount into another namespace costs that namespace the blob's size, like an upload.
+        let mounted = self
             .db
-            .read(move |c| meta::blob_in_repository(c, &from_name, &d))
+            .write(move |tx| {
+                let Some(size) = meta::blob_in_repository(tx, &from_name, &d)? else {
+                    return Ok(Ok(false));
+                };
+                if let Err(e) =
+                    crate::quota::check_blob(tx, &defaults, &ns, &d, size.max(0) as u64)?
+                {
+                    return Ok(Err(e));
+                }
+                meta::link_blob(tx, &name, &ns, &d, size)?;
+                Ok(Ok(true))
+            })
             .await?;
-        let Some(size) = size else {
-            return Ok(false);
-        };
-        self.link_blob(repo, digest, size).await?;
-        Ok(true)
-    }
-
-    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: i64) -> Result<()> {
-        self.commit_link(repo, digest, size, |_| Ok(())).await
+        mounted.map_err(|e| Error::Denied(e.to_string()))
     }
 
     /// In one metadata transaction: checks the namespace's quota, runs `place` (which puts the
@@ -300,6 +308,9 @@ impl Registry {
         let (store, sid) = (self.store.clone(), id.to_owned());
         blocking(move || store.sync_upload(&sid)).await?;
         let (store, sid) = (self.store.clone(), id.to_owned());
+        // From the existence check in commit_upload to the link (which resurrects a blob GC is
+        // removing), GC must not unlink this digest's file.
+        let _locked = crate::lifecycle::guard::lock(digest.as_str()).await;
         let outcome = self
             .commit_link(repo, digest, size, move |d| store.commit_upload(&sid, d))
             .await;
@@ -336,6 +347,11 @@ impl Registry {
             self.discard(&id).await?;
         }
         Ok(n)
+    }
+
+    /// Drops an upload session (garbage collection of stale sessions).
+    pub async fn discard_upload(&self, id: &str) -> Result<()> {
+        self.discard(id).await
     }
 
     async fn discard(&self, id: &str) -> Result<()> {

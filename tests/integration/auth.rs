@@ -594,10 +594,10 @@ fn munge_credentials_fetch_the_owners_manifest_and_sif() {
     // The SIF, as a batch job would fetch it: a fresh credential per request.
     let sif = server.url("/sif/alice/tool:1");
     let until = Instant::now() + BUILD_DEADLINE;
-    let body = loop {
+    let (body, image) = loop {
         let r = get(&sif, &munge_credential("alice"));
         match r.status {
-            StatusCode::OK => break r.body,
+            StatusCode::OK => break (r.body.clone(), r.header("x-image-digest")),
             StatusCode::ACCEPTED => {}
             _ => panic!("GET /sif/alice/tool:1 with MUNGE: {}", r.describe()),
         }
@@ -614,6 +614,19 @@ fn munge_credentials_fetch_the_owners_manifest_and_sif() {
         r.status,
         StatusCode::NOT_FOUND,
         "bob fetching alice's SIF: {}",
+        r.describe()
+    );
+    // By digest, after alice's fetches made the resolution a cached one: still hers alone.
+    let image = image.expect("the SIF response names its image digest");
+    let by_digest = server.url(&format!("/sif/{image}"));
+    let r = get(&by_digest, &munge_credential("alice"));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+    assert_eq!(r.body, body);
+    let r = get(&by_digest, &munge_credential("bob"));
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "bob fetching alice's SIF by digest: {}",
         r.describe()
     );
 }

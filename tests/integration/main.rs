@@ -9,4 +9,6 @@ mod clients;
 mod conformance;
 mod durability;
 mod farm;
+mod lifecycle;
 mod quota;
+mod slurm;

@@ -574,4 +574,5 @@ mod harness_self_tests {
 
 pub mod oci;
 pub mod sif;
+pub mod slurm;
 pub mod users;

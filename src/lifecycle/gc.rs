@@ -1,0 +1,559 @@
+//! The [`Pruner`]: one prune = retention, then the sweep, in short transactions.
+//!
+//! 1. Retention deletes the tags its policies expire (their manifests become due at once).
+//! 2. Manifests from the change table (`gc_manifest_candidates`) that are due and unanchored go:
+//!    not tagged, not listed by an index, not a referrer of an existing manifest, not being built
+//!    (the registry's SIF artifacts live exactly as long as their subject). Deleting one drops
+//!    its blob references and makes its children and referrers due, so passes repeat until one
+//!    deletes nothing.
+//! 3. Images no repository holds any more lose their SIF records and jobs (and so the SIF blobs
+//!    their reference).
+//! 4. Blobs with no reference since before the grace period go: 'deleting' (conditional on
+//!    still being unreferenced), unlink under the digest's lock, drop the row and its links. A
+//!    manifest PUT naming a 'deleting' blob fails with BLOB_UNKNOWN; an upload of the same bytes
+//!    resurrects it (the lock orders it against the unlink).
+//! 5. Upload sessions older than the grace period (never younger than ten minutes) go.
+//!
+//! A dry run executes 1–4 in one transaction inside a savepoint that is rolled back, stat-ing
+//! files instead of unlinking them: its plan is exactly what the real run would do now.
+//! Freed bytes are measured with `stat` before each unlink: `st_size` and `st_blocks * 512`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::Transaction;
+use serde::Serialize;
+
+use super::retention::{expired_tags, human};
+use super::settings::{Settings, MIN_UPLOAD_AGE_SECS};
+use super::{guard, LifecycleError};
+use crate::meta::{self, Anchor, Db};
+use crate::registry::names::Digest;
+use crate::registry::Registry;
+use crate::storage::BlobStore;
+
+/// Rows handled per transaction: short enough that pushes never wait long on the writer.
+const BATCH: i64 = 256;
+const SAVEPOINT: &str = "gc_dry_run";
+
+/// One thing a prune deletes (or, dry, would delete).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Action {
+    /// `tag`, `manifest`, `sif`, `blob` or `upload`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Tag name, digest or upload session id.
+    pub reference: String,
+    pub reason: String,
+    /// Logical size (`st_size` for files; stored size for manifests and SIF records).
+    pub bytes: u64,
+    /// Bytes the filesystem gets back (`st_blocks * 512`); 0 for database rows.
+    pub disk_bytes: u64,
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub tags: usize,
+    pub manifests: usize,
+    pub sifs: usize,
+    pub blobs: usize,
+    pub uploads: usize,
+    /// Sum of `bytes` of the removed files (blobs, SIFs included, and uploads).
+    pub bytes_freed: u64,
+    /// Sum of `disk_bytes`: what `du` of the store loses.
+    pub disk_bytes_freed: u64,
+    pub duration_ms: u64,
+    pub actions: Vec<Action>,
+}
+
+impl Report {
+    fn push(&mut self, a: Action) {
+        match a.kind {
+            "tag" => self.tags += 1,
+            "manifest" => self.manifests += 1,
+            "sif" => self.sifs += 1,
+            "blob" => self.blobs += 1,
+            "upload" => self.uploads += 1,
+            _ => {}
+        }
+        if matches!(a.kind, "blob" | "upload") {
+            self.bytes_freed += a.bytes;
+            self.disk_bytes_freed += a.disk_bytes;
+        }
+        self.actions.push(a);
+    }
+}
+
+/// A deleted repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryDeleted {
+    pub repository: String,
+    pub manifests: usize,
+}
+
+pub struct Pruner {
+    settings: Arc<Settings>,
+    uploads_dir: PathBuf,
+    /// One prune at a time (background and admin runs alike).
+    running: tokio::sync::Mutex<()>,
+}
+
+/// What every step needs.
+struct Ctx<'a> {
+    settings: &'a Settings,
+    store: &'a BlobStore,
+    now: i64,
+}
+
+impl Ctx<'_> {
+    fn blob_cutoff(&self) -> i64 {
+        self.now - self.settings.grace_secs
+    }
+}
+
+impl Pruner {
+    pub fn new(settings: Settings, data_dir: &Path) -> Pruner {
+        Pruner {
+            settings: Arc::new(settings),
+            uploads_dir: data_dir.join("uploads"),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Runs a prune (or plans one with `dry_run`). Waits for a running prune to finish first.
+    pub async fn run(&self, registry: &Registry, dry_run: bool) -> Result<Report, LifecycleError> {
+        let _one_at_a_time = self.running.lock().await;
+        let started = Instant::now();
+        // Retention judges by last use: write out the batched pull and SIF-fetch times first.
+        registry
+            .flush_pulls()
+            .await
+            .map_err(|e| LifecycleError::Registry(e.to_string()))?;
+        let (db, store, settings) = (
+            Arc::clone(&registry.db),
+            registry.store.clone(),
+            Arc::clone(&self.settings),
+        );
+        let mut report = tokio::task::spawn_blocking(move || {
+            let ctx = Ctx {
+                settings: &settings,
+                store: &store,
+                now: meta::now(),
+            };
+            if dry_run {
+                plan(&db, &ctx)
+            } else {
+                sweep(&db, &ctx)
+            }
+        })
+        .await
+        .map_err(|e| LifecycleError::Task(e.to_string()))??;
+        let cutoff = meta::now() - self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS);
+        let dir = self.uploads_dir.clone();
+        let stale = tokio::task::spawn_blocking(move || stale_uploads(&dir, cutoff))
+            .await
+            .map_err(|e| LifecycleError::Task(e.to_string()))??;
+        let reason = format!(
+            "upload session untouched for more than {}",
+            human(self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS))
+        );
+        for (id, bytes, disk_bytes) in stale {
+            if !dry_run {
+                registry
+                    .discard_upload(&id)
+                    .await
+                    .map_err(|e| LifecycleError::Registry(e.to_string()))?;
+            }
+            report.push(Action {
+                kind: "upload",
+                repository: None,
+                reference: id,
+                reason: reason.clone(),
+                bytes,
+                disk_bytes,
+            });
+        }
+        report.dry_run = dry_run;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            dry_run,
+            tags = report.tags,
+            manifests = report.manifests,
+            sifs = report.sifs,
+            blobs = report.blobs,
+            uploads = report.uploads,
+            bytes_freed = report.bytes_freed,
+            disk_bytes_freed = report.disk_bytes_freed,
+            duration_ms = report.duration_ms,
+            "prune finished"
+        );
+        Ok(report)
+    }
+
+    /// Deletes a repository: its manifests (reference counts drop), tags, blob links and the
+    /// repository itself. The bytes go at the first prune after the grace period.
+    pub async fn delete_repository(
+        &self,
+        registry: &Registry,
+        name: &str,
+    ) -> Result<RepositoryDeleted, LifecycleError> {
+        let mut total = 0usize;
+        // Large repositories go in batches so that pushes elsewhere are not held up; the last
+        // transaction removes whatever is left (a push racing the delete included).
+        loop {
+            let n = name.to_owned();
+            let step = registry
+                .db
+                .write(move |tx| {
+                    let Some(id) = meta::repository_id(tx, &n)? else {
+                        return Ok(None);
+                    };
+                    let digests = meta::repository_manifests(tx, id, BATCH)?;
+                    for d in &digests {
+                        meta::delete_manifest(tx, &n, d)?;
+                    }
+                    if (digests.len() as i64) < BATCH {
+                        meta::drop_repository(tx, id)?;
+                        return Ok(Some((digests.len(), true)));
+                    }
+                    Ok(Some((digests.len(), false)))
+                })
+                .await?;
+            match step {
+                None if total == 0 => return Err(LifecycleError::NoSuchRepository(name.into())),
+                None => break,
+                Some((n, done)) => {
+                    total += n;
+                    if done {
+                        break;
+                    }
+                }
+            }
+        }
+        registry.events.notify_one();
+        tracing::info!(repository = %name, manifests = total, "repository deleted");
+        Ok(RepositoryDeleted {
+            repository: name.to_owned(),
+            manifests: total,
+        })
+    }
+}
+
+/// The dry run: everything in one transaction, rolled back.
+fn plan(db: &Db, ctx: &Ctx) -> Result<Report, LifecycleError> {
+    let mut report = Report::default();
+    db.write_blocking(|tx| {
+        meta::savepoint(tx, SAVEPOINT)?;
+        let outcome = (|| {
+            let mut after = String::new();
+            while retention_batch(tx, ctx, &mut after, &mut report)? {}
+            while manifest_pass(tx, ctx, &mut report)? > 0 {}
+            let mut after = String::new();
+            while image_batch(tx, &mut after, &mut report)? {}
+            loop {
+                let blobs = meta::blob_candidates(tx, ctx.blob_cutoff(), BATCH)?;
+                if blobs.is_empty() {
+                    return Ok(());
+                }
+                for b in blobs {
+                    if meta::mark_blob_deleting(tx, &b.digest, ctx.blob_cutoff())? {
+                        let (bytes, disk_bytes) =
+                            blob_file(ctx.store, &b.digest).map_or((0, 0), |p| measure(&p));
+                        meta::forget_deleted_blob(tx, &b.digest)?;
+                        report.push(blob_action(&b.digest, bytes, disk_bytes, ctx));
+                    }
+                }
+            }
+        })();
+        meta::rollback_to(tx, SAVEPOINT)?;
+        outcome
+    })?;
+    Ok(report)
+}
+
+/// The real run: the same steps, each batch its own transaction.
+fn sweep(db: &Db, ctx: &Ctx) -> Result<Report, LifecycleError> {
+    let mut report = Report::default();
+    recover_interrupted(db, ctx)?;
+    let mut after = String::new();
+    while db.write_blocking(|tx| retention_batch(tx, ctx, &mut after, &mut report))? {}
+    loop {
+        // A pass walks the due candidates once; cascades it causes are due at once and are
+        // picked up by the next pass.
+        let mut deleted = 0;
+        let mut cursor = None;
+        loop {
+            let (seen, d) =
+                db.write_blocking(|tx| manifest_batch(tx, ctx, &mut cursor, &mut report))?;
+            deleted += d;
+            if (seen as i64) < BATCH {
+                break;
+            }
+        }
+        if deleted == 0 {
+            break;
+        }
+    }
+    let mut after = String::new();
+    while db.write_blocking(|tx| image_batch(tx, &mut after, &mut report))? {}
+    loop {
+        let cutoff = ctx.blob_cutoff();
+        let blobs = db.read_blocking(|c| meta::blob_candidates(c, cutoff, BATCH))?;
+        if blobs.is_empty() {
+            break;
+        }
+        let marked: Vec<String> = db.write_blocking(|tx| {
+            let mut marked = Vec::new();
+            for b in &blobs {
+                if meta::mark_blob_deleting(tx, &b.digest, cutoff)? {
+                    marked.push(b.digest.clone());
+                }
+            }
+            Ok(marked)
+        })?;
+        let mut removed = Vec::new();
+        for digest in marked {
+            let _locked = guard::lock_blocking(&digest);
+            // An upload of the same bytes may have resurrected it since it was marked.
+            if db
+                .read_blocking(|c| meta::blob_gc_state(c, &digest))?
+                .as_deref()
+                != Some("deleting")
+            {
+                continue;
+            }
+            let (bytes, disk_bytes) = match blob_file(ctx.store, &digest) {
+                Some(path) => remove_measured(&path)?,
+                None => (0, 0),
+            };
+            removed.push((digest, bytes, disk_bytes));
+        }
+        db.write_blocking(|tx| {
+            for (digest, bytes, disk_bytes) in &removed {
+                if meta::forget_deleted_blob(tx, digest)? {
+                    report.push(blob_action(digest, *bytes, *disk_bytes, ctx));
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(report)
+}
+
+/// Blobs a crash left 'deleting': gone if their file is gone, else live again.
+fn recover_interrupted(db: &Db, ctx: &Ctx) -> Result<(), LifecycleError> {
+    loop {
+        let stuck = db.read_blocking(|c| meta::blobs_in_state_deleting(c, BATCH))?;
+        if stuck.is_empty() {
+            return Ok(());
+        }
+        for digest in &stuck {
+            let _locked = guard::lock_blocking(digest);
+            let present = blob_file(ctx.store, digest).is_some_and(|p| p.exists());
+            db.write_blocking(|tx| {
+                if present {
+                    meta::revive_blob(tx, digest)
+                } else {
+                    meta::forget_deleted_blob(tx, digest).map(|_| ())
+                }
+            })?;
+        }
+    }
+}
+
+/// Retention for up to 64 repositories after `after`; true while more may follow.
+fn retention_batch(
+    tx: &Transaction,
+    ctx: &Ctx,
+    after: &mut String,
+    report: &mut Report,
+) -> meta::Result<bool> {
+    if !ctx
+        .settings
+        .rules
+        .iter()
+        .any(|r| r.keep_last.is_some() || r.unused_after_secs.is_some())
+    {
+        return Ok(false);
+    }
+    const REPOS: i64 = 64;
+    let repos = meta::repositories_page(tx, after, REPOS)?;
+    for (id, name) in &repos {
+        after.clone_from(name);
+        let Some(rule) = ctx.settings.rule_for(name) else {
+            continue;
+        };
+        let tags = meta::tag_uses(tx, *id)?;
+        for e in expired_tags(rule, &tags, ctx.now) {
+            if meta::retention_delete_tag(tx, name, &e.tag)? {
+                report.push(Action {
+                    kind: "tag",
+                    repository: Some(name.clone()),
+                    reference: e.tag,
+                    reason: format!("{} (was {})", e.reason, e.digest),
+                    bytes: 0,
+                    disk_bytes: 0,
+                });
+            }
+        }
+    }
+    Ok(repos.len() as i64 == REPOS)
+}
+
+/// One full pass over the due manifest candidates inside `tx` (dry runs); returns deletions.
+fn manifest_pass(tx: &Transaction, ctx: &Ctx, report: &mut Report) -> meta::Result<usize> {
+    let mut cursor = None;
+    let mut deleted = 0;
+    loop {
+        let (seen, d) = manifest_batch(tx, ctx, &mut cursor, report)?;
+        deleted += d;
+        if (seen as i64) < BATCH {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Up to BATCH due candidates after `cursor`: (seen, deleted).
+fn manifest_batch(
+    tx: &Transaction,
+    ctx: &Ctx,
+    cursor: &mut Option<(i64, i64, String)>,
+    report: &mut Report,
+) -> meta::Result<(usize, usize)> {
+    let candidates = meta::manifest_candidates(tx, ctx.blob_cutoff(), cursor.as_ref(), BATCH)?;
+    let mut deleted = 0;
+    for c in &candidates {
+        *cursor = Some((c.since, c.repository_id, c.digest.clone()));
+        let age = ctx.settings.untagged_age(&c.repository);
+        if c.since > ctx.now - age {
+            continue; // A longer untagged_after applies to this repository: not yet.
+        }
+        let Some(m) = meta::gc_manifest(tx, c.repository_id, &c.digest)? else {
+            meta::forget_manifest_candidate(tx, c.repository_id, &c.digest)?;
+            continue;
+        };
+        match meta::manifest_anchor(tx, c.repository_id, &c.digest, &m)? {
+            Some(Anchor::Durable) => {
+                meta::forget_manifest_candidate(tx, c.repository_id, &c.digest)?;
+            }
+            Some(Anchor::Job) => {}
+            None => {
+                meta::delete_manifest(tx, &c.repository, &c.digest)?;
+                let reason = if m.registry_made {
+                    "SIF artifact whose image is gone".to_owned()
+                } else if c.since == 0 {
+                    "its tags, index or subject were deleted".to_owned()
+                } else {
+                    format!(
+                        "untagged and unreferenced for more than {}",
+                        human(age.max(0))
+                    )
+                };
+                report.push(Action {
+                    kind: "manifest",
+                    repository: Some(c.repository.clone()),
+                    reference: c.digest.clone(),
+                    reason,
+                    bytes: m.size.max(0) as u64,
+                    disk_bytes: 0,
+                });
+                deleted += 1;
+            }
+        }
+    }
+    Ok((candidates.len(), deleted))
+}
+
+/// Up to BATCH image candidates after `after`; true while more may follow.
+fn image_batch(tx: &Transaction, after: &mut String, report: &mut Report) -> meta::Result<bool> {
+    let images = meta::image_candidates(tx, after, BATCH)?;
+    for image in &images {
+        after.clone_from(image);
+        let gone = !meta::manifest_exists_anywhere(tx, image)?;
+        if gone {
+            for (sif, size) in meta::drop_image_sifs(tx, image)? {
+                report.push(Action {
+                    kind: "sif",
+                    repository: None,
+                    reference: sif,
+                    reason: format!("built from {image}, which no repository holds any more"),
+                    bytes: size.max(0) as u64,
+                    disk_bytes: 0,
+                });
+            }
+        }
+        // A build still running for a gone image records its SIF when it ends: keep looking.
+        if !(gone && meta::image_building(tx, image)?) {
+            meta::forget_image_candidate(tx, image)?;
+        }
+    }
+    Ok(images.len() as i64 == BATCH)
+}
+
+fn blob_action(digest: &str, bytes: u64, disk_bytes: u64, ctx: &Ctx) -> Action {
+    Action {
+        kind: "blob",
+        repository: None,
+        reference: digest.to_owned(),
+        reason: format!(
+            "unreferenced for more than {}",
+            human(ctx.settings.grace_secs)
+        ),
+        bytes,
+        disk_bytes,
+    }
+}
+
+fn blob_file(store: &BlobStore, digest: &str) -> Option<PathBuf> {
+    // A row whose digest does not parse cannot name a file; its row still goes.
+    Digest::parse(digest).ok().map(|d| store.blob_path(&d))
+}
+
+/// (st_size, st_blocks * 512) of a file; zeros if it is missing.
+fn measure(path: &Path) -> (u64, u64) {
+    std::fs::metadata(path).map_or((0, 0), |m| (m.len(), m.blocks() * 512))
+}
+
+fn remove_measured(path: &Path) -> std::io::Result<(u64, u64)> {
+    let measured = measure(path);
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(measured),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Upload sessions (id, bytes, disk bytes, counting the `.repo` file) last written before `cutoff`.
+fn stale_uploads(dir: &Path, cutoff: i64) -> std::io::Result<Vec<(String, u64, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Sessions are UUIDs; scratch directories and `.repo` files are not sessions.
+        if uuid::Uuid::parse_str(&name).is_err() {
+            continue;
+        }
+        // Uploads finish (rename) and start all the time: a vanished entry is not an error.
+        let m = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !m.is_file() || m.mtime() >= cutoff {
+            continue;
+        }
+        let (repo_bytes, repo_disk) = measure(&dir.join(format!("{name}.repo")));
+        out.push((name, m.len() + repo_bytes, m.blocks() * 512 + repo_disk));
+    }
+    out.sort();
+    Ok(out)
+}

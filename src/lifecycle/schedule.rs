@@ -1,0 +1,35 @@
+//! The background prune: every `interval`, inside the optional UTC `window`. A run that the
+//! window postpones starts as soon as the window opens.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::http::App;
+
+/// How often the loop looks at the clock (the window's resolution).
+const TICK: Duration = Duration::from_secs(30);
+
+pub async fn run(app: Arc<App>) {
+    let settings = app.pruner.settings().clone();
+    if settings.interval_secs <= 0 {
+        tracing::info!("background prune disabled ([gc] interval = 0s)");
+        return;
+    }
+    let interval = Duration::from_secs(settings.interval_secs as u64);
+    // The first run waits a full interval: a restart loop must not become a prune loop.
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(TICK.min(interval)).await;
+        if last.elapsed() < interval {
+            continue;
+        }
+        let minute = ((crate::meta::now().rem_euclid(86_400)) / 60) as u32;
+        if !settings.in_window(minute) {
+            continue;
+        }
+        last = Instant::now();
+        if let Err(e) = app.pruner.run(&app.registry, false).await {
+            tracing::warn!("background prune failed: {e}");
+        }
+    }
+}
