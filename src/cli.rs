@@ -27,6 +27,8 @@ use crate::config::Config;
 use crate::lock::{DataLock, LockError};
 use crate::meta::Db;
 
+pub mod storage;
+
 /// Where the commands act.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
@@ -582,7 +584,7 @@ fn data_dir_of(target: &Target) -> anyhow::Result<PathBuf> {
 }
 
 /// Just enough HTTP client for the admin API: one request per connection, HTTP/1.1, optional TLS.
-mod remote {
+pub(crate) mod remote {
     use super::*;
     use axum::http::{header, Method, Request, Uri};
     use bytes::Bytes;
@@ -798,6 +800,8 @@ pub enum LifecycleCommand {
     },
     /// Query the audit trail (filters below), or check its hash chain: `admin audit verify`.
     Audit(Box<audit::AuditArgs>),
+    #[command(flatten)]
+    Storage(storage::StorageCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -816,6 +820,7 @@ pub enum RepoCommand {
 pub fn run_lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
     match command {
         LifecycleCommand::Audit(args) => audit::run(*args),
+        LifecycleCommand::Storage(command) => storage::run(command),
         LifecycleCommand::Prune {
             dry_run,
             json,

@@ -19,6 +19,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub farm: FarmConfig,
     pub tls: TlsConfig,
+    /// `[quota]`: default namespace quotas.
+    pub quota: crate::quota::QuotaConfig,
+    /// `[scrub]`: re-hashing the store.
+    pub scrub: crate::lifecycle::scrub::ScrubConfig,
     /// Online garbage collection (`[gc]`).
     pub gc: GcConfig,
     /// Retention policies (`[[retention]]`), applied by every prune.
@@ -206,6 +210,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             gc: GcConfig::default(),
             retention: Vec::new(),
+            quota: Default::default(),
+            scrub: Default::default(),
         }
     }
 }

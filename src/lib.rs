@@ -10,6 +10,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod lock;
 pub mod meta;
+pub mod quota;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -26,7 +26,7 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Admin(hpc_registry::cli::AdminCommand),
-    /// Administration: prune (GC and retention), repo delete, audit.
+    /// Administration: prune (GC and retention), repo delete, usage, quotas, scrub, audit.
     #[command(name = "admin")]
     Lifecycle {
         #[command(subcommand)]

@@ -54,6 +54,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot set up authentication")?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_bytes,
+        quota: config
+            .quota
+            .defaults()
+            .context("[quota] in the configuration is invalid")?,
+        scrub_rate: crate::quota::parse_size(&config.scrub.rate)
+            .context("[scrub] rate in the configuration is invalid")?,
         ..Limits::default()
     };
     let audit = {

@@ -187,16 +187,33 @@ pub fn records(info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Vec
             .reference
             .clone()
             .or_else(|| Some(format!("{} {path}", info.method)));
-        // The lifecycle routes (src/lifecycle) are known by their paths.
+        // The store-maintenance routes (src/lifecycle, storage_admin) are known by their paths.
         if ctx.action.is_none() {
-            if path == "/admin/prune" {
-                r.action = "admin.prune".into();
-            } else if let Some(name) = path.strip_prefix("/admin/repositories/") {
-                if info.method == Method::DELETE {
-                    r.action = "repository.delete".into();
-                    r.repository = Some(name.chars().take(256).collect());
+            let rest = path.trim_start_matches("/admin/");
+            let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let tail: String = tail.chars().take(256).collect();
+            let named = match (first, &info.method) {
+                ("repositories", &Method::DELETE) => {
+                    r.repository = Some(tail);
                     r.reference = None;
+                    Some("repository.delete")
                 }
+                ("quotas", &Method::PUT) if !tail.is_empty() => {
+                    r.reference = Some(tail);
+                    Some("quota.set")
+                }
+                ("quotas", &Method::DELETE) if !tail.is_empty() => {
+                    r.reference = Some(tail);
+                    Some("quota.delete")
+                }
+                ("prune", _) => Some("admin.prune"),
+                ("usage", _) => Some("admin.usage"),
+                ("quotas", _) => Some("admin.quotas"),
+                ("scrub", _) => Some("admin.scrub"),
+                _ => None,
+            };
+            if let Some(action) = named {
+                r.action = action.into();
             }
         }
         out.push(r);
@@ -580,6 +597,15 @@ mod tests {
         assert_eq!(
             (v[1].action.as_str(), v[1].repository.as_deref()),
             ("repository.delete", Some("alice/old"))
+        );
+        let v = records(
+            &req(Method::PUT, "/admin/quotas/proj-x"),
+            &reply(200, None, None),
+            &ctx(Some("boss")),
+        );
+        assert_eq!(
+            (v[1].action.as_str(), v[1].reference.as_deref()),
+            ("quota.set", Some("proj-x"))
         );
         assert!(records(
             &req(Method::GET, "/v2/"),

@@ -298,6 +298,12 @@ impl Request<'_> {
             .get("digest")
             .map(|d| Digest::parse(d))
             .transpose()?;
+        if digest.is_some() {
+            let incoming = content_length(&self.headers);
+            registry
+                .precheck_upload(repo, None, digest.as_ref(), incoming)
+                .await?;
+        }
         let session = registry.start_upload(repo).await?;
         if let Some(digest) = digest {
             let finished = registry
@@ -342,6 +348,10 @@ impl Request<'_> {
                 )));
             }
         }
+        self.app
+            .registry
+            .precheck_upload(repo, Some(session), None, content_length(&self.headers))
+            .await?;
         let len = self
             .app
             .registry
@@ -376,6 +386,15 @@ impl Request<'_> {
                 });
             }
         }
+        self.app
+            .registry
+            .precheck_upload(
+                repo,
+                Some(session),
+                Some(&digest),
+                content_length(&self.headers),
+            )
+            .await?;
         self.app
             .registry
             .finish_upload(repo, session, &digest, body.into_data_stream())

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod files;
 pub mod routes;
 pub mod sif;
+pub mod storage_admin;
 
 use std::sync::Arc;
 
@@ -45,6 +46,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
         .route("/admin/prune", any(admin::prune))
         .route("/admin/repositories/{*name}", any(admin::delete_repository))
+        .route("/admin/usage", get(storage_admin::usage))
+        .route("/admin/quotas", get(storage_admin::list_quotas))
+        .route(
+            "/admin/quotas/{namespace}",
+            get(storage_admin::get_quota)
+                .put(storage_admin::set_quota)
+                .delete(storage_admin::clear_quota),
+        )
+        .route("/admin/scrub", axum::routing::post(storage_admin::scrub))
         .route("/admin/{*rest}", any(admin::dispatch))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),

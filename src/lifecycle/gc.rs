@@ -37,6 +37,8 @@ use crate::storage::BlobStore;
 /// Rows handled per transaction: short enough that pushes never wait long on the writer.
 const BATCH: i64 = 256;
 const SAVEPOINT: &str = "gc_dry_run";
+/// How long consumed outbox events are kept (for debugging a hand-off), in seconds.
+const CONSUMED_EVENTS_KEPT_SECS: i64 = 24 * 3600;
 
 /// One thing a prune deletes (or, dry, would delete).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -181,6 +183,15 @@ impl Pruner {
                 bytes,
                 disk_bytes,
             });
+        }
+        if !dry_run {
+            let cutoff = meta::now() - CONSUMED_EVENTS_KEPT_SECS;
+            while registry
+                .db
+                .write(move |tx| meta::forget_consumed_events(tx, cutoff, BATCH * 16))
+                .await?
+                > 0
+            {}
         }
         report.dry_run = dry_run;
         report.duration_ms = started.elapsed().as_millis() as u64;

@@ -6,6 +6,7 @@
 //!   unreferenced blobs and stale uploads; a dry run is the same code rolled back.
 //! - `guard.rs`: per-digest locks between a blob's removal and a commit of the same bytes.
 //! - `schedule.rs`: the background prune (interval and time window).
+//! - `scrub.rs`: re-hashing every stored blob, quarantining corrupt ones (SIFs are rebuilt).
 //!
 //! Nothing stops the registry meanwhile: every step is a short transaction, and the blob state
 //! protocol ('live' → 'deleting' → gone) keeps concurrent pushes consistent.
@@ -14,6 +15,7 @@ pub mod gc;
 pub mod guard;
 pub mod retention;
 pub mod schedule;
+pub mod scrub;
 pub mod settings;
 
 pub use gc::{Action, Pruner, Report, RepositoryDeleted};

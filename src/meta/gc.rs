@@ -395,6 +395,17 @@ pub fn drop_repository(tx: &Transaction, repo: i64) -> Result<()> {
 
 /// Savepoints make a dry run: the whole prune runs in one transaction that is rolled back, so
 /// the plan is exactly what the run would do. Portable (PostgreSQL has the same statements).
+/// Removes up to `limit` outbox events the farm consumed before `cutoff`; returns how many.
+/// The outbox is a hand-off, not a history (the audit trail is that), so it must not grow forever.
+pub fn forget_consumed_events(tx: &Transaction, cutoff: i64, limit: i64) -> Result<usize> {
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events
+             WHERE consumed_at IS NOT NULL AND consumed_at < ?1 ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![cutoff, limit])?)
+}
+
 pub fn savepoint(tx: &Transaction, name: &str) -> Result<()> {
     tx.execute_batch(&format!("SAVEPOINT {name}"))?;
     Ok(())
@@ -524,5 +535,41 @@ mod tests {
             .unwrap();
         assert_eq!(cands.len(), 1);
         assert_eq!(cands[0].digest, "sha256:m2");
+    }
+
+    #[test]
+    fn consumed_events_are_forgotten_pending_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        // Two manifests pushed: two outbox events; the farm consumes the first.
+        db.write_blocking(|tx| {
+            link_blob(tx, "alice/x", "alice", "sha256:a", 1)?;
+            for m in ["sha256:m1", "sha256:m2"] {
+                let r = put_manifest(tx, &manifest(m, &[("sha256:a", ReferenceKind::Blob)], None))?;
+                assert!(r.is_ok());
+            }
+            Ok(())
+        })
+        .unwrap();
+        let pending = db
+            .read_blocking(|c| crate::meta::pending_events(c, 0, 10))
+            .unwrap();
+        assert!(pending.len() >= 2, "{pending:?}");
+        let first = pending[0].id;
+        db.write_blocking(|tx| crate::meta::mark_event_consumed(tx, first))
+            .unwrap();
+        // Not yet past the cutoff: kept.
+        let gone = db
+            .write_blocking(|tx| forget_consumed_events(tx, now() - 60, 100))
+            .unwrap();
+        assert_eq!(gone, 0);
+        let gone = db
+            .write_blocking(|tx| forget_consumed_events(tx, now() + 60, 100))
+            .unwrap();
+        assert_eq!(gone, 1);
+        let left = db
+            .read_blocking(|c| crate::meta::pending_events(c, 0, 10))
+            .unwrap();
+        assert_eq!(left.len(), pending.len() - 1, "pending events stay");
     }
 }

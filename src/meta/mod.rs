@@ -9,6 +9,7 @@ mod audit;
 mod gc;
 mod jobs;
 mod queries;
+mod quota;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use audit::*;
 pub use gc::*;
 pub use jobs::*;
 pub use queries::*;
+pub use quota::*;
 pub use users::*;
 
 const SCHEMA: &str = include_str!("schema.sql");

@@ -142,6 +142,9 @@ pub fn link_blob(
          ON CONFLICT (repository_id, digest) DO NOTHING",
     )?
     .execute(params![repo, digest, t])?;
+    // Fresh verified bytes heal a blob that a scrub quarantined.
+    tx.prepare_cached("DELETE FROM blob_quarantine WHERE digest = ?1")?
+        .execute([digest])?;
     Ok(())
 }
 
@@ -156,7 +159,8 @@ pub fn blob_in_repository(
             "SELECT b.size FROM repository_blobs rb
              JOIN repositories r ON r.id = rb.repository_id
              JOIN blobs b ON b.digest = rb.digest
-             WHERE r.name = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'",
+             WHERE r.name = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'
+               AND NOT EXISTS (SELECT 1 FROM blob_quarantine q WHERE q.digest = b.digest)",
         )?
         .query_row([repository, digest], |r| r.get(0))
         .optional()?)
@@ -350,7 +354,8 @@ fn check_references(
             ReferenceKind::Blob => tx
                 .prepare_cached(
                     "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-                     WHERE rb.repository_id = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'",
+                     WHERE rb.repository_id = ?1 AND rb.digest = ?2 AND b.gc_state = 'live'
+                       AND NOT EXISTS (SELECT 1 FROM blob_quarantine q WHERE q.digest = b.digest)",
                 )?
                 .query_row(params![repo, r.digest], |row| row.get(0))
                 .optional()?,

@@ -209,3 +209,22 @@ CREATE TABLE IF NOT EXISTS gc_image_candidates (
 );
 -- "Does any repository still hold this digest?" without a table scan.
 CREATE INDEX IF NOT EXISTS manifests_by_digest ON manifests (digest);
+
+-- Quotas, usage and scrub (src/quota, src/meta/quota.rs, src/lifecycle/scrub.rs).
+-- Per-namespace quota overrides set live by admins; a namespace without a row gets the
+-- configured default of its kind ([quota] default_user / default_group), if any.
+CREATE TABLE IF NOT EXISTS quotas (
+    namespace    TEXT PRIMARY KEY,
+    limit_bytes  BIGINT,                         -- NULL: unlimited, whatever the default says
+    updated_at   BIGINT NOT NULL,
+    updated_by   TEXT NOT NULL
+);
+
+-- Blobs (SIFs included) whose bytes failed a scrub: moved to DATA/quarantine and hidden from
+-- reads until the same digest is uploaded (or rebuilt) again, which deletes the row.
+CREATE TABLE IF NOT EXISTS blob_quarantine (
+    digest         TEXT PRIMARY KEY,
+    actual_digest  TEXT NOT NULL,                -- what the bytes hashed to
+    path           TEXT NOT NULL,                -- where they went, under the data directory
+    detected_at    BIGINT NOT NULL
+);

@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_manifest_bytes: usize,
     /// Largest page of tags or repositories returned at once.
     pub max_page: usize,
+    /// Namespace quotas that apply without an admin override (`[quota]`).
+    pub quota: crate::quota::QuotaDefaults,
+    /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
+    pub scrub_rate: u64,
 }
 
 impl Default for Limits {
@@ -28,6 +32,8 @@ impl Default for Limits {
         Limits {
             max_manifest_bytes: 4 * 1024 * 1024,
             max_page: 10_000,
+            quota: Default::default(),
+            scrub_rate: crate::lifecycle::scrub::DEFAULT_RATE,
         }
     }
 }
@@ -172,10 +178,23 @@ impl Registry {
             references: parsed.references,
             tag,
         };
+        let defaults = self.limits.quota;
         let outcome = self
             .db
-            .write(move |tx| meta::put_manifest(tx, &new))
+            .write(move |tx| {
+                let size = new.content.len() as u64;
+                if let Err(e) =
+                    crate::quota::check_manifest(tx, &defaults, &new.namespace, &new.digest, size)?
+                {
+                    return Ok(Err(e));
+                }
+                meta::put_manifest(tx, &new).map(Ok)
+            })
             .await?;
+        let outcome = match outcome {
+            Ok(stored) => stored,
+            Err(exceeded) => return Err(Error::Denied(exceeded.to_string())),
+        };
         self.events.notify_one();
         match outcome {
             Ok(()) => Ok(PutManifest {

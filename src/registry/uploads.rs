@@ -99,30 +99,113 @@ impl Registry {
     ) -> Result<bool> {
         let (from_name, d) = (from.as_str().to_owned(), digest.as_str().to_owned());
         let (name, ns) = (repo.as_str().to_owned(), repo.namespace().to_owned());
+        let defaults = self.limits.quota;
         // Check and link in one transaction: a blob GC has marked 'deleting' is not mounted
         // (the client uploads it instead), and one that is live cannot be marked in between.
-        Ok(self
+        // A mount into another namespace costs that namespace the blob's size, like an upload.
+        let mounted = self
             .db
             .write(move |tx| {
                 let Some(size) = meta::blob_in_repository(tx, &from_name, &d)? else {
-                    return Ok(false);
+                    return Ok(Ok(false));
                 };
+                if let Err(e) =
+                    crate::quota::check_blob(tx, &defaults, &ns, &d, size.max(0) as u64)?
+                {
+                    return Ok(Err(e));
+                }
                 meta::link_blob(tx, &name, &ns, &d, size)?;
-                Ok(true)
+                Ok(Ok(true))
             })
-            .await?)
+            .await?;
+        mounted.map_err(|e| Error::Denied(e.to_string()))
     }
 
-    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: i64) -> Result<()> {
+    /// In one metadata transaction: checks the namespace's quota, runs `place` (which puts the
+    /// bytes into the store) and links the blob into `repo`. Checking and linking together keeps
+    /// concurrent pushes from both passing the check; placing the bytes only after the check
+    /// means a refused upload never reaches the store.
+    async fn commit_link(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: i64,
+        place: impl FnOnce(&Digest) -> std::io::Result<()> + Send + 'static,
+    ) -> Result<()> {
+        enum Outcome {
+            Linked,
+            OverQuota(crate::quota::Exceeded),
+            Storage(std::io::Error),
+        }
         let (name, ns, d) = (
             repo.as_str().to_owned(),
             repo.namespace().to_owned(),
-            digest.as_str().to_owned(),
+            digest.clone(),
         );
-        self.db
-            .write(move |tx| meta::link_blob(tx, &name, &ns, &d, size))
+        let defaults = self.limits.quota;
+        let outcome = self
+            .db
+            .write(move |tx| {
+                if let Err(e) =
+                    crate::quota::check_blob(tx, &defaults, &ns, d.as_str(), size.max(0) as u64)?
+                {
+                    return Ok(Outcome::OverQuota(e));
+                }
+                if let Err(e) = place(&d) {
+                    return Ok(Outcome::Storage(e));
+                }
+                meta::link_blob(tx, &name, &ns, d.as_str(), size)?;
+                Ok(Outcome::Linked)
+            })
             .await?;
-        Ok(())
+        match outcome {
+            Outcome::Linked => Ok(()),
+            Outcome::OverQuota(e) => Err(Error::Denied(e.to_string())),
+            Outcome::Storage(e) => Err(e.into()),
+        }
+    }
+
+    /// Refuses, before a byte of it is written, an upload whose declared length (`incoming`,
+    /// from Content-Length) cannot fit in the namespace's quota; a refused session ends. Only a
+    /// pre-filter on a read connection: the binding check is the one in the commit transaction.
+    /// Without a digest (a PATCH) the bytes are assumed new: clients check for blobs the
+    /// namespace holds (HEAD or mount) before uploading them.
+    pub async fn precheck_upload(
+        &self,
+        repo: &RepositoryName,
+        session: Option<&str>,
+        digest: Option<&Digest>,
+        incoming: Option<u64>,
+    ) -> Result<()> {
+        let Some(incoming) = incoming.filter(|n| *n > 0) else {
+            return Ok(());
+        };
+        let received = match session {
+            Some(id) => self.upload_status(repo, id).await?,
+            None => 0,
+        };
+        let needs = received.saturating_add(incoming);
+        let (ns, d, defaults) = (
+            repo.namespace().to_owned(),
+            digest.map(|d| d.as_str().to_owned()),
+            self.limits.quota,
+        );
+        let verdict = self
+            .db
+            .read(move |c| match d {
+                Some(d) => crate::quota::check_blob(c, &defaults, &ns, &d, needs),
+                None => crate::quota::check(c, &defaults, &ns, needs),
+            })
+            .await?;
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(exceeded) => {
+                if let Some(id) = session {
+                    self.cancel_upload(repo, id).await?;
+                }
+                Err(Error::Denied(exceeded.to_string()))
+            }
+        }
     }
 
     /// Finds the session, checking that it belongs to `repo`; reloads it after a restart.
@@ -220,14 +303,30 @@ impl Registry {
             )));
         }
         let size = session.len as i64;
-        let (store, sid, d) = (self.store.clone(), id.to_owned(), digest.clone());
+        // The expensive fsync of the data happens here, outside the metadata write lock; the
+        // one in `commit_upload` then finds nothing left to flush.
+        let (store, sid) = (self.store.clone(), id.to_owned());
+        blocking(move || store.sync_upload(&sid)).await?;
+        let (store, sid) = (self.store.clone(), id.to_owned());
         // From the existence check in commit_upload to the link (which resurrects a blob GC is
         // removing), GC must not unlink this digest's file.
         let _locked = crate::lifecycle::guard::lock(digest.as_str()).await;
-        blocking(move || store.commit_upload(&sid, &d)).await?;
-        crate::telemetry::blob_committed(size as u64);
-        self.sessions.remove(id);
-        self.link_blob(repo, digest, size).await
+        let outcome = self
+            .commit_link(repo, digest, size, move |d| store.commit_upload(&sid, d))
+            .await;
+        match outcome {
+            Ok(()) => {
+                crate::telemetry::blob_committed(size as u64);
+                self.sessions.remove(id);
+                Ok(())
+            }
+            Err(e @ Error::Denied(_)) => {
+                // Refused for the quota: the session ends and nothing of it stays.
+                self.discard(id).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Cancels a session and drops its bytes.

@@ -154,6 +154,35 @@ impl FsStore {
         }
     }
 
+    /// Flushes a staged upload's data to disk (before the short commit that renames it).
+    pub fn sync_upload(&self, session: &str) -> io::Result<()> {
+        File::open(self.upload_path(session))?.sync_all()
+    }
+
+    /// Moves a committed blob's bytes out of the store, to
+    /// `DATA/quarantine/<alg>/<hex>.<unix seconds>` (same filesystem: a rename), for a scrub that
+    /// found them corrupt. Returns where they went.
+    pub fn quarantine_blob(&self, digest: &Digest, now: i64) -> io::Result<PathBuf> {
+        let dir = self.quarantine_dir().join(digest.algorithm().name());
+        fs::create_dir_all(&dir)?;
+        let target = dir.join(format!("{}.{now}", digest.hex()));
+        let source = self.blob_path(digest);
+        fs::rename(&source, &target)?;
+        if let Some(parent) = source.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+        File::open(&dir)?.sync_all()?;
+        Ok(target)
+    }
+
+    /// `DATA/quarantine`: corrupt bytes a scrub moved away, kept for inspection.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.blobs
+            .parent()
+            .unwrap_or(&self.blobs)
+            .join("quarantine")
+    }
+
     /// Makes a verified upload visible as blob `digest`: fsync, rename into place, fsync the
     /// directory. If the blob already exists (deduplication), the staged copy is dropped.
     pub fn commit_upload(&self, session: &str, digest: &Digest) -> io::Result<()> {

@@ -11,4 +11,5 @@ mod conformance;
 mod durability;
 mod farm;
 mod lifecycle;
+mod quota;
 mod slurm;

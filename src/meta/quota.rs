@@ -1,0 +1,399 @@
+//! Statements of quotas, namespace usage and scrub (see `src/quota` and `src/lifecycle/scrub.rs`).
+//!
+//! Usage is always computed from the tables (never kept as a counter), so whatever adds or removes
+//! links, manifests or SIFs (pushes, deletes, garbage collection, builds) is reflected at once.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{now, Result};
+
+/// What one namespace occupies, in bytes. A blob linked into several repositories of the
+/// namespace counts once; so does a manifest stored in several.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NamespaceUsage {
+    pub namespace: String,
+    pub repositories: i64,
+    /// Layers, configs and other blobs that are not built SIFs.
+    pub blob_bytes: i64,
+    /// Built SIFs (blobs recorded in `sifs`).
+    pub sif_bytes: i64,
+    pub manifest_bytes: i64,
+}
+
+impl NamespaceUsage {
+    pub fn total(&self) -> i64 {
+        self.blob_bytes + self.sif_bytes + self.manifest_bytes
+    }
+}
+
+/// A quota override set by an admin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuotaRow {
+    pub namespace: String,
+    /// `None`: unlimited.
+    pub limit_bytes: Option<i64>,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+// The same three aggregates with and without a namespace filter: two statements rather than
+// `?1 IS NULL OR ...`, which would keep the planner from using the namespace index.
+const REPOS: &str = "SELECT namespace, COUNT(*) FROM repositories";
+const BLOBS: &str = "SELECT nb.namespace,
+        SUM(CASE WHEN s.digest IS NULL THEN b.size ELSE 0 END),
+        SUM(CASE WHEN s.digest IS NULL THEN 0 ELSE b.size END)
+    FROM (SELECT DISTINCT r.namespace, rb.digest FROM repository_blobs rb
+          JOIN repositories r ON r.id = rb.repository_id";
+const BLOBS_TAIL: &str = ") nb
+    JOIN blobs b ON b.digest = nb.digest
+    LEFT JOIN sifs s ON s.digest = nb.digest
+    GROUP BY nb.namespace";
+const MANIFESTS: &str = "SELECT nm.namespace, SUM(nm.size)
+    FROM (SELECT DISTINCT r.namespace, m.digest, m.size FROM manifests m
+          JOIN repositories r ON r.id = m.repository_id";
+const MANIFESTS_TAIL: &str = ") nm GROUP BY nm.namespace";
+
+/// Usage of every namespace (`None`) or of one, in namespace order. A namespace with no
+/// repository is absent from the list.
+pub fn namespace_usage(conn: &Connection, namespace: Option<&str>) -> Result<Vec<NamespaceUsage>> {
+    let filter = if namespace.is_some() {
+        " WHERE r.namespace = ?1"
+    } else {
+        ""
+    };
+    let mut out: std::collections::BTreeMap<String, NamespaceUsage> = Default::default();
+    let repos_sql = if namespace.is_some() {
+        format!("{REPOS} WHERE namespace = ?1 GROUP BY namespace")
+    } else {
+        format!("{REPOS} GROUP BY namespace")
+    };
+    let bind: Vec<&str> = namespace.into_iter().collect();
+    let mut stmt = conn.prepare_cached(&repos_sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(bind.iter()))?;
+    while let Some(r) = rows.next()? {
+        let ns: String = r.get(0)?;
+        out.insert(
+            ns.clone(),
+            NamespaceUsage {
+                namespace: ns,
+                repositories: r.get(1)?,
+                ..Default::default()
+            },
+        );
+    }
+    let mut stmt = conn.prepare_cached(&format!("{BLOBS}{filter}{BLOBS_TAIL}"))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(bind.iter()))?;
+    while let Some(r) = rows.next()? {
+        let ns: String = r.get(0)?;
+        if let Some(u) = out.get_mut(&ns) {
+            u.blob_bytes = r.get::<_, Option<i64>>(1)?.unwrap_or(0);
+            u.sif_bytes = r.get::<_, Option<i64>>(2)?.unwrap_or(0);
+        }
+    }
+    let mut stmt = conn.prepare_cached(&format!("{MANIFESTS}{filter}{MANIFESTS_TAIL}"))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(bind.iter()))?;
+    while let Some(r) = rows.next()? {
+        let ns: String = r.get(0)?;
+        if let Some(u) = out.get_mut(&ns) {
+            u.manifest_bytes = r.get::<_, Option<i64>>(1)?.unwrap_or(0);
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+/// Whether any repository of `namespace` links `digest` (then a new link costs nothing).
+pub fn blob_linked_in_namespace(conn: &Connection, namespace: &str, digest: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
+             WHERE rb.digest = ?2 AND r.namespace = ?1 LIMIT 1",
+        )?
+        .query_row([namespace, digest], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Whether any repository of `namespace` stores manifest `digest`.
+pub fn manifest_in_namespace(conn: &Connection, namespace: &str, digest: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM manifests m JOIN repositories r ON r.id = m.repository_id
+             WHERE r.namespace = ?1 AND m.digest = ?2 LIMIT 1",
+        )?
+        .query_row([namespace, digest], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub fn quota_row(conn: &Connection, namespace: &str) -> Result<Option<QuotaRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT namespace, limit_bytes, updated_at, updated_by FROM quotas WHERE namespace = ?1",
+        )?
+        .query_row([namespace], quota_from_row)
+        .optional()?)
+}
+
+pub fn list_quotas(conn: &Connection) -> Result<Vec<QuotaRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT namespace, limit_bytes, updated_at, updated_by FROM quotas ORDER BY namespace",
+    )?;
+    let rows = stmt.query_map([], quota_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn quota_from_row(r: &rusqlite::Row) -> rusqlite::Result<QuotaRow> {
+    Ok(QuotaRow {
+        namespace: r.get(0)?,
+        limit_bytes: r.get(1)?,
+        updated_at: r.get(2)?,
+        updated_by: r.get(3)?,
+    })
+}
+
+pub fn set_quota(tx: &Transaction, namespace: &str, limit: Option<i64>, by: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO quotas (namespace, limit_bytes, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (namespace) DO UPDATE SET limit_bytes = excluded.limit_bytes,
+             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+    )?
+    .execute(params![namespace, limit, now(), by])?;
+    Ok(())
+}
+
+pub fn clear_quota(tx: &Transaction, namespace: &str) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("DELETE FROM quotas WHERE namespace = ?1")?
+        .execute([namespace])?
+        > 0)
+}
+
+/// Whether `name` is a user (`Some(true)`), a group (`Some(false)`) or neither.
+pub fn namespace_owner_is_user(conn: &Connection, name: &str) -> Result<Option<bool>> {
+    if super::user_by_name(conn, name)?.is_some() {
+        return Ok(Some(true));
+    }
+    if super::group_exists(conn, name)? {
+        return Ok(Some(false));
+    }
+    Ok(None)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scrub
+// ------------------------------------------------------------------------------------------------
+
+/// One page of live, not quarantined blobs after `after` (digest order): (digest, size).
+pub fn blobs_to_scrub(conn: &Connection, after: &str, limit: i64) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT b.digest, b.size FROM blobs b
+         WHERE b.digest > ?1 AND b.gc_state = 'live'
+           AND NOT EXISTS (SELECT 1 FROM blob_quarantine q WHERE q.digest = b.digest)
+         ORDER BY b.digest LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether the blob is still recorded and live (GC may have removed it since it was listed).
+pub fn blob_is_live(conn: &Connection, digest: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1 AND gc_state = 'live'")?
+        .query_row([digest], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Repositories linking `digest`, by name.
+pub fn repositories_linking(conn: &Connection, digest: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
+         WHERE rb.digest = ?1 ORDER BY r.name",
+    )?;
+    let rows = stmt.query_map([digest], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// What a quarantined SIF was built from: (manifest digest, platform).
+pub type SifSource = (String, String);
+
+/// Hides a corrupt blob from reads. For a SIF, also forgets the SIF and puts its build job(s)
+/// back in the queue so the farm rebuilds it. Returns the SIF's source when it was one.
+pub fn quarantine_blob(
+    tx: &Transaction,
+    digest: &str,
+    actual_digest: &str,
+    path: &str,
+) -> Result<Option<SifSource>> {
+    tx.prepare_cached(
+        "INSERT INTO blob_quarantine (digest, actual_digest, path, detected_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (digest) DO UPDATE SET actual_digest = excluded.actual_digest,
+             path = excluded.path, detected_at = excluded.detected_at",
+    )?
+    .execute(params![digest, actual_digest, path, now()])?;
+    let source: Option<SifSource> = tx
+        .prepare_cached("SELECT manifest_digest, platform FROM sifs WHERE digest = ?1")?
+        .query_row([digest], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if source.is_some() {
+        tx.prepare_cached("DELETE FROM sifs WHERE digest = ?1")?
+            .execute([digest])?;
+        // The SIF record held a reference on its blob (see `complete_job`); a rebuild to the
+        // same digest takes it again.
+        tx.prepare_cached(
+            "UPDATE blobs SET ref_count = ref_count - 1,
+                 unreferenced_since = CASE WHEN ref_count - 1 <= 0 THEN ?2 ELSE unreferenced_since END
+             WHERE digest = ?1",
+        )?
+        .execute(params![digest, now()])?;
+        tx.prepare_cached(
+            "UPDATE build_jobs SET state = 'queued', attempts = 0, not_before = 0, sif_digest = NULL,
+                 lease_owner = NULL, lease_expires = NULL, progress = NULL, failure = NULL,
+                 finished_at = NULL
+             WHERE sif_digest = ?1 AND state = 'ready'",
+        )?
+        .execute([digest])?;
+    }
+    Ok(source)
+}
+
+/// Whether `digest` is in quarantine.
+pub fn is_quarantined(conn: &Connection, digest: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM blob_quarantine WHERE digest = ?1")?
+        .query_row([digest], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Db;
+
+    /// Fills a store: `repos` repositories in namespace `big` linking `links` blobs each out of
+    /// `distinct` (so blobs are shared), one manifest per repository, a SIF every 10th, and
+    /// `others` small namespaces beside it.
+    fn fill(db: &Db, repos: i64, links: i64, distinct: i64, others: i64) {
+        db.write_blocking(|tx| {
+            let t = now();
+            for b in 0..distinct {
+                tx.execute(
+                    "INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)",
+                    params![format!("sha256:{b:064x}"), 1000 + b, t],
+                )?;
+                if b % 10 == 0 {
+                    tx.execute(
+                        "INSERT INTO sifs (digest, manifest_digest, platform, size, squashfs_offset, squashfs_size,
+                             backend, builder, compression, duration_ms, created_at)
+                         VALUES (?1, 'm', 'linux/amd64', ?2, 0, 0, 'native', 'b', 'gzip', 0, 0)",
+                        params![format!("sha256:{b:064x}"), 1000 + b],
+                    )?;
+                }
+            }
+            for r in 0..repos + others {
+                let ns = if r < repos { "big".to_owned() } else { format!("ns{r}") };
+                tx.execute(
+                    "INSERT INTO repositories (id, name, namespace, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![r + 1, format!("{ns}/r{r}"), ns, t],
+                )?;
+                let n = if r < repos { links } else { 3 };
+                for l in 0..n {
+                    tx.execute(
+                        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT DO NOTHING",
+                        params![r + 1, format!("sha256:{:064x}", (r * 7 + l * 13) % distinct), t],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO manifests (repository_id, digest, media_type, kind, size, content, pushed_at)
+                     VALUES (?1, ?2, 'x', 'image', 500, x'00', ?3)",
+                    params![r + 1, format!("sha256:m{r:063x}"), t],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn usage_counts_shared_blobs_once_and_splits_sifs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        // 4 repositories x 5 links over 6 distinct blobs: every blob is linked, each counted once.
+        fill(&db, 4, 5, 6, 2);
+        let u = db
+            .read_blocking(|c| namespace_usage(c, Some("big")))
+            .unwrap();
+        assert_eq!(u.len(), 1);
+        let sizes: i64 = (0..6).map(|b| 1000 + b).sum();
+        // Blob 0 is the only SIF among the six (every 10th is one): 1000 bytes.
+        assert_eq!(u[0].sif_bytes, 1000);
+        assert_eq!(u[0].blob_bytes + u[0].sif_bytes, sizes);
+        assert_eq!(u[0].manifest_bytes, 4 * 500);
+        assert_eq!(u[0].repositories, 4);
+        let all = db.read_blocking(|c| namespace_usage(c, None)).unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(all[0], u[0]);
+    }
+
+    #[test]
+    fn quarantining_a_sif_requeues_its_build_and_releases_its_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        fill(&db, 1, 1, 1, 0);
+        db.write_blocking(|tx| {
+            let sif = format!("sha256:{:064x}", 0);
+            // As `complete_job` leaves it: the SIF record holds one reference.
+            tx.execute("UPDATE blobs SET ref_count = 1 WHERE digest = ?1", [&sif])?;
+            tx.execute(
+                "INSERT INTO build_jobs (manifest_digest, platform, repository, state, attempts, sif_digest, created_at)
+                 VALUES ('m', 'linux/amd64', 'big/r0', 'ready', 1, ?1, 0)",
+                [&sif],
+            )?;
+            let source = quarantine_blob(tx, &sif, "sha256:other", "/q")?;
+            assert_eq!(source, Some(("m".to_owned(), "linux/amd64".to_owned())));
+            let (refs, state, attempts, kept): (i64, String, i64, Option<String>) = tx.query_row(
+                "SELECT b.ref_count, j.state, j.attempts, j.sif_digest FROM blobs b, build_jobs j
+                 WHERE b.digest = ?1",
+                [&sif],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            assert_eq!((refs, state.as_str(), attempts, kept), (0, "queued", 0, None));
+            assert!(is_quarantined(tx, &sif)?);
+            assert!(blobs_to_scrub(tx, "", 10)?.is_empty());
+            // Fresh bytes of the same digest heal it.
+            crate::meta::link_blob(tx, "big/r0", "big", &sif, 1000)?;
+            assert!(!is_quarantined(tx, &sif)?);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// Not a timing assertion: prints how long the usage queries take on a large store.
+    /// `cargo test --lib usage_query_on_a_large_store -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn usage_query_on_a_large_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        let started = std::time::Instant::now();
+        fill(&db, 5_000, 40, 100_000, 5_000);
+        eprintln!("filled in {:?}", started.elapsed());
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let u = db
+                .read_blocking(|c| namespace_usage(c, Some("big")))
+                .unwrap();
+            eprintln!("namespace_usage(big): {:?} {:?}", t.elapsed(), u[0]);
+            let t = std::time::Instant::now();
+            let u = db
+                .read_blocking(|c| namespace_usage(c, Some("ns5001")))
+                .unwrap();
+            eprintln!("namespace_usage(small): {:?} {:?}", t.elapsed(), u[0]);
+            let t = std::time::Instant::now();
+            let all = db.read_blocking(|c| namespace_usage(c, None)).unwrap();
+            eprintln!("namespace_usage(all {}): {:?}", all.len(), t.elapsed());
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Per-namespace storage quotas: which limit applies, and whether a push fits under it.
+//!
+//! A namespace's usage is what `meta::namespace_usage` sums from the tables (blobs linked into
+//! any of its repositories, each digest once, SIFs included, plus manifest bytes). Checks run
+//! inside the write transaction that commits the blob or manifest, so two concurrent pushes
+//! cannot both slip under the limit: SQLite serialises writers, and the check sees every commit
+//! that came before.
+//!
+//! SIFs built by the registry are counted but never refused: a build is not the user's push, and
+//! failing it would leave an image without its SIF for a reason the user cannot see.
+
+pub mod size;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::meta;
+pub use size::{format_size, parse_size, SizeError};
+
+/// `[quota]`: defaults for namespaces without an admin-set override. Unset: unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Limit of every user's namespace, e.g. "50GiB".
+    pub default_user: Option<String>,
+    /// Limit of every group's namespace, e.g. "1TiB".
+    pub default_group: Option<String>,
+}
+
+/// The parsed defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaDefaults {
+    pub user: Option<u64>,
+    pub group: Option<u64>,
+}
+
+impl QuotaConfig {
+    pub fn defaults(&self) -> Result<QuotaDefaults, SizeError> {
+        let parse = |v: &Option<String>| v.as_deref().map(parse_size).transpose();
+        Ok(QuotaDefaults {
+            user: parse(&self.default_user)?,
+            group: parse(&self.default_group)?,
+        })
+    }
+}
+
+/// Where a namespace's limit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitSource {
+    /// Set by an admin (`admin quota set`).
+    Override,
+    DefaultUser,
+    DefaultGroup,
+    /// No override and no default applies.
+    None,
+}
+
+/// The limit of a namespace (`None`: unlimited) and where it comes from.
+pub fn limit_for(
+    conn: &Connection,
+    defaults: &QuotaDefaults,
+    namespace: &str,
+) -> meta::Result<(Option<u64>, LimitSource)> {
+    if let Some(row) = meta::quota_row(conn, namespace)? {
+        return Ok((
+            row.limit_bytes.map(|l| l.max(0) as u64),
+            LimitSource::Override,
+        ));
+    }
+    Ok(match meta::namespace_owner_is_user(conn, namespace)? {
+        Some(true) if defaults.user.is_some() => (defaults.user, LimitSource::DefaultUser),
+        Some(false) if defaults.group.is_some() => (defaults.group, LimitSource::DefaultGroup),
+        _ => (None, LimitSource::None),
+    })
+}
+
+/// A push refused for its namespace's quota. The message is the one clients show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("quota {} for {namespace} exceeded: {} used, push needs {}", format_size(*.limit), format_size(*.used), format_size(*.needs))]
+pub struct Exceeded {
+    pub namespace: String,
+    pub limit: u64,
+    pub used: u64,
+    pub needs: u64,
+}
+
+/// Whether `needs` more bytes fit in `namespace`. Nothing new (`needs == 0`: a digest the
+/// namespace already holds) always fits, even over the limit, so re-tags and re-pushes work.
+pub fn check(
+    conn: &Connection,
+    defaults: &QuotaDefaults,
+    namespace: &str,
+    needs: u64,
+) -> meta::Result<Result<(), Exceeded>> {
+    if needs == 0 {
+        return Ok(Ok(()));
+    }
+    let (Some(limit), _) = limit_for(conn, defaults, namespace)? else {
+        return Ok(Ok(()));
+    };
+    let used = meta::namespace_usage(conn, Some(namespace))?
+        .first()
+        .map(|u| u.total().max(0) as u64)
+        .unwrap_or(0);
+    if used.saturating_add(needs) > limit {
+        return Ok(Err(Exceeded {
+            namespace: namespace.to_owned(),
+            limit,
+            used,
+            needs,
+        }));
+    }
+    Ok(Ok(()))
+}
+
+/// [`check`] for linking blob `digest` of `size` bytes into `namespace`.
+pub fn check_blob(
+    conn: &Connection,
+    defaults: &QuotaDefaults,
+    namespace: &str,
+    digest: &str,
+    size: u64,
+) -> meta::Result<Result<(), Exceeded>> {
+    let needs = if meta::blob_linked_in_namespace(conn, namespace, digest)? {
+        0
+    } else {
+        size
+    };
+    check(conn, defaults, namespace, needs)
+}
+
+/// [`check`] for storing manifest `digest` of `size` bytes in `namespace`.
+pub fn check_manifest(
+    conn: &Connection,
+    defaults: &QuotaDefaults,
+    namespace: &str,
+    digest: &str,
+    size: u64,
+) -> meta::Result<Result<(), Exceeded>> {
+    let needs = if meta::manifest_in_namespace(conn, namespace, digest)? {
+        0
+    } else {
+        size
+    };
+    check(conn, defaults, namespace, needs)
+}
+
+/// Usage of a namespace together with its limit, as the admin API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    #[serde(flatten)]
+    pub usage: meta::NamespaceUsage,
+    pub total_bytes: i64,
+    /// `None`: unlimited.
+    pub quota_bytes: Option<u64>,
+    pub quota_source: LimitSource,
+}
+
+/// Usage (and limits) of one namespace or all; a namespace with a quota but no repository yet
+/// is reported with zero usage when asked for by name.
+pub fn usage_report(
+    conn: &Connection,
+    defaults: &QuotaDefaults,
+    namespace: Option<&str>,
+) -> meta::Result<Vec<UsageReport>> {
+    let mut usages = meta::namespace_usage(conn, namespace)?;
+    if let (Some(ns), true) = (namespace, usages.is_empty()) {
+        usages.push(meta::NamespaceUsage {
+            namespace: ns.to_owned(),
+            ..Default::default()
+        });
+    }
+    usages
+        .into_iter()
+        .map(|usage| {
+            let (quota_bytes, quota_source) = limit_for(conn, defaults, &usage.namespace)?;
+            Ok(UsageReport {
+                total_bytes: usage.total(),
+                usage,
+                quota_bytes,
+                quota_source,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_names_limit_usage_and_need() {
+        let e = Exceeded {
+            namespace: "alice".into(),
+            limit: 50 << 30,
+            used: (498u64 << 30) / 10 + 5,
+            needs: 600 << 20,
+        };
+        assert_eq!(
+            e.to_string(),
+            "quota 50 GiB for alice exceeded: 49.8 GiB used, push needs 600 MiB"
+        );
+    }
+}
