@@ -514,7 +514,7 @@ impl Backend {
             )?));
         }
         let data_dir = data_dir_of(target)?;
-        std::fs::create_dir_all(&data_dir)
+        crate::storage::create_private_dir(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let lock = DataLock::acquire(&data_dir).map_err(|e| match e {
             LockError::Held { .. } => {

@@ -74,6 +74,10 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // As for plain HTTP (see server.rs): small responses must not wait for a delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         let watcher = graceful.watcher();

@@ -40,6 +40,8 @@ pub enum MetaError {
     SchemaTooNew { path: PathBuf, found: i64 },
     #[error("metadata task failed: {0}")]
     Task(String),
+    #[error("cannot restrict {0} to its owner: {1}")]
+    Io(PathBuf, std::io::Error),
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -56,6 +58,13 @@ impl Db {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Arc<Db>> {
         let writer = connect(path, true)?;
+        // Password and token hashes live here: owner-only, like token.key. SQLite gives the
+        // -wal and -shm files the database file's mode.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| MetaError::Io(path.to_path_buf(), e))?;
+        }
         migrate(&writer, path)?;
         Ok(Arc::new(Db {
             path: path.to_path_buf(),
@@ -161,4 +170,30 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        // An existing world-readable database (from an older version) is tightened too.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = Db::open(&path).unwrap();
+        db.write_blocking(|tx| Ok(tx.execute("CREATE TABLE t (x BIGINT)", [])?))
+            .unwrap();
+        for file in ["meta.db", "meta.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
 }

@@ -8,3 +8,13 @@
 pub mod fs;
 
 pub use fs::{BlobFile, FsStore as BlobStore, UploadFile};
+
+/// Creates a data directory (and missing parents) readable by its owner only: it holds every
+/// user's private images. An existing directory keeps the mode the admin gave it.
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
