@@ -833,9 +833,13 @@ pub fn run_lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
                     None,
                     "prune",
                 )?,
-                None => offline_lifecycle(&target, move |pruner, registry| async move {
-                    Ok(serde_json::to_value(pruner.run(&registry, dry_run).await?)?)
-                })?,
+                None => offline_lifecycle(
+                    &target,
+                    ("admin.prune", Some(format!("dry_run={dry_run}"))),
+                    move |pruner, registry| async move {
+                        Ok(serde_json::to_value(pruner.run(&registry, dry_run).await?)?)
+                    },
+                )?,
             };
             print_prune_report(&report, json)
         }
@@ -851,11 +855,15 @@ pub fn run_lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
                     None,
                     "repo delete",
                 )?,
-                None => offline_lifecycle(&target, move |pruner, registry| async move {
-                    Ok(serde_json::to_value(
-                        pruner.delete_repository(&registry, &name).await?,
-                    )?)
-                })?,
+                None => offline_lifecycle(
+                    &target,
+                    ("repository.delete", Some(name.clone())),
+                    move |pruner, registry| async move {
+                        Ok(serde_json::to_value(
+                            pruner.delete_repository(&registry, &name).await?,
+                        )?)
+                    },
+                )?,
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&deleted)?);
@@ -871,8 +879,13 @@ pub fn run_lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `f` on the data directory under its lock (no server may run meanwhile).
-fn offline_lifecycle<F, Fut>(target: &Target, f: F) -> anyhow::Result<Value>
+/// Runs `f` on the data directory under its lock (no server may run meanwhile), and records
+/// `(action, reference)` in the audit trail as the OS user, like every offline change.
+fn offline_lifecycle<F, Fut>(
+    target: &Target,
+    (action, reference): (&str, Option<String>),
+    f: F,
+) -> anyhow::Result<Value>
 where
     F: FnOnce(Arc<crate::lifecycle::Pruner>, Arc<crate::registry::Registry>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Value>>,
@@ -881,7 +894,10 @@ where
         Some(c) => Config::from_file(c)?,
         None => Config::default(),
     };
-    let Backend::Offline { db, _lock, .. } = Backend::open(target)? else {
+    let Backend::Offline {
+        db, _lock, audit, ..
+    } = Backend::open(target)?
+    else {
         bail!("internal: an offline backend was expected");
     };
     let data_dir = target.data_dir.clone().unwrap_or(config.data_dir.clone());
@@ -898,7 +914,17 @@ where
         .worker_threads(1)
         .enable_all()
         .build()?;
-    runtime.block_on(f(pruner, registry))
+    let result = runtime.block_on(f(pruner, registry));
+    let record = match &result {
+        Ok(_) => crate::audit::ops::local_action(action, reference, "ok", None),
+        Err(e) => crate::audit::ops::local_action(action, reference, "error", Some(e.to_string())),
+    };
+    audit
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .append(vec![record])
+        .with_context(|| format!("{action} ran, but its audit record was not written"))?;
+    result
 }
 
 fn print_prune_report(report: &Value, json: bool) -> anyhow::Result<()> {

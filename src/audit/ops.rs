@@ -29,6 +29,17 @@ pub fn describe(op: &Op) -> (&'static str, Option<String>) {
 /// The record of `op` run by the local operator (offline CLI): `user` is the OS account.
 pub fn local_record(op: &Op, outcome: &str, detail: Option<String>) -> Record {
     let (action, reference) = describe(op);
+    local_action(action, reference, outcome, detail)
+}
+
+/// The record of any command run by the local operator directly on the data directory
+/// (offline `user`, `group`, `token`, `admin prune`, `admin repo delete`).
+pub fn local_action(
+    action: &str,
+    reference: Option<String>,
+    outcome: &str,
+    detail: Option<String>,
+) -> Record {
     let mut r = Record::new(action, outcome);
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };

@@ -38,6 +38,12 @@ impl std::ops::Deref for GcServer {
     }
 }
 
+impl std::ops::DerefMut for GcServer {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+}
+
 impl GcServer {
     fn start(config: &str) -> GcServer {
         let dir = tempfile::Builder::new()
@@ -434,7 +440,7 @@ fn stress_pushes_and_prunes_concurrently_without_dangling_references() {
 
 #[test]
 fn repository_delete_then_prune_frees_what_du_measures() {
-    let server = GcServer::start(&format!(
+    let mut server = GcServer::start(&format!(
         "[gc]\ngrace = \"0s\"\ninterval = \"0s\"\n{NO_BUILDS}"
     ));
     let shared = random_bytes(300_000);
@@ -529,6 +535,41 @@ fn repository_delete_then_prune_frees_what_du_measures() {
     let out = cli_output(&["admin", "repo", "delete", "acct/doomed"], &env, "");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+
+    // With the server stopped, the same commands work on the data directory under its lock,
+    // and are audited as the OS user who ran them.
+    server.terminate();
+    let dd = server.data_dir().to_str().unwrap().to_owned();
+    cli(
+        &["admin", "repo", "delete", "acct/kept", "--data-dir", &dd],
+        &[],
+        "",
+    );
+    let report: Value = serde_json::from_str(&cli(
+        &["admin", "prune", "--json", "--data-dir", &dd],
+        &[],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(report["dry_run"], json!(false), "{report:#}");
+    let audit = cli(&["admin", "audit", "--json", "--data-dir", &dd], &[], "");
+    let local: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["client"] == json!("local"))
+        .collect();
+    let find = |action: &str| {
+        local
+            .iter()
+            .find(|r| r["action"] == json!(action))
+            .unwrap_or_else(|| panic!("no local {action} record in:\n{audit}"))
+    };
+    let deleted = find("repository.delete");
+    assert_eq!(deleted["reference"], json!("acct/kept"));
+    assert_eq!(deleted["outcome"], json!("ok"));
+    assert_eq!(deleted["auth"], json!("local"));
+    assert_eq!(find("admin.prune")["outcome"], json!("ok"));
+    cli(&["admin", "audit", "verify", "--data-dir", &dd], &[], "");
 }
 
 /// Pushes a tiny image tagged `tag` into `repo`.
