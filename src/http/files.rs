@@ -4,13 +4,8 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::registry::error::{Error, Result};
-
-/// Read size when streaming: large reads are what makes downloads fast.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// A file (or a window of one) to serve.
 pub struct Served {
@@ -53,10 +48,8 @@ pub async fn respond(method: &Method, request: &HeaderMap, served: Served) -> Re
     if method == Method::HEAD {
         return build(builder, Body::empty());
     }
-    let mut file = tokio::fs::File::from_std(served.file);
-    file.seek(std::io::SeekFrom::Start(served.offset + start))
-        .await?;
-    let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK);
+    // Mapped windows, not reads: no user-space copy (see storage::mapped).
+    let stream = crate::storage::mapped::stream(served.file, served.offset + start, len);
     build(builder, Body::from_stream(stream))
 }
 
