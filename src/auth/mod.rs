@@ -796,6 +796,9 @@ mod tests {
         let c = crate::config::Config::from_file(&path).unwrap();
         assert_eq!(c.auth.public, vec!["library"]);
         assert!(!c.auth.munge);
+        assert_eq!(c.gc.grace, "2h");
+        assert_eq!(c.scrub.rate, "200MiB");
+        crate::lifecycle::Settings::from_config(&c.gc, &c.retention).unwrap();
     }
 
     #[test]
