@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::sif::{skopeo, BUILD_DEADLINE};
+use crate::support::sif::BUILD_DEADLINE;
 use crate::support::users::*;
 use crate::support::*;
 
@@ -103,19 +103,12 @@ fn scripted_session_records_are_present_and_complete() {
     let alice = Creds::of("alice");
 
     // 1. skopeo pushes a runnable image with alice's password (token flow).
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("oci");
-    busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", "echo audited"]);
-    run(skopeo().args([
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("alice:{}", alice.secret),
-        "--format",
-        "oci",
-        &format!("oci:{}:1", layout.display()),
-        &format!("docker://{}/alice/tool:1", server.host()),
-    ]));
+    push_busybox_ok(
+        &server,
+        &alice,
+        "alice/tool:1",
+        &["/bin/sh", "-c", "echo audited"],
+    );
     // 2. A wrong password.
     let r = send(
         "GET",
@@ -665,19 +658,12 @@ fn a_slurm_jobs_sif_fetch_is_recorded_with_its_job_id_and_munge_identity() {
         .user("boss", &["--admin"]);
     let server = Server::start_secure(&setup, &["--munge"]);
     let alice = Creds::of("alice");
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("oci");
-    busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", "echo from-slurm"]);
-    run(skopeo().args([
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("alice:{}", alice.secret),
-        "--format",
-        "oci",
-        &format!("oci:{}:1", layout.display()),
-        &format!("docker://{}/alice/job:1", server.host()),
-    ]));
+    push_busybox_ok(
+        &server,
+        &alice,
+        "alice/job:1",
+        &["/bin/sh", "-c", "echo from-slurm"],
+    );
     // The SIF is built before the job runs (the job itself would just poll the 202s).
     let until = Instant::now() + BUILD_DEADLINE;
     let expected = loop {

@@ -522,19 +522,12 @@ fn munge_credentials_fetch_the_owners_manifest_and_sif() {
     let alice = Creds::of("alice");
 
     // alice pushes a runnable image with skopeo (token flow with her password).
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("oci");
-    busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", "echo from-munge"]);
-    run(skopeo().args([
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("alice:{}", alice.secret),
-        "--format",
-        "oci",
-        &format!("oci:{}:1", layout.display()),
-        &format!("docker://{}/alice/tool:1", server.host()),
-    ]));
+    push_busybox_ok(
+        &server,
+        &alice,
+        "alice/tool:1",
+        &["/bin/sh", "-c", "echo from-munge"],
+    );
 
     let manifest = server.url("/v2/alice/tool/manifests/1");
     let get = |url: &str, credential: &str| {

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use crate::support::sif::skopeo;
 use crate::support::slurm::SlurmCluster;
 use crate::support::users::*;
 use crate::support::*;
@@ -41,19 +40,12 @@ fn a_slurm_job_fetches_its_owners_sif_with_munge_and_nobody_elses() {
     let server = Server::start_secure(&Setup::new().user("alice", &["--uid", &uid]), &["--munge"]);
     let alice = Creds::of("alice");
 
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("oci");
-    busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", "echo from-slurm"]);
-    run(skopeo().args([
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("alice:{}", alice.secret),
-        "--format",
-        "oci",
-        &format!("oci:{}:1", layout.display()),
-        &format!("docker://{}/alice/tool:1", server.host()),
-    ]));
+    push_busybox_ok(
+        &server,
+        &alice,
+        "alice/tool:1",
+        &["/bin/sh", "-c", "echo from-slurm"],
+    );
     let url = server.url("/sif/alice/tool:1");
 
     // alice's job, right after the push: it waits for the build, then gets the SIF.

@@ -635,6 +635,35 @@ impl TestCa {
     }
 }
 
+/// `skopeo copy`s a fresh runnable busybox image (running `cmd`) to `<server>/<dest>` over
+/// plain HTTP, authenticating as `creds` (Docker's token flow), and returns skopeo's output:
+/// the caller decides whether a refusal is the point.
+pub fn skopeo_push_busybox(server: &Server, creds: &Creds, dest: &str, cmd: &[&str]) -> Output {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let layout = tmp.path().join("oci");
+    busybox_oci_layout(&layout, "1", cmd);
+    run_output(super::sif::skopeo().args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("{}:{}", creds.user, creds.secret),
+        "--format",
+        "oci",
+        &format!("oci:{}:1", layout.display()),
+        &format!("docker://{}/{dest}", server.host()),
+    ]))
+}
+
+/// [`skopeo_push_busybox`] that must succeed.
+pub fn push_busybox_ok(server: &Server, creds: &Creds, dest: &str, cmd: &[&str]) {
+    let out = skopeo_push_busybox(server, creds, dest, cmd);
+    assert!(
+        out.status.success(),
+        "skopeo push to {dest} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
