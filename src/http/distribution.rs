@@ -300,9 +300,13 @@ impl Request<'_> {
             .transpose()?;
         if digest.is_some() {
             let incoming = content_length(&self.headers);
-            registry
+            if let Err(e) = registry
                 .precheck_upload(repo, None, digest.as_ref(), incoming)
-                .await?;
+                .await
+            {
+                drain(body).await;
+                return Err(e);
+            }
         }
         let session = registry.start_upload(repo).await?;
         if let Some(digest) = digest {
@@ -348,10 +352,15 @@ impl Request<'_> {
                 )));
             }
         }
-        self.app
+        if let Err(e) = self
+            .app
             .registry
             .precheck_upload(repo, Some(session), None, content_length(&self.headers))
-            .await?;
+            .await
+        {
+            drain(body).await;
+            return Err(e);
+        }
         let len = self
             .app
             .registry
@@ -386,7 +395,8 @@ impl Request<'_> {
                 });
             }
         }
-        self.app
+        if let Err(e) = self
+            .app
             .registry
             .precheck_upload(
                 repo,
@@ -394,7 +404,11 @@ impl Request<'_> {
                 Some(&digest),
                 content_length(&self.headers),
             )
-            .await?;
+            .await
+        {
+            drain(body).await;
+            return Err(e);
+        }
         self.app
             .registry
             .finish_upload(repo, session, &digest, body.into_data_stream())
@@ -527,4 +541,23 @@ fn with_link(mut response: Response, link: Option<String>) -> Response {
         response.headers_mut().insert(header::LINK, v);
     }
     response
+}
+
+/// Bytes of a refused upload's body read and discarded before answering.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads and discards (up to [`DRAIN_LIMIT`]) the body of an upload refused before its bytes
+/// were stored, such as one over quota. A client still writing its body when the error comes
+/// otherwise sees a broken pipe instead of the error message (skopeo did, intermittently).
+/// Beyond the limit the connection is closed; nothing is ever written.
+async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
 }
