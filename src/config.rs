@@ -155,9 +155,13 @@ pub struct AuthConfig {
     pub unmunge: PathBuf,
     /// munged's socket, if not the default.
     pub munge_socket: Option<PathBuf>,
+    /// A MUNGE uid with no registry user may claim the registry user named like its host
+    /// account when that user has no uid (never with admin rights). Off: only `--uid` maps.
+    pub munge_match_names: bool,
     /// Lifetime of the bearer tokens `/token` issues.
     pub token_ttl_secs: u64,
-    /// Failed logins for one user name allowed in one window; 0: no limit.
+    /// Failed password logins for one user name from one client address allowed in one window;
+    /// 0: no limit. (Access tokens, bearer tokens and MUNGE are not limited: they cannot be guessed.)
     pub max_failed_logins: u32,
     /// Failed logins from one client address in one window (higher: a login node's address is
     /// shared by all its users); 0: no limit.
@@ -179,6 +183,7 @@ impl Default for AuthConfig {
             munge: false,
             unmunge: PathBuf::from("unmunge"),
             munge_socket: None,
+            munge_match_names: false,
             token_ttl_secs: 300,
             max_failed_logins: 10,
             max_failed_logins_per_address: 50,

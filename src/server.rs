@@ -44,7 +44,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || manage::ensure_first_admin(&db)).await??
     };
     if let Some(password) = first_admin {
-        announce_first_admin(&password);
+        let path = data_dir.join(INITIAL_ADMIN_PASSWORD);
+        write_private(&path, &password).with_context(|| {
+            format!(
+                "the first administrator `admin` was created, but its password cannot be written \
+                 to {}: set one with `hpc-registry user passwd admin --data-dir {}`",
+                path.display(),
+                data_dir.display()
+            )
+        })?;
+        announce_first_admin(&path);
     }
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
@@ -135,17 +144,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the first-start admin password, once. Straight to stderr and never through `tracing`,
-/// so log collectors never see it; the account exists from now on, so it is never printed again.
-fn announce_first_admin(password: &str) {
+/// Where the first-start admin password is written, in the data directory.
+pub const INITIAL_ADMIN_PASSWORD: &str = "initial-admin-password";
+
+/// Writes `secret` to a new file only its owner can read (an older one is replaced: it held the
+/// password of an admin that no longer exists, since only a database without users gets here).
+fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()
+}
+
+/// Says where the first-start admin password is, never the password itself: stderr ends up in
+/// journald and log collectors, which keep it for anyone who may read the logs.
+fn announce_first_admin(path: &std::path::Path) {
     eprintln!(
         "\n\
          ==================== hpc-registry: first start ====================\n\
-         No users existed, so this administrator was created:\n\
-         \n    user:     admin\n    password: {password}\n\n\
-         This password is shown only this once. Change it with\n\
+         No users existed, so the administrator `admin` was created.\n\
+         Its one-time password is in {} (mode 0600).\n\
+         Change it, then delete that file:\n\
          \x20   hpc-registry user passwd admin --server URL\n\
-         ===================================================================\n"
+         ===================================================================\n",
+        path.display()
     );
 }
 

@@ -52,9 +52,17 @@ pub struct Claims {
     pub nbf: i64,
     pub iat: i64,
     pub jti: String,
-    /// How the holder authenticated to get the token (`password` or `token`), for the audit trail.
+    /// How the holder first authenticated (`password`, `token`, `token-read`), for the audit
+    /// trail; a token got with a bearer token keeps its source's.
     pub amr: String,
     pub access: Vec<Grant>,
+    /// The credential behind it only pulls: every token derived from it only pulls too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ro: bool,
+    /// The access token (its id) the token was derived from, however many steps ago: the token
+    /// dies with it (revoked, expired, or its owner gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pat: Option<String>,
 }
 
 /// Why a token was refused (never shown in detail to the client).
@@ -195,6 +203,8 @@ mod tests {
                 name: "alice/x".into(),
                 actions: vec!["pull".into(), "push".into()],
             }],
+            ro: false,
+            pat: None,
         }
     }
 

@@ -1,9 +1,14 @@
-//! Brute-force protection: failed logins are counted per client address and per user name in
-//! fixed windows; past the limit, further attempts get 429 with `Retry-After` until the window
-//! ends. In memory on purpose: it only has to slow guessing down, and a restart is rare enough.
+//! Brute-force protection for passwords: failed logins are counted per (user name, client
+//! address) and per client address in fixed windows; past the limit, further attempts get 429
+//! with `Retry-After` until the window ends. In memory on purpose: it only has to slow guessing
+//! down, and a restart is rare enough.
 //!
-//! The per-address limit is separate (and higher by default) because on a cluster hundreds of
-//! users share a login node's address: one user's typos must not lock the others out.
+//! A user name is counted together with the address the guesses come from, so that an attacker
+//! guessing `admin`'s password from one machine locks out only that machine's password logins
+//! for `admin`, never the user everywhere (and access tokens are not limited at all: see
+//! `Access::login`). The per-address limit is separate (and higher by default) because on a
+//! cluster hundreds of users share a login node's address: one user's typos must not lock the
+//! others out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +22,8 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Addr(IpAddr),
-    User(String),
+    /// A user name (lower-cased) and the address it was tried from.
+    User(String, Option<IpAddr>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +40,8 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// At most `per_user` failures for one user name and `per_address` from one address per
+    /// At most `per_user` failures for one user name from one address and `per_address` from one
+    /// address (whatever the user name) per
     /// `window`; 0 disables that limit.
     pub fn new(per_user: u32, per_address: u32, window: Duration) -> Limiter {
         Limiter {
@@ -51,14 +58,14 @@ impl Limiter {
             .into_iter()
             .chain(
                 user.filter(|_| self.per_user > 0)
-                    .map(|u| Key::User(u.to_ascii_lowercase())),
+                    .map(|u| Key::User(u.to_ascii_lowercase(), addr)),
             )
     }
 
     fn limit(&self, key: &Key) -> u32 {
         match key {
             Key::Addr(_) => self.per_address,
-            Key::User(_) => self.per_user,
+            Key::User(..) => self.per_user,
         }
     }
 
@@ -92,7 +99,7 @@ impl Limiter {
             entries.retain(|_, e| now.saturating_duration_since(e.since) < window);
         }
         for key in self.keys(addr, user) {
-            if entries.len() >= MAX_ENTRIES && matches!(key, Key::User(_)) {
+            if entries.len() >= MAX_ENTRIES && matches!(key, Key::User(..)) {
                 continue;
             }
             let e = entries.entry(key).or_insert(Entry {
@@ -123,11 +130,11 @@ mod tests {
             assert!(l.check(Some(a), Some("alice")).is_ok());
             l.failed(Some(a), Some("alice"));
         }
-        let wait = l.check(None, Some("alice")).unwrap_err();
+        let wait = l.check(Some(a), Some("ALICE")).unwrap_err();
         assert!((1..=60).contains(&wait));
-        // Another address guessing alice's password is blocked too (per-user count) ...
-        assert!(l.check(Some(b), Some("alice")).is_err());
-        // ... but not for another user.
+        // The guesses from `a` do not lock alice out of another address ...
+        assert!(l.check(Some(b), Some("alice")).is_ok());
+        // ... and lock no one else out.
         assert!(l.check(Some(b), Some("bob")).is_ok());
         // The address has its own, higher limit.
         assert!(l.check(Some(a), Some("bob")).is_ok());

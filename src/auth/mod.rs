@@ -113,8 +113,14 @@ pub struct Principal {
     pub read_only: bool,
     /// A bearer token's grants: nothing outside them is allowed, whatever the user may do.
     pub grants: Option<Vec<Grant>>,
-    /// The access token used, if any (its id, never the secret).
+    /// The access token used, if any (its id, never the secret); for a bearer token, the access
+    /// token it was derived from.
     pub token_id: Option<String>,
+    /// When the credential stops being valid (Unix seconds): an access token's expiry, a bearer
+    /// token's `exp`. A token derived from this credential never outlives it.
+    pub expires_at: Option<i64>,
+    /// For a bearer token: the `amr` it carries, i.e. how its first holder authenticated.
+    pub amr: Option<String>,
 }
 
 impl Principal {
@@ -128,6 +134,8 @@ impl Principal {
             read_only: false,
             grants: None,
             token_id: None,
+            expires_at: None,
+            amr: None,
         }
     }
 
@@ -159,6 +167,8 @@ impl Principal {
             read_only: false,
             grants: None,
             token_id: None,
+            expires_at: None,
+            amr: None,
         }
     }
 }
@@ -206,6 +216,9 @@ pub struct Access {
     pub tls: bool,
     /// `[auth] posix_groups`: memberships also come from the host's groups.
     host_groups: Option<Arc<posix_groups::HostGroups>>,
+    /// `[auth] munge_match_names`: a MUNGE uid's host account name may claim a registry user
+    /// that has no uid (never with admin rights).
+    munge_match_names: bool,
 }
 
 impl Access {
@@ -242,6 +255,7 @@ impl Access {
             host_groups: config
                 .posix_groups
                 .then(|| Arc::new(posix_groups::HostGroups::new(config.posix_groups_min_gid))),
+            munge_match_names: config.munge_match_names,
         })
     }
 
@@ -268,8 +282,21 @@ impl Access {
             return Ok(p);
         };
         // NSS may ask a directory server: off the async threads.
-        let host = Arc::clone(host);
-        let groups = blocking(move || Ok(host.of(&user))).await?;
+        let (host, db) = (Arc::clone(host), Arc::clone(&self.db));
+        let groups = blocking(move || {
+            let groups = host.of(&user);
+            // A host group named like a registry user is that user's namespace, never a group's.
+            Ok(db.read_blocking(|c| {
+                let mut kept = Vec::with_capacity(groups.len());
+                for g in groups {
+                    if meta::user_by_name(c, &g)?.is_none() {
+                        kept.push(g);
+                    }
+                }
+                Ok(kept)
+            })?)
+        })
+        .await?;
         for group in groups {
             if !p.groups.iter().any(|m| m.group == group) {
                 p.groups.push(Membership {
@@ -301,7 +328,7 @@ impl Access {
                 self.login(&user, &secret, client).await
             }
             "bearer" if pat::looks_like_token(credential) => {
-                self.guarded(client, None, self.token_principal(None, credential))
+                self.unlimited(client, None, self.token_principal(None, credential))
                     .await
             }
             "bearer" => match self.key.verify(credential, meta::now()) {
@@ -310,7 +337,7 @@ impl Access {
                     "bearer token expired: get a new one from /token".into(),
                 )),
                 verified => {
-                    self.guarded(client, None, self.bearer_principal(verified))
+                    self.unlimited(client, None, self.bearer_principal(verified))
                         .await
                 }
             },
@@ -329,7 +356,7 @@ impl Access {
         client: Option<IpAddr>,
     ) -> Result<Principal, Error> {
         if pat::looks_like_token(secret) {
-            self.guarded(client, Some(user), self.token_principal(Some(user), secret))
+            self.unlimited(client, Some(user), self.token_principal(Some(user), secret))
                 .await
         } else {
             self.guarded(client, Some(user), self.password_principal(user, secret))
@@ -337,7 +364,8 @@ impl Access {
         }
     }
 
-    /// Runs one credential check under the failed-login limiter.
+    /// Runs one password check under the failed-login limiter (per user and client address,
+    /// and per address: see [`limiter`]).
     async fn guarded(
         &self,
         client: Option<IpAddr>,
@@ -351,14 +379,21 @@ impl Access {
             Some(p) => Ok(p),
             None => {
                 self.limiter.failed(client, user);
-                tracing::info!(
-                    client = ?client,
-                    user = user.unwrap_or("-"),
-                    "authentication failed"
-                );
-                Err(Error::Unauthorized(BAD_CREDENTIALS.into()))
+                Err(refused(client, user))
             }
         }
+    }
+
+    /// Runs one check of an unguessable credential (access token: 256 random bits; bearer
+    /// token: HMAC-signed), outside the failed-login limiter: counting them would only let
+    /// anyone who sends garbage lock a user's CI and batch jobs out, and guessing them is hopeless.
+    async fn unlimited(
+        &self,
+        client: Option<IpAddr>,
+        user: Option<&str>,
+        check: impl std::future::Future<Output = Result<Option<Principal>, Error>>,
+    ) -> Result<Principal, Error> {
+        check.await?.ok_or_else(|| refused(client, user))
     }
 
     async fn password_principal(
@@ -440,11 +475,14 @@ impl Access {
             let mut p = Principal::from_user(&owner, groups, AuthMethod::AccessToken);
             p.read_only = TokenScope::parse(&t.scope) != Some(TokenScope::ReadWrite);
             p.token_id = Some(t.id);
+            p.expires_at = t.expires_at;
             Ok(Some(p))
         })
         .await
     }
 
+    /// The holder of a verified bearer token: its subject as the database knows it now, narrowed
+    /// to the token's grants, its read-only mark, its expiry and the access token it came from.
     async fn bearer_principal(
         &self,
         verified: Result<Claims, jwt::TokenError>,
@@ -456,28 +494,54 @@ impl Access {
                 return Ok(None);
             }
         };
-        let read_only = claims.amr == "token-read";
+        // `token-read` alone marked read-only tokens before the `ro` claim existed.
+        let read_only = claims.ro || claims.amr == "token-read";
         if claims.sub.is_empty() {
             return Ok(Some(Principal {
                 grants: Some(claims.access),
+                read_only,
+                expires_at: Some(claims.exp),
+                amr: Some(claims.amr),
                 ..Principal::anonymous()
             }));
         }
-        let (db, sub) = (Arc::clone(&self.db), claims.sub.clone());
+        let (db, sub, pat_id) = (Arc::clone(&self.db), claims.sub.clone(), claims.pat.clone());
+        let now = meta::now();
         let found = blocking(move || {
             Ok(db.read_blocking(|c| {
                 let Some(row) = meta::user_by_name(c, &sub)? else {
                     return Ok(None);
                 };
-                Ok(Some((row, meta::memberships(c, &sub)?)))
+                // A token derived from an access token lives only as long as that token does.
+                let source = match &pat_id {
+                    None => None,
+                    Some(id) => match meta::token_by_id(c, id)? {
+                        Some(t) if t.user == sub && t.expires_at.is_none_or(|e| now < e) => {
+                            Some(t)
+                        }
+                        _ => return Ok(None),
+                    },
+                };
+                Ok(Some((row, meta::memberships(c, &sub)?, source)))
             })?)
         })
         .await?;
         // A user deleted since the token was issued loses access at once.
-        Ok(found.map(|(row, groups)| {
+        Ok(found.map(|(row, groups, source)| {
             let mut p = Principal::from_user(&row, groups, AuthMethod::Bearer);
             p.grants = Some(claims.access);
-            p.read_only = read_only;
+            p.read_only = read_only
+                || source
+                    .as_ref()
+                    .is_some_and(|t| TokenScope::parse(&t.scope) != Some(TokenScope::ReadWrite));
+            p.expires_at = Some(
+                source
+                    .as_ref()
+                    .and_then(|t| t.expires_at)
+                    .map_or(claims.exp, |e| e.min(claims.exp)),
+            );
+            p.token_id = claims.pat;
+            p.amr = Some(claims.amr);
             p
         }))
     }
@@ -499,28 +563,26 @@ impl Access {
                     .into(),
             ));
         }
-        self.limiter
-            .check(client, None)
-            .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
+        // Not under the failed-login limiter: munged's MAC makes credentials unforgeable, and
+        // all jobs on a compute node share its address, so one job's garbage must not lock out
+        // the others.
         let uid = match munge.decode(credential).await {
             Ok(uid) => uid,
             Err(MungeError::Unavailable(why)) => {
                 return Err(Error::Internal(format!("MUNGE: {why}")));
             }
             Err(e) => {
-                self.limiter.failed(client, None);
                 tracing::info!(client = ?client, "MUNGE authentication failed: {e}");
                 return Err(Error::Unauthorized(e.to_string()));
             }
         };
-        let db = Arc::clone(&self.db);
-        let p = blocking(move || map_uid(&db, uid)).await?;
-        p.ok_or_else(|| {
-            self.limiter.failed(client, None);
-            Error::Unauthorized(format!(
-                "uid {uid} is neither a registry user nor a user of this host"
-            ))
-        })
+        let (db, match_names) = (Arc::clone(&self.db), self.munge_match_names);
+        blocking(move || map_uid(&db, uid, match_names))
+            .await?
+            .map_err(|why| {
+                tracing::info!(client = ?client, uid, "MUNGE credential not mapped: {why}");
+                Error::Unauthorized(why)
+            })
     }
 
     /// Checks `action` on `repo` (`None`: registry-wide routes such as `/v2/` and `_catalog`).
@@ -618,6 +680,11 @@ impl Access {
     }
 
     /// A bearer token for `p` granting, of the requested `scopes`, only what the policy allows.
+    ///
+    /// The rule: a derived credential never exceeds its source. The grants are checked against
+    /// `p` as it authenticated (a bearer token's own grants and a read-only mark included), so a
+    /// token got with a token carries at most its actions; the read-only mark, the access token
+    /// behind it and the first `amr` are copied into it; it expires no later than its source.
     pub fn issue_token(&self, p: &Principal, scopes: &[String]) -> Result<TokenResponse, Error> {
         let identity = p.without_grants();
         let mut access: Vec<Grant> = Vec::new();
@@ -647,14 +714,16 @@ impl Access {
                         .collect();
                     let mut out: Vec<String> = wanted
                         .into_iter()
-                        .filter(|a| self.policy.may(&identity, *a, &repo))
+                        .filter(|a| self.policy.may(p, *a, &repo))
                         .map(|a| a.as_str().to_owned())
                         .collect();
                     out.dedup();
                     out
                 }
                 "registry"
-                    if name == "catalog" && self.check(&identity, None, Action::Pull).is_ok() =>
+                    if name == "catalog"
+                        && self.check(&identity, None, Action::Pull).is_ok()
+                        && source_grants(p, "registry", "catalog") =>
                 {
                     vec!["*".to_owned()]
                 }
@@ -679,20 +748,26 @@ impl Access {
         let now = meta::now();
         let mut jti = [0u8; 12];
         random_bytes(&mut jti).map_err(|e| Error::Internal(e.to_string()))?;
-        let amr = match (p.method, p.read_only) {
-            (AuthMethod::AccessToken, true) => "token-read",
-            (m, _) => m.as_str(),
+        let amr = match (p.method, p.read_only, &p.amr) {
+            (AuthMethod::Bearer, _, Some(first)) => first.clone(),
+            (AuthMethod::AccessToken, true, _) => "token-read".to_owned(),
+            (m, _, _) => m.as_str().to_owned(),
         };
+        let exp = p
+            .expires_at
+            .map_or(now + self.token_ttl_secs, |e| e.min(now + self.token_ttl_secs));
         let claims = Claims {
             iss: jwt::SERVICE.into(),
             sub: p.user.clone().unwrap_or_default(),
             aud: jwt::SERVICE.into(),
-            exp: now + self.token_ttl_secs,
+            exp,
             nbf: now,
             iat: now,
             jti: hex::encode(jti),
-            amr: amr.into(),
+            amr,
             access,
+            ro: p.read_only,
+            pat: p.token_id.clone(),
         };
         let token = self
             .key
@@ -701,7 +776,7 @@ impl Access {
         Ok(TokenResponse {
             access_token: token.clone(),
             token,
-            expires_in: self.token_ttl_secs,
+            expires_in: (exp - now).max(0),
             issued_at: rfc3339(now),
         })
     }
@@ -711,10 +786,34 @@ impl Access {
     }
 }
 
-/// Maps a MUNGE uid to a principal: the registry user with that uid, else the host's user of
-/// that uid (a registry user of the same name without a uid is that person; one with another uid
-/// is not). A host user without a registry account still owns `<name>/…`.
-fn map_uid(db: &Arc<Db>, uid: u32) -> Result<Option<Principal>, Error> {
+/// The refusal of a failed password or token login, logged (the audit trail records it too).
+fn refused(client: Option<IpAddr>, user: Option<&str>) -> Error {
+    tracing::info!(
+        client = ?client,
+        user = user.unwrap_or("-"),
+        "authentication failed"
+    );
+    Error::Unauthorized(BAD_CREDENTIALS.into())
+}
+
+/// Whether `p`'s own grants (if it has any: a bearer token) include any action on `kind:name`.
+fn source_grants(p: &Principal, kind: &str, name: &str) -> bool {
+    p.grants.as_ref().is_none_or(|grants| {
+        grants
+            .iter()
+            .any(|g| g.kind == kind && g.name == name && !g.actions.is_empty())
+    })
+}
+
+/// Maps a MUNGE uid to a principal (`Err`: why it maps to nobody).
+///
+/// * the registry user given that uid (`user add --uid`): that user, admin rights included;
+/// * else the host's account of that uid: a registry user of the same name without a uid is that
+///   person only when the site says so (`[auth] munge_match_names`), and then never with admin
+///   rights, since nothing but an explicit uid ties an administrator to a host account;
+/// * a host account without a registry user owns `<name>/…`, unless that name is a registry
+///   group's (the account would read the group's namespace) or a registry user's.
+fn map_uid(db: &Arc<Db>, uid: u32, match_names: bool) -> Result<Result<Principal, String>, Error> {
     let principal = |row: &UserRow, db: &Arc<Db>| -> Result<Principal, Error> {
         let groups = db.read_blocking(|c| meta::memberships(c, &row.name))?;
         let mut p = Principal::from_user(row, groups, AuthMethod::Munge);
@@ -723,15 +822,34 @@ fn map_uid(db: &Arc<Db>, uid: u32) -> Result<Option<Principal>, Error> {
         Ok(p)
     };
     if let Some(row) = db.read_blocking(|c| meta::user_by_uid(c, i64::from(uid)))? {
-        return principal(&row, db).map(Some);
+        return principal(&row, db).map(Ok);
     }
     let Some(name) = munge::host_user_name(uid) else {
-        return Ok(None);
+        return Ok(Err(format!(
+            "uid {uid} is neither a registry user nor a user of this host"
+        )));
     };
-    match db.read_blocking(|c| meta::user_by_name(c, &name))? {
-        Some(row) if row.uid.is_none() => principal(&row, db).map(Some),
-        Some(_) => Ok(None),
-        None => Ok(Some(Principal {
+    let (row, is_group) = db.read_blocking(|c| {
+        Ok((meta::user_by_name(c, &name)?, meta::group_exists(c, &name)?))
+    })?;
+    match row {
+        Some(row) if row.uid.is_none() && match_names => {
+            let mut p = principal(&row, db)?;
+            p.admin = false;
+            Ok(Ok(p))
+        }
+        Some(row) if row.uid.is_none() => Ok(Err(format!(
+            "uid {uid} ({name} on this host) is not known to the registry: registry user \
+             {name} has no uid (give it one with `--uid` of `hpc-registry user add`), and names \
+             are matched only with [auth] munge_match_names = true"
+        ))),
+        Some(_) => Ok(Err(format!(
+            "uid {uid} ({name} on this host) is not registry user {name}'s uid"
+        ))),
+        None if is_group => Ok(Err(format!(
+            "uid {uid} ({name} on this host) is named like the registry group {name}"
+        ))),
+        None => Ok(Ok(Principal {
             user: Some(name),
             uid: Some(uid),
             method: AuthMethod::Munge,

@@ -2,8 +2,11 @@
 //! read-write member of every POSIX group of the host account `alice` (via NSS, so LDAP/SSSD
 //! groups count too), and so shares `<group>/…` with its other members. Only groups with a gid of
 //! at least `posix_groups_min_gid` (default 1000) count: system groups such as `sudo`, `adm` or
-//! `users` must not become shared namespaces by accident. Lookups are cached briefly, since NSS may
-//! ask a directory server.
+//! `users` must not become shared namespaces by accident. Nor may a group named like a user: with
+//! user-private groups (`alice`'s group `alice`, often with extra members) that would make the
+//! members writers of `alice/…`; host accounts are filtered here, registry users where the
+//! database is at hand (`Access::authenticate`). Lookups are cached briefly, since NSS may ask a
+//! directory server.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -41,7 +44,11 @@ impl HostGroups {
         }
         let groups: Vec<String> = lookup(user)
             .into_iter()
-            .filter(|(gid, name)| *gid >= self.min_gid && super::manage::check_name(name).is_ok())
+            .filter(|(gid, name)| {
+                *gid >= self.min_gid
+                    && super::manage::check_name(name).is_ok()
+                    && !host_user_exists(name)
+            })
             .map(|(_, name)| name)
             .collect();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,6 +94,11 @@ pub fn lookup(user: &str) -> Vec<(u32, String)> {
     out
 }
 
+/// Whether the host has an account called `name` (its namespace is that user's, not a group's).
+fn host_user_exists(name: &str) -> bool {
+    CString::new(name).is_ok_and(|c| primary_gid(&c).is_some())
+}
+
 fn primary_gid(user: &CStr) -> Option<libc::gid_t> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: zeroed passwd is a valid out-parameter; buf outlives the call; only pw_gid is read.
@@ -130,6 +142,8 @@ mod tests {
         assert!(!HostGroups::new(1000)
             .of("root")
             .contains(&"root".to_owned()));
-        assert!(HostGroups::new(0).of("root").contains(&"root".to_owned()));
+        // Group `root` is named like the host account `root`: never a namespace.
+        assert!(!HostGroups::new(0).of("root").contains(&"root".to_owned()));
+        assert!(host_user_exists("root") && !host_user_exists("no-such-user-hpcreg"));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::{query_map, AuditSlot};
@@ -17,6 +18,26 @@ use crate::registry::error::Error;
 
 /// Largest request body (an htpasswd file of a few thousand users fits).
 const MAX_BODY: usize = 4 << 20;
+
+/// In front of every `/admin` route: a read-only credential (read-only access token) may only
+/// look (`GET`, `HEAD`). One rule by method, so that no route that changes something, today's or
+/// a future one, can forget the check (a read-only admin token once deleted repositories).
+pub async fn read_only_guard(principal: Principal, req: Request, next: Next) -> Response {
+    if principal.read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        tracing::info!(
+            user = principal.user.as_deref().unwrap_or("-"),
+            method = %req.method(),
+            path = req.uri().path(),
+            "admin operation refused: read-only credential"
+        );
+        return error(ManageError::Forbidden(format!(
+            "this credential is read-only: {} {} needs a password or a read-write access token",
+            req.method(),
+            req.uri().path()
+        )));
+    }
+    next.run(req).await
+}
 
 pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Request) -> Response {
     if !principal.is_authenticated() {

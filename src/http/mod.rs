@@ -39,11 +39,7 @@ const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api
 
 pub fn router(app: Arc<App>) -> Router {
     // Routes that act for a caller: authenticated once per request by the middleware.
-    let authenticated = Router::new()
-        .route("/v2", any(distribution::dispatch))
-        .route("/v2/", any(distribution::dispatch))
-        .route("/v2/{*rest}", any(distribution::dispatch))
-        .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+    let admin = Router::new()
         .route("/admin/prune", any(admin::prune))
         .route("/admin/repositories/{*name}", any(admin::delete_repository))
         .route("/admin/usage", get(storage_admin::usage))
@@ -56,6 +52,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/admin/scrub", axum::routing::post(storage_admin::scrub))
         .route("/admin/{*rest}", any(admin::dispatch))
+        // Inside authentication (it reads the principal): read-only credentials only look.
+        .route_layer(axum::middleware::from_fn(admin::read_only_guard));
+    let authenticated = Router::new()
+        .route("/v2", any(distribution::dispatch))
+        .route("/v2/", any(distribution::dispatch))
+        .route("/v2/{*rest}", any(distribution::dispatch))
+        .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+        .merge(admin)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             auth::authenticate,
