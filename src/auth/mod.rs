@@ -516,9 +516,7 @@ impl Access {
                 let source = match &pat_id {
                     None => None,
                     Some(id) => match meta::token_by_id(c, id)? {
-                        Some(t) if t.user == sub && t.expires_at.is_none_or(|e| now < e) => {
-                            Some(t)
-                        }
+                        Some(t) if t.user == sub && t.expires_at.is_none_or(|e| now < e) => Some(t),
                         _ => return Ok(None),
                     },
                 };
@@ -753,9 +751,9 @@ impl Access {
             (AuthMethod::AccessToken, true, _) => "token-read".to_owned(),
             (m, _, _) => m.as_str().to_owned(),
         };
-        let exp = p
-            .expires_at
-            .map_or(now + self.token_ttl_secs, |e| e.min(now + self.token_ttl_secs));
+        let exp = p.expires_at.map_or(now + self.token_ttl_secs, |e| {
+            e.min(now + self.token_ttl_secs)
+        });
         let claims = Claims {
             iss: jwt::SERVICE.into(),
             sub: p.user.clone().unwrap_or_default(),
@@ -829,9 +827,8 @@ fn map_uid(db: &Arc<Db>, uid: u32, match_names: bool) -> Result<Result<Principal
             "uid {uid} is neither a registry user nor a user of this host"
         )));
     };
-    let (row, is_group) = db.read_blocking(|c| {
-        Ok((meta::user_by_name(c, &name)?, meta::group_exists(c, &name)?))
-    })?;
+    let (row, is_group) =
+        db.read_blocking(|c| Ok((meta::user_by_name(c, &name)?, meta::group_exists(c, &name)?)))?;
     match row {
         Some(row) if row.uid.is_none() && match_names => {
             let mut p = principal(&row, db)?;

@@ -3,7 +3,6 @@
 //! truncated record; brute-force logins hit 429 and are on record. Also the POSIX-groups switch.
 //! Every server here runs WITHOUT `--dev`; users are made with the real CLI.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -573,22 +572,6 @@ fn brute_force_logins_hit_the_limit_and_are_recorded() {
         !file.contains("guess-1234"),
         "a tried password reached the audit log"
     );
-}
-
-/// Creates host group `group` (gid >= 1000) when missing and puts `users` in it.
-fn ensure_host_group(group: &str, users: &[&str]) {
-    let exists = Command::new("getent")
-        .args(["group", group])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !exists {
-        run(Command::new("groupadd").arg(group));
-    }
-    for u in users {
-        ensure_host_user(u);
-        run(Command::new("usermod").args(["-aG", group, u]));
-    }
 }
 
 #[test]

@@ -12,4 +12,5 @@ mod durability;
 mod farm;
 mod lifecycle;
 mod quota;
+mod security_auth;
 mod slurm;

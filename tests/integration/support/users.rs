@@ -268,6 +268,14 @@ impl Server {
         self.spawn_secure();
     }
 
+    /// Stops the server and starts it again without `--dev` on the same data directory, with
+    /// `args` instead of the arguments it had.
+    pub fn restart_secure_with(&mut self, args: &[&str]) {
+        self.terminate();
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.spawn_secure();
+    }
+
     /// `https://127.0.0.1:PORT`
     pub fn https_url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
@@ -316,6 +324,30 @@ pub fn send(method: &str, url: &str, auth: &Auth, body: Option<(&str, Vec<u8>)>)
         req = req.header("content-type", content_type).body(bytes);
     }
     Reply::from(req.send().unwrap_or_else(|e| panic!("{method} {url}: {e}")))
+}
+
+/// A client like [`http`] whose connections come from `source` (e.g. 127.0.0.2: every 127/8
+/// address is loopback), so that a test can be two clients at different addresses.
+pub fn http_from(source: std::net::IpAddr) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(None)
+        .connect_timeout(Duration::from_secs(10))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .local_address(source)
+        .build()
+        .expect("build reqwest client")
+}
+
+/// The claims of a JWT (not verified: only to look at what was granted).
+pub fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("JWT payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
 /// One small OCI image pushed with credentials: its manifest and blob digests.
@@ -537,6 +569,22 @@ pub fn ensure_host_user(name: &str) -> u32 {
         .trim()
         .parse()
         .expect("numeric uid")
+}
+
+/// Creates host group `group` (gid >= 1000) when missing and puts `users` in it.
+pub fn ensure_host_group(group: &str, users: &[&str]) {
+    let exists = Command::new("getent")
+        .args(["group", group])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !exists {
+        run(Command::new("groupadd").arg(group));
+    }
+    for u in users {
+        ensure_host_user(u);
+        run(Command::new("usermod").args(["-aG", group, u]));
+    }
 }
 
 /// A fresh MUNGE credential encoded by host user `user` (`runuser -u USER -- munge -n`).
