@@ -102,30 +102,35 @@ fn manifest_status(server: &Server, repo: &str, reference: &str, auth: &Auth) ->
     .status
 }
 
-#[test]
-fn derived_tokens_never_exceed_their_source() {
+/// alice with a private image, bob with `bob/x`, an admin; all with passwords.
+fn three_users() -> (Server, Pushed) {
     let setup = Setup::new()
         .user("alice", &[])
         .user("bob", &[])
         .user("admin", &["--admin"]);
     let server = Server::start_secure(&setup, &[]);
-    let (alice, bob, admin) = (Creds::of("alice"), Creds::of("bob"), Creds::of("admin"));
-    let private = push_as(&server, &alice, "alice/private", "1");
-    push_as(&server, &bob, "bob/x", "1");
-    let scope_x = "repository:bob/x:pull,push";
+    let private = push_as(&server, &Creds::of("alice"), "alice/private", "1");
+    push_as(&server, &Creds::of("bob"), "bob/x", "1");
+    (server, private)
+}
 
+const SCOPE_X: &str = "repository:bob/x:pull,push";
+
+#[test]
+fn a_read_only_mark_survives_every_derivation() {
+    let (server, _) = three_users();
     // The probe's chain: a read-only access token, then bearer after bearer. Every link stays
-    // pull-only and read-only, so the third cannot push.
-    let (bob_ro, _) = access_token(&server, &bob, "read");
+    // pull-only and read-only, so the last cannot push.
+    let (bob_ro, _) = access_token(&server, &Creds::of("bob"), "read");
     let (mut token, claims) = token_at(
         &server,
         &Auth::Basic(&Creds::new("bob", &bob_ro)),
-        &[scope_x],
+        &[SCOPE_X],
     );
     assert_eq!(granted(&claims, "repository", "bob/x"), vec!["pull"]);
     assert_eq!(claims["amr"], "token-read", "{claims}");
     for step in 2..=4 {
-        let (next, claims) = token_at(&server, &Auth::Bearer(&token), &[scope_x]);
+        let (next, claims) = token_at(&server, &Auth::Bearer(&token), &[SCOPE_X]);
         assert_eq!(
             granted(&claims, "repository", "bob/x"),
             vec!["pull"],
@@ -141,9 +146,14 @@ fn derived_tokens_never_exceed_their_source() {
         manifest_status(&server, "bob/x", "1", &Auth::Bearer(&token)),
         StatusCode::OK
     );
+}
 
-    // From a password: a pull-only token derives pull-only tokens, whatever they ask for ...
-    let (pull_only, source) = token_at(&server, &Auth::Basic(&bob), &["repository:bob/x:pull"]);
+#[test]
+fn a_derived_token_carries_at_most_its_sources_actions() {
+    let (server, _) = three_users();
+    let bob = Creds::of("bob");
+    // A pull-only token derives pull-only tokens, whatever they ask for ...
+    let (pull_only, _) = token_at(&server, &Auth::Basic(&bob), &["repository:bob/x:pull"]);
     let (wider, claims) = token_at(
         &server,
         &Auth::Bearer(&pull_only),
@@ -157,10 +167,11 @@ fn derived_tokens_never_exceed_their_source() {
     assert_eq!(claims["amr"], "password", "{claims}");
     let r = start_upload_status(&server, "bob/x", &Auth::Bearer(&wider));
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.describe());
-    // ... is not widened to another repository or the catalog ...
+    // ... and a token narrowed to one repository is not widened to another, nor to the catalog.
+    let (narrow, _) = token_at(&server, &Auth::Basic(&bob), &[SCOPE_X]);
     let (_, claims) = token_at(
         &server,
-        &Auth::Bearer(&pull_only),
+        &Auth::Bearer(&narrow),
         &["repository:bob/y:pull,push", "registry:catalog:*"],
     );
     assert!(
@@ -171,17 +182,31 @@ fn derived_tokens_never_exceed_their_source() {
         granted(&claims, "registry", "catalog").is_empty(),
         "{claims}"
     );
-    // ... and never outlives its source (a second later, the source's exp still holds).
+    // What the source holds is still handed on.
+    let (_, claims) = token_at(&server, &Auth::Bearer(&narrow), &[SCOPE_X]);
+    assert_eq!(
+        granted(&claims, "repository", "bob/x"),
+        vec!["pull", "push"]
+    );
+}
+
+#[test]
+fn a_derived_token_never_expires_later_than_its_source() {
+    let (server, _) = three_users();
+    let (source_token, source) = token_at(
+        &server,
+        &Auth::Basic(&Creds::of("bob")),
+        &["repository:bob/x:pull"],
+    );
+    // A second later, a fresh token would expire a second later: the derived one may not.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (_, later) = token_at(
         &server,
-        &Auth::Bearer(&pull_only),
+        &Auth::Bearer(&source_token),
         &["repository:bob/x:pull"],
     );
-    let (source_exp, exp) = (
-        source["exp"].as_i64().unwrap(),
-        later["exp"].as_i64().unwrap(),
-    );
+    let source_exp = source["exp"].as_i64().unwrap();
+    let exp = later["exp"].as_i64().unwrap();
     assert!(
         exp <= source_exp,
         "derived exp {exp} > source exp {source_exp}"
@@ -191,56 +216,23 @@ fn derived_tokens_never_exceed_their_source() {
         later["iat"].as_i64().unwrap() + expires_in <= source_exp,
         "expires_in {expires_in} reaches past the source: {later}"
     );
+}
 
-    // A read-only admin token: pull everywhere, and nothing more through any chain.
-    let (admin_ro, _) = access_token(&server, &admin, "read");
-    let everything = "repository:alice/private:pull,push,delete";
-    let (mut token, claims) = token_at(
-        &server,
-        &Auth::Basic(&Creds::new("admin", &admin_ro)),
-        &[everything],
-    );
-    assert_eq!(
-        granted(&claims, "repository", "alice/private"),
-        vec!["pull"]
-    );
-    for _ in 0..3 {
-        let (next, claims) = token_at(&server, &Auth::Bearer(&token), &[everything]);
-        assert_eq!(
-            granted(&claims, "repository", "alice/private"),
-            vec!["pull"],
-            "{claims}"
-        );
-        token = next;
-    }
-    let r = send(
-        "DELETE",
-        &server.url(&format!("/v2/alice/private/manifests/{}", private.digest)),
-        &Auth::Bearer(&token),
-        None,
-    );
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
-    let r = start_upload_status(&server, "alice/private", &Auth::Bearer(&token));
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
-    assert_eq!(
-        manifest_status(&server, "alice/private", "1", &Auth::Basic(&alice)),
-        StatusCode::OK,
-        "alice's image is gone"
-    );
-
-    // Tokens derived from an access token die with it.
+#[test]
+fn tokens_derived_from_an_access_token_die_with_it() {
+    let (server, _) = three_users();
+    let bob = Creds::of("bob");
     let (bob_rw, id) = access_token(&server, &bob, "read-write");
     let (first, claims) = token_at(
         &server,
         &Auth::Basic(&Creds::new("bob", &bob_rw)),
-        &[scope_x],
+        &[SCOPE_X],
     );
     assert_eq!(
         granted(&claims, "repository", "bob/x"),
         vec!["pull", "push"]
     );
-    assert_eq!(claims["pat"], id.as_str(), "{claims}");
-    let (second, claims) = token_at(&server, &Auth::Bearer(&first), &[scope_x]);
+    let (second, claims) = token_at(&server, &Auth::Bearer(&first), &[SCOPE_X]);
     assert_eq!(
         granted(&claims, "repository", "bob/x"),
         vec!["pull", "push"]
@@ -266,14 +258,64 @@ fn derived_tokens_never_exceed_their_source() {
             "revoked source: {}",
             r.describe()
         );
-        let r = token_reply(&server, &Auth::Bearer(t), &[scope_x]);
+        let r = token_reply(&server, &Auth::Bearer(t), &[SCOPE_X]);
         assert_eq!(
             r.status,
             StatusCode::UNAUTHORIZED,
             "revoked source: {}",
             r.describe()
         );
+    } // The link is in the token (the access token's id, never its secret).
+    assert_eq!(jwt_claims(&second)["pat"], id.as_str());
+}
+
+#[test]
+fn a_read_only_admin_token_cannot_push_or_delete_through_derivation() {
+    let (server, private) = three_users();
+    let (admin_ro, _) = access_token(&server, &Creds::of("admin"), "read");
+    let everything = "repository:alice/private:pull,push,delete";
+    let (mut token, claims) = token_at(
+        &server,
+        &Auth::Basic(&Creds::new("admin", &admin_ro)),
+        &[everything],
+    );
+    assert_eq!(
+        granted(&claims, "repository", "alice/private"),
+        vec!["pull"]
+    );
+    for step in 2..=4 {
+        let (next, claims) = token_at(&server, &Auth::Bearer(&token), &[everything]);
+        assert_eq!(
+            granted(&claims, "repository", "alice/private"),
+            vec!["pull"],
+            "derivation {step}: {claims}"
+        );
+        token = next;
     }
+    let r = send(
+        "DELETE",
+        &server.url(&format!("/v2/alice/private/manifests/{}", private.digest)),
+        &Auth::Bearer(&token),
+        None,
+    );
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
+    let r = start_upload_status(&server, "alice/private", &Auth::Bearer(&token));
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.describe());
+    assert_eq!(
+        manifest_status(
+            &server,
+            "alice/private",
+            "1",
+            &Auth::Basic(&Creds::of("alice"))
+        ),
+        StatusCode::OK,
+        "alice's image is gone"
+    );
+    assert_eq!(
+        manifest_status(&server, "alice/private", "1", &Auth::Bearer(&token)),
+        StatusCode::OK,
+        "the derived token lost the pull it should keep"
+    );
 }
 
 #[test]
