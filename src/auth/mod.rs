@@ -916,6 +916,71 @@ mod tests {
         crate::lifecycle::Settings::from_config(&c.gc, &c.retention).unwrap();
     }
 
+    /// A bearer token derived from an access token is refused once that token has expired,
+    /// whatever its own `exp` says (revocation is covered by the integration suite; an expired
+    /// access token cannot be made through the API, whose expiry counts in days).
+    #[tokio::test]
+    async fn derived_tokens_end_with_their_access_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        let access =
+            Access::new(&AuthConfig::default(), Arc::clone(&db), dir.path(), false).unwrap();
+        let now = meta::now();
+        let (_, mut row) =
+            pat::generate("bob", "ci", TokenScope::ReadWrite, Some(now + 100), now).unwrap();
+        db.write_blocking(|tx| {
+            meta::insert_user(
+                tx,
+                &UserRow {
+                    name: "bob".into(),
+                    uid: None,
+                    password_hash: None,
+                    admin: false,
+                    created_at: now,
+                },
+            )?;
+            meta::insert_token(tx, &row)
+        })
+        .unwrap();
+        let claims = Claims {
+            iss: jwt::SERVICE.into(),
+            sub: "bob".into(),
+            aud: jwt::SERVICE.into(),
+            exp: now + 300,
+            nbf: now,
+            iat: now,
+            jti: "j".into(),
+            amr: "token".into(),
+            access: Vec::new(),
+            ro: false,
+            pat: Some(row.id.clone()),
+        };
+        let p = access
+            .bearer_principal(Ok(claims.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        // The access token's expiry caps the bearer token's.
+        assert_eq!(p.expires_at, Some(now + 100));
+        assert_eq!(p.token_id.as_deref(), Some(row.id.as_str()));
+        let issued = access.issue_token(&p, &[]).unwrap();
+        assert!(issued.expires_in <= 100, "{}", issued.expires_in);
+
+        row.id = "0".repeat(12);
+        row.expires_at = Some(now - 1);
+        db.write_blocking(|tx| meta::insert_token(tx, &row))
+            .unwrap();
+        let expired = Claims {
+            pat: Some(row.id.clone()),
+            ..claims
+        };
+        assert!(access
+            .bearer_principal(Ok(expired))
+            .await
+            .unwrap()
+            .is_none());
+    }
+
     #[test]
     fn basic_decoding() {
         let enc = STANDARD.encode("alice:pa:ss");
