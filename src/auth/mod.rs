@@ -578,8 +578,14 @@ impl Access {
         blocking(move || map_uid(&db, uid, match_names))
             .await?
             .map_err(|why| {
+                // The reason stays in the log: it would tell the caller which registry users
+                // and groups exist.
                 tracing::info!(client = ?client, uid, "MUNGE credential not mapped: {why}");
-                Error::Unauthorized(why)
+                Error::Unauthorized(format!(
+                    "uid {uid} is not mapped to a registry user: an administrator gives a \
+                     registry user this uid (`hpc-registry user add NAME --uid {uid}`), or \
+                     the site matches host account names ([auth] munge_match_names)"
+                ))
             })
     }
 
@@ -836,9 +842,8 @@ fn map_uid(db: &Arc<Db>, uid: u32, match_names: bool) -> Result<Result<Principal
             Ok(Ok(p))
         }
         Some(row) if row.uid.is_none() => Ok(Err(format!(
-            "uid {uid} ({name} on this host) is not known to the registry: registry user \
-             {name} has no uid (give it one with `--uid` of `hpc-registry user add`), and names \
-             are matched only with [auth] munge_match_names = true"
+            "{name} on this host, but registry user {name} has no uid and \
+             [auth] munge_match_names is off"
         ))),
         Some(_) => Ok(Err(format!(
             "uid {uid} ({name} on this host) is not registry user {name}'s uid"

@@ -80,6 +80,9 @@ fn access_token(server: &Server, creds: &Creds, scope: &str) -> (String, String)
     )
 }
 
+/// A request body for [`send`]: content type and bytes.
+type Body = Option<(&'static str, Vec<u8>)>;
+
 fn start_upload_status(server: &Server, repo: &str, auth: &Auth) -> Reply {
     send(
         "POST",
@@ -339,8 +342,8 @@ fn read_only_credentials_change_nothing() {
     let r = send("GET", &server.url("/admin/usage"), &as_admin_ro, None);
     assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
 
-    let body = |v: Value| Some(("application/json", serde_json::to_vec(&v).unwrap()));
-    let writes: Vec<(&str, String, Option<(&str, Vec<u8>)>)> = vec![
+    let body = |v: Value| -> Body { Some(("application/json", serde_json::to_vec(&v).unwrap())) };
+    let writes: Vec<(&str, String, Body)> = vec![
         ("DELETE", "/admin/repositories/alice/private".into(), None),
         ("POST", "/admin/prune".into(), None),
         ("POST", "/admin/prune?dry_run=true".into(), None),
