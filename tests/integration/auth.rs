@@ -619,7 +619,7 @@ fn munge_credentials_fetch_the_owners_manifest_and_sif() {
 fn brute_force_logins_are_rate_limited() {
     let server = Server::start_secure(&Setup::new().user("alice", &[]), &[]);
     let wrong = Creds::new("alice", "guess");
-    // The default limit: 10 failures per address and per user name in 5 minutes.
+    // The default limit: 10 failed passwords per user name and client address in 5 minutes.
     for i in 0..10 {
         let r = send("GET", &server.url("/v2/"), &Auth::Basic(&wrong), None);
         assert_eq!(
