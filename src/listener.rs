@@ -142,14 +142,17 @@ async fn connection<IO>(
         let response = tower::ServiceExt::oneshot(router.clone(), req);
         async move {
             let response = response.await?;
-            Ok::<_, Infallible>(response.map(|b| Body::new(Guarded { inner: b, _guard: guard })))
+            Ok::<_, Infallible>(response.map(|b| {
+                Body::new(Guarded {
+                    inner: b,
+                    _guard: guard,
+                })
+            }))
         }
     });
     let builder = Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(
-        TokioIo::new(io),
-        TowerToHyperService::new(service),
-    );
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     let conn = watcher.watch(conn.into_owned());
     tokio::select! {
         ended = conn => if let Err(e) = ended {
@@ -253,7 +256,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
             let s = &self.state;
             // Only this stream writes these two; the time goes first so the watchdog never sees
             // the flag with a stale start.
-            if s.in_flight.load(Ordering::Acquire) == 0 && !s.read_while_idle.load(Ordering::Acquire)
+            if s.in_flight.load(Ordering::Acquire) == 0
+                && !s.read_while_idle.load(Ordering::Acquire)
             {
                 s.head_started_ms.store(s.elapsed_ms(), Ordering::Release);
                 s.read_while_idle.store(true, Ordering::Release);

@@ -21,7 +21,9 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
 /// Why a query string or path segment cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("invalid percent-escape at byte {at} of {what}: '%' must be followed by two hex digits")]
+    #[error(
+        "invalid percent-escape at byte {at} of {what}: '%' must be followed by two hex digits"
+    )]
     BadEscape { what: &'static str, at: usize },
     #[error("{what} does not decode to UTF-8 text")]
     NotUtf8 { what: &'static str },
@@ -90,7 +92,12 @@ pub fn build_form<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> St
 
 /// The one decoder: checks every escape, maps `+` to a space in forms, then percent-decodes and
 /// insists on UTF-8. `base` is where `raw` starts in its input, for the error message.
-fn decode(raw: &[u8], plus_is_space: bool, what: &'static str, base: usize) -> Result<String, UrlError> {
+fn decode(
+    raw: &[u8],
+    plus_is_space: bool,
+    what: &'static str,
+    base: usize,
+) -> Result<String, UrlError> {
     let mut i = 0;
     while let Some(p) = raw[i..].iter().position(|b| *b == b'%') {
         let at = i + p;
@@ -105,7 +112,11 @@ fn decode(raw: &[u8], plus_is_space: bool, what: &'static str, base: usize) -> R
     }
     let raw: Cow<[u8]> = if plus_is_space && raw.contains(&b'+') {
         // `form_urlencoded` does the same replacement, but decodes invalid UTF-8 lossily.
-        Cow::Owned(raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect())
+        Cow::Owned(
+            raw.iter()
+                .map(|b| if *b == b'+' { b' ' } else { *b })
+                .collect(),
+        )
     } else {
         Cow::Borrowed(raw)
     };
@@ -119,7 +130,10 @@ mod tests {
 
     #[test]
     fn forms() {
-        let pairs = parse_form(b"service=hpc-registry&scope=repository%3Aa%2Fb%3Apull%2Cpush&&scope=x+y&flag").unwrap();
+        let pairs = parse_form(
+            b"service=hpc-registry&scope=repository%3Aa%2Fb%3Apull%2Cpush&&scope=x+y&flag",
+        )
+        .unwrap();
         assert_eq!(
             pairs,
             vec![
@@ -134,7 +148,10 @@ mod tests {
             vec!["a", "b+"]
         );
         assert_eq!(parse_form(b"").unwrap(), vec![]);
-        assert_eq!(parse_form("é=ü".as_bytes()).unwrap(), vec![("é".into(), "ü".into())]);
+        assert_eq!(
+            parse_form("é=ü".as_bytes()).unwrap(),
+            vec![("é".into(), "ü".into())]
+        );
     }
 
     /// The probe's input: an escape cut short by a multi-byte character (the old decoder sliced
@@ -162,7 +179,10 @@ mod tests {
         for s in ["a b/c", "100%", "é+&=?#", "alice", ""] {
             assert_eq!(decode_segment(&encode(s)).unwrap(), s);
             let q = build_form([("k", s)]);
-            assert_eq!(parse_form(q.as_bytes()).unwrap(), vec![("k".into(), s.into())]);
+            assert_eq!(
+                parse_form(q.as_bytes()).unwrap(),
+                vec![("k".into(), s.into())]
+            );
         }
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
         assert_eq!(decode_segment("a+b").unwrap(), "a+b");

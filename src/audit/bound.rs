@@ -26,9 +26,7 @@ pub fn bound(r: &mut Record) {
         }
     });
     r.repository = r.repository.take().map(|n| {
-        if n.len() <= MAX_REPOSITORY
-            && crate::registry::names::RepositoryName::parse(&n).is_ok()
-        {
+        if n.len() <= MAX_REPOSITORY && crate::registry::names::RepositoryName::parse(&n).is_ok() {
             n
         } else {
             marked(&n)
@@ -94,8 +92,14 @@ mod tests {
         let line = serde_json::to_string(&r).unwrap();
         assert!(line.len() < 4096, "{} bytes", line.len());
         let user = r.user.unwrap();
-        assert!(user.starts_with("(invalid name, 409600 bytes) \"aaa"), "{user}");
-        assert!(r.repository.unwrap().starts_with("(invalid name, 65536 bytes)"));
+        assert!(
+            user.starts_with("(invalid name, 409600 bytes) \"aaa"),
+            "{user}"
+        );
+        assert!(r
+            .repository
+            .unwrap()
+            .starts_with("(invalid name, 65536 bytes)"));
         assert!(r.reference.unwrap().ends_with("…(131072 bytes)"));
 
         let mut ok = Record::new("manifest.pull", "ok");

@@ -125,7 +125,11 @@ mod tests {
         let s = t.take_summaries(true);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].client.as_deref(), Some("10.0.0.1"));
-        assert!(s[0].detail.as_deref().unwrap().starts_with("970 failure records"));
+        assert!(s[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("970 failure records"));
         // Counted once: a second drain has nothing to say, and the window stays spent.
         assert!(t.take_summaries(true).is_empty());
         assert!(!t.admit(a, "t").0);

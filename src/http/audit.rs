@@ -445,7 +445,12 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         // A blob GET is otherwise never recorded.
         let path = format!("/v2/a/b/blobs/{d}");
-        assert!(records(&req(Method::GET, &path), &reply(500, None, None), &ctx(None)).is_empty());
+        assert!(records(
+            &req(Method::GET, &path),
+            &reply(500, None, None),
+            &ctx(None)
+        )
+        .is_empty());
         let r = records(&req(Method::GET, &path), &panicked, &ctx(Some("alice")));
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].action, "request.panic");

@@ -25,7 +25,8 @@ fn respond(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
     // `Error::Internal` logs the error and keeps its text out of the body.
-    let mut response = Error::Internal(format!("request handler panicked: {message}")).into_response();
+    let mut response =
+        Error::Internal(format!("request handler panicked: {message}")).into_response();
     response.extensions_mut().insert(Panicked(message));
     response
 }
@@ -52,12 +53,16 @@ mod tests {
             "unreachable"
         }
         let app = Router::new().route("/boom", get(boom)).layer(layer());
-        let req = axum::http::Request::get("/boom").body(Body::empty()).unwrap();
+        let req = axum::http::Request::get("/boom")
+            .body(Body::empty())
+            .unwrap();
         let response = app.oneshot(req).await.unwrap();
         assert_eq!(response.status(), 500);
         let mark = response.extensions().get::<Panicked>().cloned();
         assert!(mark.is_some_and(|m| m.0.contains("index out of bounds")));
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["errors"][0]["code"], "UNKNOWN");
     }
