@@ -15,6 +15,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Blobs, uploads, the metadata database and SIFs live here.
     pub data_dir: PathBuf,
+    /// `[server]`: connection bounds.
+    pub server: ServerConfig,
     pub registry: RegistryConfig,
     pub auth: AuthConfig,
     pub farm: FarmConfig,
@@ -133,6 +135,46 @@ impl Default for FarmConfig {
     }
 }
 
+/// Connection bounds (`[server]`): what one client may hold of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request head (request line and headers) must arrive within this once it has begun.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight is closed after this.
+    pub keep_alive_timeout_secs: u64,
+    /// A request body that sends nothing for this long fails (an upload stays resumable).
+    pub body_idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the accept queue. Keep it well below the
+    /// descriptor limit (`LimitNOFILE` in the unit file).
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        // nginx's defaults are 60 s (header), 75 s (keep-alive) and 60 s (body); 30 s for the
+        // head is what hyper uses and ample for any client that means to send one.
+        ServerConfig {
+            header_read_timeout_secs: 30,
+            keep_alive_timeout_secs: 75,
+            body_idle_timeout_secs: 60,
+            max_connections: 4096,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn bounds(&self) -> crate::listener::Bounds {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        crate::listener::Bounds {
+            header_read: secs(self.header_read_timeout_secs),
+            keep_alive: secs(self.keep_alive_timeout_secs),
+            body_idle: secs(self.body_idle_timeout_secs),
+            max_connections: self.max_connections.max(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
@@ -140,6 +182,8 @@ pub struct RegistryConfig {
     pub max_manifest_bytes: usize,
     /// Upload sessions untouched for this long are removed.
     pub upload_expiry_secs: u64,
+    /// Upload sessions one user may have open at once; 0: no limit.
+    pub max_upload_sessions_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +253,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::from("registry-data"),
+            server: ServerConfig::default(),
             registry: RegistryConfig::default(),
             auth: AuthConfig::default(),
             farm: FarmConfig::default(),
@@ -226,6 +271,8 @@ impl Default for RegistryConfig {
         RegistryConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
             upload_expiry_secs: 24 * 3600,
+            // Clients upload a few layers in parallel (docker 3, skopeo 6 by default).
+            max_upload_sessions_per_user: 64,
         }
     }
 }

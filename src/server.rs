@@ -1,11 +1,9 @@
 //! Assembles the registry from a [`Config`] and serves it until a shutdown signal.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 
 use crate::auth::{manage, Access};
 use crate::config::Config;
@@ -70,6 +68,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .context("[quota] in the configuration is invalid")?,
         scrub_rate: crate::quota::parse_size(&config.scrub.rate)
             .context("[scrub] rate in the configuration is invalid")?,
+        max_upload_sessions_per_user: config.registry.max_upload_sessions_per_user,
         ..Limits::default()
     };
     let audit = {
@@ -114,26 +113,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let pruner = tokio::spawn(crate::lifecycle::schedule::run(Arc::clone(&app)));
     let router = http::router(Arc::clone(&app));
-    match tls {
-        Some(acceptor) => crate::tls::serve(listener, acceptor, router, shutdown_signal())
-            .await
-            .context("server failed")?,
-        // Connect info gives the auth middleware (rate limiting) and the audit seam the client address.
-        // TCP_NODELAY: without it, Nagle's algorithm holds the last small segment of a response
-        // until the client's delayed ACK (~40 ms), capping small downloads at ~25 per second
-        // per connection.
-        None => axum::serve(
-            listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("TCP_NODELAY not set: {e}");
-                }
-            }),
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
+    let bounds = config.server.bounds();
+    crate::listener::serve(listener, tls, router, bounds, shutdown_signal())
         .await
-        .context("server failed")?,
-    }
+        .context("server failed")?;
     flusher.abort();
     expirer.abort();
     pruner.abort();
@@ -190,9 +173,11 @@ async fn flush_pulls_periodically(app: Arc<App>) {
     }
 }
 
-/// Abandoned uploads are swept hourly (and once at start-up, for sessions a crash left behind).
+/// Abandoned uploads are swept hourly, or four times per lifetime when that is shorter (and once
+/// at start-up, for sessions a crash left behind).
 async fn expire_uploads_periodically(app: Arc<App>, max_age_secs: u64) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let every = (max_age_secs / 4).clamp(1, 3600);
+    let mut tick = tokio::time::interval(Duration::from_secs(every));
     loop {
         tick.tick().await;
         match app.registry.expire_uploads(max_age_secs).await {

@@ -40,15 +40,34 @@ pub async fn render() -> Response {
     }
 }
 
-/// Counts a finished HTTP request by method and status class.
-pub fn request(method: &str, status: u16) {
+/// Counts a finished HTTP request by method and status class. Both labels come from fixed
+/// sets: HTTP allows any token as a method, so one the registry does not know counts as `OTHER`
+/// (a client sending random methods must not create a series for each).
+pub fn request(method: &axum::http::Method, status: u16) {
     let class = match status {
         200..=299 => "2xx",
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics::counter!("hpc_registry_http_requests_total", "method" => method.to_owned(), "status" => class).increment(1);
+    metrics::counter!("hpc_registry_http_requests_total", "method" => method_label(method), "status" => class).increment(1);
+}
+
+/// The metrics label of a request method: the standard ones by name, anything else `OTHER`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 /// Records a finished SIF build.

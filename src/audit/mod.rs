@@ -7,11 +7,15 @@
 //! * [`query`]: filters (`--user`, `--repo`, `--action`, `--since`, `--until`) in SQL.
 //! * [`ops`]: which record each user/group/token operation produces.
 //! * [`time`]: RFC 3339 with milliseconds, and `2h`/`7d` relative bounds.
+//! * [`bound`]: size caps on every field; invalid names are stored marked and truncated.
+//! * [`throttle`]: per-address limit on failure records, with counted summaries.
 
+pub mod bound;
 pub mod chain;
 pub mod log;
 pub mod ops;
 pub mod query;
+pub mod throttle;
 pub mod time;
 pub mod writer;
 

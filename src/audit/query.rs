@@ -35,11 +35,11 @@ impl Params {
             ("until", &self.until),
             ("limit", &self.limit),
         ];
-        pairs
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-            .collect::<Vec<_>>()
-            .join("&")
+        crate::urlcode::build_form(
+            pairs
+                .iter()
+                .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))),
+        )
     }
 
     /// Checks and converts the filters; the error names the bad one.
@@ -96,18 +96,6 @@ pub fn run(file: &Path, db: &Db, filter: &AuditFilter) -> Result<Vec<Record>, Au
     log::read_at(file, &found)
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +120,9 @@ mod tests {
             since: Some("2026-01-01T00:00:00+01:00".into()),
             ..Params::default()
         };
-        assert_eq!(q.to_query(), "user=a%20b&since=2026-01-01T00:00:00%2B01:00");
+        assert_eq!(
+            q.to_query(),
+            "user=a%20b&since=2026-01-01T00%3A00%3A00%2B01%3A00"
+        );
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::throttle::{self, Throttle};
 use super::{AuditLog, Record};
 
 /// Records queued before requests start to wait.
@@ -39,6 +40,8 @@ pub struct Auditor {
     tx: mpsc::Sender<Msg>,
     /// The file the writer appends to (queries and `verify` read it).
     path: std::sync::Arc<std::path::PathBuf>,
+    /// Per-address limit on failure records (see [`super::throttle`]).
+    throttle: std::sync::Arc<Throttle>,
 }
 
 impl Auditor {
@@ -81,15 +84,47 @@ impl Auditor {
             // Without the thread every record is lost: say so loudly (the channel reports closed).
             tracing::error!("audit: cannot start the writer thread: {e}");
         }
-        Auditor { tx, path }
+        let throttle = std::sync::Arc::new(Throttle::default());
+        // Summaries of ended windows are written even when the storm (and so `admit`) stops.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (weak, t) = (tx.downgrade(), std::sync::Arc::downgrade(&throttle));
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(throttle::WINDOW).await;
+                    let (Some(tx), Some(t)) = (weak.upgrade(), t.upgrade()) else {
+                        return;
+                    };
+                    for r in t.take_summaries(false) {
+                        let _ = tx.send(Msg::Record(Box::new(r))).await;
+                    }
+                }
+            });
+        }
+        Auditor { tx, path, throttle }
     }
 
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
 
-    /// Queues `record`; waits while the queue is full (see the module docs).
-    pub async fn record(&self, record: Record) {
+    /// Queues a failure `record` of a request from `client`, unless that address has written
+    /// too many lately (then it is counted, and summarised later).
+    pub async fn record_failure(&self, record: Record, client: Option<std::net::IpAddr>) {
+        let (admitted, summary) = self.throttle.admit(client, &record.time);
+        if let Some(s) = summary {
+            self.record(s).await;
+        }
+        if admitted {
+            self.record(record).await;
+        } else {
+            metrics::counter!("hpc_registry_audit_suppressed_total").increment(1);
+        }
+    }
+
+    /// Queues `record` (its fields capped, see [`super::bound`]); waits while the queue is full
+    /// (see the module docs).
+    pub async fn record(&self, mut record: Record) {
+        super::bound::bound(&mut record);
         let msg = Msg::Record(Box::new(record));
         let msg = match self.tx.try_send(msg) {
             Ok(()) => return,
@@ -105,7 +140,12 @@ impl Auditor {
     }
 
     /// Returns once every record queued before the call is written and indexed.
+    /// Counts of suppressed failure records are written first, so what is read afterwards says
+    /// everything it leaves out.
     pub async fn flush(&self) {
+        for s in self.throttle.take_summaries(true) {
+            self.record(s).await;
+        }
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;

@@ -222,7 +222,7 @@ impl Op {
     /// Method, path and JSON body of this operation in the admin API.
     pub fn to_http(&self) -> (Method, String, Option<serde_json::Value>) {
         use serde_json::json;
-        let seg = |s: &str| percent_encode(s);
+        let seg = crate::urlcode::encode;
         match self {
             Op::ListUsers => (Method::GET, "/admin/users".into(), None),
             Op::AddUser {
@@ -348,8 +348,9 @@ impl Op {
         let segs: Vec<String> = path
             .trim_start_matches("/admin/")
             .split('/')
-            .map(percent_decode)
-            .collect();
+            .map(crate::urlcode::decode_segment)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ManageError::Invalid(e.to_string()))?;
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let m = method.clone();
         let op = match (m, segs.as_slice()) {
@@ -802,36 +803,6 @@ pub fn ensure_first_admin(db: &Arc<Db>) -> Result<Option<String>, ManageError> {
     Ok(Some(password))
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,7 +866,10 @@ mod tests {
         for op in all_ops() {
             let (method, path, body) = op.to_http();
             let (path, user) = match path.split_once("?user=") {
-                Some((p, u)) => (p.to_owned(), Some(percent_decode(u))),
+                Some((p, u)) => (
+                    p.to_owned(),
+                    Some(crate::urlcode::decode_segment(u).unwrap()),
+                ),
                 None => (path, None),
             };
             let body = body
@@ -904,13 +878,6 @@ mod tests {
             let back = Op::from_http(&method, &path, user, &body).unwrap();
             assert_eq!(back.as_ref(), Some(&op), "{method} {path}");
         }
-    }
-
-    #[test]
-    fn percent_coding() {
-        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
-        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
-        assert_eq!(percent_decode("100%"), "100%");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
             target,
         } => {
             let path = match &namespace {
-                Some(ns) => format!("/admin/usage?namespace={}", encode(ns)),
+                Some(ns) => format!("/admin/usage?namespace={}", crate::urlcode::encode(ns)),
                 None => "/admin/usage".to_owned(),
             };
             let v = client(&target)?.call(Method::GET, &path, None)?;
@@ -148,7 +148,7 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
         StorageCommand::Quota { command, target } => quota(&client(&target)?, command),
         StorageCommand::Scrub { rate, json, target } => {
             let path = match &rate {
-                Some(r) => format!("/admin/scrub?rate={}", encode(r)),
+                Some(r) => format!("/admin/scrub?rate={}", crate::urlcode::encode(r)),
                 None => "/admin/scrub".to_owned(),
             };
             let v = client(&target)?
@@ -171,7 +171,7 @@ fn quota(client: &Client, command: QuotaCommand) -> anyhow::Result<()> {
             }
             let v = client.call(
                 Method::PUT,
-                &format!("/admin/quotas/{}", encode(&namespace)),
+                &format!("/admin/quotas/{}", crate::urlcode::encode(&namespace)),
                 Some(json!({ "limit": limit })),
             )?;
             println!("quota of {namespace}: {}", describe_quota(&v));
@@ -180,7 +180,7 @@ fn quota(client: &Client, command: QuotaCommand) -> anyhow::Result<()> {
         QuotaCommand::Get { namespace, json } => {
             let v = client.call(
                 Method::GET,
-                &format!("/admin/quotas/{}", encode(&namespace)),
+                &format!("/admin/quotas/{}", crate::urlcode::encode(&namespace)),
                 None,
             )?;
             if json {
@@ -192,7 +192,7 @@ fn quota(client: &Client, command: QuotaCommand) -> anyhow::Result<()> {
         QuotaCommand::Clear { namespace } => {
             let v = client.call(
                 Method::DELETE,
-                &format!("/admin/quotas/{}", encode(&namespace)),
+                &format!("/admin/quotas/{}", crate::urlcode::encode(&namespace)),
                 None,
             )?;
             let what = if v["cleared"].as_bool() == Some(true) {
@@ -309,16 +309,4 @@ fn percent(used: &Value, quota: &Value) -> String {
 fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
-}
-
-/// Percent-encodes a query or path value (namespaces and sizes are plain ASCII, but be safe).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

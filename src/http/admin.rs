@@ -68,7 +68,10 @@ pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Re
             )))
         }
     };
-    let user = query_map(&parts.uri).remove("user");
+    let user = match query_map(&parts.uri) {
+        Ok(mut q) => q.remove("user"),
+        Err(e) => return error(ManageError::Invalid(e.to_string())),
+    };
     let op = match Op::from_http(&parts.method, parts.uri.path(), user, &body) {
         Ok(Some(op)) => op,
         Ok(None) => {
@@ -170,7 +173,11 @@ pub async fn prune(State(app): State<Arc<App>>, principal: Principal, req: Reque
             req.method()
         )));
     }
-    let dry_run = match query_map(req.uri()).get("dry_run").map(String::as_str) {
+    let query = match query_map(req.uri()) {
+        Ok(q) => q,
+        Err(e) => return error(ManageError::Invalid(e.to_string())),
+    };
+    let dry_run = match query.get("dry_run").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
         Some(other) => {

@@ -45,6 +45,8 @@ pub struct RequestInfo {
 #[derive(Debug, Clone)]
 pub struct ReplyInfo {
     pub status: u16,
+    /// Set when the answer is a caught panic (see [`super::panic`]): its message.
+    pub panic: Option<String>,
     pub digest: Option<String>,
     pub content_length: Option<u64>,
 }
@@ -109,6 +111,10 @@ pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
         .map(|v| v.trim_matches('"').to_owned())
         .filter(|d| Digest::parse(d).is_ok());
     let reply = ReplyInfo {
+        panic: response
+            .extensions()
+            .get::<super::panic::Panicked>()
+            .map(|p| p.0.clone()),
         status: response.status().as_u16(),
         digest,
         content_length: headers
@@ -118,7 +124,13 @@ pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     };
     let ctx = slot.map(|s| s.get()).unwrap_or_default();
     for r in records(&info, &reply, &ctx) {
-        app.audit.record(r).await;
+        if r.outcome == "ok" {
+            app.audit.record(r).await;
+        } else {
+            app.audit
+                .record_failure(r, ctx.client.map(|c| c.ip()))
+                .await;
+        }
     }
     response
 }
@@ -139,6 +151,13 @@ fn base(action: &str, info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext)
 
 /// The records of one finished request (usually none or one).
 pub fn records(info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Vec<Record> {
+    if let Some(message) = &reply.panic {
+        // Always recorded, whatever the route: it is a bug, and the trail must show it happened.
+        let mut r = base("request.panic", info, reply, ctx);
+        r.reference = Some(format!("{} {}", info.method, info.path));
+        r.detail = Some(message.clone());
+        return vec![r];
+    }
     if let Some((user, why)) = &ctx.failure {
         let mut r = base("auth.failure", info, reply, ctx);
         r.user = user.clone();
@@ -356,7 +375,10 @@ pub async fn api(
             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()),
         };
     }
-    let q = query_map(uri);
+    let q = match query_map(uri) {
+        Ok(q) => q,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "INVALID", e.to_string()),
+    };
     let params = Params {
         user: q.get("user").cloned(),
         repo: q.get("repo").cloned(),
@@ -409,10 +431,32 @@ mod tests {
 
     fn reply(status: u16, digest: Option<&str>, len: Option<u64>) -> ReplyInfo {
         ReplyInfo {
+            panic: None,
             status,
             digest: digest.map(str::to_owned),
             content_length: len,
         }
+    }
+
+    #[test]
+    fn a_caught_panic_is_recorded_on_any_route() {
+        let mut panicked = reply(500, None, None);
+        panicked.panic = Some("index out of bounds".into());
+        let d = format!("sha256:{}", "a".repeat(64));
+        // A blob GET is otherwise never recorded.
+        let path = format!("/v2/a/b/blobs/{d}");
+        assert!(records(
+            &req(Method::GET, &path),
+            &reply(500, None, None),
+            &ctx(None)
+        )
+        .is_empty());
+        let r = records(&req(Method::GET, &path), &panicked, &ctx(Some("alice")));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].action, "request.panic");
+        assert_eq!(r[0].outcome, "error");
+        assert_eq!(r[0].user.as_deref(), Some("alice"));
+        assert_eq!(r[0].detail.as_deref(), Some("index out of bounds"));
     }
 
     #[test]

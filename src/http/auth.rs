@@ -229,6 +229,11 @@ pub async fn token(State(app): State<Arc<App>>, req: Request) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return Error::Unsupported(format!("{method} /token: use GET")).into_response();
     }
+    // Bad syntax is answered before credentials are looked at: it is the same 400 for everyone.
+    let scopes = match crate::urlcode::form_values(uri.query().unwrap_or("").as_bytes(), "scope") {
+        Ok(s) => s,
+        Err(e) => return query_error(e).into_response(),
+    };
     let principal = if headers.contains_key(header::AUTHORIZATION) {
         match app.access.authenticate(headers, client, false).await {
             Ok(p) => p,
@@ -249,52 +254,21 @@ pub async fn token(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Some(slot) = &slot {
         slot.update(|c| c.principal = Some(principal.clone()));
     }
-    let scopes = query_values(uri.query().unwrap_or(""), "scope");
     match app.access.issue_token(&principal, &scopes) {
         Ok(t) => (StatusCode::OK, axum::Json(t)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-/// All values of `key` in a query string (Docker repeats `scope`).
-fn query_values(query: &str, key: &str) -> Vec<String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| *k == key)
-        .map(|(_, v)| form_decode(v))
-        .collect()
+/// Parses the query of a URI into single values (last one wins), for handlers that need no
+/// lists. A query that does not decode (a broken `%` escape, not UTF-8) is a 400 for the caller.
+pub fn query_map(uri: &Uri) -> Result<HashMap<String, String>, Error> {
+    crate::urlcode::parse_form_map(uri.query().unwrap_or("").as_bytes()).map_err(query_error)
 }
 
-fn form_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(v) => {
-                    out.push(v);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses the query of a URI into single values (last one wins), for handlers that need no lists.
-pub fn query_map(uri: &Uri) -> HashMap<String, String> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (form_decode(k), form_decode(v)))
-        .collect()
+/// The client's answer for a query string that does not decode.
+pub fn query_error(e: crate::urlcode::UrlError) -> Error {
+    Error::QueryInvalid(e.to_string())
 }
 
 #[cfg(test)]
@@ -332,10 +306,11 @@ mod tests {
     #[test]
     fn repeated_query_values() {
         assert_eq!(
-            query_values(
-                "service=hpc-registry&scope=repository%3Aa%2Fb%3Apull%2Cpush&scope=registry:catalog:*",
+            crate::urlcode::form_values(
+                b"service=hpc-registry&scope=repository%3Aa%2Fb%3Apull%2Cpush&scope=registry:catalog:*",
                 "scope"
-            ),
+            )
+            .unwrap(),
             vec!["repository:a/b:pull,push", "registry:catalog:*"]
         );
     }

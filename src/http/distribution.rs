@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
@@ -38,7 +38,10 @@ pub async fn dispatch(
     let Some(route) = routes::parse(rest) else {
         return Error::NameUnknown(format!("no such route: {path}")).into_response();
     };
-    let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let query = match super::auth::query_map(&uri) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
     let request = Request {
         app: &app,
         method,
@@ -308,7 +311,9 @@ impl Request<'_> {
                 return Err(e);
             }
         }
-        let session = registry.start_upload(repo).await?;
+        let session = registry
+            .start_upload(repo, self.principal.user.as_deref())
+            .await?;
         if let Some(digest) = digest {
             let finished = registry
                 .finish_upload(repo, &session, &digest, body.into_data_stream())
@@ -543,21 +548,8 @@ fn with_link(mut response: Response, link: Option<String>) -> Response {
     response
 }
 
-/// Bytes of a refused upload's body read and discarded before answering.
-const DRAIN_LIMIT: u64 = 64 << 20;
-
-/// Reads and discards (up to [`DRAIN_LIMIT`]) the body of an upload refused before its bytes
-/// were stored, such as one over quota. A client still writing its body when the error comes
-/// otherwise sees a broken pipe instead of the error message (skopeo did, intermittently).
-/// Beyond the limit the connection is closed; nothing is ever written.
+/// Reads and discards the body of an upload refused before its bytes were stored, such as one
+/// over quota (see [`crate::registry::uploads::DRAIN_LIMIT`]).
 async fn drain(body: Body) {
-    use futures_util::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len() as u64;
-        if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
+    crate::registry::uploads::drain(body.into_data_stream()).await;
 }

@@ -33,6 +33,8 @@ impl Error {
             InvalidRange { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UNKNOWN"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            // The spec has no code for a malformed request line; UNSUPPORTED is the closest.
+            QueryInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod distribution;
 pub mod errors;
 pub mod files;
+pub mod panic;
 pub mod routes;
 pub mod sif;
 pub mod storage_admin;
@@ -69,6 +70,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/token", any(auth::token))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(crate::telemetry::render))
+        // Innermost, so the metrics, the audit middleware and the trace see a panic as a 500.
+        .layer(panic::layer())
         .layer(axum::middleware::map_response(api_version_header))
         // Inside the seam (it needs the slot), outside everything else (it needs the final status).
         .layer(axum::middleware::from_fn_with_state(
@@ -82,7 +85,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Every response says which API it speaks (Docker checks this on `/v2/`), and is counted.
 async fn api_version_header(method: axum::http::Method, mut response: Response) -> Response {
-    crate::telemetry::request(method.as_str(), response.status().as_u16());
+    crate::telemetry::request(&method, response.status().as_u16());
     response
         .headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));

@@ -6,10 +6,9 @@
 //! - `/sif/<ref>/status` (JSON), `/sif/<ref>/log` (text), `/sif/<ref>/squashfs` (the squashfs
 //!   partition alone, for enroot/pyxis).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
@@ -46,7 +45,10 @@ pub async fn dispatch(
     if method != Method::GET && method != Method::HEAD {
         return Error::Unsupported(format!("{method} is not supported on /sif")).into_response();
     }
-    let query: HashMap<String, String> = Query::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let query = match super::auth::query_map(&uri) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
     let rest = uri.path().strip_prefix("/sif/").unwrap_or("");
     handle(
         &app,

@@ -72,7 +72,7 @@ fn parse_namespace(s: &str) -> Result<String, Error> {
 pub async fn usage(State(app): State<Arc<App>>, principal: Principal, uri: Uri) -> Response {
     let result = async {
         authenticated(&principal)?;
-        let namespace = match query_map(&uri).remove("namespace") {
+        let namespace = match query_map(&uri)?.remove("namespace") {
             Some(ns) => Some(parse_namespace(&ns)?),
             None => None,
         };
@@ -249,7 +249,7 @@ pub async fn clear_quota(
 pub async fn scrub(State(app): State<Arc<App>>, principal: Principal, uri: Uri) -> Response {
     let result = async {
         admin_writer(&principal, "scrub the store")?;
-        let rate = match query_map(&uri).remove("rate") {
+        let rate = match query_map(&uri)?.remove("rate") {
             Some(r) => parse_size(&r).map_err(|e| Error::SizeInvalid(format!("rate: {e}")))?,
             None => app.registry.limits.scrub_rate,
         };

@@ -47,6 +47,9 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A query string or path that does not decode (see `crate::urlcode`).
+    #[error("{0}")]
+    QueryInvalid(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -25,6 +25,8 @@ pub struct Limits {
     pub quota: crate::quota::QuotaDefaults,
     /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
     pub scrub_rate: u64,
+    /// Upload sessions one user may hold open; 0: no limit.
+    pub max_upload_sessions_per_user: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +36,7 @@ impl Default for Limits {
             max_page: 10_000,
             quota: Default::default(),
             scrub_rate: crate::lifecycle::scrub::DEFAULT_RATE,
+            max_upload_sessions_per_user: 64,
         }
     }
 }

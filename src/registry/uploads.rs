@@ -5,8 +5,15 @@
 //! overlap and memory stays at a few chunks per upload whatever the blob size. The running hash
 //! lives in memory; after a restart it is recomputed from the staging file on first use, so
 //! sessions survive restarts without any metadata write per chunk.
+//!
+//! Staged bytes count against the namespace's quota while they stream: each namespace has one
+//! counter of the bytes its open sessions hold, and a body that would take the namespace past its
+//! quota is cut there (403 with the quota message), Content-Length or not. Sessions a restart left
+//! behind are counted once they are touched again. One user may hold at most
+//! `max_upload_sessions_per_user` open sessions (anonymous dev-mode uploads are not counted).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -20,6 +27,11 @@ use crate::meta;
 /// Chunks buffered between the network and the writer thread.
 const PIPE_DEPTH: usize = 8;
 
+/// Bytes of a refused upload's body read and discarded before answering. A client still writing
+/// its body when the error comes otherwise sees a broken pipe instead of the error message
+/// (skopeo did, intermittently). Beyond the limit the connection is closed; nothing is written.
+pub const DRAIN_LIMIT: u64 = 64 << 20;
+
 /// In-memory state of one upload session.
 pub(crate) struct Session {
     repository: String,
@@ -30,29 +42,104 @@ pub(crate) struct Session {
 
 pub(crate) type SessionHandle = Arc<tokio::sync::Mutex<Session>>;
 
+/// Staged bytes, charged to one session and to its namespace's in-flight total together.
+#[derive(Clone)]
+struct Charge {
+    session: Arc<AtomicU64>,
+    namespace: Arc<AtomicU64>,
+}
+
+impl Charge {
+    fn add(&self, n: u64) {
+        self.session.fetch_add(n, Ordering::AcqRel);
+        self.namespace.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Makes the session's charge `len` (the staging file is the truth).
+    fn set(&self, len: u64) {
+        let old = self.session.swap(len, Ordering::AcqRel);
+        if len >= old {
+            self.namespace.fetch_add(len - old, Ordering::AcqRel);
+        } else {
+            self.namespace.fetch_sub(old - len, Ordering::AcqRel);
+        }
+    }
+}
+
+struct Entry {
+    handle: SessionHandle,
+    /// The user who opened it (`None`: anonymous, or a session reloaded after a restart).
+    owner: Option<String>,
+    charge: Charge,
+}
+
 #[derive(Default)]
-pub(crate) struct Sessions(Mutex<HashMap<String, SessionHandle>>);
+struct SessionMap {
+    sessions: HashMap<String, Entry>,
+    /// Bytes staged by the open sessions of each namespace.
+    staged: HashMap<String, Arc<AtomicU64>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<SessionMap>);
 
 impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionMap> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn get(&self, id: &str) -> Option<SessionHandle> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.lock().sessions.get(id).map(|e| Arc::clone(&e.handle))
     }
 
-    fn insert(&self, id: &str, session: SessionHandle) -> SessionHandle {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_owned())
-            .or_insert(session)
-            .clone()
+    fn charge(&self, id: &str) -> Option<Charge> {
+        self.lock().sessions.get(id).map(|e| e.charge.clone())
     }
 
+    /// Adds a session holding `len` staged bytes of `namespace` (or returns the one already there).
+    fn insert(
+        &self,
+        id: &str,
+        namespace: &str,
+        owner: Option<String>,
+        len: u64,
+        session: SessionHandle,
+    ) -> SessionHandle {
+        let mut map = self.lock();
+        if let Some(e) = map.sessions.get(id) {
+            return Arc::clone(&e.handle);
+        }
+        let ns = Arc::clone(map.staged.entry(namespace.to_owned()).or_default());
+        let charge = Charge {
+            session: Arc::new(AtomicU64::new(0)),
+            namespace: ns,
+        };
+        charge.add(len);
+        map.sessions.insert(
+            id.to_owned(),
+            Entry {
+                handle: Arc::clone(&session),
+                owner,
+                charge,
+            },
+        );
+        session
+    }
+
+    fn owned_by(&self, owner: &str) -> usize {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|e| e.owner.as_deref() == Some(owner))
+            .count()
+    }
+
+    /// Forgets a session and releases its charge (its bytes were committed or deleted).
     fn remove(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let mut map = self.lock();
+        if let Some(e) = map.sessions.remove(id) {
+            e.charge.set(0);
+        }
     }
 }
 
@@ -72,14 +159,28 @@ pub enum Started {
 }
 
 impl Registry {
-    /// Opens a new upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepositoryName) -> Result<String> {
+    /// Opens a new upload session in `repo` for `owner` (the user; `None` when anonymous),
+    /// refused when the owner already holds the most sessions allowed.
+    pub async fn start_upload(&self, repo: &RepositoryName, owner: Option<&str>) -> Result<String> {
+        let max = self.limits.max_upload_sessions_per_user;
+        if let Some(owner) = owner.filter(|_| max > 0) {
+            let open = self.sessions.owned_by(owner);
+            if open >= max {
+                return Err(Error::Denied(format!(
+                    "{owner} has {open} upload sessions open, the most allowed: finish or cancel one \
+                     (DELETE its Location), or wait until unused ones expire"
+                )));
+            }
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let store = self.store.clone();
         let (sid, name) = (id.clone(), repo.as_str().to_owned());
         blocking(move || store.create_upload(&sid, &name)).await?;
         self.sessions.insert(
             &id,
+            repo.namespace(),
+            owner.map(str::to_owned),
+            0,
             Arc::new(tokio::sync::Mutex::new(Session {
                 repository: repo.as_str().to_owned(),
                 len: 0,
@@ -225,6 +326,9 @@ impl Registry {
         match blocking(move || store.upload_state(&sid)).await? {
             Some((repository, len)) if repository == repo.as_str() => Ok(self.sessions.insert(
                 id,
+                repo.namespace(),
+                None,
+                len,
                 Arc::new(tokio::sync::Mutex::new(Session {
                     repository,
                     len,
@@ -266,7 +370,7 @@ impl Registry {
                 });
             }
         }
-        self.write_chunk(id, &mut session, body).await?;
+        self.write_chunk(repo, id, &mut session, body).await?;
         Ok(session.len)
     }
 
@@ -284,7 +388,7 @@ impl Registry {
     {
         let handle = self.session(repo, id).await?;
         let mut session = handle.lock().await;
-        self.write_chunk(id, &mut session, body).await?;
+        self.write_chunk(repo, id, &mut session, body).await?;
         let computed = match session.hasher.take() {
             Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
             _ => {
@@ -360,8 +464,26 @@ impl Registry {
         blocking(move || store.discard_upload(&sid)).await
     }
 
-    /// Streams `body` onto the end of the session's staging file, hashing as it goes.
-    async fn write_chunk<S, E>(&self, id: &str, session: &mut Session, mut body: S) -> Result<()>
+    /// The namespace's quota limit and usage (`None`: no limit), from the quota check itself:
+    /// asking it for `u64::MAX` bytes makes any limit refuse, and the refusal carries both.
+    async fn quota_room(&self, namespace: &str) -> Result<Option<(u64, u64)>> {
+        let (ns, defaults) = (namespace.to_owned(), self.limits.quota);
+        let verdict = self
+            .db
+            .read(move |c| crate::quota::check(c, &defaults, &ns, u64::MAX))
+            .await?;
+        Ok(verdict.err().map(|e| (e.limit, e.used)))
+    }
+
+    /// Streams `body` onto the end of the session's staging file, hashing as it goes, and cuts
+    /// it where the namespace's staged bytes would pass its quota (the session then ends).
+    async fn write_chunk<S, E>(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        session: &mut Session,
+        mut body: S,
+    ) -> Result<()>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
@@ -376,6 +498,12 @@ impl Registry {
             session.len = file.len();
             session.hasher = None;
         }
+        let charge = self
+            .sessions
+            .charge(id)
+            .ok_or_else(|| Error::BlobUploadUnknown(id.to_owned()))?;
+        charge.set(session.len);
+        let room = self.quota_room(repo.namespace()).await?;
         let mut hasher = session.hasher.take();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPE_DEPTH);
         let writer = tokio::task::spawn_blocking(move || {
@@ -393,9 +521,25 @@ impl Registry {
             (file.len(), hasher, result.and(flushed))
         });
         let mut receive_error = None;
+        let mut over_quota = None;
         while let Some(frame) = body.next().await {
             match frame {
                 Ok(chunk) => {
+                    let n = chunk.len() as u64;
+                    if let Some((limit, used)) = room {
+                        let staged = charge.namespace.load(Ordering::Acquire).saturating_add(n);
+                        if used.saturating_add(staged) > limit {
+                            over_quota = Some(crate::quota::Exceeded {
+                                namespace: repo.namespace().to_owned(),
+                                limit,
+                                used,
+                                needs: staged,
+                            });
+                            break;
+                        }
+                    }
+                    // Charged before it is written: concurrent uploads to the namespace see it.
+                    charge.add(n);
                     if tx.send(chunk).await.is_err() {
                         break;
                     }
@@ -411,15 +555,37 @@ impl Registry {
             .await
             .map_err(|e| Error::Internal(format!("upload writer: {e}")))?;
         session.len = len;
+        charge.set(len);
         // After a failed write the hash no longer matches the file; rebuild it lazily.
         session.hasher = if written.is_ok() { hasher } else { None };
         written?;
+        if let Some(exceeded) = over_quota {
+            // Refused for the quota: the session ends and nothing of it stays, as when the
+            // declared length is refused up front. The client reads the answer, not a reset.
+            drain(body).await;
+            self.discard(id).await?;
+            return Err(Error::Denied(exceeded.to_string()));
+        }
         if let Some(e) = receive_error {
             return Err(Error::BlobUploadInvalid(format!(
                 "request body ended early ({e}); {len} bytes are stored: check the upload status and resume"
             )));
         }
         Ok(())
+    }
+}
+
+/// Reads and discards up to [`DRAIN_LIMIT`] bytes of a refused body (see there).
+pub async fn drain<S, E>(mut body: S)
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+{
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = body.next().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
+        }
     }
 }
 

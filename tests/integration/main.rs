@@ -9,6 +9,7 @@ mod bad_input;
 mod clients;
 mod conformance;
 mod durability;
+mod edge;
 mod farm;
 mod lifecycle;
 mod quota;
