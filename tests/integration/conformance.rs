@@ -2388,9 +2388,16 @@ fn test04_content_management(r: &mut Runner, e: &mut Env) {
             // v1.1.1: `Expect(len(tagList.Tags)).To(Equal(numTags - 1))` (404 only when no
             // tag is left).
             ensure_status!(resp, 200, 404);
-            let expect_tags = e.num_tags.checked_sub(1).ok_or_else(|| format!("numTags is 0: the setup tag was not listed"))?;
+            let expect_tags = e
+                .num_tags
+                .checked_sub(1)
+                .ok_or_else(|| "numTags is 0: the setup tag was not listed".to_string())?;
             if resp.status == 404 {
-                ensure!(expect_tags == 0, "404 for the tags list, but {expect_tags} tags should be left:\n  {}", resp.describe());
+                ensure!(
+                    expect_tags == 0,
+                    "404 for the tags list, but {expect_tags} tags should be left:\n  {}",
+                    resp.describe()
+                );
                 return Ok(());
             }
             let n = tag_list(&resp).len();
