@@ -725,6 +725,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_of_a_derived_tag_is_a_use_of_its_image_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        put(&db, manifest("sha256:image", "a", false));
+        let mut index = manifest("sha256:index", "i", false);
+        index.kind = "index";
+        index.references = vec![Reference {
+            digest: "sha256:image".into(),
+            size: "sha256:image".len() as i64,
+            kind: ReferenceKind::Manifest,
+        }];
+        put(&db, index);
+        put(&db, manifest("sha256:artifact", "a.sif", true));
+        let later = now() + 1000;
+        db.write_blocking(|tx| record_pulls(tx, &[("alice/x".into(), "a.sif".into(), later)]))
+            .unwrap();
+        let repo = db
+            .read_blocking(|c| repository_id(c, "alice/x"))
+            .unwrap()
+            .unwrap();
+        let uses = db.read_blocking(|c| tag_uses(c, repo)).unwrap();
+        for tag in ["a", "i"] {
+            let used = uses.iter().find(|u| u.name == tag).unwrap();
+            assert_eq!(used.last_used, later, "tag {tag}");
+        }
+    }
+
+    #[test]
     fn deleting_a_manifest_announces_each_of_its_tags_as_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("meta.db")).unwrap();
