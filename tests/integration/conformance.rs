@@ -12,6 +12,14 @@
 //! `json.MarshalIndent` (so `"newUnspecifiedField": null`, `"data"` and missing `mediaType` reach the
 //! server exactly as the suite sends them).
 //!
+//! Where the files changed up to v1.1.1 (tag a139cc4), the mirror has the v1.1.1 check: the tag
+//! count after a manifest delete is exactly one less (#528, a 404 only for an emptied repository),
+//! the discovery teardown deletes by digest only (#525), and the discovery checks are the later
+//! file's (`test<i>`/`TEST<i>`, sorted, `last` re-read); the v1.1.0 discovery file runs once more
+//! on its own. The registry's derived `<tag>.sif` tags are never listed, so the counts and lists
+//! compared here are the pushed tags exactly, and the management workflow waits for `tagtest0.sif`
+//! to be published (and to go) so that its counts run with the build farm's work done.
+//!
 //! Check kinds, so a failure maps to its source:
 //! * plain `It text`: the official v1.1.x check, as the suite does it;
 //! * `[strict] ...`: the suite only prints a `Warn(...)` there (e.g. no artifactType filtering); we
@@ -549,6 +557,7 @@ struct Env {
     warnings: Vec<String>,
     /// The later v1.1.x `03_discovery_test.go` (Apache header, pushBlob/pushManifest helpers): tags
     /// `test<i>` AND `TEST<i>`, "... and be in sorted order", and a `last` check that re-reads the page.
+    /// The default: the v1.1.0 file's `last` check reads its stale first page, so it cannot fail.
     discovery_v111: bool,
 }
 
@@ -584,7 +593,7 @@ impl Env {
             tag_to_delete: String::new(),
             blob_delete_allowed: true,
             warnings: vec![],
-            discovery_v111: false,
+            discovery_v111: true,
         }
     }
 
@@ -2222,7 +2231,6 @@ fn discovery_delete_manifests(r: &mut Runner, e: &mut Env) {
             d.manifests[4].digest.clone(),
             d.refs_a_config.digest.clone(),
             d.refs_a_layer.digest.clone(),
-            TEST_TAG_NAME.to_string(),
             d.refs_b_config.digest.clone(),
             d.refs_b_layer.digest.clone(),
             d.refs_c_layer.digest.clone(),
@@ -2580,15 +2588,14 @@ fn conformance_content_discovery() {
     );
 }
 
-/// The later v1.1.x `03_discovery_test.go`: upper- and lower-case tags, sorted order, fixed `last` check.
+/// The v1.1.0 `03_discovery_test.go` (every other run uses the later v1.1.x file, whose checks are
+/// stricter): `test<i>` tags only, no order check, and its `last` check on the first page.
 #[test]
-fn conformance_content_discovery_later_v1_1_variant() {
+fn conformance_content_discovery_v1_1_0_variant() {
     let server = Server::start();
     let mut e = Env::new(&server, delete_manifest_before_blobs_env());
-    e.discovery_v111 = true;
-    let mut r = Runner::new(
-        "Content Discovery, later v1.1.x variant (test<i> + TEST<i> tags, sorted order)",
-    );
+    e.discovery_v111 = false;
+    let mut r = Runner::new("Content Discovery, v1.1.0 variant (test<i> tags only)");
     test03_content_discovery(&mut r, &mut e);
     r.finish();
 }
