@@ -959,6 +959,25 @@ fn sifs_are_oras_artifacts_that_oras_py_pulls() {
         r.json()["tags"].clone()
     };
     assert_eq!(list(""), json!(["1"]), "the derived 1.sif is not listed");
+    // What skopeo sees: the tag resolves to the artifact, and the tag list is the client's.
+    let raw = run(skopeo().args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/{repo}:1.sif", server.host()),
+    ]));
+    assert_eq!(
+        sha256_digest(raw.trim_end().as_bytes()),
+        art1,
+        "skopeo inspect --raw {repo}:1.sif"
+    );
+    let listed: Value = serde_json::from_str(&run(skopeo().args([
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}", server.host()),
+    ])))
+    .expect("skopeo list-tags JSON");
+    assert_eq!(listed["Tags"], json!(["1"]), "skopeo list-tags: {listed}");
 
     // A client's tag of a derived name is the client's: listed, never touched by the farm. On
     // the derived 1.sif it takes the name over; deleted, the derived 1.sif comes back.
