@@ -4,8 +4,14 @@
 //! `application/vnd.sylabs.sif.layer.v1.sif` whose blob is the SIF itself (stored once), and
 //! `subject` = the image manifest, so it also shows in the referrers API.
 //!
-//! Tags: `T.sif` for the default platform, `T.<arch>.sif` for the others. They belong to the
-//! registry (user pushes to `*.sif` are refused) and follow `T` when it moves or is deleted.
+//! Tags: `T.sif` for the default platform, `T.<arch>.sif` for the others. They are *derived*
+//! tags (`tags.origin = 'registry'`): they resolve for GET/HEAD like any tag, but `tags/list`
+//! and retention never see them, so a client's view of the tags is exactly what it pushed (the
+//! OCI conformance suite counts them). They follow `T` when it moves and go when it is deleted
+//! (by tag or with its manifest). A client may push a tag of the same name: the client's tag
+//! wins, is listed like any other and is never touched here; the derived one is not published
+//! while it exists and comes back when the client deletes it. Tags ending in `.sif` get no
+//! derived tags of their own.
 //!
 //! These manifests are marked registry-made: the referrers API lists them when the client asks
 //! for `artifactType=application/vnd.sylabs.sif.config.v1+json`, and leaves them out of
@@ -23,7 +29,8 @@ pub const SIF_CONFIG_TYPE: &str = "application/vnd.sylabs.sif.config.v1+json";
 pub const SIF_LAYER_TYPE: &str = "application/vnd.sylabs.sif.layer.v1.sif";
 const EMPTY_CONFIG: &[u8] = b"{}";
 
-/// True for the registry-owned tags that carry SIFs.
+/// True for names of the form of a derived tag. Such tags (a client's included) get no derived
+/// tags of their own: `T.sif.sif` would only confuse.
 pub fn is_derived_tag(tag: &str) -> bool {
     tag.ends_with(".sif")
 }
@@ -128,6 +135,17 @@ pub async fn publish_for_tag(
         {
             continue;
         }
+        let (r, t) = (repository.to_owned(), derived.clone());
+        if farm
+            .db
+            .read(move |c| meta::client_tag_exists(c, &r, &t))
+            .await?
+        {
+            // The client's tag of that name wins (meta::put_manifest re-checks in its
+            // transaction, for a push landing between this read and that write).
+            tracing::info!(%repository, %tag, "not publishing {derived}: a client pushed a tag of that name");
+            continue;
+        }
         wanted.push((derived, source, sif, size));
     }
     // Drop ORAS tags of `tag` that no longer match (the tag moved to an image not built yet).
@@ -163,6 +181,49 @@ pub async fn remove_derived_tags(
             .await?;
     }
     Ok(())
+}
+
+/// Tag `name` (one of the derived form) was deleted. If it was a client's tag that had displaced
+/// a derived one, the derived tag comes back: republish for the tags it may derive from (`1.arm64.sif`
+/// is image tag `1`'s arm64 tag, or tag `1.arm64`'s default one). When the derived tag itself
+/// went (its base moved or was deleted), this finds nothing new to publish.
+pub async fn restore_derived_tag(
+    farm: &Arc<Farm>,
+    repository: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    for base in bases_of(name) {
+        let (r, b) = (repository.to_owned(), base.to_owned());
+        let target = farm
+            .db
+            .read(move |c| {
+                Ok(if meta::client_tag_exists(c, &r, &b)? {
+                    meta::tag_digest(c, &r, &b)?
+                } else {
+                    None
+                })
+            })
+            .await?;
+        if let Some(digest) = target {
+            publish_for_tag(farm, repository, base, &digest).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The tags `derived` may be a derived tag of (the inverse of [`belongs_to`]).
+fn bases_of(derived: &str) -> Vec<&str> {
+    let Some(stem) = derived.strip_suffix(".sif") else {
+        return Vec::new();
+    };
+    let mut bases = vec![stem];
+    if let Some((base, arch)) = stem.rsplit_once('.') {
+        if ARCHES.contains(&arch) && !base.is_empty() {
+            bases.push(base);
+        }
+    }
+    bases.retain(|b| !b.is_empty() && !is_derived_tag(b));
+    bases
 }
 
 async fn put_artifact(
@@ -279,5 +340,23 @@ mod tests {
         assert!(!belongs_to("1.2.sif", "1.2.3"));
         assert!(!belongs_to("1.2.sif", "1"), "1.2.sif is tag 1.2's");
         assert!(!belongs_to("10.sif", "1"));
+    }
+
+    #[test]
+    fn bases_of_inverts_belongs_to() {
+        assert_eq!(bases_of("1.sif"), ["1"]);
+        assert_eq!(bases_of("1.arm64.sif"), ["1.arm64", "1"]);
+        assert_eq!(bases_of("1.2.sif"), ["1.2"], "2 is no architecture");
+        assert!(bases_of("latest").is_empty());
+        assert!(bases_of(".sif").is_empty());
+        assert!(
+            bases_of("x.sif.sif").is_empty(),
+            "x.sif gets no derived tags"
+        );
+        for name in ["1.sif", "1.arm64.sif", "v1.2.3.s390x.sif"] {
+            for base in bases_of(name) {
+                assert!(belongs_to(name, base), "{name} / {base}");
+            }
+        }
     }
 }

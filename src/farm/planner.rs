@@ -80,7 +80,10 @@ async fn handle(farm: &Arc<Farm>, event: &Event) -> anyhow::Result<()> {
         }
         "tag_deleted" => {
             if let Some(tag) = &event.tag {
-                if !oras::is_derived_tag(tag) {
+                if oras::is_derived_tag(tag) {
+                    // A client's `T.sif` may have displaced the derived one: bring it back.
+                    oras::restore_derived_tag(farm, &event.repository, tag).await?;
+                } else {
                     oras::remove_derived_tags(farm, &event.repository, tag).await?;
                 }
             }

@@ -330,13 +330,13 @@ pub fn repositories_page(conn: &Connection, after: &str, limit: i64) -> Result<V
         .collect::<rusqlite::Result<_>>()?)
 }
 
-/// The user tags of a repository (not the registry's `.sif` tags), newest push first.
+/// The client tags of a repository (not the registry's derived tags), newest push first.
 pub fn tag_uses(conn: &Connection, repo: i64) -> Result<Vec<TagUse>> {
     Ok(conn
         .prepare_cached(
             "SELECT t.name, t.digest, t.pushed_at, t.last_pulled_at, m.last_pulled_at
              FROM tags t LEFT JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
-             WHERE t.repository_id = ?1 AND t.name NOT LIKE '%.sif'
+             WHERE t.repository_id = ?1 AND t.origin = 'client'
              ORDER BY t.pushed_at DESC, t.name",
         )?
         .query_map([repo], |r| {

@@ -326,12 +326,12 @@ pub fn repositories_with_manifest(conn: &Connection, digest: &str) -> Result<Vec
         .collect::<rusqlite::Result<_>>()?)
 }
 
-/// Tags in `repository` that point at `digest`.
+/// Client tags in `repository` that point at `digest`.
 pub fn tags_for_digest(conn: &Connection, repository: &str, digest: &str) -> Result<Vec<String>> {
     Ok(conn
         .prepare_cached(
             "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
-             WHERE r.name = ?1 AND t.digest = ?2 ORDER BY t.name",
+             WHERE r.name = ?1 AND t.digest = ?2 AND t.origin = 'client' ORDER BY t.name",
         )?
         .query_map([repository, digest], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?)
@@ -369,12 +369,12 @@ pub fn children_of(conn: &Connection, repository: &str, digest: &str) -> Result<
         .collect::<rusqlite::Result<_>>()?)
 }
 
-/// Tags of `repository` ending in `.sif` (the registry-owned ORAS tags).
+/// The derived tags of `repository` (the farm's ORAS tags; never a client's, whatever its name).
 pub fn sif_tags(conn: &Connection, repository: &str) -> Result<Vec<String>> {
     Ok(conn
         .prepare_cached(
             "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
-             WHERE r.name = ?1 AND t.name LIKE '%.sif'",
+             WHERE r.name = ?1 AND t.origin = 'registry'",
         )?
         .query_map([repository], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?)

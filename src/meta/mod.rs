@@ -141,8 +141,49 @@ fn connect(path: &Path, writer: bool) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Columns added to existing tables after version 1 shipped, with the statement that fills them
+/// in for rows written by the older build. `CREATE TABLE IF NOT EXISTS` leaves an existing table
+/// as it was, so a store made by an older build gets these here. Guarded by a probe rather than
+/// `ADD COLUMN IF NOT EXISTS` (PostgreSQL has it, SQLite does not). Numbered migrations will
+/// replace this list; until then each entry must stay idempotent.
+const ADDED_COLUMNS: &[AddedColumn] = &[AddedColumn {
+    table: "tags",
+    column: "origin",
+    definition: "TEXT NOT NULL DEFAULT 'client'",
+    // Older builds refused client pushes to `*.sif` tags, so every such tag on a registry-made
+    // manifest is one of the farm's derived ORAS tags.
+    backfill: "UPDATE tags SET origin = 'registry' WHERE name LIKE '%.sif' AND EXISTS (
+                   SELECT 1 FROM manifests m WHERE m.repository_id = tags.repository_id
+                   AND m.digest = tags.digest AND m.origin = 'registry')",
+}];
+
+struct AddedColumn {
+    table: &'static str,
+    column: &'static str,
+    definition: &'static str,
+    backfill: &'static str,
+}
+
+fn add_missing_columns(conn: &Connection) -> Result<()> {
+    for c in ADDED_COLUMNS {
+        // The table exists (SCHEMA ran first); only the column can be missing.
+        let probe = format!("SELECT {} FROM {} LIMIT 0", c.column, c.table);
+        if conn.prepare(&probe).is_ok() {
+            continue;
+        }
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(&format!(
+            "ALTER TABLE {} ADD COLUMN {} {}; {};",
+            c.table, c.column, c.definition, c.backfill
+        ))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
+    add_missing_columns(conn)?;
     let found: Option<i64> = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap_or(None);
@@ -177,6 +218,57 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// A store written by the build before `tags.origin` existed opens, and its derived tags
+    /// become derived (hidden from listings) while its client tags stay listed.
+    #[test]
+    fn a_store_from_before_tag_origins_opens_with_its_derived_tags_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let (before, tags_and_after) = SCHEMA
+            .split_once("CREATE TABLE IF NOT EXISTS tags")
+            .unwrap();
+        let old_schema = format!(
+            "{before}CREATE TABLE IF NOT EXISTS tags{}",
+            tags_and_after.replacen(
+                "    origin          TEXT NOT NULL DEFAULT 'client',\n",
+                "",
+                1
+            )
+        );
+        assert_ne!(
+            old_schema, SCHEMA,
+            "the old tags table has no origin column"
+        );
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&old_schema).unwrap();
+            c.execute_batch(
+                "INSERT INTO schema_version (version) VALUES (1);
+                 INSERT INTO repositories (id, name, namespace, created_at) VALUES (1, 'alice/x', 'alice', 0);
+                 INSERT INTO manifests (repository_id, digest, media_type, kind, origin, size, content, pushed_at)
+                     VALUES (1, 'sha256:img', 'm', 'image', 'client', 1, x'00', 0),
+                            (1, 'sha256:art', 'm', 'artifact', 'registry', 1, x'00', 0);
+                 INSERT INTO tags (repository_id, name, digest, pushed_at)
+                     VALUES (1, '1', 'sha256:img', 0), (1, '1.sif', 'sha256:art', 0);",
+            )
+            .unwrap();
+            assert!(c.prepare("SELECT origin FROM tags").is_err());
+        }
+        for _ in 0..2 {
+            // Twice: the second open finds the column and changes nothing.
+            let db = Db::open(&path).unwrap();
+            let listed = db
+                .read_blocking(|c| list_tags(c, "alice/x", None, 10))
+                .unwrap()
+                .unwrap();
+            assert_eq!(listed, ["1"]);
+            let derived = db
+                .read_blocking(|c| tag_digest(c, "alice/x", "1.sif"))
+                .unwrap();
+            assert_eq!(derived.as_deref(), Some("sha256:art"));
+        }
+    }
 
     #[test]
     fn the_database_is_readable_by_its_owner_only() {

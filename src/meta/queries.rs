@@ -318,19 +318,30 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
         .execute(params![repo, m.digest, t])?;
     }
     if let Some(tag) = &m.tag {
-        let previous: Option<String> = tx
-            .prepare_cached("SELECT digest FROM tags WHERE repository_id = ?1 AND name = ?2")?
-            .query_row(params![repo, tag], |r| r.get(0))
+        let previous: Option<(String, String)> = tx
+            .prepare_cached(
+                "SELECT digest, origin FROM tags WHERE repository_id = ?1 AND name = ?2",
+            )?
+            .query_row(params![repo, tag], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if let Some(previous) = previous.filter(|p| p != &m.digest) {
+        let origin = tag_origin(m.registry_made);
+        if m.registry_made && previous.as_ref().is_some_and(|(_, o)| o == "client") {
+            // A client tag of this name wins: the derived tag is not published (and the
+            // manifest just stored is unanchored, so GC takes it after the grace period).
+            super::gc::add_manifest_candidate(tx, repo, &m.digest, t)?;
+            return Ok(Ok(()));
+        }
+        if let Some((previous, _)) = previous.filter(|(p, _)| p != &m.digest) {
             // The tag moved away: the old manifest may have lost its last anchor.
             super::gc::add_manifest_candidate(tx, repo, &previous, t)?;
         }
+        // A client push of a name the registry derived takes the name over (origin 'client').
         tx.prepare_cached(
-            "INSERT INTO tags (repository_id, name, digest, pushed_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, pushed_at = excluded.pushed_at",
+            "INSERT INTO tags (repository_id, name, digest, pushed_at, origin) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest,
+                 pushed_at = excluded.pushed_at, origin = excluded.origin",
         )?
-        .execute(params![repo, tag, m.digest, t])?;
+        .execute(params![repo, tag, m.digest, t, origin])?;
         insert_event(
             tx,
             "tag_pushed",
@@ -341,6 +352,27 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
         )?;
     }
     Ok(Ok(()))
+}
+
+/// The `tags.origin` of a tag written with a manifest.
+fn tag_origin(registry_made: bool) -> &'static str {
+    if registry_made {
+        "registry"
+    } else {
+        "client"
+    }
+}
+
+/// Whether `repository` has a tag `tag` that a client pushed (derived tags never shadow one).
+pub fn client_tag_exists(conn: &Connection, repository: &str, tag: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ?1 AND t.name = ?2 AND t.origin = 'client'",
+        )?
+        .query_row([repository, tag], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 fn check_references(
@@ -430,8 +462,17 @@ pub fn delete_manifest(tx: &Transaction, repository: &str, digest: &str) -> Resu
         )?
         .execute(params![blob, t])?;
     }
+    // Each tag that goes with the manifest is announced like a tag delete, so that what hangs on
+    // it goes too (the farm drops `T.sif` when `T` goes, whichever way `T` was removed).
+    let tags: Vec<String> = tx
+        .prepare_cached("SELECT name FROM tags WHERE repository_id = ?1 AND digest = ?2")?
+        .query_map(params![repo, digest], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     tx.prepare_cached("DELETE FROM tags WHERE repository_id = ?1 AND digest = ?2")?
         .execute(params![repo, digest])?;
+    for tag in &tags {
+        insert_event(tx, "tag_deleted", repository, digest, Some(tag), None)?;
+    }
     super::gc::forget_manifest_candidate(tx, repo, digest)?;
     // If no repository holds the digest any more, its SIFs go at the next prune.
     super::gc::add_image_candidate(tx, digest, t)?;
@@ -455,7 +496,9 @@ pub fn delete_tag(tx: &Transaction, repository: &str, tag: &str) -> Result<bool>
     Ok(true)
 }
 
-/// Up to `limit` tags after `last`, in lexical (byte) order; `None` if the repository is unknown.
+/// Up to `limit` client tags after `last`, in lexical (byte) order; `None` if the repository is
+/// unknown. Derived tags (`origin = 'registry'`) are left out in SQL, so `n`/`last` pages are
+/// exact: a client sees precisely the tags it pushed.
 pub fn list_tags(
     conn: &Connection,
     repository: &str,
@@ -467,7 +510,8 @@ pub fn list_tags(
     };
     let tags = conn
         .prepare_cached(
-            "SELECT name FROM tags WHERE repository_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+            "SELECT name FROM tags WHERE repository_id = ?1 AND origin = 'client' AND name > ?2
+             ORDER BY name LIMIT ?3",
         )?
         .query_map(params![repo, last.unwrap_or(""), limit], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -533,6 +577,22 @@ pub fn record_pulls(tx: &Transaction, pulls: &[(String, String, i64)]) -> Result
                  AND digest = (SELECT digest FROM tags WHERE repository_id = ?1 AND name = ?2)",
             )?
             .execute(params![repo, reference, at])?;
+            // A pull of a derived tag (`T.sif`) is a use of the image it was built from, and of
+            // the indexes listing that image, so retention's `unused_after` sees it through `T`.
+            tx.prepare_cached(
+                "UPDATE manifests SET last_pulled_at = ?3 WHERE repository_id = ?1
+                 AND digest IN (
+                     SELECT m.subject FROM tags t
+                     JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+                     WHERE t.repository_id = ?1 AND t.name = ?2 AND t.origin = 'registry'
+                     UNION
+                     SELECT mr.manifest_digest FROM manifest_references mr
+                     JOIN manifests m ON m.repository_id = mr.repository_id AND m.subject = mr.target_digest
+                     JOIN tags t ON t.repository_id = m.repository_id AND t.digest = m.digest
+                     WHERE mr.repository_id = ?1 AND mr.target_kind = 'manifest'
+                       AND t.name = ?2 AND t.origin = 'registry')",
+            )?
+            .execute(params![repo, reference, at])?;
         }
     }
     Ok(())
@@ -562,4 +622,153 @@ pub fn mark_event_consumed(tx: &Transaction, id: i64) -> Result<()> {
     tx.prepare_cached("UPDATE events SET consumed_at = ?2 WHERE id = ?1")?
         .execute(params![id, now()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{pending_events, repository_id, tag_uses, Db};
+
+    fn manifest(digest: &str, tag: &str, registry_made: bool) -> NewManifest {
+        NewManifest {
+            repository: "alice/x".into(),
+            namespace: "alice".into(),
+            digest: digest.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            kind: if registry_made { "artifact" } else { "image" },
+            registry_made,
+            artifact_type: None,
+            subject: registry_made.then(|| "sha256:image".to_owned()),
+            annotations: None,
+            content: digest.as_bytes().to_vec(),
+            references: Vec::new(),
+            tag: Some(tag.into()),
+        }
+    }
+
+    fn put(db: &Db, m: NewManifest) {
+        db.write_blocking(|tx| put_manifest(tx, &m))
+            .unwrap()
+            .unwrap();
+    }
+
+    fn tags(db: &Db, last: Option<&str>, n: i64) -> Vec<String> {
+        db.read_blocking(|c| list_tags(c, "alice/x", last, n))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn derived_tags_resolve_but_are_never_listed_or_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        put(&db, manifest("sha256:image", "a", false));
+        put(&db, manifest("sha256:image", "b", false));
+        put(&db, manifest("sha256:artifact", "a.sif", true));
+        put(&db, manifest("sha256:artifact", "a.arm64.sif", true));
+        put(&db, manifest("sha256:image", "c", false));
+        assert_eq!(tags(&db, None, 100), ["a", "b", "c"]);
+        // Pages are exact: derived tags between client ones take no room in a page.
+        assert_eq!(tags(&db, None, 2), ["a", "b"]);
+        assert_eq!(tags(&db, Some("a"), 1), ["b"]);
+        assert_eq!(tags(&db, Some("b"), 2), ["c"]);
+        // They resolve like any tag.
+        let found = db
+            .read_blocking(|c| manifest_by_tag(c, "alice/x", "a.sif"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.digest, "sha256:artifact");
+        // Retention sees client tags only.
+        let repo = db
+            .read_blocking(|c| repository_id(c, "alice/x"))
+            .unwrap()
+            .unwrap();
+        let mut used: Vec<String> = db
+            .read_blocking(|c| tag_uses(c, repo))
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        used.sort();
+        assert_eq!(used, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_client_tag_wins_over_a_derived_tag_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        put(&db, manifest("sha256:image", "a", false));
+        put(&db, manifest("sha256:artifact", "a.sif", true));
+        assert_eq!(tags(&db, None, 100), ["a"]);
+        // The client takes the name over: listed, and pointing where the client said.
+        put(&db, manifest("sha256:mine", "a.sif", false));
+        assert_eq!(tags(&db, None, 100), ["a", "a.sif"]);
+        let tag = |db: &Db| {
+            db.read_blocking(|c| tag_digest(c, "alice/x", "a.sif"))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(tag(&db), "sha256:mine");
+        assert!(db
+            .read_blocking(|c| client_tag_exists(c, "alice/x", "a.sif"))
+            .unwrap());
+        // A later publication of the derived tag leaves the client's alone.
+        put(&db, manifest("sha256:artifact2", "a.sif", true));
+        assert_eq!(tag(&db), "sha256:mine");
+        assert_eq!(tags(&db, None, 100), ["a", "a.sif"]);
+        // Once the client deletes it, the derived tag can be published again (and is hidden).
+        db.write_blocking(|tx| delete_tag(tx, "alice/x", "a.sif"))
+            .unwrap();
+        put(&db, manifest("sha256:artifact2", "a.sif", true));
+        assert_eq!(tag(&db), "sha256:artifact2");
+        assert_eq!(tags(&db, None, 100), ["a"]);
+    }
+
+    #[test]
+    fn a_pull_of_a_derived_tag_is_a_use_of_its_image_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        put(&db, manifest("sha256:image", "a", false));
+        let mut index = manifest("sha256:index", "i", false);
+        index.kind = "index";
+        index.references = vec![Reference {
+            digest: "sha256:image".into(),
+            size: "sha256:image".len() as i64,
+            kind: ReferenceKind::Manifest,
+        }];
+        put(&db, index);
+        put(&db, manifest("sha256:artifact", "a.sif", true));
+        let later = now() + 1000;
+        db.write_blocking(|tx| record_pulls(tx, &[("alice/x".into(), "a.sif".into(), later)]))
+            .unwrap();
+        let repo = db
+            .read_blocking(|c| repository_id(c, "alice/x"))
+            .unwrap()
+            .unwrap();
+        let uses = db.read_blocking(|c| tag_uses(c, repo)).unwrap();
+        for tag in ["a", "i"] {
+            let used = uses.iter().find(|u| u.name == tag).unwrap();
+            assert_eq!(used.last_used, later, "tag {tag}");
+        }
+    }
+
+    #[test]
+    fn deleting_a_manifest_announces_each_of_its_tags_as_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        put(&db, manifest("sha256:image", "a", false));
+        put(&db, manifest("sha256:image", "b", false));
+        db.write_blocking(|tx| delete_manifest(tx, "alice/x", "sha256:image"))
+            .unwrap();
+        let mut deleted: Vec<String> = db
+            .read_blocking(|c| pending_events(c, 0, 100))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "tag_deleted")
+            .filter_map(|e| e.tag)
+            .collect();
+        deleted.sort();
+        // The farm removes `a.sif` and `b.sif` on these, as after a tag delete.
+        assert_eq!(deleted, ["a", "b"]);
+    }
 }

@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS tags (
     digest          TEXT NOT NULL,
     pushed_at       BIGINT NOT NULL,
     last_pulled_at  BIGINT,
+    -- 'client' (pushed) or 'registry' (derived: the farm's ORAS tags `T.sif`, `T.<arch>.sif`).
+    -- Derived tags resolve like any tag but are never listed or counted (tags/list, retention):
+    -- clients see exactly the tags they pushed. A client tag of the same name wins over a
+    -- derived one. Stores made before this column get it from `meta::migrate` (guarded ALTER).
+    origin          TEXT NOT NULL DEFAULT 'client',
     PRIMARY KEY (repository_id, name)
 );
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (repository_id, digest);

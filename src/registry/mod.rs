@@ -142,14 +142,6 @@ impl Registry {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<PutManifest> {
-        if let Reference::Tag(t) = reference {
-            if t.as_str().ends_with(".sif") {
-                return Err(Error::Denied(format!(
-                    "tag {t} is reserved: tags ending in .sif hold the SIFs this registry builds from tag {}; push your image under another tag",
-                    t.as_str().trim_end_matches(".sif")
-                )));
-            }
-        }
         let parsed = manifests::parse(content_type, &body)?;
         let algorithm = match reference {
             Reference::Digest(d) => d.algorithm(),

@@ -941,39 +941,85 @@ fn sifs_are_oras_artifacts_that_oras_py_pulls() {
         );
     }
 
-    // `*.sif` tags belong to the registry: a user push to one is refused, clearly.
-    let image = get_manifest(&server, repo, &d1);
-    let media_type = image.header("content-type").unwrap();
-    for tag in ["mine.sif", "1.sif"] {
-        let r = put_manifest(&server, repo, tag, &media_type, &image.body);
+    // 1.sif is a derived tag: it resolves (above) but tags/list shows exactly what clients
+    // pushed, pages included.
+    let list = |query: &str| -> Value {
+        let r = Reply::from(
+            http()
+                .get(server.url(&format!("/v2/{repo}/tags/list{query}")))
+                .send()
+                .unwrap(),
+        );
         assert_eq!(
             r.status,
-            StatusCode::FORBIDDEN,
-            "PUT /v2/{repo}/manifests/{tag}: {}",
+            StatusCode::OK,
+            "tags/list{query}: {}",
             r.describe()
         );
-        assert_eq!(r.error_codes(), ["DENIED"], "PUT {tag}: {}", r.describe());
-        let message = r.json()["errors"][0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            message.contains(tag) && message.contains("reserved"),
-            "the refusal of {tag} should name the tag and say it is reserved: {message}"
-        );
-    }
-    let err = run_fail(skopeo().args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:one", layout.display()),
-        &format!("docker://{}/{repo}:user.sif", server.host()),
+        r.json()["tags"].clone()
+    };
+    assert_eq!(list(""), json!(["1"]), "the derived 1.sif is not listed");
+    // What skopeo sees: the tag resolves to the artifact, and the tag list is the client's.
+    let raw = run(skopeo().args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/{repo}:1.sif", server.host()),
     ]));
-    assert!(
-        err.contains("reserved"),
-        "skopeo should show why the push was refused:\n{err}"
+    assert_eq!(
+        sha256_digest(raw.trim_end().as_bytes()),
+        art1,
+        "skopeo inspect --raw {repo}:1.sif"
     );
-    let (still, _) = wait_manifest(&server, repo, "1.sif", "unchanged", |_| true);
-    assert_eq!(still, art1, "a refused push changed 1.sif");
+    let listed: Value = serde_json::from_str(&run(skopeo().args([
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}", server.host()),
+    ])))
+    .expect("skopeo list-tags JSON");
+    assert_eq!(listed["Tags"], json!(["1"]), "skopeo list-tags: {listed}");
+
+    // A client's tag of a derived name is the client's: listed, never touched by the farm. On
+    // the derived 1.sif it takes the name over; deleted, the derived 1.sif comes back.
+    let mine = skopeo_push(&server, &layout, "one", repo, "mine.sif");
+    assert_eq!(mine, d1);
+    let image = get_manifest(&server, repo, &d1);
+    let media_type = image.header("content-type").unwrap();
+    let r = put_manifest(&server, repo, "1.sif", &media_type, &image.body);
+    assert_eq!(r.status, StatusCode::CREATED, "PUT 1.sif: {}", r.describe());
+    assert_eq!(list(""), json!(["1", "1.sif", "mine.sif"]));
+    assert_eq!(list("?n=2"), json!(["1", "1.sif"]));
+    assert_eq!(list("?n=2&last=1.sif"), json!(["mine.sif"]));
+    assert_eq!(
+        manifest_digest(&server, repo, "1.sif"),
+        d1,
+        "the client's 1.sif is the image the client pushed there"
+    );
+    let r = Reply::from(
+        http()
+            .delete(server.url(&format!("/v2/{repo}/manifests/1.sif")))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "DELETE 1.sif: {}",
+        r.describe()
+    );
+    let (back, _) = wait_manifest(&server, repo, "1.sif", "the derived tag again", |m| {
+        m["config"]["mediaType"] == SIF_CONFIG_TYPE
+    });
+    assert_eq!(
+        back, art1,
+        "the derived 1.sif came back as the same artifact"
+    );
+    assert_eq!(list(""), json!(["1", "mine.sif"]));
+    assert_eq!(
+        manifest_digest(&server, repo, "mine.sif"),
+        d1,
+        "the farm left the client's mine.sif alone"
+    );
 
     // Moving tag 1 to another image moves 1.sif once that image's SIF is ready.
     let d2 = skopeo_push(&server, &layout, "two", repo, "1");
@@ -999,6 +1045,26 @@ fn sifs_are_oras_artifacts_that_oras_py_pulls() {
         &files_and_tree(&[]),
         "hello-two\n",
     );
+
+    // Deleting the image by digest deletes tag 1 with it, and so 1.sif (not only at a prune).
+    let r = Reply::from(
+        http()
+            .delete(server.url(&format!("/v2/{repo}/manifests/{d2}")))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "DELETE {d2}: {}",
+        r.describe()
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while get_manifest(&server, repo, "1.sif").status != StatusCode::NOT_FOUND {
+        assert!(Instant::now() < until, "1.sif outlived its tag 1 by 60 s");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(list(""), json!(["mine.sif"]));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -860,3 +860,62 @@ fn the_background_prune_runs_on_its_interval() {
     }
     kept.assert_intact(&server);
 }
+
+#[test]
+fn retention_that_deletes_a_tag_takes_its_derived_sif_tag_along_and_never_counts_derived_tags() {
+    // keep_last = 1 over client tags: derived `T.sif` tags neither count towards it nor are
+    // deleted by it, and the one that hangs on a deleted tag goes with it.
+    let server = GcServer::start(
+        "[gc]\ngrace = \"0s\"\ninterval = \"0s\"\n\n[[retention]]\nnamespaces = \"sifs/ret\"\n\
+         keep_last = 1\n\n[farm]\nworkers = 1\nthreads = 1\n",
+    );
+    let layout_dir = tempfile::tempdir().unwrap();
+    let layout = layout_dir.path().join("layout");
+    busybox_oci_layout(
+        &layout,
+        "r",
+        &["/bin/sh", "-c", "echo hello-from-retention"],
+    );
+    let digest = skopeo_push(&server, &layout, "r", "sifs/ret", "1");
+    wait_sif(&server, &digest, BUILD_DEADLINE);
+    wait_tag(&server, "sifs/ret", "1.sif");
+    // pushed_at has a resolution of one second: space the pushes so the order is certain.
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(skopeo_push(&server, &layout, "r", "sifs/ret", "2"), digest);
+    wait_tag(&server, "sifs/ret", "2.sif");
+    let artifact1 = manifest_digest(&server, "sifs/ret", "1.sif");
+    assert_eq!(
+        tags_of(&server, "sifs/ret"),
+        BTreeSet::from(["1".to_owned(), "2".to_owned()])
+    );
+
+    let done = dry_then_real(&server);
+    assert_eq!(
+        refs_of(&done, "tag"),
+        BTreeSet::from(["1".to_owned()]),
+        "only the older client tag goes: {done:#}"
+    );
+    assert_eq!(
+        tags_of(&server, "sifs/ret"),
+        BTreeSet::from(["2".to_owned()])
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while get_manifest(&server, "sifs/ret", "1.sif").status != StatusCode::NOT_FOUND {
+        assert!(Instant::now() < until, "1.sif outlived tag 1 by 60 s");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        get_manifest(&server, "sifs/ret", "2.sif").status,
+        StatusCode::OK
+    );
+    // The artifact 1.sif published is unanchored once 1.sif is gone: a prune takes it (the first
+    // one already, if the planner dropped 1.sif before its sweep), and nothing else.
+    let again = dry_then_real(&server);
+    let mut swept = refs_of(&done, "manifest");
+    swept.extend(refs_of(&again, "manifest"));
+    assert_eq!(swept, BTreeSet::from([artifact1]), "{done:#}\n{again:#}");
+    assert_eq!(
+        get_manifest(&server, "sifs/ret", &digest).status,
+        StatusCode::OK
+    );
+}

@@ -48,18 +48,22 @@ pub fn http() -> Client {
         .clone()
 }
 
-/// Tags the registry itself publishes: `T.sif`, the ORAS artifact of the SIF its build farm made
-/// from tag `T` (asynchronously, so it may or may not be listed yet when a test looks).
+/// Names of the form of the registry's derived tags: `T.sif` (and `T.<arch>.sif`), the ORAS
+/// artifact of the SIF its build farm made from tag `T`. Derived tags resolve but are never
+/// listed, so a listing shows one only if a client pushed it.
 pub fn is_registry_owned_tag(tag: &str) -> bool {
     tag.ends_with(".sif")
 }
 
-/// `tags` without the registry-owned ones (order kept).
+/// `tags` as listed, checked to hold none of the registry's derived tags: `tags/list` shows
+/// exactly the tags clients pushed (for callers that pushed no `*.sif` tag themselves).
 pub fn user_tags<S: AsRef<str>>(tags: &[S]) -> Vec<String> {
-    tags.iter()
-        .map(|t| t.as_ref().to_owned())
-        .filter(|t| !is_registry_owned_tag(t))
-        .collect()
+    let tags: Vec<String> = tags.iter().map(|t| t.as_ref().to_owned()).collect();
+    assert!(
+        !tags.iter().any(|t| is_registry_owned_tag(t)),
+        "tags/list shows a derived tag: {tags:?}"
+    );
+    tags
 }
 
 /// Status, headers and body of a response (body read fully).
