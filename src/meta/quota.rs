@@ -1,7 +1,12 @@
 //! Statements of quotas, namespace usage and scrub (see `src/quota` and `src/lifecycle/scrub.rs`).
 //!
-//! Usage is always computed from the tables (never kept as a counter), so whatever adds or removes
-//! links, manifests or SIFs (pushes, deletes, garbage collection, builds) is reflected at once.
+//! Quota checks read per-namespace counters (`namespace_usage`), kept in the same transaction as
+//! every statement that adds or removes a blob link or a manifest (`link_blob`, `unlink_blob`,
+//! `put_manifest`, `delete_manifest`, GC's `forget_deleted_blob` and `drop_repository`), through
+//! the `count_*` functions below: a check then costs one row read, not a sum over the namespace
+//! (0.3–0.75 s with 200,000 links, with every other writer waiting). [`namespace_usage`] is
+//! the recount from the tables, which the admin usage report shows and the scrub compares the
+//! counters with ([`recount_usage`], which repairs and reports any drift).
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -99,6 +104,234 @@ pub fn namespace_usage(conn: &Connection, namespace: Option<&str>) -> Result<Vec
         }
     }
     Ok(out.into_values().collect())
+}
+
+// ------------------------------------------------------------------------------------------------
+// Usage counters
+// ------------------------------------------------------------------------------------------------
+
+/// A namespace whose counters disagreed with the recount (and were set to it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageDrift {
+    pub namespace: String,
+    pub counted_bytes: i64,
+    pub actual_bytes: i64,
+}
+
+/// What the counters say `namespace` uses (blobs, SIFs and manifests), in bytes.
+pub fn counted_usage(conn: &Connection, namespace: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT blob_bytes + manifest_bytes FROM namespace_usage WHERE namespace = ?1",
+        )?
+        .query_row([namespace], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn add_usage(
+    tx: &Transaction,
+    namespace: &str,
+    blob_bytes: i64,
+    manifest_bytes: i64,
+) -> Result<()> {
+    if blob_bytes == 0 && manifest_bytes == 0 {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO namespace_usage (namespace, blob_bytes, manifest_bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (namespace) DO UPDATE SET
+             blob_bytes = namespace_usage.blob_bytes + excluded.blob_bytes,
+             manifest_bytes = namespace_usage.manifest_bytes + excluded.manifest_bytes",
+    )?
+    .execute(params![namespace, blob_bytes, manifest_bytes])?;
+    Ok(())
+}
+
+/// Whether a repository of `namespace` other than `repo` links `digest`.
+fn linked_elsewhere(tx: &Transaction, namespace: &str, digest: &str, repo: i64) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
+             WHERE rb.digest = ?2 AND r.namespace = ?1 AND rb.repository_id <> ?3 LIMIT 1",
+        )?
+        .query_row(params![namespace, digest, repo], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Whether a repository of `namespace` other than `repo` stores manifest `digest`.
+fn stored_elsewhere(tx: &Transaction, namespace: &str, digest: &str, repo: i64) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT 1 FROM manifests m JOIN repositories r ON r.id = m.repository_id
+             WHERE m.digest = ?2 AND r.namespace = ?1 AND m.repository_id <> ?3 LIMIT 1",
+        )?
+        .query_row(params![namespace, digest, repo], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn blob_size(tx: &Transaction, digest: &str) -> Result<i64> {
+    Ok(tx
+        .prepare_cached("SELECT size FROM blobs WHERE digest = ?1")?
+        .query_row([digest], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// After a new link of `digest` into `repo`: the namespace grows by the blob's size unless
+/// another of its repositories links it already (the recount counts a digest once).
+pub(super) fn count_link(tx: &Transaction, repo: i64, namespace: &str, digest: &str) -> Result<()> {
+    if !linked_elsewhere(tx, namespace, digest, repo)? {
+        add_usage(tx, namespace, blob_size(tx, digest)?, 0)?;
+    }
+    Ok(())
+}
+
+/// After a link of `digest` was removed from `repo` (the blob row still exists).
+pub(super) fn count_unlink(
+    tx: &Transaction,
+    repo: i64,
+    namespace: &str,
+    digest: &str,
+) -> Result<()> {
+    if !linked_elsewhere(tx, namespace, digest, repo)? {
+        add_usage(tx, namespace, -blob_size(tx, digest)?, 0)?;
+    }
+    Ok(())
+}
+
+/// Before every link of `digest` goes (GC forgets a deleted blob): each namespace holding it
+/// shrinks by its size once.
+pub(super) fn count_blob_forgotten(tx: &Transaction, digest: &str) -> Result<()> {
+    let size = blob_size(tx, digest)?;
+    let namespaces: Vec<String> = tx
+        .prepare_cached(
+            "SELECT DISTINCT r.namespace FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repository_id WHERE rb.digest = ?1",
+        )?
+        .query_map([digest], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for ns in namespaces {
+        add_usage(tx, &ns, -size, 0)?;
+    }
+    Ok(())
+}
+
+/// After manifest `digest` of `size` bytes was stored in `repo`.
+pub(super) fn count_manifest_added(
+    tx: &Transaction,
+    repo: i64,
+    namespace: &str,
+    digest: &str,
+    size: i64,
+) -> Result<()> {
+    if !stored_elsewhere(tx, namespace, digest, repo)? {
+        add_usage(tx, namespace, 0, size)?;
+    }
+    Ok(())
+}
+
+/// After manifest `digest` of `size` bytes was deleted from `repo`.
+pub(super) fn count_manifest_removed(
+    tx: &Transaction,
+    repo: i64,
+    digest: &str,
+    size: i64,
+) -> Result<()> {
+    let Some(namespace) = repository_namespace(tx, repo)? else {
+        return Ok(());
+    };
+    if !stored_elsewhere(tx, &namespace, digest, repo)? {
+        add_usage(tx, &namespace, 0, -size)?;
+    }
+    Ok(())
+}
+
+/// Before repository `repo`'s remaining links and manifests go with it: what only it held in its
+/// namespace is subtracted.
+pub(super) fn count_repository_dropped(tx: &Transaction, repo: i64) -> Result<()> {
+    let Some(namespace) = repository_namespace(tx, repo)? else {
+        return Ok(());
+    };
+    let blob_bytes: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repository_id = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM repository_blobs o JOIN repositories r ON r.id = o.repository_id
+                 WHERE o.digest = rb.digest AND r.namespace = ?2 AND o.repository_id <> ?1)",
+        )?
+        .query_row(params![repo, namespace], |r| r.get(0))?;
+    let manifest_bytes: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(m.size), 0) FROM manifests m
+             WHERE m.repository_id = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM manifests o JOIN repositories r ON r.id = o.repository_id
+                 WHERE o.digest = m.digest AND r.namespace = ?2 AND o.repository_id <> ?1)",
+        )?
+        .query_row(params![repo, namespace], |r| r.get(0))?;
+    add_usage(tx, &namespace, -blob_bytes, -manifest_bytes)
+}
+
+fn repository_namespace(tx: &Transaction, repo: i64) -> Result<Option<String>> {
+    Ok(tx
+        .prepare_cached("SELECT namespace FROM repositories WHERE id = ?1")?
+        .query_row([repo], |r| r.get(0))
+        .optional()?)
+}
+
+/// Namespaces with counters or repositories, in order (what a recount walks).
+pub fn usage_namespaces(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT namespace FROM namespace_usage UNION SELECT DISTINCT namespace FROM repositories
+         ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Recounts `namespace` from the tables and sets its counters to the result; returns the drift
+/// if the counters were wrong. Run in a write transaction, so no commit lands in between.
+pub fn recount_usage(tx: &Transaction, namespace: &str) -> Result<Option<UsageDrift>> {
+    let actual = namespace_usage(tx, Some(namespace))?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let counted: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT blob_bytes, manifest_bytes FROM namespace_usage WHERE namespace = ?1",
+        )?
+        .query_row([namespace], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let actual_blobs = actual.blob_bytes + actual.sif_bytes;
+    if counted.unwrap_or((0, 0)) == (actual_blobs, actual.manifest_bytes) {
+        return Ok(None);
+    }
+    tx.prepare_cached(
+        "INSERT INTO namespace_usage (namespace, blob_bytes, manifest_bytes) VALUES (?1, ?2, ?3)
+         ON CONFLICT (namespace) DO UPDATE SET
+             blob_bytes = excluded.blob_bytes, manifest_bytes = excluded.manifest_bytes",
+    )?
+    .execute(params![namespace, actual_blobs, actual.manifest_bytes])?;
+    Ok(Some(UsageDrift {
+        namespace: namespace.to_owned(),
+        counted_bytes: counted.map_or(0, |(b, m)| b + m),
+        actual_bytes: actual.total(),
+    }))
+}
+
+/// Fills the counters of a store that had none (the table was just created): one full count.
+pub(super) fn backfill_usage(tx: &Transaction) -> Result<()> {
+    for u in namespace_usage(tx, None)? {
+        tx.prepare_cached(
+            "INSERT INTO namespace_usage (namespace, blob_bytes, manifest_bytes) VALUES (?1, ?2, ?3)
+             ON CONFLICT (namespace) DO UPDATE SET
+                 blob_bytes = excluded.blob_bytes, manifest_bytes = excluded.manifest_bytes",
+        )?
+        .execute(params![u.namespace, u.blob_bytes + u.sif_bytes, u.manifest_bytes])?;
+    }
+    Ok(())
 }
 
 /// Whether any repository of `namespace` links `digest` (then a new link costs nothing).
