@@ -378,16 +378,17 @@ impl Access {
     ) -> Result<Option<Principal>, Error> {
         // The row first: a password verified recently against the hash stored now needs no
         // argon2 (see `credential_cache`), and the groups are wanted either way.
-        let (db, name) = (Arc::clone(&self.db), user.to_owned());
-        let found = blocking(move || {
-            Ok(db.read_blocking(|c| {
+        // Through the bounded reader pool: a storm of logins must not open a connection each.
+        let name = user.to_owned();
+        let found = self
+            .db
+            .read(move |c| {
                 let Some(row) = meta::user_by_name(c, &name)? else {
                     return Ok(None);
                 };
                 Ok(Some((row, meta::memberships(c, &name)?)))
-            })?)
-        })
-        .await?;
+            })
+            .await?;
         let stored = found.as_ref().and_then(|(r, _)| r.password_hash.clone());
         if let (Some((row, groups)), Some(stored)) = (&found, &stored) {
             if self.credentials.hit(user, password, stored) {

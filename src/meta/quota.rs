@@ -603,6 +603,242 @@ mod tests {
         .unwrap();
     }
 
+    /// Every namespace's counters equal the recount (the recount would repair them: the test
+    /// fails on the first drift).
+    fn assert_counters_match(db: &Db, step: &str) {
+        let namespaces = db.read_blocking(usage_namespaces).unwrap();
+        for ns in namespaces {
+            let drift = db.write_blocking(|tx| recount_usage(tx, &ns)).unwrap();
+            assert_eq!(drift, None, "after {step}");
+        }
+    }
+
+    fn manifest(
+        repo: &str,
+        digest: &str,
+        blobs: &[(&str, i64)],
+        tag: Option<&str>,
+    ) -> crate::meta::NewManifest {
+        crate::meta::NewManifest {
+            repository: repo.into(),
+            namespace: repo.split('/').next().unwrap_or(repo).into(),
+            digest: digest.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            kind: "image",
+            registry_made: false,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            content: format!("{{\"m\":\"{digest}\"}}").into_bytes(),
+            references: blobs
+                .iter()
+                .map(|(d, size)| crate::meta::Reference {
+                    digest: (*d).into(),
+                    size: *size,
+                    kind: crate::meta::ReferenceKind::Blob,
+                })
+                .collect(),
+            tag: tag.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn counters_follow_links_manifests_deletes_and_gc_and_a_recount_repairs_drift() {
+        use crate::meta::{
+            delete_manifest, drop_repository, forget_deleted_blob, link_blob, mark_blob_deleting,
+            put_manifest, repository_id, unlink_blob,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        let counted = |ns: &str| db.read_blocking(|c| counted_usage(c, ns)).unwrap();
+        db.write_blocking(|tx| {
+            // The same layer in two repositories of a namespace, and in another namespace.
+            for (repo, ns) in [("alice/a", "alice"), ("alice/b", "alice"), ("bob/x", "bob")] {
+                link_blob(tx, repo, ns, "sha256:shared", 1000)?;
+            }
+            link_blob(tx, "alice/a", "alice", "sha256:own", 10)?;
+            link_blob(tx, "alice/a", "alice", "sha256:own", 10)?; // a re-push links nothing new
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(counted("alice"), 1010);
+        assert_eq!(counted("bob"), 1000);
+        assert_counters_match(&db, "links");
+        let m1 = manifest(
+            "alice/a",
+            "sha256:m1",
+            &[("sha256:shared", 1000), ("sha256:own", 10)],
+            Some("1"),
+        );
+        let m1_len = m1.content.len() as i64;
+        db.write_blocking(|tx| {
+            put_manifest(tx, &m1)?.unwrap();
+            put_manifest(tx, &m1)?.unwrap(); // re-push: counted once
+                                             // The same manifest in another repository of the namespace: still once.
+            put_manifest(
+                tx,
+                &manifest("alice/b", "sha256:m1", &[("sha256:shared", 1000)], None),
+            )?
+            .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(counted("alice"), 1010 + m1_len);
+        assert_counters_match(&db, "manifests");
+        db.write_blocking(|tx| {
+            assert!(delete_manifest(tx, "alice/a", "sha256:m1")?);
+            // Still stored in alice/b: nothing subtracted yet.
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(counted("alice"), 1010 + m1_len);
+        db.write_blocking(|tx| {
+            assert!(delete_manifest(tx, "alice/b", "sha256:m1")?);
+            assert!(unlink_blob(tx, "alice/b", "sha256:shared")?);
+            assert!(!unlink_blob(tx, "alice/b", "sha256:shared")?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            counted("alice"),
+            1010,
+            "alice/a still links the shared layer"
+        );
+        assert_counters_match(&db, "deletes");
+        // GC removes the shared blob from everywhere.
+        db.write_blocking(|tx| {
+            tx.execute("UPDATE blobs SET ref_count = 0, unreferenced_since = 0", [])?;
+            assert!(mark_blob_deleting(tx, "sha256:shared", 0)?);
+            assert!(forget_deleted_blob(tx, "sha256:shared")?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((counted("alice"), counted("bob")), (10, 0));
+        assert_counters_match(&db, "gc");
+        // A repository dropped with a manifest and a link only it holds.
+        db.write_blocking(|tx| {
+            link_blob(tx, "alice/z", "alice", "sha256:z", 5)?;
+            put_manifest(
+                tx,
+                &manifest("alice/z", "sha256:mz", &[("sha256:z", 5)], Some("1")),
+            )?
+            .unwrap();
+            let id = repository_id(tx, "alice/z")?.unwrap();
+            drop_repository(tx, id)
+        })
+        .unwrap();
+        assert_eq!(counted("alice"), 10);
+        assert_counters_match(&db, "dropped repository");
+
+        // Drift (e.g. a row changed by hand) is reported once, and repaired.
+        db.write_blocking(|tx| {
+            tx.execute(
+                "UPDATE namespace_usage SET blob_bytes = 99 WHERE namespace = 'alice'",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let drift = db.write_blocking(|tx| recount_usage(tx, "alice")).unwrap();
+        assert_eq!(
+            drift,
+            Some(UsageDrift {
+                namespace: "alice".into(),
+                counted_bytes: 99,
+                actual_bytes: 10
+            })
+        );
+        assert_counters_match(&db, "repair");
+    }
+
+    #[test]
+    fn a_store_without_counters_gets_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let db = Db::open(&path).unwrap();
+            fill(&db, 4, 5, 6, 2);
+            db.write_blocking(|tx| Ok(tx.execute_batch("DROP TABLE namespace_usage")?))
+                .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let u = db
+            .read_blocking(|c| namespace_usage(c, Some("big")))
+            .unwrap();
+        assert_eq!(
+            db.read_blocking(|c| counted_usage(c, "big")).unwrap(),
+            u[0].total()
+        );
+        assert_counters_match(&db, "backfill");
+    }
+
+    /// Not a timing assertion: a blob commit (quota check + link, one write transaction) into a
+    /// namespace of 200,000 blob links with a quota, the old way (summing the namespace) and with
+    /// the counters. `bench/quota-commit.sh` runs it.
+    #[test]
+    #[ignore]
+    fn quota_commit_in_a_large_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        let started = std::time::Instant::now();
+        // 5,000 repositories x 40 links = 200,000 links over 100,000 distinct blobs.
+        fill(&db, 5_000, 40, 100_000, 100);
+        db.write_blocking(|tx| {
+            recount_usage(tx, "big")?;
+            set_quota(tx, "big", Some(1 << 50), "bench")
+        })
+        .unwrap();
+        let links: i64 = db
+            .read_blocking(|c| {
+                Ok(c.query_row(
+                    "SELECT COUNT(*) FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
+                     WHERE r.namespace = 'big'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        eprintln!("filled {links} links in {:?}", started.elapsed());
+        let defaults = crate::quota::QuotaDefaults::default();
+        let mut summed = Vec::new();
+        let mut counted = Vec::new();
+        for i in 0..20 {
+            let digest = format!("sha256:new{i:061x}");
+            let t = std::time::Instant::now();
+            db.write_blocking(|tx| {
+                // What `quota::check` did before the counters.
+                let used = namespace_usage(tx, Some("big"))?[0].total();
+                assert!(used > 0);
+                crate::meta::link_blob(tx, "big/r0", "big", &format!("{digest}a"), 100)
+            })
+            .unwrap();
+            summed.push(t.elapsed());
+            let t = std::time::Instant::now();
+            db.write_blocking(|tx| {
+                crate::quota::check_blob(tx, &defaults, "big", &digest, 100)?.unwrap();
+                crate::meta::link_blob(tx, "big/r0", "big", &digest, 100)
+            })
+            .unwrap();
+            counted.push(t.elapsed());
+        }
+        summed.sort();
+        counted.sort();
+        eprintln!(
+            "commit with the namespace summed: median {:?} (min {:?}, max {:?})",
+            summed[summed.len() / 2],
+            summed[0],
+            summed[summed.len() - 1]
+        );
+        eprintln!(
+            "commit with the usage counter:    median {:?} (min {:?}, max {:?})",
+            counted[counted.len() / 2],
+            counted[0],
+            counted[counted.len() - 1]
+        );
+        let drift = db.write_blocking(|tx| recount_usage(tx, "big")).unwrap();
+        assert_eq!(drift, None, "the counter stayed right through the commits");
+    }
+
     /// Not a timing assertion: prints how long the usage queries take on a large store.
     /// `cargo test --lib usage_query_on_a_large_store -- --ignored --nocapture`
     #[test]
