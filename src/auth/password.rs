@@ -10,7 +10,7 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -200,7 +200,11 @@ pub fn verify_dummy(password: &str, mem: &mut Memory) {
 /// that wait in the semaphore's queue, which costs them a future, not 19 MiB. Only password
 /// logins come here: token and MUNGE requests never wait on it.
 pub struct HashPool {
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    permits: Arc<tokio::sync::Semaphore>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     size: usize,
     /// Callers waiting for a permit: while there are any, a finished job's memory is handed on
     /// instead of unmapped (saves the page faults of a fresh mapping in a storm).
@@ -208,19 +212,23 @@ pub struct HashPool {
     idle: Mutex<Vec<Memory>>,
 }
 
+impl Shared {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Memory>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl HashPool {
     pub fn new(size: usize) -> HashPool {
         let size = size.max(1);
         HashPool {
-            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(size)),
-            size,
-            queued: AtomicUsize::new(0),
-            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(size)),
+            shared: Arc::new(Shared {
+                size,
+                queued: AtomicUsize::new(0),
+                idle: Mutex::new(Vec::new()),
+            }),
         }
-    }
-
-    pub fn size(&self) -> usize {
-        self.size
     }
 
     /// Runs `f` with working memory on tokio's blocking pool once a slot is free.
@@ -228,39 +236,43 @@ impl HashPool {
         &self,
         f: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let permit = std::sync::Arc::clone(&self.permits).acquire_owned().await;
-        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        let permit = Arc::clone(&self.permits).acquire_owned().await;
+        self.shared.queued.fetch_sub(1, Ordering::SeqCst);
         let permit = permit.map_err(|e| AuthError::Hash(e.to_string()))?;
-        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // Mappings are made only by permit holders and only when none is idle, so there are
+        // never more than `size` of them.
+        let reused = self.shared.idle().pop();
         let mut mem = match reused {
             Some(m) => m,
             None => Memory::for_default_params()?,
         };
-        // The permit moves into the job: a caller that gives up (a client hanging up) does not
-        // free its slot before the computation it started has ended.
-        let (out, mem) = tokio::task::spawn_blocking(move || {
+        let shared = Arc::clone(&self.shared);
+        // The permit moves into the job and is released only after its memory is handed on or
+        // unmapped: a caller that gives up (a client hanging up) does not free its slot while
+        // the computation it started still runs, and the next job finds the memory idle.
+        tokio::task::spawn_blocking(move || {
             let out = f(&mut mem);
+            let mut idle = shared.idle();
+            if shared.queued.load(Ordering::SeqCst) > 0 && idle.len() < shared.size {
+                idle.push(mem);
+            } else {
+                // Nobody waiting: every mapping goes back to the kernel.
+                idle.clear();
+                drop(mem);
+            }
+            drop(idle);
             drop(permit);
-            (out, mem)
+            out
         })
         .await
-        .map_err(|e| AuthError::Hash(format!("password hashing task failed: {e}")))?;
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if self.queued.load(Ordering::SeqCst) > 0 && idle.len() < self.size {
-            idle.push(mem);
-        } else {
-            // Nobody waiting: every mapping goes back to the kernel.
-            idle.clear();
-            drop(mem);
-        }
-        Ok(out)
+        .map_err(|e| AuthError::Hash(format!("password hashing task failed: {e}")))
     }
 
     /// Mappings currently kept for the next job (for tests).
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shared.idle().len()
     }
 }
 
@@ -341,7 +353,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_pool_bounds_concurrent_jobs_and_gives_memory_back() {
-        use std::sync::Arc;
         let pool = Arc::new(HashPool::new(2));
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
