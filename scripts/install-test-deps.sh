@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
   docker.io skopeo umoci busybox-static buildah podman siftool squashfs-tools squashfs-tools-ng curl
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
+  sqlite3
 )
 missing=()
 for p in "${packages[@]}"; do

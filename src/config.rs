@@ -217,6 +217,12 @@ pub struct AuthConfig {
     pub posix_groups: bool,
     /// Only host groups with at least this gid count (system groups stay out).
     pub posix_groups_min_gid: u32,
+    /// Password verifications (argon2id, 19 MiB each) running at once; more logins queue.
+    /// 0: half the cores, at least 1.
+    pub password_hashing_threads: usize,
+    /// A password verified for Basic auth is not verified again for this long (as long as the
+    /// user's stored hash is unchanged); 0: verify on every request.
+    pub credential_cache_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -234,6 +240,8 @@ impl Default for AuthConfig {
             failed_login_window_secs: 300,
             posix_groups: false,
             posix_groups_min_gid: 1000,
+            password_hashing_threads: 0,
+            credential_cache_secs: 60,
         }
     }
 }

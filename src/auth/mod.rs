@@ -6,6 +6,7 @@
 //! [`Access::readable`] for reads that must hide what the caller may not see) before acting. Every
 //! decision goes through [`policy::Policy::may`].
 
+pub mod credential_cache;
 pub mod jwt;
 pub mod limiter;
 pub mod manage;
@@ -210,8 +211,11 @@ pub struct Access {
     munge: Option<Munge>,
     limiter: Limiter,
     token_ttl_secs: i64,
-    /// Password hashing is deliberately expensive: at most this many run at once.
-    hashing: tokio::sync::Semaphore,
+    /// Password hashing is deliberately expensive (and 19 MiB each): at most the pool's size run
+    /// at once, the rest queue there.
+    hashing: password::HashPool,
+    /// Passwords verified recently (Basic auth on every request of a batch script).
+    credentials: credential_cache::CredentialCache,
     /// Whether the server speaks HTTPS (for the token realm it advertises).
     pub tls: bool,
     /// `[auth] posix_groups`: memberships also come from the host's groups.
@@ -230,9 +234,12 @@ impl Access {
         tls: bool,
     ) -> Result<Access, AuthError> {
         let key = TokenKey::load_or_create(&data_dir.join("token.key"))?;
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        // Half the cores by default: a login storm then never takes every core from the token
+        // and MUNGE traffic, which does not go through the pool.
+        let hashing_threads = match config.password_hashing_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        };
         Ok(Access {
             policy: Policy {
                 public: config.public.clone(),
@@ -250,7 +257,10 @@ impl Access {
                 Duration::from_secs(config.failed_login_window_secs),
             ),
             token_ttl_secs: config.token_ttl_secs as i64,
-            hashing: tokio::sync::Semaphore::new(cores),
+            hashing: password::HashPool::new(hashing_threads),
+            credentials: credential_cache::CredentialCache::new(Duration::from_secs(
+                config.credential_cache_secs,
+            ))?,
             tls,
             host_groups: config
                 .posix_groups
@@ -401,39 +411,68 @@ impl Access {
         user: &str,
         password: &str,
     ) -> Result<Option<Principal>, Error> {
-        let _permit = self
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let (db, user, password) = (Arc::clone(&self.db), user.to_owned(), password.to_owned());
-        blocking(move || {
-            let row = db.read_blocking(|c| meta::user_by_name(c, &user))?;
-            let Some((row, stored)) = row.and_then(|r| {
-                let h = r.password_hash.clone()?;
-                Some((r, h))
-            }) else {
-                password::verify_dummy(&password);
-                return Ok(None);
-            };
-            match password::verify(&password, &stored) {
-                Verified::No => return Ok(None),
-                Verified::Yes => {}
-                Verified::YesRehash => {
-                    // An imported bcrypt hash: replace it with argon2id now that we know the password.
-                    let fresh =
-                        password::hash(&password).map_err(|e| Error::Internal(e.to_string()))?;
-                    db.write_blocking(|tx| meta::set_password_hash(tx, &user, Some(&fresh)))?;
-                }
+        // The row first: a password verified recently against the hash stored now needs no
+        // argon2 (see `credential_cache`), and the groups are wanted either way.
+        // Through the bounded reader pool: a storm of logins must not open a connection each.
+        let name = user.to_owned();
+        let found = self
+            .db
+            .read(move |c| {
+                let Some(row) = meta::user_by_name(c, &name)? else {
+                    return Ok(None);
+                };
+                Ok(Some((row, meta::memberships(c, &name)?)))
+            })
+            .await?;
+        let stored = found.as_ref().and_then(|(r, _)| r.password_hash.clone());
+        if let (Some((row, groups)), Some(stored)) = (&found, &stored) {
+            if self.credentials.hit(user, password, stored) {
+                return Ok(Some(Principal::from_user(
+                    row,
+                    groups.clone(),
+                    AuthMethod::Password,
+                )));
             }
-            let groups = db.read_blocking(|c| meta::memberships(c, &user))?;
-            Ok(Some(Principal::from_user(
-                &row,
-                groups,
-                AuthMethod::Password,
-            )))
-        })
-        .await
+        }
+        let (db, name, secret) = (Arc::clone(&self.db), user.to_owned(), password.to_owned());
+        // The hash the password matched (after a bcrypt upgrade: the new one), if it did.
+        let matched = self
+            .hashing
+            .run(move |mem| -> Result<Option<String>, Error> {
+                let Some(stored) = stored else {
+                    password::verify_dummy(&secret, mem);
+                    return Ok(None);
+                };
+                match password::verify(&secret, &stored, mem) {
+                    Verified::No => Ok(None),
+                    Verified::Yes => Ok(Some(stored)),
+                    Verified::YesRehash => {
+                        // An imported bcrypt hash: replace it with argon2id now that we know the
+                        // password.
+                        let fresh = password::hash_in(&secret, mem)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        db.write_blocking(|tx| meta::set_password_hash(tx, &name, Some(&fresh)))?;
+                        Ok(Some(fresh))
+                    }
+                }
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (Some(matched), Some((row, groups))) = (matched, found) else {
+            return Ok(None);
+        };
+        self.credentials.remember(user, password, &matched);
+        Ok(Some(Principal::from_user(
+            &row,
+            groups,
+            AuthMethod::Password,
+        )))
+    }
+
+    /// Forgets the remembered password verifications of `user` (after a password change or the
+    /// user's deletion through the admin API).
+    pub fn forget_credentials(&self, user: &str) {
+        self.credentials.forget_user(user);
     }
 
     async fn token_principal(

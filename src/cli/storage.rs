@@ -286,6 +286,18 @@ fn print_scrub(v: &Value) {
             println!("{what} {}", d.as_str().unwrap_or_default());
         }
     }
+    let drift = v["usage_drift"].as_array().cloned().unwrap_or_default();
+    if drift.is_empty() {
+        println!("usage counters match the recount");
+    }
+    for d in &drift {
+        println!(
+            "USAGE DRIFT {}: counted {}, recounted {} (counters repaired)",
+            d["namespace"].as_str().unwrap_or_default(),
+            d["counted_bytes"].as_i64().unwrap_or(0),
+            d["actual_bytes"].as_i64().unwrap_or(0),
+        );
+    }
 }
 
 fn bytes(v: &Value) -> String {

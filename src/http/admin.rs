@@ -84,6 +84,11 @@ pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Re
         Err(e) => return error(e),
     };
     let name = op.name();
+    // Remembered password verifications of a user whose password changes or who goes.
+    let changed_user = match &op {
+        Op::SetPassword { name, .. } | Op::DeleteUser { name } => Some(name.clone()),
+        _ => None,
+    };
     if let Some(slot) = &slot {
         let (action, reference) = crate::audit::ops::describe(&op);
         slot.note(action, reference);
@@ -93,6 +98,10 @@ pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Re
     let outcome =
         tokio::task::spawn_blocking(move || manage::execute(&db, &Caller::Remote(&principal), op))
             .await;
+    if let Some(user) = &changed_user {
+        // Whatever the outcome: dropping entries is always safe.
+        app.access.forget_credentials(user);
+    }
     match outcome {
         Ok(Ok(value)) => {
             // A new token is known by its id only now: the record names it (never the secret).

@@ -306,6 +306,7 @@ pub fn forget_deleted_blob(tx: &Transaction, digest: &str) -> Result<bool> {
     if blob_gc_state(tx, digest)?.as_deref() != Some("deleting") {
         return Ok(false);
     }
+    super::quota::count_blob_forgotten(tx, digest)?;
     tx.prepare_cached("DELETE FROM repository_blobs WHERE digest = ?1")?
         .execute([digest])?;
     tx.prepare_cached("DELETE FROM blobs WHERE digest = ?1 AND gc_state = 'deleting'")?
@@ -382,6 +383,7 @@ pub fn repository_manifests(conn: &Connection, repo: i64, limit: i64) -> Result<
 /// Removes what is left of a repository (tags, blob links, candidates, the row). Manifests must
 /// have been deleted with [`super::delete_manifest`] first, so reference counts are right.
 pub fn drop_repository(tx: &Transaction, repo: i64) -> Result<()> {
+    super::quota::count_repository_dropped(tx, repo)?;
     for sql in [
         "DELETE FROM tags WHERE repository_id = ?1",
         "DELETE FROM repository_blobs WHERE repository_id = ?1",

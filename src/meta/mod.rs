@@ -15,7 +15,7 @@ mod users;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, Transaction};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 
 pub use audit::*;
 pub use gc::*;
@@ -171,19 +171,39 @@ fn add_missing_columns(conn: &Connection) -> Result<()> {
         if conn.prepare(&probe).is_ok() {
             continue;
         }
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(&format!(
+        // Runs inside `migrate`'s transaction: the column and its backfill land together.
+        conn.execute_batch(&format!(
             "ALTER TABLE {} ADD COLUMN {} {}; {};",
             c.table, c.column, c.definition, c.backfill
         ))?;
-        tx.commit()?;
     }
     Ok(())
 }
 
 fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    conn.execute_batch(SCHEMA)?;
-    add_missing_columns(conn)?;
+    // One transaction: a crash between creating the usage counters and filling them must not
+    // leave an empty table that the next start would take for filled.
+    let tx = conn.unchecked_transaction()?;
+    let had_counters = tx
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'namespace_usage'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    tx.execute_batch(SCHEMA)?;
+    add_missing_columns(&tx)?;
+    if !had_counters {
+        // A store made before the counters existed (or a new one: nothing to count).
+        quota::backfill_usage(&tx)?;
+    }
+    check_version(&tx, path)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn check_version(conn: &Connection, path: &Path) -> Result<()> {
     let found: Option<i64> = conn
         .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
         .unwrap_or(None);

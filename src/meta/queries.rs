@@ -137,11 +137,15 @@ pub fn link_blob(
              unreferenced_since = CASE WHEN blobs.ref_count = 0 THEN ?3 ELSE NULL END",
     )?
     .execute(params![digest, size, t])?;
-    tx.prepare_cached(
-        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (repository_id, digest) DO NOTHING",
-    )?
-    .execute(params![repo, digest, t])?;
+    let linked = tx
+        .prepare_cached(
+            "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (repository_id, digest) DO NOTHING",
+        )?
+        .execute(params![repo, digest, t])?;
+    if linked > 0 {
+        super::quota::count_link(tx, repo, namespace, digest)?;
+    }
     // Fresh verified bytes heal a blob that a scrub quarantined.
     tx.prepare_cached("DELETE FROM blob_quarantine WHERE digest = ?1")?
         .execute([digest])?;
@@ -168,12 +172,19 @@ pub fn blob_in_repository(
 
 /// Removes a blob from a repository (the bytes stay until GC finds them unreferenced).
 pub fn unlink_blob(tx: &Transaction, repository: &str, digest: &str) -> Result<bool> {
+    let found: Option<(i64, String)> = tx
+        .prepare_cached("SELECT id, namespace FROM repositories WHERE name = ?1")?
+        .query_row([repository], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((repo, namespace)) = found else {
+        return Ok(false);
+    };
     let n = tx
-        .prepare_cached(
-            "DELETE FROM repository_blobs WHERE digest = ?2
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?1)",
-        )?
-        .execute([repository, digest])?;
+        .prepare_cached("DELETE FROM repository_blobs WHERE repository_id = ?1 AND digest = ?2")?
+        .execute(params![repo, digest])?;
+    if n > 0 {
+        super::quota::count_unlink(tx, repo, &namespace, digest)?;
+    }
     Ok(n > 0)
 }
 
@@ -282,6 +293,13 @@ pub fn put_manifest(tx: &Transaction, m: &NewManifest) -> Result<Result<(), Mani
         ])?
         > 0;
     if inserted {
+        super::quota::count_manifest_added(
+            tx,
+            repo,
+            &m.namespace,
+            &m.digest,
+            m.content.len() as i64,
+        )?;
         for r in &m.references {
             let added = tx
                 .prepare_cached(
@@ -447,12 +465,17 @@ pub fn delete_manifest(tx: &Transaction, repository: &str, digest: &str) -> Resu
         .collect::<rusqlite::Result<_>>()?;
     // Its children and referrers lose an anchor; GC re-checks them at the next prune.
     super::gc::add_dependents_as_candidates(tx, repo, digest)?;
+    let size: Option<i64> = tx
+        .prepare_cached("SELECT size FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
+        .query_row(params![repo, digest], |r| r.get(0))
+        .optional()?;
     let n = tx
         .prepare_cached("DELETE FROM manifests WHERE repository_id = ?1 AND digest = ?2")?
         .execute(params![repo, digest])?;
-    if n == 0 {
+    let Some(size) = size.filter(|_| n > 0) else {
         return Ok(false);
-    }
+    };
+    super::quota::count_manifest_removed(tx, repo, digest, size)?;
     let t = now();
     for blob in blobs {
         tx.prepare_cached(

@@ -225,6 +225,16 @@ CREATE TABLE IF NOT EXISTS quotas (
     updated_by   TEXT NOT NULL
 );
 
+-- What each namespace uses, kept in the same transaction as every link, unlink, manifest insert
+-- and delete (src/meta/quota.rs `count_*`), so a quota check reads one row. A blob (SIFs
+-- included) linked into several repositories of the namespace counts once, as in the recount
+-- (`namespace_usage`), which the scrub compares these with and repairs them to.
+CREATE TABLE IF NOT EXISTS namespace_usage (
+    namespace       TEXT PRIMARY KEY,
+    blob_bytes      BIGINT NOT NULL DEFAULT 0,   -- layers, configs, SIFs
+    manifest_bytes  BIGINT NOT NULL DEFAULT 0
+);
+
 -- Blobs (SIFs included) whose bytes failed a scrub: moved to DATA/quarantine and hidden from
 -- reads until the same digest is uploaded (or rebuilt) again, which deletes the row.
 CREATE TABLE IF NOT EXISTS blob_quarantine (

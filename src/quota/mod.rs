@@ -1,7 +1,9 @@
 //! Per-namespace storage quotas: which limit applies, and whether a push fits under it.
 //!
-//! A namespace's usage is what `meta::namespace_usage` sums from the tables (blobs linked into
-//! any of its repositories, each digest once, SIFs included, plus manifest bytes). Checks run
+//! A namespace's usage is blobs linked into any of its repositories (each digest once, SIFs
+//! included) plus manifest bytes. Checks read the counters `meta::counted_usage` keeps in the
+//! same transactions as the links and manifests they count (one row, whatever the namespace's
+//! size); `meta::namespace_usage` is the full recount the scrub proves them against. Checks run
 //! inside the write transaction that commits the blob or manifest, so two concurrent pushes
 //! cannot both slip under the limit: SQLite serialises writers, and the check sees every commit
 //! that came before.
@@ -99,10 +101,7 @@ pub fn check(
     let (Some(limit), _) = limit_for(conn, defaults, namespace)? else {
         return Ok(Ok(()));
     };
-    let used = meta::namespace_usage(conn, Some(namespace))?
-        .first()
-        .map(|u| u.total().max(0) as u64)
-        .unwrap_or(0);
+    let used = meta::counted_usage(conn, namespace)?.max(0) as u64;
     if used.saturating_add(needs) > limit {
         return Ok(Err(Exceeded {
             namespace: namespace.to_owned(),

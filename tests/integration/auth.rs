@@ -860,3 +860,106 @@ fn first_start_admin_offline_cli_lock_and_admin_api() {
         "{users}"
     );
 }
+
+/// Working memory of one argon2id verification with the parameters the registry uses (19 MiB).
+const ARGON2_KIB: u64 = 19 * 1024;
+
+#[test]
+fn a_login_storm_costs_the_hashing_pool_not_one_argon2_per_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // Every login pays argon2 (no remembered passwords), two at a time.
+    std::fs::write(
+        &config,
+        "[auth]\npassword_hashing_threads = 2\ncredential_cache_secs = 0\n",
+    )
+    .unwrap();
+    let server = Server::start_secure(&alice_and_bob(), &["--config", config.to_str().unwrap()]);
+    let url = server.url("/token?service=hpc-registry&scope=repository:alice/x:pull");
+    let login = |creds: &Creds| send("GET", &url, &Auth::Basic(creds), None);
+    // One login first, so that the baseline includes what any first login sets up.
+    let r = login(&Creds::of("alice"));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+    let baseline = server.rss_kib();
+    let storm: Vec<_> = (0..64)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let creds = Creds::of(if i % 2 == 0 { "alice" } else { "bob" });
+                send("GET", &url, &Auth::Basic(&creds), None)
+            })
+        })
+        .collect();
+    for (i, t) in storm.into_iter().enumerate() {
+        let r = t.join().expect("login thread");
+        assert_eq!(r.status, StatusCode::OK, "login {i}: {}", r.describe());
+        assert!(r.json()["token"].as_str().is_some_and(|t| !t.is_empty()));
+    }
+    // Two verifications' memory at most, plus room for 64 connections' buffers and threads;
+    // 64 unbounded verifications would need 1.2 GiB, and one 19 MiB copy kept per blocking
+    // thread (the allocator's arenas) ended far above this too.
+    let peak = server.peak_rss_kib();
+    let bound = baseline + 2 * ARGON2_KIB + 16 * 1024;
+    assert!(
+        peak <= bound,
+        "peak RSS {peak} KiB after 64 concurrent logins, bound {bound} KiB (baseline {baseline} KiB)"
+    );
+    // And the working memory goes back once the storm is over.
+    let anon = server.anon_rss_kib();
+    assert!(
+        anon < baseline + ARGON2_KIB,
+        "RssAnon {anon} KiB after the storm (baseline RSS {baseline} KiB)"
+    );
+}
+
+#[test]
+fn remembered_basic_passwords_fail_at_once_when_changed_wrong_or_the_user_is_gone() {
+    let setup = alice_and_bob().user("root", &["--admin"]);
+    let server = Server::start_secure(&setup, &[]);
+    let v2 = server.url("/v2/");
+    let get = |creds: &Creds| send("GET", &v2, &Auth::Basic(creds), None).status;
+    let (alice, bob) = (Creds::of("alice"), Creds::of("bob"));
+    // Verified once, then remembered (default 60 s).
+    assert_eq!(get(&alice), StatusCode::OK);
+    assert_eq!(get(&alice), StatusCode::OK);
+    // A wrong password is never taken for a remembered one.
+    assert_eq!(
+        get(&Creds::new("alice", "alice-passwor")),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&Creds::new("alice", "alice-password ")),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&Creds::new("bob", "alice-password")),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // alice changes her password through the admin API: the old one fails on the next request.
+    let r = send(
+        "PUT",
+        &server.url("/admin/users/alice/password"),
+        &Auth::Basic(&alice),
+        Some((
+            "application/json",
+            br#"{"password": "a new long password"}"#.to_vec(),
+        )),
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+    assert_eq!(get(&alice), StatusCode::UNAUTHORIZED);
+    let renewed = Creds::new("alice", "a new long password");
+    assert_eq!(get(&renewed), StatusCode::OK);
+    assert_eq!(get(&renewed), StatusCode::OK);
+
+    // bob is remembered, then deleted by the admin: his password fails at once.
+    assert_eq!(get(&bob), StatusCode::OK);
+    let r = send(
+        "DELETE",
+        &server.url("/admin/users/bob"),
+        &Auth::Basic(&Creds::of("root")),
+        None,
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+    assert_eq!(get(&bob), StatusCode::UNAUTHORIZED);
+}

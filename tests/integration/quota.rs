@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -759,4 +760,130 @@ fn scrub_quarantines_a_flipped_layer_and_a_flipped_sif_and_the_sif_is_rebuilt() 
     assert_eq!(again["corrupted"], json!([]), "{again}");
     let out = admin_cli_as(&server, &alice, &["scrub"]);
     assert!(!out.status.success(), "alice scrubbed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage counters
+// ---------------------------------------------------------------------------------------------
+
+/// `admin scrub --json` as the admin: the report.
+fn scrub_report(server: &Server) -> Value {
+    let out = admin_cli(server, &["scrub", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("scrub JSON: {e}: {out}"))
+}
+
+/// Runs one SQL statement on the stopped server's metadata with the sqlite3 CLI.
+fn sqlite(data_dir: &Path, sql: &str) -> String {
+    run(Command::new(require_tool("sqlite3"))
+        .arg(data_dir.join("meta.db"))
+        .arg(sql))
+}
+
+#[test]
+fn usage_counters_equal_the_recount_after_pushes_mounts_deletes_prunes_and_sif_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    fs::write(
+        &config,
+        "[farm]\nworkers = 1\n[gc]\ngrace = \"0s\"\ninterval = \"0s\"\n[quota]\ndefault_user = \"1GiB\"\n",
+    )
+    .unwrap();
+    let mut server = Server::start_secure(&users(), &["--config", config.to_str().unwrap()]);
+    let (alice, admin) = (Creds::of("alice"), Creds::of(ADMIN));
+
+    // A runnable image with a SIF built by the farm (its blob is linked into alice/busybox).
+    push_busybox_ok(&server, &alice, "alice/busybox:1", &["/bin/sh"]);
+    wait_ready(&server, &alice, "alice/busybox:1");
+    // Images sharing a layer across repositories of one namespace, a re-push, a re-tag.
+    let shared = random_bytes(3000);
+    push_image(
+        &server,
+        &alice,
+        "alice/a",
+        "1",
+        &[&shared, &random_bytes(1000)],
+    );
+    push_image(&server, &alice, "alice/b", "1", &[&shared]);
+    let (_, m2) = push_image(&server, &alice, "alice/b", "2", &[&random_bytes(500)]);
+    assert_eq!(
+        put_manifest_as(&server, &alice, "alice/b", "2-again", &m2).status,
+        StatusCode::CREATED
+    );
+    // Mounts: within the namespace (costs nothing) and into another one (costs there).
+    let mount = |creds: &Creds, to: &str, from: &str, digest: &str| {
+        let r = send(
+            "POST",
+            &server.url(&format!(
+                "/v2/{to}/blobs/uploads/?mount={digest}&from={from}"
+            )),
+            &Auth::Basic(creds),
+            None,
+        );
+        assert_eq!(r.status, StatusCode::CREATED, "mount: {}", r.describe());
+    };
+    mount(&alice, "alice/c", "alice/a", &sha256_digest(&shared));
+    mount(&admin, "ops/copy", "alice/a", &sha256_digest(&shared));
+    // Deletes: a manifest by digest, a blob link, then a whole repository.
+    let r = send(
+        "DELETE",
+        &server.url(&format!("/v2/alice/b/manifests/{}", sha256_digest(&m2))),
+        &Auth::Basic(&alice),
+        None,
+    );
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
+    let r = send(
+        "DELETE",
+        &server.url(&format!("/v2/alice/c/blobs/{}", sha256_digest(&shared))),
+        &Auth::Basic(&alice),
+        None,
+    );
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
+    push_image(
+        &server,
+        &alice,
+        "alice/doomed",
+        "1",
+        &[&shared, &random_bytes(700)],
+    );
+    admin_cli(&server, &["repo", "delete", "alice/doomed"]);
+    // A prune (grace 0) sweeps what the deletes left unreferenced.
+    let pruned: Value = serde_json::from_str(&admin_cli(&server, &["prune", "--json"])).unwrap();
+    assert!(pruned["blobs"].as_u64().unwrap_or(0) > 0, "{pruned}");
+
+    let report = scrub_report(&server);
+    assert_eq!(report["usage_drift"], json!([]), "{report}");
+    let alice_total = usage_of(&server, "alice")["total_bytes"].as_u64().unwrap();
+    assert!(alice_total > 0);
+
+    // The comparison is real: a counter changed behind the server's back is reported and
+    // repaired, and quota checks use the repaired value.
+    server.terminate();
+    sqlite(
+        server.data_dir(),
+        "UPDATE namespace_usage SET blob_bytes = blob_bytes + 12345 WHERE namespace = 'alice'",
+    );
+    server.restart_secure();
+    let report = scrub_report(&server);
+    assert_eq!(
+        report["usage_drift"],
+        json!([{
+            "namespace": "alice",
+            "counted_bytes": alice_total + 12345,
+            "actual_bytes": alice_total,
+        }]),
+        "{report}"
+    );
+    assert_eq!(scrub_report(&server)["usage_drift"], json!([]));
+    let out = admin_cli(&server, &["scrub"]);
+    assert!(out.contains("usage counters match the recount"), "{out}");
+
+    // A store from before the counters existed gets them filled at start.
+    server.terminate();
+    sqlite(server.data_dir(), "DROP TABLE namespace_usage");
+    server.restart_secure();
+    assert_eq!(scrub_report(&server)["usage_drift"], json!([]));
+    assert_eq!(
+        usage_of(&server, "alice")["total_bytes"].as_u64(),
+        Some(alice_total)
+    );
 }

@@ -434,6 +434,12 @@ impl Server {
         self.proc_status_kib("VmHWM")
     }
 
+    /// Current anonymous resident memory (RssAnon: heap, stacks, anonymous mappings; no file
+    /// pages) in KiB.
+    pub fn anon_rss_kib(&self) -> u64 {
+        self.proc_status_kib("RssAnon")
+    }
+
     /// Everything the server printed so far (all starts), stdout and stderr interleaved.
     pub fn log(&self) -> String {
         if let Ok(f) = self.log_file.lock() {
