@@ -330,6 +330,9 @@ pub struct LayerStats {
     pub bytes: u64,
     /// Whiteout entries processed (opaque ones included).
     pub whiteouts: u64,
+    /// Directory entries the whiteout walks looked at: the work whiteouts cost, which stays
+    /// linear in the layer's size however the whiteouts are nested or repeated.
+    pub whiteout_steps: u64,
 }
 
 /// True for the OCI and Docker layer media types this crate can unpack, including the
@@ -1121,6 +1124,7 @@ impl Applier<'_> {
                 None => continue,
             };
             for (name, child) in children {
+                self.stats.whiteout_steps += 1;
                 let path = child_path(&dir_path, &name);
                 if !self.upper.contains(&path) {
                     remove_entry(self.tree, dir, &name);
