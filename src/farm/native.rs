@@ -78,7 +78,8 @@ pub async fn load_image(farm: &Arc<Farm>, job: &Job) -> Result<Image, Failure> {
             let Some(stored) = meta::manifest_by_digest(c, &r, &d)? else {
                 return Ok(None);
             };
-            let manifest = serde_json::from_slice::<oci_spec::image::ImageManifest>(&stored.content);
+            let manifest =
+                serde_json::from_slice::<oci_spec::image::ImageManifest>(&stored.content);
             let unreadable = match &manifest {
                 Ok(m) => access::first_unreadable(c, &r, m)?,
                 Err(_) => None,

@@ -51,8 +51,7 @@ pub async fn process_pending(farm: &Arc<Farm>) -> anyhow::Result<usize> {
 async fn handle(farm: &Arc<Farm>, event: &Event) -> anyhow::Result<()> {
     match event.kind.as_str() {
         "manifest_pushed" => {
-            let platform = match buildable_platform(farm, &event.repository, &event.digest).await
-            {
+            let platform = match buildable_platform(farm, &event.repository, &event.digest).await {
                 Ok(platform) => platform,
                 // An image the farm may not read gets no job; later events still run.
                 Err(e) if e.is::<access::Refused>() => {

@@ -10,6 +10,7 @@ mod clients;
 mod conformance;
 mod durability;
 mod farm;
+mod farm_isolation;
 mod lifecycle;
 mod quota;
 mod slurm;

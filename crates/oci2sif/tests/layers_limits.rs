@@ -7,9 +7,9 @@
 
 mod layers_support;
 
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::rc::Rc;
-use std::cell::Cell;
 
 use layers_support::{apply, assert_nlink_consistent, LayerTar};
 use oci2sif::layers::{apply_layer, LayerError, LimitSettings, Limits};
@@ -144,7 +144,13 @@ fn millions_of_empty_entries_stop_at_the_entry_limit() {
     // Three million empty files (a thousand names in eight directories, replaced over and
     // over, so that the test's own memory stays small).
     let (stream, consumed) = generated(3_000_000, |i, buf| {
-        entry(buf, format!("d{}/{}", i % 8, i % 1000).as_bytes(), b'0', b"", b"")
+        entry(
+            buf,
+            format!("d{}/{}", i % 8, i % 1000).as_bytes(),
+            b'0',
+            b"",
+            b"",
+        )
     });
     let (_, result) = apply_with(settings, stream);
     let err = result.unwrap_err();
@@ -174,7 +180,10 @@ fn skipped_headers_count_as_entries_too() {
     };
     let (_, result) = apply_with(settings, stream);
     let err = result.unwrap_err();
-    assert!(matches!(err, LayerError::TooManyEntries { limit: 1000 }), "{err}");
+    assert!(
+        matches!(err, LayerError::TooManyEntries { limit: 1000 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -237,7 +246,10 @@ fn one_huge_pax_xattr_hits_the_per_entry_limit() {
         matches!(&err, LayerError::EntryXattrsTooLarge { path, limit } if path == "f" && *limit == 128 << 10),
         "{err}"
     );
-    assert!(err.to_string().contains("farm.max_xattr_bytes_per_entry"), "{err}");
+    assert!(
+        err.to_string().contains("farm.max_xattr_bytes_per_entry"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -294,10 +306,11 @@ fn deep_paths_hit_the_depth_limit_by_name_and_through_symlinks() {
     // 102 components but resolves to 301.
     let chain = "a/".repeat(200);
     let mut layer = LayerTar::new();
-    layer
-        .dir(&chain, 0o755)
-        .symlink("l", &chain)
-        .file(&format!("l/{}f", "b/".repeat(100)), 0o644, b"");
+    layer.dir(&chain, 0o755).symlink("l", &chain).file(
+        &format!("l/{}f", "b/".repeat(100)),
+        0o644,
+        b"",
+    );
     let err = apply(&[layer.bytes()]).map(|_| ()).unwrap_err();
     assert!(
         matches!(err, LayerError::PathTooDeep { limit: 256, .. }),
@@ -329,7 +342,10 @@ fn repeated_opaque_whiteouts_in_one_directory_are_linear() {
         "{} whiteout steps for {n} lower and {n} upper entries",
         stats.whiteout_steps
     );
-    let children = applied.tree.children(applied.tree.resolve(b"d").unwrap()).unwrap();
+    let children = applied
+        .tree
+        .children(applied.tree.resolve(b"d").unwrap())
+        .unwrap();
     assert_eq!(children.len() as u64, n, "only the upper files remain");
     assert!(children.keys().all(|k| k.starts_with(b"upper")));
 }
@@ -363,7 +379,10 @@ fn nested_opaque_whiteouts_innermost_first_are_linear() {
     );
     for k in 1..=depth {
         let dir = level(k);
-        assert!(!applied.exists(&format!("{dir}lower")), "{dir}lower survived");
+        assert!(
+            !applied.exists(&format!("{dir}lower")),
+            "{dir}lower survived"
+        );
         assert!(applied.exists(&format!("{dir}u0")), "{dir}u0 was removed");
     }
 }
