@@ -379,11 +379,17 @@ async fn ready_sif(app: &Arc<App>, job: &Job) -> Result<ReadySif> {
 async fn open_sif(app: &Arc<App>, ready: &ReadySif) -> Result<Option<BlobFile>> {
     let digest = Digest::parse(&ready.sif.digest)?;
     let store = app.farm.store.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || store.open_blob(&digest))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??,
-    )
+    let file = tokio::task::spawn_blocking(move || store.open_blob(&digest))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    // A SIF file cut short on disk is not the SIF: refuse before sending a byte.
+    match file {
+        Some(f) if f.size != ready.sif.size as u64 => Err(Error::Internal(format!(
+            "SIF {} is recorded as {} bytes but its file holds {}; run `hpc-registry admin scrub`",
+            ready.sif.digest, ready.sif.size, f.size
+        ))),
+        other => Ok(other),
+    }
 }
 
 async fn serve(

@@ -14,3 +14,4 @@ mod farm_isolation;
 mod lifecycle;
 mod quota;
 mod slurm;
+mod storage_faults;
