@@ -11,6 +11,7 @@ mod conformance;
 mod durability;
 mod farm;
 mod farm_isolation;
+mod farm_limits;
 mod lifecycle;
 mod quota;
 mod slurm;
