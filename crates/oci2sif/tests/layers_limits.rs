@@ -354,7 +354,7 @@ fn repeated_opaque_whiteouts_in_one_directory_are_linear() {
 fn nested_opaque_whiteouts_innermost_first_are_linear() {
     let depth = 200;
     let files = 50;
-    let level = |k: usize| format!("{}", "c/".repeat(k));
+    let level = |k: usize| "c/".repeat(k);
     let mut lower = LayerTar::new();
     for k in 1..=depth {
         lower.file(&format!("{}lower", level(k)), 0o644, b"");
