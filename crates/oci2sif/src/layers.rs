@@ -51,11 +51,25 @@
 //!   Go skips no data for them while GNU tar and the tar crate do, so such archives mean different
 //!   things to different tools.
 //!
-//! Resource limits: [`Limits`] caps the file bytes unpacked across all layers and is enforced
-//! while streaming (a declared size over the cap fails before any byte is read); data carried by
-//! entries that are not regular files is charged too, so it cannot be used to dodge the cap. The
-//! tar crate buffers GNU long names and PAX headers in memory, so the bytes it may read on its own
-//! between two entries are capped as well (Go's `archive/tar` caps each at 1 MiB).
+//! Resource limits: [`LimitSettings`] bounds every resource an entry can make the applier
+//! spend, each enforced while streaming and each failing the layer with an error that names its
+//! setting:
+//! * file bytes unpacked across all layers (a declared size over the cap fails before any byte
+//!   is read; data carried by entries that are not regular files is charged too), and, as the
+//!   spool holds them, the build's scratch space;
+//! * tar entries across all layers, every header counted (also those that materialise nothing);
+//! * bytes the tar parser may read by itself between two entries (GNU long names and PAX
+//!   headers are buffered in memory by the tar crate): three extension records of
+//!   `max_extension_bytes` each, like Go's `archive/tar` caps each at 1 MiB;
+//! * xattr bytes per entry and across the image;
+//! * entry name, symlink/hardlink target and "upper path" bytes across the image;
+//! * path depth, by name and after resolving symlinks in the parent path (which also bounds the
+//!   directories one entry can create and the ancestors it marks).
+//!
+//! Work and memory stay linear in the input: an unlinked inode's id and memory are reused (one
+//! name replaced a million times keeps one inode), marking an entry's ancestors upper stops at
+//! the first one already marked, and a whiteout walk never re-walks a directory this layer
+//! already emptied of lower entries (repeated or nested opaque whiteouts were O(N²)).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet, VecDeque};
