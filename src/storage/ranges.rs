@@ -93,13 +93,15 @@ fn read_window(file: &File, from: u64, to: u64) -> io::Result<Bytes> {
     let mut got = 0;
     while got < want {
         match file.read_at(&mut buf[got..want], from + got as u64) {
-            Ok(0) => return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
                     "the file ends at byte {} but {to} bytes were expected (truncated on disk?)",
                     from + got as u64
                 ),
-            )),
+                ))
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
