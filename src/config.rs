@@ -89,6 +89,22 @@ pub struct FarmConfig {
     pub threads: usize,
     /// A build fails once the image unpacks to more than this (decompression-bomb guard).
     pub max_unpacked_bytes: u64,
+    /// A build fails once its layers hold more tar entries than this (whiteouts included).
+    pub max_entries: u64,
+    /// Largest PAX extended header or GNU long name/link record of one entry.
+    pub max_extension_bytes: u64,
+    /// Xattr bytes (names and values) one entry may carry.
+    pub max_xattr_bytes_per_entry: u64,
+    /// Xattr bytes a whole image may carry.
+    pub max_xattr_bytes: u64,
+    /// Bytes of entry names and symlink targets a whole image may carry.
+    pub max_name_bytes: u64,
+    /// Deepest path (in components) an entry may have.
+    pub max_path_depth: usize,
+    /// Bytes a build may write to its scratch directory (unpacked files, squashfs, SIF).
+    pub max_scratch_bytes: u64,
+    /// Largest image config blob read (on the planner's and `/sif`'s platform checks and builds).
+    pub max_config_bytes: u64,
     /// Byte-identical SIFs for the same image: nil UUID, times from the image's `created`.
     pub reproducible: bool,
     /// Attempts before a job is marked failed for good.
@@ -127,6 +143,15 @@ impl Default for FarmConfig {
             compression_level: None,
             threads: 0,
             max_unpacked_bytes: 64 << 30,
+            max_entries: oci2sif::layers::LimitSettings::DEFAULT.max_entries,
+            max_extension_bytes: oci2sif::layers::LimitSettings::DEFAULT.max_extension_bytes,
+            max_xattr_bytes_per_entry: oci2sif::layers::LimitSettings::DEFAULT
+                .max_xattr_bytes_per_entry,
+            max_xattr_bytes: oci2sif::layers::LimitSettings::DEFAULT.max_xattr_bytes,
+            max_name_bytes: oci2sif::layers::LimitSettings::DEFAULT.max_name_bytes,
+            max_path_depth: oci2sif::layers::LimitSettings::DEFAULT.max_path_depth,
+            max_scratch_bytes: 160 << 30,
+            max_config_bytes: 4 << 20,
             reproducible: true,
             max_attempts: 3,
             retry_delay_secs: 30,

@@ -33,10 +33,7 @@ pub async fn check(apptainer: &Path) -> Result<String, String> {
 pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     check(&farm.config.apptainer)
         .await
-        .map_err(|reason| Failure {
-            log: reason.clone(),
-            reason,
-        })?;
+        .map_err(|reason| Failure::transient(reason.clone(), reason))?;
     let image = load_image(farm, job).await?;
     let workspace = Workspace {
         dir: farm
@@ -112,7 +109,7 @@ fn failure(reason: String, log: &str) -> Failure {
     } else {
         log.to_owned()
     };
-    Failure { reason, log }
+    Failure::transient(reason, log)
 }
 
 /// Writes an OCI image layout holding one image, tagged `image`.

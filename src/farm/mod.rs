@@ -10,6 +10,7 @@
 //! The claim/heartbeat/complete calls are plain functions over the metadata database, so remote
 //! builder hosts and Slurm-job builders can use them through an HTTP API later.
 
+pub mod access;
 pub mod apptainer;
 pub mod native;
 pub mod oras;
@@ -127,6 +128,21 @@ impl Farm {
             CompressionName::Zstd => oci2sif::Compression::Zstd {
                 level: self.config.compression_level.unwrap_or(3).clamp(1, 22),
             },
+        }
+    }
+
+    /// The builder's resource limits, from `[farm]`.
+    pub fn build_limits(&self) -> oci2sif::layers::LimitSettings {
+        let c = &self.config;
+        oci2sif::layers::LimitSettings {
+            max_unpacked_bytes: c.max_unpacked_bytes,
+            max_entries: c.max_entries,
+            max_extension_bytes: c.max_extension_bytes,
+            max_xattr_bytes_per_entry: c.max_xattr_bytes_per_entry,
+            max_xattr_bytes: c.max_xattr_bytes,
+            max_name_bytes: c.max_name_bytes,
+            max_path_depth: c.max_path_depth,
+            max_scratch_bytes: c.max_scratch_bytes,
         }
     }
 

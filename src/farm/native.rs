@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::worker::{Built, Failure};
-use super::{Farm, Workspace};
+use super::{access, Farm, Workspace};
 use crate::meta::{self, Job};
 use crate::registry::names::{Algorithm, Digest, Hasher};
 use crate::storage::BlobStore;
@@ -18,32 +18,39 @@ const LAYER_BUFFER: usize = 1 << 20;
 pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     let image = load_image(farm, job).await?;
     let workspace = Workspace {
-        dir: farm.store.scratch_dir().map_err(|e| Failure {
-            reason: format!("cannot create a build directory: {e}"),
-            log: String::new(),
+        dir: farm.store.scratch_dir().map_err(|e| {
+            Failure::transient(
+                format!("cannot create a build directory: {e}"),
+                String::new(),
+            )
         })?,
     };
     let options = oci2sif::BuildOptions {
         compression: farm.compression(),
         threads: farm.build_threads(),
-        max_unpacked_bytes: farm.config.max_unpacked_bytes,
+        limits: farm.build_limits(),
         reproducible: farm.config.reproducible,
         work_dir: workspace.dir.path().to_path_buf(),
     };
     let compression = format!("{:?}", options.compression);
+    let max_config_bytes = farm.config.max_config_bytes;
     let store = farm.store.clone();
     // The digest alone: the SIF then depends only on the image (the same bytes whichever
     // repository pushed it first), and the deffile never names another user's repository.
     let source_ref = job.manifest_digest.clone();
     let out_path = workspace.sif_path();
     let result = tokio::task::spawn_blocking(move || {
-        convert(&store, image, source_ref, &options, &out_path)
+        convert(
+            &store,
+            image,
+            source_ref,
+            &options,
+            max_config_bytes,
+            &out_path,
+        )
     })
     .await
-    .map_err(|e| Failure {
-        reason: format!("build task crashed: {e}"),
-        log: String::new(),
-    })?;
+    .map_err(|e| Failure::transient(format!("build task crashed: {e}"), String::new()))?;
     match result {
         Ok(log) => Ok(Built {
             workspace,
@@ -54,29 +61,47 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     }
 }
 
-/// The parts of an image a build needs.
+/// The parts of an image a build needs; every blob named here is one the job's repository
+/// holds (see [`super::access`]), so both backends read only those.
 pub struct Image {
     pub config: Digest,
     pub layers: Vec<(String, Digest)>,
 }
 
+/// Reads the job's manifest from the job's repository and checks that the repository holds
+/// the config and every layer; a blob it does not hold fails the build for good.
 pub async fn load_image(farm: &Arc<Farm>, job: &Job) -> Result<Image, Failure> {
     let (r, d) = (job.repository.clone(), job.manifest_digest.clone());
-    let stored = farm
+    let checked = farm
         .db
-        .read(move |c| meta::manifest_by_digest(c, &r, &d))
+        .read(move |c| {
+            let Some(stored) = meta::manifest_by_digest(c, &r, &d)? else {
+                return Ok(None);
+            };
+            let manifest =
+                serde_json::from_slice::<oci_spec::image::ImageManifest>(&stored.content);
+            let unreadable = match &manifest {
+                Ok(m) => access::first_unreadable(c, &r, m)?,
+                Err(_) => None,
+            };
+            Ok(Some((manifest, unreadable)))
+        })
         .await
-        .map_err(|e| plain_failure(format!("cannot read the manifest: {e}")))?
-        .ok_or_else(|| {
-            plain_failure(format!(
-                "manifest {} is no longer in {}",
-                job.manifest_digest, job.repository
-            ))
-        })?;
-    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&stored.content)
-        .map_err(|e| plain_failure(format!("the manifest is not an image manifest: {e}")))?;
+        .map_err(|e| plain_failure(format!("cannot read the manifest: {e}")))?;
+    let Some((manifest, unreadable)) = checked else {
+        return Err(plain_failure(format!(
+            "manifest {} is no longer in {}",
+            job.manifest_digest, job.repository
+        )));
+    };
+    let manifest = manifest
+        .map_err(|e| Failure::permanent(format!("the manifest is not an image manifest: {e}")))?;
+    if let Some(unreadable) = unreadable {
+        return Err(Failure::permanent(unreadable.reason(&job.repository)));
+    }
     let digest = |d: &oci_spec::image::Digest| {
-        Digest::parse(d.as_ref()).map_err(|e| plain_failure(format!("bad digest in manifest: {e}")))
+        Digest::parse(d.as_ref())
+            .map_err(|e| Failure::permanent(format!("bad digest in manifest: {e}")))
     };
     let config = digest(manifest.config().digest())?;
     let layers = manifest
@@ -88,10 +113,7 @@ pub async fn load_image(farm: &Arc<Farm>, job: &Job) -> Result<Image, Failure> {
 }
 
 fn plain_failure(reason: String) -> Failure {
-    Failure {
-        log: reason.clone(),
-        reason,
-    }
+    Failure::transient(reason.clone(), reason)
 }
 
 fn convert(
@@ -99,11 +121,15 @@ fn convert(
     image: Image,
     source_ref: String,
     options: &oci2sif::BuildOptions,
+    max_config_bytes: u64,
     out_path: &Path,
 ) -> Result<String, Failure> {
     let mut log = String::new();
-    let config_json = std::fs::read(store.blob_path(&image.config))
-        .map_err(|e| plain_failure(format!("cannot read image config {}: {e}", image.config)))?;
+    let config_json =
+        access::read_config(store, &image.config, max_config_bytes).map_err(|e| match e {
+            access::ConfigError::TooLarge { .. } => Failure::permanent(e.to_string()),
+            access::ConfigError::Io { .. } => plain_failure(e.to_string()),
+        })?;
     let mut layers = Vec::with_capacity(image.layers.len());
     for (i, (media_type, digest)) in image.layers.iter().enumerate() {
         let file = File::open(store.blob_path(digest))
@@ -139,9 +165,14 @@ fn convert(
             Ok(log)
         }
         Err(e) => {
+            let permanent = e.is_permanent();
             let reason = e.to_string();
             log.push_str(&format!("error: {reason}\n"));
-            Err(Failure { reason, log })
+            Err(Failure {
+                reason,
+                log,
+                permanent,
+            })
         }
     }
 }

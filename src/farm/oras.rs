@@ -115,6 +115,10 @@ pub async fn publish_for_tag(
             sources.extend(meta::children_of(c, &r, &d)?);
             let mut ready = Vec::new();
             for source in sources {
+                // A repository gets the SIF only of images whose every blob it holds.
+                if !super::access::holds_image(c, &r, &source)? {
+                    continue;
+                }
                 for (sif, size, platform) in meta::sifs_for_manifest(c, &source)? {
                     ready.push((source.clone(), sif, size, platform));
                 }

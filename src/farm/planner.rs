@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{oras, Farm};
+use super::{access, oras, Farm};
 use crate::meta::{self, Event};
 use crate::registry::manifests::{self, Kind};
 use crate::registry::names::Digest;
@@ -51,9 +51,16 @@ pub async fn process_pending(farm: &Arc<Farm>) -> anyhow::Result<usize> {
 async fn handle(farm: &Arc<Farm>, event: &Event) -> anyhow::Result<()> {
     match event.kind.as_str() {
         "manifest_pushed" => {
-            if let Some(platform) =
-                buildable_platform(farm, &event.repository, &event.digest).await?
-            {
+            let platform = match buildable_platform(farm, &event.repository, &event.digest).await {
+                Ok(platform) => platform,
+                // An image the farm may not read gets no job; later events still run.
+                Err(e) if e.is::<access::Refused>() => {
+                    tracing::warn!(repository = %event.repository, digest = %event.digest, "no SIF build: {e}");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(platform) = platform {
                 if farm.wants_platform(&platform) {
                     let (d, p, r) = (
                         event.digest.clone(),
@@ -100,7 +107,9 @@ struct ConfigPlatform {
     variant: Option<String>,
 }
 
-/// The platform of a runnable image manifest, or `None` if it is not something to build.
+/// The platform of a runnable image manifest, or `None` if it is not something to build; an
+/// [`access::Refused`] error if `repository` does not hold every blob of the image or its
+/// config is over the size limit.
 pub async fn buildable_platform(
     farm: &Arc<Farm>,
     repository: &str,
@@ -129,10 +138,30 @@ pub async fn buildable_platform(
     {
         return Ok(None);
     }
+    // The config is read, and the image built, on behalf of `repository`: only if it holds
+    // every blob the image names (foreign layers included), so that another user's digest in a
+    // manifest neither gets a job nor is read here.
+    let (r, m) = (repository.to_owned(), image.clone());
+    if let Some(unreadable) = farm
+        .db
+        .read(move |c| access::first_unreadable(c, &r, &m))
+        .await?
+    {
+        return Err(access::Refused(unreadable.reason(repository)).into());
+    }
     let config_digest = Digest::parse(image.config().digest().as_ref())?;
-    let store = farm.store.clone();
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(store.blob_path(&config_digest)))
-        .await??;
+    let (store, limit) = (farm.store.clone(), farm.config.max_config_bytes);
+    let bytes = match tokio::task::spawn_blocking(move || {
+        access::read_config(&store, &config_digest, limit)
+    })
+    .await?
+    {
+        Ok(bytes) => bytes,
+        Err(e @ access::ConfigError::TooLarge { .. }) => {
+            return Err(access::Refused(e.to_string()).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let config: ConfigPlatform = match serde_json::from_slice(&bytes) {
         Ok(c) => c,
         Err(_) => return Ok(None),

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::meta::Sif;
+use crate::registry::names::RepositoryName;
 
 /// Entries kept before the index starts over; each is a few hundred bytes.
 const CAPACITY: usize = 4096;
@@ -26,8 +27,19 @@ pub struct ReadySif {
     pub sif: Sif,
 }
 
-/// The request's image digest and its explicit platform (None: the default choice).
-type Key = (String, Option<String>);
+/// The repository the request resolved through, the request's image digest and its explicit
+/// platform (None: the default choice). The repository is part of the key because whether a
+/// repository may have an image's SIF (it holds every blob the SIF is built from) is checked
+/// on the slow path, per repository.
+type Key = (String, String, Option<String>);
+
+fn key(repository: &RepositoryName, image: &str, platform: Option<&str>) -> Key {
+    (
+        repository.as_str().to_owned(),
+        image.to_owned(),
+        platform.map(str::to_owned),
+    )
+}
 
 #[derive(Default)]
 pub struct ReadySifs {
@@ -35,27 +47,33 @@ pub struct ReadySifs {
 }
 
 impl ReadySifs {
-    pub fn get(&self, image: &str, platform: Option<&str>) -> Option<Arc<ReadySif>> {
-        let key = (image.to_owned(), platform.map(str::to_owned));
-        self.lock().get(&key).cloned()
+    pub fn get(
+        &self,
+        repository: &RepositoryName,
+        image: &str,
+        platform: Option<&str>,
+    ) -> Option<Arc<ReadySif>> {
+        self.lock().get(&key(repository, image, platform)).cloned()
     }
 
-    pub fn insert(&self, image: &str, platform: Option<&str>, ready: ReadySif) {
+    pub fn insert(
+        &self,
+        repository: &RepositoryName,
+        image: &str,
+        platform: Option<&str>,
+        ready: ReadySif,
+    ) {
         let mut entries = self.lock();
         // A full index starts over rather than tracking recency: the working set of a cluster
         // is small, and refilling costs one slow-path request per SIF.
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(
-            (image.to_owned(), platform.map(str::to_owned)),
-            Arc::new(ready),
-        );
+        entries.insert(key(repository, image, platform), Arc::new(ready));
     }
 
-    pub fn forget(&self, image: &str, platform: Option<&str>) {
-        let key = (image.to_owned(), platform.map(str::to_owned));
-        self.lock().remove(&key);
+    pub fn forget(&self, repository: &RepositoryName, image: &str, platform: Option<&str>) {
+        self.lock().remove(&key(repository, image, platform));
     }
 
     pub fn len(&self) -> usize {
@@ -91,39 +109,49 @@ mod tests {
         }
     }
 
+    fn repo(name: &str) -> RepositoryName {
+        RepositoryName::parse(name).unwrap()
+    }
+
     #[test]
-    fn keys_include_the_requested_platform() {
+    fn keys_include_the_requested_platform_and_the_repository() {
         let index = ReadySifs::default();
+        let alice = repo("alice/app");
         let ready = ReadySif {
             image: "sha256:child".into(),
             sif: sif("sha256:a"),
         };
-        index.insert("sha256:idx", Some("linux/arm64"), ready);
-        assert!(index.get("sha256:idx", None).is_none());
+        index.insert(&alice, "sha256:idx", Some("linux/arm64"), ready);
+        assert!(index.get(&alice, "sha256:idx", None).is_none());
+        // Another repository naming the same digest goes through the slow path's checks.
+        assert!(index
+            .get(&repo("bob/copy"), "sha256:idx", Some("linux/arm64"))
+            .is_none());
         let hit = index
-            .get("sha256:idx", Some("linux/arm64"))
+            .get(&alice, "sha256:idx", Some("linux/arm64"))
             .expect("cached");
         assert_eq!(hit.image, "sha256:child");
-        index.forget("sha256:idx", Some("linux/arm64"));
+        index.forget(&alice, "sha256:idx", Some("linux/arm64"));
         assert!(index.is_empty());
     }
 
     #[test]
     fn a_full_index_starts_over() {
         let index = ReadySifs::default();
+        let alice = repo("alice/app");
         for i in 0..CAPACITY {
             let ready = ReadySif {
                 image: format!("sha256:{i}"),
                 sif: sif("sha256:a"),
             };
-            index.insert(&format!("sha256:{i}"), None, ready);
+            index.insert(&alice, &format!("sha256:{i}"), None, ready);
         }
         assert_eq!(index.len(), CAPACITY);
         let ready = ReadySif {
             image: "sha256:new".into(),
             sif: sif("sha256:a"),
         };
-        index.insert("sha256:new", None, ready);
+        index.insert(&alice, "sha256:new", None, ready);
         assert_eq!(index.len(), 1);
     }
 }

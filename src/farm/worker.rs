@@ -25,6 +25,29 @@ pub struct Built {
 pub struct Failure {
     pub reason: String,
     pub log: String,
+    /// Retrying cannot help (the image asks for blobs its repository does not hold, or it is
+    /// over a limit of the image's own making): the job fails for good at once.
+    pub permanent: bool,
+}
+
+impl Failure {
+    /// A failure that may go away on retry (I/O, a crash, a lost lease), with `log` as its log.
+    pub fn transient(reason: String, log: String) -> Failure {
+        Failure {
+            reason,
+            log,
+            permanent: false,
+        }
+    }
+
+    /// A failure that the same image will always hit; the reason is the log.
+    pub fn permanent(reason: String) -> Failure {
+        Failure {
+            log: reason.clone(),
+            reason,
+            permanent: true,
+        }
+    }
 }
 
 pub async fn run(farm: Arc<Farm>, owner: String) {
@@ -94,7 +117,13 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
                 failure.reason.clone(),
                 tail(&failure.log),
             );
-            let (max, delay) = (farm.config.max_attempts, farm.config.retry_delay_secs);
+            // A permanent failure uses up every attempt at once.
+            let max = if failure.permanent {
+                0
+            } else {
+                farm.config.max_attempts
+            };
+            let delay = farm.config.retry_delay_secs;
             let state = farm
                 .db
                 .write(move |tx| meta::fail_job(tx, id, &o, &reason, &log, max, delay))
@@ -129,10 +158,7 @@ async fn finish(
     built: Built,
     duration_ms: i64,
 ) -> Result<Sif, Failure> {
-    let fail = |reason: String| Failure {
-        reason,
-        log: built.log.clone(),
-    };
+    let fail = |reason: String| Failure::transient(reason, built.log.clone());
     let path = built.workspace.sif_path();
     let store = farm.store.clone();
     let inspected = tokio::task::spawn_blocking(move || native::inspect_sif(&store, &path))

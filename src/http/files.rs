@@ -48,8 +48,9 @@ pub async fn respond(method: &Method, request: &HeaderMap, served: Served) -> Re
     if method == Method::HEAD {
         return build(builder, Body::empty());
     }
-    // Mapped windows, not reads: no user-space copy (see storage::mapped).
-    let stream = crate::storage::mapped::stream(served.file, served.offset + start, len);
+    // Positioned reads, never a mapping: a bad disk read fails this response, not the process
+    // (see storage::ranges).
+    let stream = crate::storage::ranges::stream(served.file, served.offset + start, len);
     build(builder, Body::from_stream(stream))
 }
 

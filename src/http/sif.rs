@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::{files, App};
 use crate::auth::{Action, Principal};
 use crate::farm::ready::ReadySif;
-use crate::farm::{planner, platform};
+use crate::farm::{access, planner, platform};
 use crate::meta::{self, Job, JobState};
 use crate::registry::error::{Error, Result};
 use crate::registry::manifests::{DOCKER_MANIFEST_LIST, OCI_INDEX};
@@ -73,14 +73,21 @@ async fn handle(
     let (reference, view) = split_view(rest);
     let (repo, digest) = resolve(app, principal, reference).await?;
     if matches!(view, View::Sif | View::Squashfs) {
-        if let Some(ready) = app.farm.ready.get(digest.as_str(), platform.as_deref()) {
+        if let Some(ready) = app
+            .farm
+            .ready
+            .get(&repo, digest.as_str(), platform.as_deref())
+        {
             match open_sif(app, &ready).await? {
                 Some(file) => {
                     note_use(app, &repo, reference, &ready.image);
                     return serve(method, headers, &ready, file, view).await;
                 }
                 // Removed or quarantined since: the slow path sees what the job says now.
-                None => app.farm.ready.forget(digest.as_str(), platform.as_deref()),
+                None => app
+                    .farm
+                    .ready
+                    .forget(&repo, digest.as_str(), platform.as_deref()),
             }
         }
     }
@@ -106,7 +113,7 @@ async fn handle(
                 let response = serve(method, headers, &ready, file, view).await?;
                 app.farm
                     .ready
-                    .insert(&requested.0, requested.1.as_deref(), ready);
+                    .insert(&repo, &requested.0, requested.1.as_deref(), ready);
                 Ok(response)
             }
             JobState::Queued | JobState::Building => {
@@ -232,9 +239,14 @@ async fn select_platform(
         } else {
             (digest, requested)
         };
+    // Also the access rule: a repository gets a SIF (even one another repository's build
+    // made) only if it holds every blob the image is built from.
     let platform = planner::buildable_platform(&app.farm, repo.as_str(), digest.as_str())
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| match e.downcast::<access::Refused>() {
+            Ok(refused) => Error::ManifestBlobUnknown(format!("no SIF for {digest}: {refused}")),
+            Err(e) => Error::Internal(e.to_string()),
+        })?
         .ok_or_else(|| {
             Error::ManifestInvalid(format!(
                 "{digest} is not a runnable image (an artifact, an attestation or an image without layers): there is no SIF for it"
@@ -369,11 +381,17 @@ async fn ready_sif(app: &Arc<App>, job: &Job) -> Result<ReadySif> {
 async fn open_sif(app: &Arc<App>, ready: &ReadySif) -> Result<Option<BlobFile>> {
     let digest = Digest::parse(&ready.sif.digest)?;
     let store = app.farm.store.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || store.open_blob(&digest))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??,
-    )
+    let file = tokio::task::spawn_blocking(move || store.open_blob(&digest))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    // A SIF file cut short on disk is not the SIF: refuse before sending a byte.
+    match file {
+        Some(f) if f.size != ready.sif.size as u64 => Err(Error::Internal(format!(
+            "SIF {} is recorded as {} bytes but its file holds {}; run `hpc-registry admin scrub`",
+            ready.sif.digest, ready.sif.size, f.size
+        ))),
+        other => Ok(other),
+    }
 }
 
 async fn serve(

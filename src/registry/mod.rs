@@ -89,14 +89,24 @@ impl Registry {
 
     /// Opens `digest` for reading through `repo`.
     pub async fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobFile> {
-        self.blob_size(repo, digest).await?;
+        let recorded = self.blob_size(repo, digest).await?;
         let (store, d) = (self.store.clone(), digest.clone());
-        blocking(move || store.open_blob(&d)).await?.ok_or_else(|| {
-            // Metadata says present, bytes are gone: report it, never serve something else.
-            Error::Internal(format!(
+        let blob = blocking(move || store.open_blob(&d))
+            .await?
+            .ok_or_else(|| {
+                // Metadata says present, bytes are gone: report it, never serve something else.
+                Error::Internal(format!(
                 "blob {digest} is recorded but its file is missing; run `hpc-registry admin scrub`"
             ))
-        })
+            })?;
+        // A file cut short (or grown) on disk is not the blob: refuse before sending a byte.
+        if blob.size != recorded {
+            return Err(Error::Internal(format!(
+                "blob {digest} is recorded as {recorded} bytes but its file holds {}; run `hpc-registry admin scrub`",
+                blob.size
+            )));
+        }
+        Ok(blob)
     }
 
     /// Removes `digest` from `repo`.

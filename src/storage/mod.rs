@@ -6,7 +6,7 @@
 //! S3-compatible backend would sit beside it behind the same operations.
 
 pub mod fs;
-pub mod mapped;
+pub mod ranges;
 
 pub use fs::{BlobFile, FsStore as BlobStore, UploadFile};
 

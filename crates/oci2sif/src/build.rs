@@ -9,7 +9,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::layers::{self, LayerError, Limits};
+use crate::layers::{self, LayerError, LimitSettings, Limits};
 use crate::sif::{self, ContainerOptions, FsType, ObjectInput, ObjectKind, PartType, SifError};
 use crate::singularity::{self, ImageConfigFile, SingularityError};
 use crate::squashfs::{self, SquashfsError, SquashfsOptions};
@@ -38,8 +38,9 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Squashfs compression threads.
     pub threads: usize,
-    /// Cap on the total size of the files unpacked from all layers.
-    pub max_unpacked_bytes: u64,
+    /// Bounds on what the image may make the build hold and write (files, entries, xattrs,
+    /// names, path depth, scratch space).
+    pub limits: LimitSettings,
     /// Same input, same bytes out: nil UUID, Go zero time in the SIF, and every other clock
     /// (file times, build-date label, squashfs time) taken from the config's `created`.
     pub reproducible: bool,
@@ -52,7 +53,7 @@ impl Default for BuildOptions {
         BuildOptions {
             compression: Compression::default(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            max_unpacked_bytes: 64 << 30,
+            limits: LimitSettings::DEFAULT,
             reproducible: false,
             work_dir: std::env::temp_dir(),
         }
@@ -102,8 +103,34 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the build writes more than {limit} bytes to its scratch space (limit set by farm.max_scratch_bytes)"
+    )]
+    ScratchFull { limit: u64 },
     #[error("I/O error while building the SIF: {0}")]
     Io(#[from] io::Error),
+}
+
+impl BuildError {
+    /// True when the same image would fail the same way again: a limit of the image's own
+    /// making. Malformed input and I/O errors are left to the retry policy.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            BuildError::ScratchFull { .. } => true,
+            BuildError::Layer { source, .. } => matches!(
+                source,
+                LayerError::TooLarge { .. }
+                    | LayerError::ScratchFull { .. }
+                    | LayerError::TooManyEntries { .. }
+                    | LayerError::NamesTooLarge { .. }
+                    | LayerError::XattrsTooLarge { .. }
+                    | LayerError::EntryXattrsTooLarge { .. }
+                    | LayerError::PathTooDeep { .. }
+                    | LayerError::ExtensionTooLarge { .. }
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Converts one image into a SIF written to `out` from offset 0 (`out` is left positioned at
@@ -119,7 +146,7 @@ pub fn build_sif<W: Write + Seek>(
     let mut tree = Tree::new();
     let mut spool = Spool::new_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
 
-    let mut limits = Limits::new(opts.max_unpacked_bytes);
+    let mut limits = Limits::with(opts.limits);
     let layer_count = apply_layers(&mut tree, &mut spool, input.layers, &mut limits)?;
 
     let arch = singularity::detect_arch(&tree, &spool, &config.architecture)?;
@@ -142,7 +169,13 @@ pub fn build_sif<W: Write + Seek>(
         size: squashfs_size,
         arch: &arch,
     };
-    let sif_size = write_sif(out, &metadata, partition, &clock)?;
+    // The scratch squashfs stays on disk while the SIF is written next to it.
+    let mut out = ScratchMeter::new(
+        out,
+        opts.limits.max_scratch_bytes.saturating_sub(squashfs_size),
+    );
+    let written = write_sif(&mut out, &metadata, partition, &clock);
+    let sif_size = written.map_err(|e| scratch_error(out.exceeded, opts, e))?;
     Ok(BuildReport {
         arch,
         sif_size,
@@ -232,11 +265,71 @@ fn write_squashfs_scratch(
         mkfs_time: clock.mkfs_time,
         ..SquashfsOptions::default()
     };
-    let mut writer = BufWriter::new(file);
-    let size = squashfs::write_squashfs(tree, spool, &mut writer, &squashfs_opts)?;
-    let mut file = writer.into_inner().map_err(|e| e.into_error())?;
+    // The spool is still on disk while the squashfs is written: both count.
+    let budget = opts.limits.max_scratch_bytes.saturating_sub(spool.len());
+    let mut writer = BufWriter::new(ScratchMeter::new(file, budget));
+    let result = squashfs::write_squashfs(tree, spool, &mut writer, &squashfs_opts);
+    let exceeded = writer.get_ref().exceeded;
+    let size = result.map_err(|e| scratch_error(exceeded, opts, e.into()))?;
+    let mut file = writer
+        .into_inner()
+        .map_err(|e| scratch_error(exceeded, opts, e.into_error().into()))?
+        .inner;
     file.seek(SeekFrom::Start(0))?;
     Ok((file, size))
+}
+
+fn scratch_error(exceeded: bool, opts: &BuildOptions, error: BuildError) -> BuildError {
+    if exceeded {
+        BuildError::ScratchFull {
+            limit: opts.limits.max_scratch_bytes,
+        }
+    } else {
+        error
+    }
+}
+
+/// Refuses writes that would take a file past `budget` bytes, so one build cannot fill the
+/// disk its scratch directory is on; remembers that it refused, to name the limit.
+struct ScratchMeter<W> {
+    inner: W,
+    budget: u64,
+    position: u64,
+    exceeded: bool,
+}
+
+impl<W> ScratchMeter<W> {
+    fn new(inner: W, budget: u64) -> Self {
+        ScratchMeter {
+            inner,
+            budget,
+            position: 0,
+            exceeded: false,
+        }
+    }
+}
+
+impl<W: Write> Write for ScratchMeter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.position.saturating_add(buf.len() as u64) > self.budget {
+            self.exceeded = true;
+            return Err(io::Error::other("scratch space limit reached"));
+        }
+        let n = self.inner.write(buf)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Seek> Seek for ScratchMeter<W> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.position = self.inner.seek(pos)?;
+        Ok(self.position)
+    }
 }
 
 /// The scratch squashfs image, positioned at its start.

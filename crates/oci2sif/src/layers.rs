@@ -51,11 +51,25 @@
 //!   Go skips no data for them while GNU tar and the tar crate do, so such archives mean different
 //!   things to different tools.
 //!
-//! Resource limits: [`Limits`] caps the file bytes unpacked across all layers and is enforced
-//! while streaming (a declared size over the cap fails before any byte is read); data carried by
-//! entries that are not regular files is charged too, so it cannot be used to dodge the cap. The
-//! tar crate buffers GNU long names and PAX headers in memory, so the bytes it may read on its own
-//! between two entries are capped as well (Go's `archive/tar` caps each at 1 MiB).
+//! Resource limits: [`LimitSettings`] bounds every resource an entry can make the applier
+//! spend, each enforced while streaming and each failing the layer with an error that names its
+//! setting:
+//! * file bytes unpacked across all layers (a declared size over the cap fails before any byte
+//!   is read; data carried by entries that are not regular files is charged too), and, as the
+//!   spool holds them, the build's scratch space;
+//! * tar entries across all layers, every header counted (also those that materialise nothing);
+//! * bytes the tar parser may read by itself between two entries (GNU long names and PAX
+//!   headers are buffered in memory by the tar crate): three extension records of
+//!   `max_extension_bytes` each, like Go's `archive/tar` caps each at 1 MiB;
+//! * xattr bytes per entry and across the image;
+//! * entry name, symlink/hardlink target and "upper path" bytes across the image;
+//! * path depth, by name and after resolving symlinks in the parent path (which also bounds the
+//!   directories one entry can create and the ancestors it marks).
+//!
+//! Work and memory stay linear in the input: an unlinked inode's id and memory are reused (one
+//! name replaced a million times keeps one inode), marking an entry's ancestors upper stops at
+//! the first one already marked, and a whiteout walk never re-walks a directory this layer
+//! already emptied of lower entries (repeated or nested opaque whiteouts were O(N²)).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -77,10 +91,6 @@ const MAX_RESOLVE_STEPS: usize = 16 * 1024;
 const NAME_MAX: usize = 255;
 /// Longest path inside the tree and longest symlink target (`PATH_MAX`).
 const PATH_MAX: usize = 4096;
-/// Bytes the tar parser may read by itself before handing out the next entry: up to three
-/// extension records (GNU long name, long link, PAX) of at most 1 MiB each like Go's reader,
-/// plus headers and padding.
-const MAX_PARSER_BYTES_PER_ENTRY: u64 = 3 * 1024 * 1024 + 64 * 1024;
 /// Xattrs never taken from a layer (see the module docs).
 const IGNORED_XATTRS: &[&[u8]] = &[
     b"security.selinux",
@@ -90,31 +100,153 @@ const IGNORED_XATTRS: &[&[u8]] = &[
 /// Bytes looked at to recognise the compression: the ustar magic sits at offset 257.
 const SNIFF_LEN: usize = 512;
 
-/// Cap on the total file bytes written to the spool across all layers of one build (the
-/// decompression-bomb guard). Pass the same value to every [`apply_layer`] call of a build.
+/// The bounds on what one build's layers may make the builder hold or do. Every resource an
+/// entry can make the applier spend is capped: file bytes, entries, extension records, xattrs,
+/// names and symlink targets, path depth (and with it the directories one entry may create and
+/// the ancestors it marks). Hitting any of them fails the layer with an error naming the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Regular-file bytes unpacked across all layers (the decompression-bomb guard).
+    pub max_unpacked_bytes: u64,
+    /// Tar entries across all layers, whiteouts and skipped headers included.
+    pub max_entries: u64,
+    /// Bytes of one PAX extended header or GNU long name/link record.
+    pub max_extension_bytes: u64,
+    /// Xattr bytes (names and values) of one entry.
+    pub max_xattr_bytes_per_entry: u64,
+    /// Xattr bytes across all layers.
+    pub max_xattr_bytes: u64,
+    /// Entry name and symlink target bytes across all layers.
+    pub max_name_bytes: u64,
+    /// Components of one entry path.
+    pub max_path_depth: usize,
+    /// Bytes a build may write to its work directory (spool, scratch squashfs, SIF).
+    pub max_scratch_bytes: u64,
+}
+
+impl LimitSettings {
+    /// Far above any real image (the largest conda/CUDA images hold a few hundred thousand
+    /// entries and a few KiB of xattrs), low enough that the tree of a hostile image stays
+    /// within a few hundred MiB of memory.
+    pub const DEFAULT: LimitSettings = LimitSettings {
+        max_unpacked_bytes: 64 << 30,
+        max_entries: 2_000_000,
+        // Go's archive/tar caps each record at 1 MiB.
+        max_extension_bytes: 1 << 20,
+        // Linux allows 64 KiB per value and 64 KiB of names per inode.
+        max_xattr_bytes_per_entry: 128 << 10,
+        max_xattr_bytes: 64 << 20,
+        max_name_bytes: 256 << 20,
+        max_path_depth: 256,
+        max_scratch_bytes: 160 << 30,
+    };
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings::DEFAULT
+    }
+}
+
+/// The limits of one build and what its layers used so far. Pass the same value to every
+/// [`apply_layer`] call of a build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    pub max_unpacked_bytes: u64,
+    pub settings: LimitSettings,
     /// Bytes unpacked so far.
     pub unpacked_bytes: u64,
+    /// Tar entries read so far.
+    pub entries: u64,
+    /// Xattr bytes kept so far.
+    pub xattr_bytes: u64,
+    /// Name and symlink target bytes kept so far.
+    pub name_bytes: u64,
 }
 
 impl Limits {
+    /// The default limits with `max_unpacked_bytes` as the file-byte cap.
     pub fn new(max_unpacked_bytes: u64) -> Self {
-        Limits {
+        Limits::with(LimitSettings {
             max_unpacked_bytes,
+            ..LimitSettings::DEFAULT
+        })
+    }
+
+    pub fn with(settings: LimitSettings) -> Self {
+        Limits {
+            settings,
             unpacked_bytes: 0,
+            entries: 0,
+            xattr_bytes: 0,
+            name_bytes: 0,
         }
     }
 
+    /// File bytes that may still be unpacked: the unpacked cap, and the scratch cap (the spool
+    /// holds every unpacked byte), whichever is closer.
     fn remaining(&self) -> u64 {
-        self.max_unpacked_bytes.saturating_sub(self.unpacked_bytes)
+        let s = &self.settings;
+        s.max_unpacked_bytes
+            .min(s.max_scratch_bytes)
+            .saturating_sub(self.unpacked_bytes)
     }
 
     fn too_large(&self) -> LayerError {
-        LayerError::TooLarge {
-            limit: self.max_unpacked_bytes,
+        let s = &self.settings;
+        if s.max_scratch_bytes < s.max_unpacked_bytes {
+            LayerError::ScratchFull {
+                limit: s.max_scratch_bytes,
+            }
+        } else {
+            LayerError::TooLarge {
+                limit: s.max_unpacked_bytes,
+            }
         }
+    }
+
+    /// Bytes the tar parser may read by itself before the next entry: up to three extension
+    /// records (GNU long name, long link, PAX), plus headers and padding.
+    fn parser_bytes_per_entry(&self) -> u64 {
+        self.settings
+            .max_extension_bytes
+            .saturating_mul(3)
+            .saturating_add(64 * 1024)
+    }
+
+    fn count_entry(&mut self) -> Result<(), LayerError> {
+        self.entries += 1;
+        if self.entries > self.settings.max_entries {
+            return Err(LayerError::TooManyEntries {
+                limit: self.settings.max_entries,
+            });
+        }
+        Ok(())
+    }
+
+    fn charge_names(&mut self, bytes: usize) -> Result<(), LayerError> {
+        self.name_bytes = self.name_bytes.saturating_add(bytes as u64);
+        if self.name_bytes > self.settings.max_name_bytes {
+            return Err(LayerError::NamesTooLarge {
+                limit: self.settings.max_name_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn charge_xattrs(&mut self, path: &str, bytes: u64) -> Result<(), LayerError> {
+        if bytes > self.settings.max_xattr_bytes_per_entry {
+            return Err(LayerError::EntryXattrsTooLarge {
+                path: path.to_owned(),
+                limit: self.settings.max_xattr_bytes_per_entry,
+            });
+        }
+        self.xattr_bytes = self.xattr_bytes.saturating_add(bytes);
+        if self.xattr_bytes > self.settings.max_xattr_bytes {
+            return Err(LayerError::XattrsTooLarge {
+                limit: self.settings.max_xattr_bytes,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -125,15 +257,42 @@ pub enum LayerError {
         human_bytes(*limit)
     )]
     TooLarge { limit: u64 },
+    #[error(
+        "the image writes more than {} to its build's scratch space (limit set by farm.max_scratch_bytes)",
+        human_bytes(*limit)
+    )]
+    ScratchFull { limit: u64 },
+    #[error("the image has more than {limit} entries (limit set by farm.max_entries)")]
+    TooManyEntries { limit: u64 },
+    #[error(
+        "the image's entry names and symlink targets exceed {} (limit set by farm.max_name_bytes)",
+        human_bytes(*limit)
+    )]
+    NamesTooLarge { limit: u64 },
+    #[error(
+        "the image's extended attributes exceed {} (limit set by farm.max_xattr_bytes)",
+        human_bytes(*limit)
+    )]
+    XattrsTooLarge { limit: u64 },
+    #[error(
+        "layer entry {path:?}: its extended attributes exceed {} (limit set by farm.max_xattr_bytes_per_entry)",
+        human_bytes(*limit)
+    )]
+    EntryXattrsTooLarge { path: String, limit: u64 },
+    #[error(
+        "layer entry {path:?}: more than {limit} path components (limit set by farm.max_path_depth)"
+    )]
+    PathTooDeep { path: String, limit: usize },
     #[error("reading layer: {0}")]
     Read(#[source] io::Error),
     #[error("starting the layer decompressor: {0}")]
     Decompress(#[source] io::Error),
     #[error(
-        "malformed layer tar: more than {} of long-name/PAX extension data before one entry",
-        human_bytes(MAX_PARSER_BYTES_PER_ENTRY)
+        "malformed layer tar: more than {} of long-name/PAX extension data before one entry \
+         (limit set by farm.max_extension_bytes, three records per entry)",
+        human_bytes(*limit)
     )]
-    ExtensionTooLarge,
+    ExtensionTooLarge { limit: u64 },
     #[error("malformed layer tar: {0}")]
     Tar(#[source] io::Error),
     #[error("layer entry {path:?}: invalid header: {reason}")]
@@ -185,6 +344,9 @@ pub struct LayerStats {
     pub bytes: u64,
     /// Whiteout entries processed (opaque ones included).
     pub whiteouts: u64,
+    /// Directory entries the whiteout walks looked at: the work whiteouts cost, which stays
+    /// linear in the layer's size however the whiteouts are nested or repeated.
+    pub whiteout_steps: u64,
 }
 
 /// True for the OCI and Docker layer media types this crate can unpack, including the
@@ -231,21 +393,35 @@ pub fn apply_layer(
         budget: budget.clone(),
     });
     let mut entries = archive.entries().map_err(LayerError::Tar)?;
+    let parser_budget = limits.parser_bytes_per_entry();
     let mut applier = Applier {
         tree,
         spool,
         limits,
         upper: HashSet::new(),
+        opaque: HashSet::new(),
         stats: LayerStats::default(),
     };
     loop {
-        budget.restrict(MAX_PARSER_BYTES_PER_ENTRY);
+        budget.restrict(parser_budget);
         let mut entry = match entries.next() {
             None => break,
-            Some(entry) => entry.map_err(|e| budget.classify(e))?,
+            Some(entry) => entry.map_err(|e| budget.classify(e, parser_budget))?,
         };
         budget.lift();
+        // Every header counts, also those that materialise nothing: millions of skipped
+        // headers cost the builder time as much as millions of files.
+        applier.limits.count_entry()?;
         if let Some(header) = parse_header(&mut entry)? {
+            let xattr_bytes = header
+                .meta
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum();
+            applier
+                .limits
+                .charge_xattrs(&header.display_name(), xattr_bytes)?;
             applier.apply(&header, &mut entry)?;
         }
         // Whatever the entry did not consume is read here, charged to the limits, rather than
@@ -360,10 +536,10 @@ impl ParserBudget {
     }
 
     /// Turns a parser error into the right [`LayerError`].
-    fn classify(&self, error: io::Error) -> LayerError {
+    fn classify(&self, error: io::Error, limit: u64) -> LayerError {
         let state = self.0.get();
         if state.exhausted {
-            LayerError::ExtensionTooLarge
+            LayerError::ExtensionTooLarge { limit }
         } else if state.read_failed {
             LayerError::Read(error)
         } else {
@@ -808,6 +984,11 @@ struct Applier<'a> {
     limits: &'a mut Limits,
     /// Symlink-resolved paths this layer extracted, and all their ancestors.
     upper: HashSet<Vec<u8>>,
+    /// Symlink-resolved directories whose lower children this layer already removed (opaque
+    /// whiteouts, whiteouts of upper directories). Everything below them now is upper, so a
+    /// second whiteout walk there would find nothing to remove: skipping it keeps whiteouts
+    /// linear in the layer's size instead of quadratic (nested or repeated opaque whiteouts).
+    opaque: HashSet<InodeId>,
     stats: LayerStats,
 }
 
@@ -817,6 +998,7 @@ impl Applier<'_> {
         // Checked before resolving too, so that an absurdly long name is reported as such
         // rather than as a symlink loop once it exhausts the resolution budget.
         check_path_length(&components, header)?;
+        self.check_depth(components.len(), header)?;
         let Some((name, parent)) = components.split_last() else {
             return self.apply_root(header);
         };
@@ -827,6 +1009,13 @@ impl Applier<'_> {
             return Ok(());
         }
         check_name_lengths(&resolved_parent.components, name, header)?;
+        // Symlinks in the parent path may resolve deeper than the name itself reads.
+        self.check_depth(resolved_parent.components.len() + 1, header)?;
+        let target_len = match &header.kind {
+            EntryKind::Symlink(target) | EntryKind::Hardlink(target) => target.len(),
+            _ => 0,
+        };
+        self.limits.charge_names(header.name.len() + target_len)?;
         let dir = self.make_parents(&resolved_parent.components, header)?;
         self.clobber(dir, name, &header.kind);
         match &header.kind {
@@ -856,7 +1045,7 @@ impl Applier<'_> {
         }
         let mut path = resolved_parent.components;
         path.push(name.to_vec());
-        self.mark_upper(&path);
+        self.mark_upper(&path)?;
         self.stats.entries += 1;
         Ok(())
     }
@@ -873,6 +1062,17 @@ impl Applier<'_> {
         Ok(())
     }
 
+    fn check_depth(&self, depth: usize, header: &EntryHeader) -> Result<(), LayerError> {
+        let limit = self.limits.settings.max_path_depth;
+        if depth > limit {
+            return Err(LayerError::PathTooDeep {
+                path: header.display_name(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     fn resolve(&self, components: &[&[u8]], header: &EntryHeader) -> Result<Resolved, LayerError> {
         secure_join(self.tree, components).ok_or_else(|| LayerError::SymlinkLoop {
             path: header.display_name(),
@@ -883,6 +1083,11 @@ impl Applier<'_> {
         let Some(dir) = parent.inode.filter(|id| self.tree.children(*id).is_some()) else {
             return;
         };
+        if self.already_opaque(&parent.components) {
+            // Nothing lower is left below: neither an opaque walk nor a plain whiteout (whose
+            // victim, if any, is upper and keeps its upper content) has anything to remove.
+            return;
+        }
         let parent_path = join_path(&parent.components);
         if name == OPAQUE_WHITEOUT {
             self.remove_lower_children(dir, parent_path);
@@ -903,8 +1108,28 @@ impl Applier<'_> {
         }
     }
 
+    /// Whether the directory at `components` (symlink-free, from the root) or one of its
+    /// ancestors already had its lower children removed in this layer.
+    fn already_opaque(&self, components: &[Vec<u8>]) -> bool {
+        let mut at = ROOT;
+        if self.opaque.contains(&at) {
+            return true;
+        }
+        for name in components {
+            match self.tree.lookup(at, name) {
+                Some(child) => at = child,
+                None => return false,
+            }
+            if self.opaque.contains(&at) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Removes everything below `dir` that this layer did not extract, keeping the upper paths
-    /// and descending into upper directories (umoci's whiteout walk).
+    /// and descending into upper directories (umoci's whiteout walk). Directories walked before
+    /// in this layer are skipped: nothing lower is left below them.
     fn remove_lower_children(&mut self, dir: InodeId, dir_path: Vec<u8>) {
         let mut stack = vec![(dir, dir_path)];
         while let Some((dir, dir_path)) = stack.pop() {
@@ -913,13 +1138,18 @@ impl Applier<'_> {
                 None => continue,
             };
             for (name, child) in children {
+                self.stats.whiteout_steps += 1;
                 let path = child_path(&dir_path, &name);
                 if !self.upper.contains(&path) {
                     remove_entry(self.tree, dir, &name);
-                } else if self.tree.children(child).is_some() {
+                } else if self.tree.children(child).is_some() && !self.opaque.contains(&child) {
                     stack.push((child, path));
                 }
             }
+            // Inode ids, not paths: checking an ancestor chain then costs lookups, not hashing
+            // every prefix of a long path. An id freed and reused within the layer names a
+            // directory created by this layer, whose whole content is upper: opaque is true.
+            self.opaque.insert(dir);
         }
     }
 
@@ -1035,10 +1265,22 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn mark_upper(&mut self, path: &[Vec<u8>]) {
-        for depth in 1..=path.len() {
-            self.upper.insert(join_path(&path[..depth]));
+    /// Marks `path` and its ancestors upper. Deepest first, stopping at the first one already
+    /// marked (its ancestors are too), so an entry under a known directory costs one insert,
+    /// not one per ancestor; the bytes kept are charged like names.
+    fn mark_upper(&mut self, path: &[Vec<u8>]) -> Result<(), LayerError> {
+        let full = join_path(path);
+        let mut end = full.len();
+        for component in path.iter().rev() {
+            let prefix = &full[..end];
+            if self.upper.contains(prefix) {
+                break;
+            }
+            self.limits.charge_names(prefix.len())?;
+            self.upper.insert(prefix.to_vec());
+            end = end.saturating_sub(component.len() + 1);
         }
+        Ok(())
     }
 
     /// Reads and discards the rest of an entry's data, charging it to the limits.
@@ -1064,18 +1306,22 @@ fn remove_entry(tree: &mut Tree, dir: InodeId, name: &[u8]) {
         return;
     };
     let mut orphans = vec![removed];
+    // A file linked twice inside a removed directory is met twice: free it once.
+    let mut freed = HashSet::new();
     while let Some(inode) = orphans.pop() {
-        if tree.inode(inode).nlink != 0 {
+        if tree.inode(inode).nlink != 0 || !freed.insert(inode) {
             continue;
         }
-        let Kind::Dir(children) = &mut tree.inode_mut(inode).kind else {
-            continue;
-        };
-        for child in std::mem::take(children).into_values() {
-            let child_inode = tree.inode_mut(child);
-            child_inode.nlink = child_inode.nlink.saturating_sub(1);
-            orphans.push(child);
+        if let Kind::Dir(children) = &mut tree.inode_mut(inode).kind {
+            for child in std::mem::take(children).into_values() {
+                let child_inode = tree.inode_mut(child);
+                child_inode.nlink = child_inode.nlink.saturating_sub(1);
+                orphans.push(child);
+            }
         }
+        // Unreachable now: its memory (xattrs, symlink target, children) goes, and its id is
+        // reused, so replacing one name a million times keeps one inode, not a million.
+        tree.release(inode);
     }
 }
 

@@ -90,6 +90,8 @@ pub struct Inode {
 #[derive(Debug, Clone)]
 pub struct Tree {
     pub inodes: Vec<Inode>,
+    /// Released (unreachable) inode ids that [`Tree::add_inode`] reuses.
+    free: Vec<InodeId>,
 }
 
 impl Default for Tree {
@@ -107,6 +109,7 @@ impl Tree {
                 meta: Meta::new(0o755, 0, 0, 0),
                 nlink: 1,
             }],
+            free: Vec::new(),
         }
     }
 
@@ -120,12 +123,34 @@ impl Tree {
 
     /// Adds an unattached inode and returns its id.
     pub fn add_inode(&mut self, kind: Kind, meta: Meta) -> InodeId {
-        self.inodes.push(Inode {
+        let inode = Inode {
             kind,
             meta,
             nlink: 0,
-        });
+        };
+        if let Some(id) = self.free.pop() {
+            self.inodes[id] = inode;
+            return id;
+        }
+        self.inodes.push(inode);
         self.inodes.len() - 1
+    }
+
+    /// Drops what an unreachable inode holds and makes its id reusable. The caller guarantees
+    /// that no directory names it (`nlink == 0`) and that it releases each id once.
+    pub fn release(&mut self, id: InodeId) {
+        debug_assert!(id != ROOT && self.inodes[id].nlink == 0);
+        self.inodes[id] = Inode {
+            kind: Kind::Fifo,
+            meta: Meta::new(0, 0, 0, 0),
+            nlink: 0,
+        };
+        self.free.push(id);
+    }
+
+    /// Inodes held, reachable or not (released ones excluded).
+    pub fn live_inodes(&self) -> usize {
+        self.inodes.len() - self.free.len()
     }
 
     /// The children of a directory inode, or `None` if `dir` is not a directory.

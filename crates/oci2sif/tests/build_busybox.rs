@@ -117,7 +117,10 @@ fn build(image: &OciImage, sif_path: &Path, reproducible: bool) -> BuildReport {
     let opts = BuildOptions {
         compression: Compression::Gzip { level: 9 },
         threads: 2,
-        max_unpacked_bytes: 1 << 30,
+        limits: oci2sif::layers::LimitSettings {
+            max_unpacked_bytes: 1 << 30,
+            ..Default::default()
+        },
         reproducible,
         work_dir: work_dir.path().to_path_buf(),
     };

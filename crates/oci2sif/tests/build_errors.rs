@@ -106,3 +106,71 @@ fn missing_work_dir_is_reported_as_such() {
         "{err:?}"
     );
 }
+
+/// A one-file layer tar holding `size` bytes that do not compress.
+fn incompressible_layer(size: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(size);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(size);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "blob", &data[..]).unwrap();
+    builder.into_inner().unwrap()
+}
+
+fn scratch_opts(work_dir: &std::path::Path, max_scratch_bytes: u64) -> BuildOptions {
+    let mut o = opts(work_dir);
+    o.limits.max_scratch_bytes = max_scratch_bytes;
+    o
+}
+
+#[test]
+fn unpacking_past_the_scratch_limit_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar: &'static [u8] = Box::leak(incompressible_layer(512 << 10).into_boxed_slice());
+    let (result, _) = try_build(
+        CONFIG,
+        vec![layer("application/vnd.oci.image.layer.v1.tar", tar)],
+        &scratch_opts(dir.path(), 256 << 10),
+    );
+    let err = result.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(
+        err.to_string().contains("farm.max_scratch_bytes"),
+        "the error should name the scratch limit: {err}"
+    );
+}
+
+#[test]
+fn squashfs_and_sif_count_against_the_scratch_limit() {
+    // The files fit (300 KiB spool of a 500 KiB budget), the squashfs next to them does not.
+    let dir = tempfile::tempdir().unwrap();
+    let tar: &'static [u8] = Box::leak(incompressible_layer(300 << 10).into_boxed_slice());
+    let (result, _) = try_build(
+        CONFIG,
+        vec![layer("application/vnd.oci.image.layer.v1.tar", tar)],
+        &scratch_opts(dir.path(), 500 << 10),
+    );
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, BuildError::ScratchFull { limit } if limit == 500 << 10),
+        "{err}"
+    );
+    // With room for spool, squashfs and SIF it builds.
+    let (result, out) = try_build(
+        CONFIG,
+        vec![layer("application/vnd.oci.image.layer.v1.tar", tar)],
+        &scratch_opts(dir.path(), 2 << 20),
+    );
+    result.unwrap();
+    assert!(out.len() > 300 << 10);
+}

@@ -725,7 +725,7 @@ fn oversized_extension_headers_fail_without_buffering_them() {
     let mut l = LayerTar::new();
     l.raw(&name, b'0', 0o644, b"", b"");
     let err = apply(&[l.bytes()]).err().unwrap();
-    assert!(matches!(err, LayerError::ExtensionTooLarge), "{err}");
+    assert!(matches!(err, LayerError::ExtensionTooLarge { .. }), "{err}");
 }
 
 // ---- decompression ------------------------------------------------------------------------

@@ -1,0 +1,185 @@
+//! Streams a byte range of a file with positioned reads into pooled buffers.
+//!
+//! Downloads used to map the file (`mmap`) and hand the mapped window to hyper without a copy.
+//! A mapping turns an I/O error into a signal: a blob file truncated on disk, or a page an NFS or
+//! Lustre server cannot deliver, raises SIGBUS on the thread that touches it (hyper, rustls)
+//! and kills the whole server. Here every byte comes from `pread(2)`, so such a failure is an
+//! `io::Error` for one response: the body stops short (the client sees the connection close
+//! before `Content-Length` bytes) and the next request is served as usual.
+//!
+//! The price is one copy (page cache → buffer) in user space. Buffers of [`WINDOW`] bytes come
+//! from a small pool and go back to it once hyper has written them, so a download neither
+//! allocates nor page-faults per window; one read fills a window (one blocking-pool trip per
+//! 2 MiB, one for a whole small SIF). Memory stays flat however large the file: at most two
+//! windows are in flight per response.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// Bytes read at once per response.
+pub const WINDOW: usize = 2 << 20;
+/// Idle buffers kept for reuse (64 MiB at most); more are freed.
+const POOL: usize = 32;
+
+static BUFFERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+
+fn pool() -> std::sync::MutexGuard<'static, Vec<Box<[u8]>>> {
+    BUFFERS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A window's bytes; the buffer returns to the pool when hyper drops the `Bytes`.
+struct Pooled {
+    buf: Option<Box<[u8]>>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_deref().map_or(&[], |b| &b[..self.len])
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            let mut pool = pool();
+            if pool.len() < POOL {
+                pool.push(buf);
+            }
+        }
+    }
+}
+
+/// The bytes `[start, start + len)` of `file`, in windows of at most [`WINDOW`]. A read error
+/// (or a file shorter than the range) ends the stream with that error.
+pub fn stream(file: File, start: u64, len: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    let file = Arc::new(file);
+    let end = start + len;
+    futures_util::stream::unfold(start, move |pos| {
+        let file = Arc::clone(&file);
+        async move {
+            if pos >= end {
+                return None;
+            }
+            let window_end = end.min(pos + WINDOW as u64);
+            let chunk = tokio::task::spawn_blocking(move || read_window(&file, pos, window_end))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+            match chunk {
+                Ok(bytes) => Some((Ok(bytes), window_end)),
+                Err(e) => {
+                    tracing::warn!(
+                        "download stopped: reading bytes {pos}..{window_end} of the file failed: {e}"
+                    );
+                    // Nothing after a failed window: the response ends here.
+                    Some((Err(e), end))
+                }
+            }
+        }
+    })
+}
+
+/// Reads `[from, to)` of `file` into a pooled buffer.
+fn read_window(file: &File, from: u64, to: u64) -> io::Result<Bytes> {
+    let want = (to - from) as usize;
+    let mut buf = pool()
+        .pop()
+        .unwrap_or_else(|| vec![0u8; WINDOW].into_boxed_slice());
+    let mut got = 0;
+    while got < want {
+        match file.read_at(&mut buf[got..want], from + got as u64) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                    "the file ends at byte {} but {to} bytes were expected (truncated on disk?)",
+                    from + got as u64
+                ),
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Bytes::from_owner(Pooled {
+        buf: Some(buf),
+        len: want,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    async fn collect(file: File, start: u64, len: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut s = std::pin::pin!(stream(file, start, len));
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk?;
+            assert!(chunk.len() <= WINDOW);
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn any_range_of_a_file_streams_exactly() {
+        let data: Vec<u8> = (0..(WINDOW * 2 + 12_345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let n = data.len() as u64;
+        let w = WINDOW as u64;
+        for (start, len) in [
+            (0, n),
+            (1, n - 1),
+            (4095, 2),
+            (w - 1, w + 2),
+            (n - 1, 1),
+            (5, 0),
+        ] {
+            let got = collect(f.try_clone().unwrap(), start, len).await.unwrap();
+            assert_eq!(
+                got,
+                &data[start as usize..(start + len) as usize],
+                "{start}+{len}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unlinked_file_still_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, b"immutable bytes").unwrap();
+        let f = File::open(&path).unwrap();
+        // Garbage collection unlinks while a download runs: the open inode stays readable.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(collect(f, 0, 15).await.unwrap(), b"immutable bytes");
+    }
+
+    #[tokio::test]
+    async fn a_truncated_file_ends_the_stream_with_an_error() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![7u8; WINDOW + 100]).unwrap();
+        let reader = f.try_clone().unwrap();
+        // Truncated after the size was recorded: the second window is short.
+        f.set_len(WINDOW as u64 + 10).unwrap();
+        let mut s = std::pin::pin!(stream(reader, 0, WINDOW as u64 + 100));
+        assert_eq!(s.next().await.unwrap().unwrap().len(), WINDOW);
+        let err = s.next().await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        assert!(s.next().await.is_none(), "nothing after the error");
+    }
+}

@@ -1,0 +1,230 @@
+//! Hostile images against the builder's limits, on the real server (issue 9, "hostile images
+//! exhaust the server"; issue 11's memory-bomb test).
+//!
+//! Two small gzip layers that unpack to a bomb: 1.5 million empty entries under one name, and
+//! 1500 entries carrying a 100 KiB PAX xattr each. Each build must fail for good (one attempt
+//! of three) with a reason naming the limit, while the server's resident memory stays flat and
+//! a push and a SIF download made during the bomb builds succeed. Limits are set in `[farm]`
+//! below the defaults only so the test runs in seconds; the defaults are unit-tested in
+//! `crates/oci2sif/tests/layers_limits.rs`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::sif::*;
+use crate::support::*;
+
+/// One ustar header (`typeflag`, `size` data bytes follow).
+fn ustar(out: &mut Vec<u8>, name: &str, typeflag: u8, size: usize) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |h: &mut [u8; 512], at: usize, width: usize, v: u64| {
+        let s = format!("{v:0w$o}\0", w = width - 1);
+        h[at..at + width].copy_from_slice(s.as_bytes());
+    };
+    octal(&mut h, 100, 8, 0o644);
+    octal(&mut h, 108, 8, 0);
+    octal(&mut h, 116, 8, 0);
+    octal(&mut h, 124, 12, size as u64);
+    octal(&mut h, 136, 12, 1_600_000_000);
+    h[156] = typeflag;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+}
+
+fn pad(out: &mut Vec<u8>) {
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// `gzip -1` of the tar that `write(i, buf)` produces for i in 0..count, then the end blocks;
+/// streamed through gzip, never held whole.
+fn gzip_stream(count: usize, write: impl Fn(usize, &mut Vec<u8>) + Send + 'static) -> Vec<u8> {
+    let mut gzip = Command::new("gzip")
+        .args(["-1", "-c", "-n"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = gzip.stdin.take().unwrap();
+    let feeder = thread::spawn(move || {
+        let mut buf = Vec::with_capacity(1 << 20);
+        for i in 0..count {
+            write(i, &mut buf);
+            if buf.len() >= 1 << 20 {
+                stdin.write_all(&buf).unwrap();
+                buf.clear();
+            }
+        }
+        buf.resize(buf.len() + 1024, 0);
+        stdin.write_all(&buf).unwrap();
+    });
+    let out = gzip.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A PAX record `"<len> <key>=<value>\n"`.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+fn push_layer_image(server: &Server, repo: &str, tag: &str, layer: &[u8]) -> String {
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "config": {"Labels": {"nonce": unique("c")}},
+        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
+    }))
+    .unwrap();
+    push_blob(server, repo, &config);
+    push_blob(server, repo, layer);
+    let manifest = oci_manifest_bytes(
+        &descriptor(OCI_CONFIG, &config),
+        &[descriptor(OCI_LAYER_GZIP, layer)],
+        None,
+    );
+    put_manifest_ok(server, repo, tag, OCI_MANIFEST, &manifest)
+}
+
+/// Samples the server's RSS every 50 ms until stopped; returns the highest value seen.
+struct RssWatch {
+    stop: Arc<AtomicBool>,
+    max: Arc<AtomicU64>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl RssWatch {
+    fn start(pid: u32) -> RssWatch {
+        let (stop, max) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, m) = (stop.clone(), max.clone());
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(kib) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    {
+                        m.fetch_max(kib, Ordering::Relaxed);
+                    }
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        RssWatch { stop, max, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+fn assert_failed_for_limit(server: &Server, reference: &str, needle: &str) {
+    let r = wait_settled(server, reference, BUILD_DEADLINE);
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        r.describe()
+    );
+    let error = &r.json()["errors"][0];
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(needle),
+        "GET /sif/{reference}: the failure should name the limit ({needle}): {message}"
+    );
+    assert_eq!(
+        error["detail"]["attempts"], 1,
+        "a limit of the image's own making is not retried: {error}"
+    );
+}
+
+#[test]
+fn memory_bomb_images_fail_on_limits_while_the_server_stays_flat_and_serves() {
+    let server = FarmServer::start(
+        "workers = 1\nmax_attempts = 3\nretry_delay_secs = 0\nmax_entries = 500000\nmax_xattr_bytes = 16777216",
+    );
+    // A small image built first: its SIF is downloaded during the bomb builds.
+    let mut small = Vec::new();
+    ustar(&mut small, "hello.txt", b'0', 6);
+    small.extend_from_slice(b"hello\n");
+    pad(&mut small);
+    small.resize(small.len() + 1024, 0);
+    let small = gzip_stream(1, move |_, buf| buf.extend_from_slice(&small));
+    push_layer_image(&server, "dev/small", "1", &small);
+    let sif = wait_sif(&server, "dev/small:1", BUILD_DEADLINE).reply.body;
+
+    // 1.5 million empty files, all named `x`: a few MB of gzip.
+    let entries = gzip_stream(1_500_000, |_, buf| ustar(buf, "x", b'0', 0));
+    // 1500 files with a 100 KiB xattr each: 150 MiB of xattrs, a few hundred KB of gzip.
+    let xattrs = gzip_stream(1500, |i, buf| {
+        let record = pax_record("SCHILY.xattr.user.bomb", &vec![b'v'; 100 << 10]);
+        ustar(buf, "PaxHeaders/x", b'x', record.len());
+        buf.extend_from_slice(&record);
+        pad(buf);
+        ustar(buf, &format!("f{i}"), b'0', 0);
+    });
+    assert!(entries.len() < 32 << 20 && xattrs.len() < 32 << 20);
+
+    let baseline = server.rss_kib();
+    let watch = RssWatch::start(server.pid());
+    let d_entries = push_layer_image(&server, "dev/bomb", "entries", &entries);
+    let d_xattrs = push_layer_image(&server, "dev/bomb", "xattrs", &xattrs);
+    wait_log(&server, &["SIF build started", &d_entries], BUILD_DEADLINE);
+
+    // While the bombs build: a push and a SIF download.
+    let pushed = push_random_image(&server, "dev/other", "1", &[64 << 10]);
+    assert!(!pushed.digest.is_empty());
+    let r = sif_get(&server, "dev/small:1");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+    assert_eq!(
+        r.body, sif,
+        "the SIF downloaded during the bomb builds differs"
+    );
+
+    assert_failed_for_limit(
+        &server,
+        "dev/bomb:entries",
+        "more than 500000 entries (limit set by farm.max_entries)",
+    );
+    assert_failed_for_limit(&server, "dev/bomb:xattrs", "farm.max_xattr_bytes");
+    let peak = watch.stop();
+    assert!(
+        peak.saturating_sub(baseline) < 48 << 10,
+        "server RSS went from {baseline} KiB to {peak} KiB during the bomb builds"
+    );
+    for digest in [&d_entries, &d_xattrs] {
+        assert_eq!(
+            log_lines(&server, &["SIF build started", digest]).len(),
+            1,
+            "one attempt for {digest}"
+        );
+    }
+    // The server still builds and serves.
+    let r = sif_get(&server, "dev/small:1");
+    assert_eq!(r.status, StatusCode::OK);
+}
