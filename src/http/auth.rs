@@ -257,7 +257,7 @@ pub async fn token(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 /// All values of `key` in a query string (Docker repeats `scope`).
-fn query_values(query: &str, key: &str) -> Vec<String> {
+pub(crate) fn query_values(query: &str, key: &str) -> Vec<String> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))

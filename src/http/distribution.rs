@@ -503,7 +503,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// `Content-Range: <start>-<end>` on a PATCH (some clients prefix `bytes `).
-fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>> {
+pub(crate) fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>> {
     let Some(v) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
