@@ -95,7 +95,8 @@ pub fn names(data: &[u8]) {
 }
 
 /// `Range` on blob and SIF downloads and `Content-Range` on upload PATCHes: the input is the
-/// content size (8 bytes, little-endian, when present) followed by the header value.
+/// content size (8 bytes, little-endian, when present; the blob size for `Range`, the
+/// Content-Length for `Content-Range`) followed by the header value.
 pub fn range(data: &[u8]) {
     let (size, value) = match data.split_first_chunk::<8>() {
         Some((size, rest)) => (u64::from_le_bytes(*size), rest),
@@ -112,10 +113,17 @@ pub fn range(data: &[u8]) {
         // The 416 answer carries `Content-Range: bytes */<size>`.
         Err(e) => drop(e.into_response()),
     }
+    // On a PATCH the size stands for the Content-Length the range is checked against.
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_RANGE, value);
-    if let Err(e) = distribution::content_range(&headers) {
-        drop(e.into_response());
+    match distribution::content_range(&headers) {
+        Ok(Some(r)) => {
+            if distribution::chunk_matches_length(&r, size) {
+                assert!(r.start <= r.end);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => drop(e.into_response()),
     }
 }
 
