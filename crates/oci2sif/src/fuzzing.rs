@@ -102,8 +102,12 @@ pub fn sif(data: &[u8]) {
         return;
     };
     assert!(info.objects.len() as u64 <= info.descriptors_total);
+    // What the server later serves by offset must be inside the file.
     for o in &info.objects {
-        assert!(o.offset.checked_add(o.size).is_some());
+        assert!(o
+            .offset
+            .checked_add(o.size)
+            .is_some_and(|end| end <= data.len() as u64));
     }
     let _ = info.primary_partition();
 }
