@@ -6,6 +6,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod farm;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod lifecycle;
 pub mod listener;

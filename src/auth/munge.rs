@@ -73,7 +73,7 @@ impl Munge {
 }
 
 /// `MUNGE:<base64>:` and nothing else, so nothing odd reaches unmunge.
-fn well_formed(c: &str) -> bool {
+pub(crate) fn well_formed(c: &str) -> bool {
     c.len() <= MAX_CREDENTIAL
         && c.starts_with("MUNGE:")
         && c.bytes()
@@ -81,7 +81,7 @@ fn well_formed(c: &str) -> bool {
 }
 
 /// Reads `STATUS: <n>` and `UID: <n>` from `unmunge --numeric` output.
-fn parse_metadata(text: &str) -> Result<u32, MungeError> {
+pub(crate) fn parse_metadata(text: &str) -> Result<u32, MungeError> {
     let field = |name: &str| {
         text.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;

@@ -350,7 +350,7 @@ impl Request<'_> {
         self.check(repo, Action::Push)?;
         let range = content_range(&self.headers)?;
         if let (Some(r), Some(len)) = (range, content_length(&self.headers)) {
-            if r.end.checked_sub(r.start).map(|d| d + 1) != Some(len) {
+            if !chunk_matches_length(&r, len) {
                 return Err(Error::SizeInvalid(format!(
                     "Content-Range {}-{} does not match Content-Length {len}",
                     r.start, r.end
@@ -508,7 +508,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// `Content-Range: <start>-<end>` on a PATCH (some clients prefix `bytes `).
-fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>> {
+pub(crate) fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>> {
     let Some(v) = headers.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
@@ -529,6 +529,12 @@ fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>> {
         .parse()
         .map_err(|_| bad())?;
     Ok(Some(ChunkRange { start, end }))
+}
+
+/// Whether an inclusive `Content-Range` covers exactly `len` bytes. Checked arithmetic: `0-<u64::MAX>`
+/// covers 2^64 bytes, which no Content-Length can state (a plain `+ 1` overflowed, found by fuzzing).
+pub(crate) fn chunk_matches_length(r: &ChunkRange, len: u64) -> bool {
+    r.end.checked_sub(r.start).and_then(|d| d.checked_add(1)) == Some(len)
 }
 
 /// `Link: <path?last=X&n=N>; rel="next"` when the page was full.

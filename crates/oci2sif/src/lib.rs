@@ -11,6 +11,8 @@
 //! [`build`] drives the four steps.
 
 pub mod build;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layers;
 pub mod sif;
 pub mod singularity;

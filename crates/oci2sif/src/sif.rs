@@ -680,6 +680,9 @@ pub fn read_descriptors<R: Read + Seek>(r: &mut R) -> Result<SifInfo, SifError> 
     r.read_exact(&mut raw)?;
     let header = Header::from_bytes(&raw);
     let table = check_header(&header)?;
+    // Objects are served from the file by offset (the squashfs partition through mapped windows,
+    // where a read past the end is SIGBUS), so each must lie inside it.
+    let file_len = r.seek(SeekFrom::End(0))?;
 
     r.seek(SeekFrom::Start(table.offset))?;
     let mut objects = Vec::new();
@@ -688,7 +691,14 @@ pub fn read_descriptors<R: Read + Seek>(r: &mut R) -> Result<SifInfo, SifError> 
         r.read_exact(&mut slot)?;
         let descriptor = Descriptor::from_bytes(&slot);
         if descriptor.used {
-            objects.push(object_info(index, &descriptor)?);
+            let object = object_info(index, &descriptor)?;
+            if object.offset + object.size > file_len {
+                return Err(SifError::CorruptDescriptor {
+                    index,
+                    reason: format!("object ends past the end of the file ({file_len} bytes)"),
+                });
+            }
+            objects.push(object);
         }
     }
     Ok(SifInfo {
@@ -984,6 +994,17 @@ mod tests {
             Err(SifError::BadMagic)
         ));
         assert!(read_descriptors(&mut Cursor::new(&b"short"[..])).is_err());
+    }
+
+    #[test]
+    fn reader_rejects_objects_past_the_end_of_the_file() {
+        let (bytes, _) = sample(&ContainerOptions::deterministic());
+        assert!(read_descriptors(&mut Cursor::new(&bytes)).is_ok());
+        let truncated = &bytes[..bytes.len() - 1];
+        assert!(matches!(
+            read_descriptors(&mut Cursor::new(truncated)),
+            Err(SifError::CorruptDescriptor { .. })
+        ));
     }
 
     #[test]
