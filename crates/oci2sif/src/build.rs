@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::layers::{self, LayerError, LimitSettings, Limits};
-use crate::sif::{self, ContainerOptions, FsType, ObjectInput, ObjectKind, PartType, SifError};
+use crate::sif::{self, ContainerOptions, SifError};
 use crate::singularity::{self, ImageConfigFile, SingularityError};
 use crate::squashfs::{self, SquashfsError, SquashfsOptions};
 use crate::tree::{Spool, Tree};
@@ -353,36 +353,14 @@ fn write_sif<W: Write + Seek>(
     let mut oci_config = &metadata.oci_config_json[..];
     // Exactly the image the writer reported, whatever the scratch file holds beyond it.
     let mut partition = squashfs.file.take(squashfs.size);
-    let layout = sif::write_container(
-        out,
-        &clock.sif,
-        &mut [
-            ObjectInput {
-                kind: ObjectKind::Deffile,
-                name: "",
-                data: &mut deffile,
-            },
-            ObjectInput {
-                kind: ObjectKind::GenericJson,
-                name: "inspect-metadata.json",
-                data: &mut inspect,
-            },
-            ObjectInput {
-                kind: ObjectKind::GenericJson,
-                name: "oci-config.json",
-                data: &mut oci_config,
-            },
-            ObjectInput {
-                kind: ObjectKind::Partition {
-                    fs: FsType::Squashfs,
-                    part: PartType::PrimSys,
-                    arch: arch_code,
-                },
-                name: "",
-                data: &mut partition,
-            },
-        ],
-    )?;
+    let objects = sif::ApptainerObjects {
+        deffile: &mut deffile,
+        inspect_metadata: &mut inspect,
+        oci_config: &mut oci_config,
+        squashfs: &mut partition,
+        arch: arch_code,
+    };
+    let layout = sif::write_container(out, &clock.sif, &mut objects.into_inputs())?;
     Ok(layout.total_size)
 }
 

@@ -311,6 +311,51 @@ pub struct ObjectInput<'a> {
     pub data: &'a mut dyn Read,
 }
 
+/// The contents of the four objects `apptainer build` writes, in its order.
+pub struct ApptainerObjects<'a> {
+    /// Descriptor 1 (Def.FILE).
+    pub deffile: &'a mut dyn Read,
+    /// Descriptor 2 (JSON.Generic `inspect-metadata.json`).
+    pub inspect_metadata: &'a mut dyn Read,
+    /// Descriptor 3 (JSON.Generic `oci-config.json`).
+    pub oci_config: &'a mut dyn Read,
+    /// Descriptor 4: the squashfs system partition, for the CPU of SIF code `arch`.
+    pub squashfs: &'a mut dyn Read,
+    pub arch: [u8; 3],
+}
+
+impl<'a> ApptainerObjects<'a> {
+    /// The objects as [`write_container`] takes them.
+    pub fn into_inputs(self) -> [ObjectInput<'a>; 4] {
+        [
+            ObjectInput {
+                kind: ObjectKind::Deffile,
+                name: "",
+                data: self.deffile,
+            },
+            ObjectInput {
+                kind: ObjectKind::GenericJson,
+                name: "inspect-metadata.json",
+                data: self.inspect_metadata,
+            },
+            ObjectInput {
+                kind: ObjectKind::GenericJson,
+                name: "oci-config.json",
+                data: self.oci_config,
+            },
+            ObjectInput {
+                kind: ObjectKind::Partition {
+                    fs: FsType::Squashfs,
+                    part: PartType::PrimSys,
+                    arch: self.arch,
+                },
+                name: "",
+                data: self.squashfs,
+            },
+        ]
+    }
+}
+
 /// Where the writer put each object (absolute offsets in the output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SifLayout {
@@ -807,33 +852,14 @@ mod tests {
             &b"{}"[..],
             &[7u8; 5000][..],
         );
-        let layout = write_container(
-            &mut out,
-            opts,
-            &mut [
-                ObjectInput {
-                    kind: ObjectKind::Deffile,
-                    name: "",
-                    data: &mut def,
-                },
-                ObjectInput {
-                    kind: ObjectKind::GenericJson,
-                    name: "inspect-metadata.json",
-                    data: &mut inspect,
-                },
-                ObjectInput {
-                    kind: ObjectKind::GenericJson,
-                    name: "oci-config.json",
-                    data: &mut config,
-                },
-                ObjectInput {
-                    kind: squash_kind(),
-                    name: "",
-                    data: &mut part,
-                },
-            ],
-        )
-        .unwrap();
+        let objects = ApptainerObjects {
+            deffile: &mut def,
+            inspect_metadata: &mut inspect,
+            oci_config: &mut config,
+            squashfs: &mut part,
+            arch: arch_code("amd64").unwrap(),
+        };
+        let layout = write_container(&mut out, opts, &mut objects.into_inputs()).unwrap();
         (out.into_inner(), layout)
     }
 
