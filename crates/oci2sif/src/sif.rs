@@ -57,6 +57,12 @@ pub enum SifError {
     NameTooLong(usize),
     #[error("a SIF file can hold only one primary system partition")]
     SecondPrimaryPartition,
+    #[error("SIF object {index} was announced as {expected} bytes but its reader gave {got}")]
+    ObjectSizeMismatch {
+        index: usize,
+        expected: u64,
+        got: u64,
+    },
 }
 
 /// Data object types (`DataType` in the library), numbered from 0x4001.
@@ -552,6 +558,61 @@ pub fn write_container<W: Write + Seek>(
     })
 }
 
+/// [`write_container`] for objects whose sizes are known up front (`sizes[i]` bytes from
+/// `objects[i]`): the file is written strictly front to back, header first, so `out` needs no
+/// `Seek` and a hash or a network stream can follow it as it is written.
+pub fn write_container_sized<W: Write>(
+    out: &mut W,
+    opts: &ContainerOptions,
+    objects: &mut [ObjectInput<'_>],
+    sizes: &[u64],
+) -> Result<SifLayout, SifError> {
+    check_objects(objects)?;
+    assert_eq!(objects.len(), sizes.len(), "one size per object");
+    let mut descriptors = Vec::with_capacity(objects.len());
+    let mut placements = Vec::with_capacity(objects.len());
+    let mut end = DATA_OFFSET;
+    for (index, (object, &size)) in objects.iter().zip(sizes).enumerate() {
+        let id = index as u32 + 1;
+        let start = align_up(end, object.kind.alignment());
+        descriptors.push(descriptor_for(object, id, start, end, size, opts.time));
+        placements.push(ObjectPlacement {
+            id,
+            offset: start,
+            size,
+        });
+        end = start + size;
+    }
+    let mut head = vec![0u8; DATA_OFFSET as usize];
+    let header = header_for(objects, opts, end - DATA_OFFSET).to_bytes();
+    head[..header.len()].copy_from_slice(&header);
+    let mut at = DESCRIPTORS_OFFSET as usize;
+    for descriptor in &descriptors {
+        let bytes = descriptor.to_bytes();
+        head[at..at + bytes.len()].copy_from_slice(&bytes);
+        at += bytes.len();
+    }
+    out.write_all(&head)?;
+    let mut written = DATA_OFFSET;
+    for (index, (object, placement)) in objects.iter_mut().zip(&placements).enumerate() {
+        write_zeros(out, placement.offset - written)?;
+        let got = copy_all(&mut (&mut *object.data).take(placement.size), out)?;
+        if got != placement.size {
+            return Err(SifError::ObjectSizeMismatch {
+                index,
+                expected: placement.size,
+                got,
+            });
+        }
+        written = placement.offset + placement.size;
+    }
+    out.flush()?;
+    Ok(SifLayout {
+        objects: placements,
+        total_size: end,
+    })
+}
+
 fn check_objects(objects: &[ObjectInput<'_>]) -> Result<(), SifError> {
     if objects.len() > DESCRIPTOR_CAPACITY {
         return Err(SifError::TooManyObjects(objects.len()));
@@ -861,6 +922,56 @@ mod tests {
         };
         let layout = write_container(&mut out, opts, &mut objects.into_inputs()).unwrap();
         (out.into_inner(), layout)
+    }
+
+    #[test]
+    fn sized_writer_writes_the_same_bytes_front_to_back() {
+        let opts = ContainerOptions::deterministic();
+        let (seeking, layout) = sample(&opts);
+        let (mut def, mut inspect, mut config, mut part) = (
+            &b"bootstrap: docker\nfrom: x\n\n"[..],
+            &b"{\"a\":1}"[..],
+            &b"{}"[..],
+            &[7u8; 5000][..],
+        );
+        let sizes = [def.len(), inspect.len(), config.len(), part.len()].map(|n| n as u64);
+        let objects = ApptainerObjects {
+            deffile: &mut def,
+            inspect_metadata: &mut inspect,
+            oci_config: &mut config,
+            squashfs: &mut part,
+            arch: arch_code("amd64").unwrap(),
+        };
+        // A plain Vec: no Seek.
+        let mut sequential = Vec::new();
+        let sized =
+            write_container_sized(&mut sequential, &opts, &mut objects.into_inputs(), &sizes)
+                .unwrap();
+        assert_eq!(sized, layout);
+        assert_eq!(sequential, seeking);
+
+        let (mut def, mut part) = (&b"x"[..], &[7u8; 10][..]);
+        let mut short = [
+            ObjectInput {
+                kind: ObjectKind::Deffile,
+                name: "",
+                data: &mut def,
+            },
+            ObjectInput {
+                kind: squash_kind(),
+                name: "",
+                data: &mut part,
+            },
+        ];
+        let err = write_container_sized(&mut Vec::new(), &opts, &mut short, &[1, 11]).unwrap_err();
+        assert!(matches!(
+            err,
+            SifError::ObjectSizeMismatch {
+                index: 1,
+                expected: 11,
+                got: 10
+            }
+        ));
     }
 
     #[test]
