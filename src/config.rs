@@ -29,6 +29,8 @@ pub struct Config {
     pub gc: GcConfig,
     /// Retention policies (`[[retention]]`), applied by every prune.
     pub retention: Vec<RetentionRule>,
+    /// `[health]`: what `/readyz` requires.
+    pub health: HealthConfig,
 }
 
 /// Online garbage collection (`[gc]`). Durations are written like `90s`, `30m`, `2h`, `7d`.
@@ -295,6 +297,7 @@ impl Default for Config {
             retention: Vec::new(),
             quota: Default::default(),
             scrub: Default::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -373,5 +376,22 @@ mod tests {
         ));
         std::fs::write(&p, "lisen = \"x\"\n").unwrap();
         assert!(Config::from_file(&p).is_err());
+    }
+}
+
+/// `[health]`: the readiness thresholds of `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Not ready when the data directory's filesystem has this much free or less, e.g. "10GiB":
+    /// a push that cannot be stored should go to another replica, not fail half-way.
+    pub min_free: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            min_free: "1GiB".to_owned(),
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod farm;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod listener;

@@ -81,7 +81,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let registry = Registry::new(Arc::clone(&db), store.clone(), limits);
     let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
     let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings, &data_dir));
-    let farm = Farm::new(db, store, config.farm.clone(), Arc::clone(&registry.events));
+    let farm = Farm::new(
+        Arc::clone(&db),
+        store,
+        config.farm.clone(),
+        Arc::clone(&registry.events),
+    );
+    let health = crate::health::Health::new(db, Arc::clone(&farm), &data_dir, &config.health)?;
     let _ = farm.audit.set(audit.clone());
     let app = Arc::new(App {
         registry,
@@ -89,6 +95,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         farm: Arc::clone(&farm),
         audit,
         pruner,
+        health: Arc::new(health),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -20,6 +20,7 @@ pub mod ready;
 pub mod worker;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -45,6 +46,8 @@ pub struct Farm {
     /// The audit trail (build start and end), set once by the server after assembly; unset in
     /// tools that run the farm without a server.
     pub audit: std::sync::OnceLock<crate::audit::Auditor>,
+    /// In-process worker tasks running now (readiness: `/readyz` needs at least one).
+    live_workers: Arc<AtomicUsize>,
 }
 
 impl Farm {
@@ -64,6 +67,7 @@ impl Farm {
             jobs: Notify::new(),
             ready: ready::ReadySifs::default(),
             audit: std::sync::OnceLock::new(),
+            live_workers: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -106,10 +110,13 @@ impl Farm {
         tokio::spawn(planner::run(Arc::clone(self)));
         tokio::spawn(worker::reap_expired_leases(Arc::clone(self)));
         for n in 0..self.config.workers {
-            tokio::spawn(worker::run(
-                Arc::clone(self),
-                format!("{}{n}", self.owner_prefix),
-            ));
+            let alive = LiveWorker::enter(&self.live_workers);
+            let run = worker::run(Arc::clone(self), format!("{}{n}", self.owner_prefix));
+            tokio::spawn(async move {
+                // Dropped when the task ends, normally or by a panic (tokio drops its future).
+                let _alive = alive;
+                run.await
+            });
         }
         tracing::info!(
             workers = self.config.workers,
@@ -118,6 +125,11 @@ impl Farm {
             "SIF build farm started"
         );
         Ok(())
+    }
+
+    /// How many in-process build workers are running.
+    pub fn live_workers(&self) -> usize {
+        self.live_workers.load(Ordering::Relaxed)
     }
 
     pub fn compression(&self) -> oci2sif::Compression {
@@ -160,6 +172,22 @@ impl Farm {
             Backend::Native => "native",
             Backend::Apptainer => "apptainer",
         }
+    }
+}
+
+/// Counts one running worker task for as long as it lives.
+struct LiveWorker(Arc<AtomicUsize>);
+
+impl LiveWorker {
+    fn enter(count: &Arc<AtomicUsize>) -> LiveWorker {
+        count.fetch_add(1, Ordering::Relaxed);
+        LiveWorker(Arc::clone(count))
+    }
+}
+
+impl Drop for LiveWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

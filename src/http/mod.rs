@@ -34,6 +34,8 @@ pub struct App {
     pub audit: crate::audit::Auditor,
     /// Online garbage collection, retention and repository deletes.
     pub pruner: Arc<Pruner>,
+    /// What `/readyz` checks (and the storage metrics read).
+    pub health: Arc<crate::health::Health>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -68,7 +70,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(authenticated)
         .route("/token", any(auth::token))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(crate::telemetry::render))
         // Innermost, so the metrics, the audit middleware and the trace see a panic as a 500.
         .layer(panic::layer())
@@ -90,4 +93,8 @@ async fn api_version_header(method: axum::http::Method, mut response: Response) 
         .headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     response
+}
+
+async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    crate::health::readyz(&app.health).await
 }

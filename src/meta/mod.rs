@@ -10,6 +10,7 @@ mod gc;
 mod jobs;
 mod queries;
 mod quota;
+mod stats;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use gc::*;
 pub use jobs::*;
 pub use queries::*;
 pub use quota::*;
+pub use stats::*;
 pub use users::*;
 
 const SCHEMA: &str = include_str!("schema.sql");
