@@ -132,8 +132,12 @@ fn convert(
         })?;
     let mut layers = Vec::with_capacity(image.layers.len());
     for (i, (media_type, digest)) in image.layers.iter().enumerate() {
-        let file = File::open(store.blob_path(digest))
-            .map_err(|e| plain_failure(format!("cannot read layer {} ({digest}): {e}", i + 1)))?;
+        let cannot =
+            |e: String| plain_failure(format!("cannot read layer {} ({digest}): {e}", i + 1));
+        let blob = store
+            .open(digest)
+            .map_err(|e| cannot(e.to_string()))?
+            .ok_or_else(|| cannot("its bytes are missing from the store".into()))?;
         log.push_str(&format!(
             "layer {}/{}: {digest} ({media_type})\n",
             i + 1,
@@ -141,7 +145,7 @@ fn convert(
         ));
         layers.push(oci2sif::LayerInput {
             media_type: media_type.clone(),
-            reader: Box::new(BufReader::with_capacity(LAYER_BUFFER, file)),
+            reader: Box::new(BufReader::with_capacity(LAYER_BUFFER, blob.reader())),
         });
     }
     let input = oci2sif::BuildInput {

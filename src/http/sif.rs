@@ -20,7 +20,7 @@ use crate::meta::{self, Job, JobState};
 use crate::registry::error::{Error, Result};
 use crate::registry::manifests::{DOCKER_MANIFEST_LIST, OCI_INDEX};
 use crate::registry::names::{Digest, RepositoryName, Tag};
-use crate::storage::BlobFile;
+use crate::storage::Blob;
 
 /// Poll interval suggested to clients while a build runs.
 const RETRY_AFTER_SECS: u64 = 2;
@@ -378,10 +378,10 @@ async fn ready_sif(app: &Arc<App>, job: &Job) -> Result<ReadySif> {
     })
 }
 
-async fn open_sif(app: &Arc<App>, ready: &ReadySif) -> Result<Option<BlobFile>> {
+async fn open_sif(app: &Arc<App>, ready: &ReadySif) -> Result<Option<Blob>> {
     let digest = Digest::parse(&ready.sif.digest)?;
     let store = app.farm.store.clone();
-    let file = tokio::task::spawn_blocking(move || store.open_blob(&digest))
+    let file = tokio::task::spawn_blocking(move || store.open(&digest))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     // A SIF file cut short on disk is not the SIF: refuse before sending a byte.
@@ -398,13 +398,13 @@ async fn serve(
     method: &Method,
     headers: &HeaderMap,
     ready: &ReadySif,
-    file: BlobFile,
+    file: Blob,
     view: View,
 ) -> Result<Response> {
     let sif = &ready.sif;
     let served = match view {
         View::Squashfs => files::Served {
-            file: file.file,
+            blob: file,
             offset: sif.squashfs_offset as u64,
             len: sif.squashfs_size as u64,
             etag: format!("{}-squashfs", sif.digest),
@@ -412,9 +412,9 @@ async fn serve(
             extra: vec![("x-image-digest", ready.image.clone())],
         },
         _ => files::Served {
-            file: file.file,
-            offset: 0,
             len: file.size,
+            blob: file,
+            offset: 0,
             etag: sif.digest.clone(),
             content_type: "application/vnd.sylabs.sif",
             extra: vec![

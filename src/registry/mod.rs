@@ -9,7 +9,7 @@ pub mod uploads;
 use std::sync::Arc;
 
 use crate::meta::{self, Db, NewManifest, StoredManifest};
-use crate::storage::{BlobFile, BlobStore};
+use crate::storage::{Blob, BlobStore};
 use error::{Error, Result};
 use names::{Algorithm, Digest, Reference, RepositoryName, Tag};
 use uploads::blocking;
@@ -88,17 +88,15 @@ impl Registry {
     }
 
     /// Opens `digest` for reading through `repo`.
-    pub async fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobFile> {
+    pub async fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Blob> {
         let recorded = self.blob_size(repo, digest).await?;
         let (store, d) = (self.store.clone(), digest.clone());
-        let blob = blocking(move || store.open_blob(&d))
-            .await?
-            .ok_or_else(|| {
-                // Metadata says present, bytes are gone: report it, never serve something else.
-                Error::Internal(format!(
+        let blob = blocking(move || store.open(&d)).await?.ok_or_else(|| {
+            // Metadata says present, bytes are gone: report it, never serve something else.
+            Error::Internal(format!(
                 "blob {digest} is recorded but its file is missing; run `hpc-registry admin scrub`"
             ))
-            })?;
+        })?;
         // A file cut short (or grown) on disk is not the blob: refuse before sending a byte.
         if blob.size != recorded {
             return Err(Error::Internal(format!(
