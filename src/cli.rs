@@ -9,6 +9,7 @@
 //!   can write the data directory is trusted like an admin.
 
 mod audit;
+mod builds;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -802,6 +803,8 @@ pub enum LifecycleCommand {
     Audit(Box<audit::AuditArgs>),
     #[command(flatten)]
     Storage(storage::StorageCommand),
+    /// The SIF build queue: list jobs, `retry ID|--failed`, `cancel ID`.
+    Builds(builds::BuildsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -821,6 +824,7 @@ pub fn run_lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
     match command {
         LifecycleCommand::Audit(args) => audit::run(*args),
         LifecycleCommand::Storage(command) => storage::run(command),
+        LifecycleCommand::Builds(args) => builds::run(args),
         LifecycleCommand::Prune {
             dry_run,
             json,

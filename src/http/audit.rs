@@ -288,25 +288,19 @@ fn sif_record(
     reply: &ReplyInfo,
     ctx: &AuditContext,
 ) -> Option<Record> {
+    use crate::farm::sif_path::{SifPath, View};
+    let path = SifPath::parse(rest);
     // HEAD, status and log reads, and "still building" answers are not fetches.
     if info.method != Method::GET
         || reply.status == StatusCode::ACCEPTED.as_u16()
-        || rest.ends_with("/status")
-        || rest.ends_with("/log")
+        || matches!(path.view, View::Status | View::Log)
     {
         return None;
     }
-    let (reference, squashfs) = match rest.strip_suffix("/squashfs") {
-        Some(r) => (r, true),
-        None => (rest, false),
-    };
+    let squashfs = path.view == View::Squashfs;
     let mut r = base("sif.fetch", info, reply, ctx);
-    if Digest::parse(reference).is_err() {
-        if let Some((name, _)) = reference.rsplit_once(':') {
-            r.repository = Some(name.to_owned());
-        }
-    }
-    r.reference = Some(reference.chars().take(256).collect());
+    r.repository = path.repository().map(str::to_owned);
+    r.reference = Some(path.reference.chars().take(256).collect());
     // The SIF's own digest (its ETag) when one was served.
     r.digest = reply.digest.clone().filter(|_| reply.status < 300);
     r.bytes = reply.content_length.filter(|_| reply.status < 300);

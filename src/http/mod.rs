@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod builds;
 pub mod distribution;
 pub mod errors;
 pub mod files;
@@ -54,6 +55,15 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(storage_admin::clear_quota),
         )
         .route("/admin/scrub", axum::routing::post(storage_admin::scrub))
+        .route("/admin/builds", get(builds::list))
+        .route(
+            "/admin/builds/retry-failed",
+            axum::routing::post(builds::retry_failed),
+        )
+        .route(
+            "/admin/builds/{id}/{action}",
+            axum::routing::post(builds::act),
+        )
         .route("/admin/{*rest}", any(admin::dispatch))
         // Inside authentication (it reads the principal): read-only credentials only look.
         .route_layer(axum::middleware::from_fn(admin::read_only_guard));

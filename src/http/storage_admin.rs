@@ -24,7 +24,7 @@ use crate::registry::error::Error;
 use crate::registry::names::RepositoryName;
 
 /// The caller must have logged in the way the admin API accepts.
-fn authenticated(p: &Principal) -> Result<(), Error> {
+pub(super) fn authenticated(p: &Principal) -> Result<(), Error> {
     if !p.is_authenticated() {
         return Err(Error::Unauthorized(
             "the admin API needs a user name and password or access token".into(),
@@ -40,7 +40,7 @@ fn authenticated(p: &Principal) -> Result<(), Error> {
 }
 
 /// An admin credential that may change things.
-fn admin_writer(p: &Principal, what: &str) -> Result<(), Error> {
+pub(super) fn admin_writer(p: &Principal, what: &str) -> Result<(), Error> {
     authenticated(p)?;
     if !p.admin {
         return Err(Error::Denied(format!("only administrators may {what}")));

@@ -13,6 +13,7 @@ mod edge;
 mod farm;
 mod farm_isolation;
 mod farm_limits;
+mod farm_queue;
 mod lifecycle;
 mod operations;
 mod quota;
