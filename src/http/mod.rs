@@ -2,6 +2,7 @@
 //! registry's plain types. Nothing below this module knows about HTTP.
 
 pub mod admin;
+pub mod admin_ops;
 pub mod audit;
 pub mod auth;
 pub mod distribution;
@@ -27,13 +28,17 @@ use crate::registry::Registry;
 
 /// Everything a request handler may touch.
 pub struct App {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub access: Arc<Access>,
     pub farm: Arc<Farm>,
     /// The audit trail's writer.
     pub audit: crate::audit::Auditor,
     /// Online garbage collection, retention and repository deletes.
     pub pruner: Arc<Pruner>,
+    /// Namespace quotas and usage, for the admin API.
+    pub quotas: crate::quota::Quotas,
+    /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
+    pub scrub_rate: u64,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");

@@ -14,7 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::registry::names::{Algorithm, Digest, Hasher};
+use crate::names::{Algorithm, Digest, Hasher};
 
 /// Size of reads when re-hashing a staged upload after a restart.
 const REHASH_CHUNK: usize = 1 << 20;

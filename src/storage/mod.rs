@@ -6,6 +6,7 @@
 //! S3-compatible backend would sit beside it behind the same operations.
 
 pub mod fs;
+pub mod guard;
 pub mod ranges;
 
 pub use fs::{BlobFile, FsStore as BlobStore, UploadFile};

@@ -14,6 +14,7 @@ mod farm;
 mod farm_isolation;
 mod farm_limits;
 mod lifecycle;
+mod migrations;
 mod quota;
 mod security_auth;
 mod slurm;
