@@ -25,6 +25,7 @@ use crate::auth::manage::{
 use crate::auth::pat::TokenScope;
 use crate::auth::rfc3339;
 use crate::config::Config;
+use crate::http::admin_ops::OpRoute;
 use crate::lock::{DataLock, LockError};
 use crate::meta::Db;
 

@@ -2,6 +2,7 @@
 //! registry's plain types. Nothing below this module knows about HTTP.
 
 pub mod admin;
+pub mod admin_ops;
 pub mod audit;
 pub mod auth;
 pub mod builds;
@@ -28,7 +29,7 @@ use crate::registry::Registry;
 
 /// Everything a request handler may touch.
 pub struct App {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub access: Arc<Access>,
     pub farm: Arc<Farm>,
     /// The audit trail's writer.
@@ -37,6 +38,10 @@ pub struct App {
     pub pruner: Arc<Pruner>,
     /// What `/readyz` checks (and the storage metrics read).
     pub health: Arc<crate::health::Health>,
+    /// Namespace quotas and usage, for the admin API.
+    pub quotas: crate::quota::Quotas,
+    /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
+    pub scrub_rate: u64,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
