@@ -12,6 +12,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod listener;
 pub mod lock;
+pub mod memory;
 pub mod meta;
 pub mod quota;
 pub mod registry;
