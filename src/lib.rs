@@ -13,6 +13,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod listener;
 pub mod lock;
+pub mod memory;
 pub mod meta;
 pub mod names;
 pub mod quota;

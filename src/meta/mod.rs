@@ -15,6 +15,7 @@ mod stats;
 mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
@@ -64,12 +65,20 @@ pub struct Db {
     readers: Mutex<Vec<Connection>>,
     /// Bounds concurrent [`Db::read`]s to the pool's size.
     read_slots: tokio::sync::Semaphore,
+    /// See [`Db::identity_generation`].
+    identity: AtomicU64,
+    /// Set by the writer connection's update hook when a row of [`IDENTITY_TABLES`] changes.
+    identity_touched: Arc<AtomicBool>,
 }
+
+/// The tables that say who a caller is and what they may do: authentication caches resolved
+/// callers until one of them changes (see [`Db::identity_generation`]).
+const IDENTITY_TABLES: [&str; 4] = ["users", "user_groups", "group_members", "access_tokens"];
 
 impl Db {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Arc<Db>> {
-        let writer = connect(path, true)?;
+        let mut writer = connect(path, true)?;
         // Password and token hashes live here: owner-only, like token.key. SQLite gives the
         // -wal and -shm files the database file's mode.
         {
@@ -78,21 +87,48 @@ impl Db {
                 .map_err(|e| MetaError::Io(path.to_path_buf(), e))?;
         }
         migrate(&writer, path)?;
+        // Every write goes through this one connection, so its hook sees every identity change,
+        // whichever module made it (and cascaded deletes change a parent table too).
+        let identity_touched = Arc::new(AtomicBool::new(false));
+        let touched = Arc::clone(&identity_touched);
+        writer.update_hook(Some(
+            move |_: rusqlite::hooks::Action, _: &str, table: &str, _| {
+                if IDENTITY_TABLES.contains(&table) {
+                    touched.store(true, Ordering::SeqCst);
+                }
+            },
+        ))?;
         Ok(Arc::new(Db {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             read_slots: tokio::sync::Semaphore::new(READER_POOL),
+            identity: AtomicU64::new(0),
+            identity_touched,
         }))
+    }
+
+    /// A number that grows after every committed write to users, groups, memberships or access
+    /// tokens. Read it *before* reading identities: what was read stays true while it is unchanged.
+    pub fn identity_generation(&self) -> u64 {
+        self.identity.load(Ordering::SeqCst)
     }
 
     /// Runs `f` in one write transaction, committed if `f` returns `Ok`.
     pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        // After the commit (or the rollback: a harmless extra bump), so that a reader that read
+        // the generation before the old rows always sees it change.
+        if self.identity_touched.swap(false, Ordering::SeqCst) {
+            self.identity.fetch_add(1, Ordering::SeqCst);
+        }
+        out
     }
 
     /// Runs `f` on a pooled read connection.
