@@ -550,15 +550,16 @@ fn uses_of_crate(krate: &Crate, names: &[&str], allowed: &[&str]) -> Vec<String>
     places.into_iter().collect()
 }
 
+/// Fails with `what` and every place found, one a line.
+fn assert_none(what: &str, found: Vec<String>) {
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
+}
+
 #[test]
 fn nothing_but_meta_knows_sql() {
     let krate = read_crate();
     let found = uses_of_crate(&krate, &["rusqlite"], &["meta"]);
-    assert!(
-        found.is_empty(),
-        "SQL outside src/meta (give meta a function instead):\n{}",
-        found.join("\n")
-    );
+    assert_none("SQL outside src/meta (give meta a function instead)", found);
 }
 
 #[test]
@@ -574,11 +575,7 @@ fn nothing_but_meta_runs_sql() {
         })
         .map(|(_, method, at)| format!("{at} calls .{method}()"))
         .collect();
-    assert!(
-        found.is_empty(),
-        "SQL run outside src/meta:\n{}",
-        found.join("\n")
-    );
+    assert_none("SQL run outside src/meta", found);
 }
 
 #[test]
@@ -594,10 +591,9 @@ fn nothing_below_http_knows_http() {
             found.push(format!("{} names crate::{}", r.at, r.path.join("::")));
         }
     }
-    assert!(
-        found.is_empty(),
-        "HTTP below the HTTP layer (only {HTTP_EDGE:?} may speak it):\n{}",
-        found.join("\n")
+    assert_none(
+        &format!("HTTP below the HTTP layer (only {HTTP_EDGE:?} may speak it)"),
+        found,
     );
 }
 
@@ -613,10 +609,9 @@ fn config_is_plain_data() {
         .filter(|r| r.path.first().is_some_and(|m| m != "config"))
         .map(|r| format!("{} names crate::{}", r.at, r.path.join("::")))
         .collect();
-    assert!(
-        found.is_empty(),
-        "config depends on other modules:\n{}",
-        found.into_iter().collect::<Vec<_>>().join("\n")
+    assert_none(
+        "config depends on other modules",
+        found.into_iter().collect(),
     );
 }
 
