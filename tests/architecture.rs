@@ -50,7 +50,20 @@ struct Crate {
     /// Every module path of the library (files and non-test inline modules).
     modules: BTreeSet<Vec<String>>,
     refs: Vec<Ref>,
+    /// Method calls: (module, method name, place).
+    calls: Vec<(Vec<String>, String, String)>,
 }
+
+/// The methods of a SQLite connection or transaction that run SQL.
+const SQL_METHODS: &[&str] = &[
+    "execute",
+    "execute_batch",
+    "prepare",
+    "prepare_cached",
+    "query_row",
+    "pragma_update",
+    "pragma_query_value",
+];
 
 fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -123,6 +136,7 @@ struct Collector<'a> {
     /// Paths as written, with the module they are written in.
     raw: Vec<(Vec<String>, Vec<String>, String)>,
     inline_modules: Vec<Vec<String>>,
+    calls: Vec<(Vec<String>, String, String)>,
 }
 
 impl Collector<'_> {
@@ -244,6 +258,13 @@ impl<'ast> Visit<'ast> for Collector<'_> {
         syn::visit::visit_path(self, p);
     }
 
+    fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+        let at = format!("{}:{}", self.file, call.method.span().start().line);
+        self.calls
+            .push((self.module.clone(), call.method.to_string(), at));
+        syn::visit::visit_expr_method_call(self, call);
+    }
+
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
         self.tokens(m.tokens.clone());
         syn::visit::visit_macro(self, m);
@@ -256,6 +277,7 @@ fn read_crate() -> Crate {
     rust_files(&src, &mut files);
     let mut modules = BTreeSet::new();
     let mut raw = Vec::new();
+    let mut calls = Vec::new();
     for path in files {
         let rel = path.strip_prefix(&src).expect("under src").to_path_buf();
         if rel == Path::new("main.rs") {
@@ -271,18 +293,24 @@ fn read_crate() -> Crate {
             module,
             raw: Vec::new(),
             inline_modules: Vec::new(),
+            calls: Vec::new(),
         };
         for item in &ast.items {
             c.visit_item(item);
         }
         modules.extend(c.inline_modules);
         raw.extend(c.raw);
+        calls.extend(c.calls);
     }
     let refs = raw
         .into_iter()
         .filter_map(|(from, path, at)| resolve(&modules, from, path, at))
         .collect();
-    Crate { modules, refs }
+    Crate {
+        modules,
+        refs,
+        calls,
+    }
 }
 
 /// Makes a path absolute: `crate::`, `super::`, `self::` and a first segment naming a child
@@ -522,15 +550,32 @@ fn uses_of_crate(krate: &Crate, names: &[&str], allowed: &[&str]) -> Vec<String>
     places.into_iter().collect()
 }
 
+/// Fails with `what` and every place found, one a line.
+fn assert_none(what: &str, found: Vec<String>) {
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
+}
+
 #[test]
 fn nothing_but_meta_knows_sql() {
     let krate = read_crate();
     let found = uses_of_crate(&krate, &["rusqlite"], &["meta"]);
-    assert!(
-        found.is_empty(),
-        "SQL outside src/meta (give meta a function instead):\n{}",
-        found.join("\n")
-    );
+    assert_none("SQL outside src/meta (give meta a function instead)", found);
+}
+
+#[test]
+fn nothing_but_meta_runs_sql() {
+    // Code outside meta may hold a `meta::Conn`/`meta::Tx` to run several meta functions in one
+    // transaction, but only hands it on: it never calls the methods that run SQL.
+    let krate = read_crate();
+    let found: Vec<String> = krate
+        .calls
+        .iter()
+        .filter(|(module, method, _)| {
+            module.first().is_some_and(|m| m != "meta") && SQL_METHODS.contains(&method.as_str())
+        })
+        .map(|(_, method, at)| format!("{at} calls .{method}()"))
+        .collect();
+    assert_none("SQL run outside src/meta", found);
 }
 
 #[test]
@@ -546,10 +591,9 @@ fn nothing_below_http_knows_http() {
             found.push(format!("{} names crate::{}", r.at, r.path.join("::")));
         }
     }
-    assert!(
-        found.is_empty(),
-        "HTTP below the HTTP layer (only {HTTP_EDGE:?} may speak it):\n{}",
-        found.join("\n")
+    assert_none(
+        &format!("HTTP below the HTTP layer (only {HTTP_EDGE:?} may speak it)"),
+        found,
     );
 }
 
@@ -565,10 +609,9 @@ fn config_is_plain_data() {
         .filter(|r| r.path.first().is_some_and(|m| m != "config"))
         .map(|r| format!("{} names crate::{}", r.at, r.path.join("::")))
         .collect();
-    assert!(
-        found.is_empty(),
-        "config depends on other modules:\n{}",
-        found.into_iter().collect::<Vec<_>>().join("\n")
+    assert_none(
+        "config depends on other modules",
+        found.into_iter().collect(),
     );
 }
 
@@ -589,6 +632,7 @@ fn the_graph_reader_sees_what_it_must() {
         module: vec!["m".into(), "n".into()],
         raw: Vec::new(),
         inline_modules: Vec::new(),
+        calls: Vec::new(),
     };
     for item in &ast.items {
         c.visit_item(item);

@@ -204,20 +204,13 @@ pub fn manifest_by_digest(
     repository: &str,
     digest: &str,
 ) -> Result<Option<StoredManifest>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT m.digest, m.media_type, m.content FROM manifests m
-             JOIN repositories r ON r.id = m.repository_id
-             WHERE r.name = ?1 AND m.digest = ?2",
-        )?
-        .query_row([repository, digest], |r| {
-            Ok(StoredManifest {
-                digest: r.get(0)?,
-                media_type: r.get(1)?,
-                content: r.get(2)?,
-            })
-        })
-        .optional()?)
+    stored_manifest(
+        conn,
+        "SELECT m.digest, m.media_type, m.content FROM manifests m
+         JOIN repositories r ON r.id = m.repository_id
+         WHERE r.name = ?1 AND m.digest = ?2",
+        [repository, digest],
+    )
 }
 
 pub fn manifest_by_tag(
@@ -225,14 +218,25 @@ pub fn manifest_by_tag(
     repository: &str,
     tag: &str,
 ) -> Result<Option<StoredManifest>> {
+    stored_manifest(
+        conn,
+        "SELECT m.digest, m.media_type, m.content FROM tags t
+         JOIN repositories r ON r.id = t.repository_id
+         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+         WHERE r.name = ?1 AND t.name = ?2",
+        [repository, tag],
+    )
+}
+
+/// The one manifest `sql` (selecting digest, media type, content) finds, if any.
+fn stored_manifest(
+    conn: &Connection,
+    sql: &str,
+    params: [&str; 2],
+) -> Result<Option<StoredManifest>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT m.digest, m.media_type, m.content FROM tags t
-             JOIN repositories r ON r.id = t.repository_id
-             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
-             WHERE r.name = ?1 AND t.name = ?2",
-        )?
-        .query_row([repository, tag], |r| {
+        .prepare_cached(sql)?
+        .query_row(params, |r| {
             Ok(StoredManifest {
                 digest: r.get(0)?,
                 media_type: r.get(1)?,

@@ -152,27 +152,34 @@ fn add_usage(
 // Written as EXISTS so that the plan walks the (few) links of the digest, through its index, and
 // not the repositories of the namespace (thousands in a big one: 10 ms per check with a JOIN).
 fn linked_elsewhere(tx: &Transaction, namespace: &str, digest: &str, repo: i64) -> Result<bool> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT 1 FROM repository_blobs rb
-             WHERE rb.digest = ?2 AND rb.repository_id <> ?3 AND EXISTS (
-                 SELECT 1 FROM repositories r WHERE r.id = rb.repository_id AND r.namespace = ?1)
-             LIMIT 1",
-        )?
-        .query_row(params![namespace, digest, repo], |_| Ok(()))
-        .optional()?
-        .is_some())
+    held_elsewhere(tx, "repository_blobs", namespace, digest, repo)
 }
 
 /// Whether a repository of `namespace` other than `repo` stores manifest `digest`.
 fn stored_elsewhere(tx: &Transaction, namespace: &str, digest: &str, repo: i64) -> Result<bool> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT 1 FROM manifests m
-             WHERE m.digest = ?2 AND m.repository_id <> ?3 AND EXISTS (
-                 SELECT 1 FROM repositories r WHERE r.id = m.repository_id AND r.namespace = ?1)
-             LIMIT 1",
-        )?
+    held_elsewhere(tx, "manifests", namespace, digest, repo)
+}
+
+/// An id no repository has (SQLite's row ids start at 1): "other than" it means any repository.
+const NO_REPOSITORY: i64 = 0;
+
+/// Whether a row of `table` (a fixed name: `repository_blobs` or `manifests`, both keyed by
+/// repository id and digest) holds `digest` in a repository of `namespace` other than `repo`.
+fn held_elsewhere(
+    conn: &Connection,
+    table: &'static str,
+    namespace: &str,
+    digest: &str,
+    repo: i64,
+) -> Result<bool> {
+    let sql = format!(
+        "SELECT 1 FROM {table} t
+         WHERE t.digest = ?2 AND t.repository_id <> ?3 AND EXISTS (
+             SELECT 1 FROM repositories r WHERE r.id = t.repository_id AND r.namespace = ?1)
+         LIMIT 1"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
         .query_row(params![namespace, digest, repo], |_| Ok(()))
         .optional()?
         .is_some())
@@ -342,30 +349,12 @@ pub(super) fn backfill_usage(tx: &Transaction) -> Result<()> {
 
 /// Whether any repository of `namespace` links `digest` (then a new link costs nothing).
 pub fn blob_linked_in_namespace(conn: &Connection, namespace: &str, digest: &str) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM repository_blobs rb
-             WHERE rb.digest = ?2 AND EXISTS (
-                 SELECT 1 FROM repositories r WHERE r.id = rb.repository_id AND r.namespace = ?1)
-             LIMIT 1",
-        )?
-        .query_row([namespace, digest], |_| Ok(()))
-        .optional()?
-        .is_some())
+    held_elsewhere(conn, "repository_blobs", namespace, digest, NO_REPOSITORY)
 }
 
 /// Whether any repository of `namespace` stores manifest `digest`.
 pub fn manifest_in_namespace(conn: &Connection, namespace: &str, digest: &str) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM manifests m
-             WHERE m.digest = ?2 AND EXISTS (
-                 SELECT 1 FROM repositories r WHERE r.id = m.repository_id AND r.namespace = ?1)
-             LIMIT 1",
-        )?
-        .query_row([namespace, digest], |_| Ok(()))
-        .optional()?
-        .is_some())
+    held_elsewhere(conn, "manifests", namespace, digest, NO_REPOSITORY)
 }
 
 pub fn quota_row(conn: &Connection, namespace: &str) -> Result<Option<QuotaRow>> {

@@ -156,21 +156,27 @@ fn member_row(r: &Row) -> rusqlite::Result<MemberRow> {
 }
 
 pub fn group_members(conn: &Connection, group: &str) -> Result<Vec<MemberRow>> {
-    let mut stmt = conn.prepare(
+    member_rows(
+        conn,
         "SELECT group_name, user_name, role, added_at FROM group_members
          WHERE group_name = ?1 ORDER BY user_name",
-    )?;
-    let rows = stmt.query_map([group], member_row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        group,
+    )
 }
 
 /// The groups `user` belongs to.
 pub fn memberships(conn: &Connection, user: &str) -> Result<Vec<MemberRow>> {
-    let mut stmt = conn.prepare_cached(
+    member_rows(
+        conn,
         "SELECT group_name, user_name, role, added_at FROM group_members
          WHERE user_name = ?1 ORDER BY group_name",
-    )?;
-    let rows = stmt.query_map([user], member_row)?;
+        user,
+    )
+}
+
+fn member_rows(conn: &Connection, sql: &str, name: &str) -> Result<Vec<MemberRow>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([name], member_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -114,12 +114,8 @@ pub fn check_blob(
     digest: &str,
     size: u64,
 ) -> meta::Result<Result<(), Exceeded>> {
-    let needs = if meta::blob_linked_in_namespace(conn, namespace, digest)? {
-        0
-    } else {
-        size
-    };
-    check(conn, defaults, namespace, needs)
+    let held = meta::blob_linked_in_namespace(conn, namespace, digest)?;
+    check(conn, defaults, namespace, if held { 0 } else { size })
 }
 
 /// [`check`] for storing manifest `digest` of `size` bytes in `namespace`.
@@ -130,12 +126,8 @@ pub fn check_manifest(
     digest: &str,
     size: u64,
 ) -> meta::Result<Result<(), Exceeded>> {
-    let needs = if meta::manifest_in_namespace(conn, namespace, digest)? {
-        0
-    } else {
-        size
-    };
-    check(conn, defaults, namespace, needs)
+    let held = meta::manifest_in_namespace(conn, namespace, digest)?;
+    check(conn, defaults, namespace, if held { 0 } else { size })
 }
 
 /// Usage of a namespace together with its limit, as the admin API reports it.
