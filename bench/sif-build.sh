@@ -17,7 +17,7 @@
 # BUILD_OCI (default target/release/examples/build_oci: `cargo build --release -p oci2sif
 # --example build_oci`), BASELINE_BUILD_OCI (the same example built from the baseline commit:
 # measured side by side when set), SIDES (default "build base floor pipeline server"; "server"
-# runs only when HPC_REGISTRY_BIN exists).
+# runs only when HPC_REGISTRY_BIN exists), COMPRESSIONS (default "zstd-3 gzip-9").
 #
 # build/base: one `build_oci` process per measurement (the build alone, as a contained build
 # process runs it: the image's blobs read from the OCI layout, the SIF written to scratch),
@@ -258,8 +258,8 @@ done
 
 read -r -a SIDE_LIST <<< "$SIDES"
 for img in "${IMAGES[@]}"; do
-  for cl in "zstd 3" "gzip 9"; do
-    set -- $cl
+  for cl in ${COMPRESSIONS:-zstd-3 gzip-9}; do
+    set -- "${cl%-*}" "${cl#*-}"
     echo "# $img $1-$2 load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
     for rep in $(seq "$REPS"); do
       # Interleaved, the order rotated by one each repetition.

@@ -10,7 +10,7 @@
 //! (with its kind and message) at the same position, or the end of the stream.
 
 use std::io::{self, Read};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::thread::{Scope, ScopedJoinHandle};
 
 /// Bytes per chunk handed from the reader thread to the consumer.
@@ -30,9 +30,13 @@ where
     R: Read + Send + 'scope,
 {
     let (tx, rx) = sync_channel(CHUNKS_AHEAD);
-    let handle = scope.spawn(move || produce(source, tx));
+    // Consumed chunks go back to the reader thread, so that it does not allocate (and zero)
+    // a fresh buffer for every 256 KiB of the layer.
+    let (recycle_tx, recycle_rx) = channel();
+    let handle = scope.spawn(move || produce(source, tx, recycle_rx));
     let reader = ReadAhead {
         chunks: rx,
+        recycle: recycle_tx,
         current: Vec::new(),
         at: 0,
         done: false,
@@ -40,9 +44,10 @@ where
     (reader, handle)
 }
 
-fn produce(mut source: impl Read, chunks: SyncSender<Chunk>) {
+fn produce(mut source: impl Read, chunks: SyncSender<Chunk>, recycled: Receiver<Vec<u8>>) {
     loop {
-        let mut buf = vec![0u8; CHUNK_LEN];
+        let mut buf = recycled.try_recv().unwrap_or_default();
+        buf.resize(CHUNK_LEN, 0);
         let mut filled = 0;
         let mut failure = None;
         let mut at_end = false;
@@ -78,6 +83,7 @@ fn produce(mut source: impl Read, chunks: SyncSender<Chunk>) {
 /// The consumer's end: a plain [`Read`].
 pub struct ReadAhead {
     chunks: Receiver<Chunk>,
+    recycle: Sender<Vec<u8>>,
     current: Vec<u8>,
     at: usize,
     /// The stream ended or failed: every later read returns 0.
@@ -95,7 +101,9 @@ impl Read for ReadAhead {
             }
             match self.chunks.recv() {
                 Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    // The reader thread may be gone already: then the buffer is just freed.
+                    let _ = self.recycle.send(used);
                     self.at = 0;
                 }
                 Ok(Err(e)) => {
