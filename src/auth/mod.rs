@@ -37,18 +37,8 @@ use password::Verified;
 use pat::TokenScope;
 use policy::Policy;
 
-/// What anonymous (unauthenticated) callers may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Anonymous {
-    /// Nothing: every request must authenticate (the default).
-    #[default]
-    None,
-    /// Pull only.
-    Read,
-    /// Pull, push and delete: only for `--dev` on loopback, or a deliberately open site.
-    ReadWrite,
-}
+/// What anonymous callers may do is configuration (`[auth] anonymous`); auth reads it.
+pub use crate::config::Anonymous;
 
 /// An action on a repository, as in Docker token scopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1010,26 +1000,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `2024-01-02T03:04:05Z` for Unix seconds (Docker wants RFC 3339 in `issued_at`).
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::timefmt::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -360,27 +360,19 @@ fn v2_event<'a>(
 }
 
 fn sif_event<'a>(rest: &'a str, m: &Method, reply: &ReplyInfo) -> Option<Event<'a>> {
+    use crate::farm::sif_path::{SifPath, View};
+    let path = SifPath::parse(rest);
     // HEAD, status and log reads, and "still building" answers are not fetches.
     if *m != Method::GET
         || reply.status == StatusCode::ACCEPTED.as_u16()
-        || rest.ends_with("/status")
-        || rest.ends_with("/log")
+        || matches!(path.view, View::Status | View::Log)
     {
         return None;
     }
-    let (reference, squashfs) = match rest.strip_suffix("/squashfs") {
-        Some(r) => (r, true),
-        None => (rest, false),
-    };
-    let repository = if Digest::parse(reference).is_err() {
-        reference.rsplit_once(':').map(|(name, _)| name)
-    } else {
-        None
-    };
     Some(Event::SifFetch {
-        repository,
-        reference,
-        squashfs,
+        repository: path.repository(),
+        reference: path.reference,
+        squashfs: path.view == View::Squashfs,
     })
 }
 

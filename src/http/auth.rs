@@ -16,7 +16,7 @@ use super::routes::{self, Route};
 use super::App;
 use crate::auth::{jwt, Anonymous, Credential, Principal};
 use crate::registry::error::Error;
-use crate::registry::names::{Digest, RepositoryName};
+use crate::registry::names::RepositoryName;
 
 /// What the request's authentication found, for the audit trail: filled by the auth middleware
 /// (or `/token`), readable after the handler ran by any outer middleware.
@@ -206,15 +206,7 @@ fn scope_of(method: &Method, path: &str) -> Option<String> {
         let name = RepositoryName::parse(name).ok()?;
         return Some(format!("repository:{name}:{actions}"));
     }
-    let rest = path.strip_prefix("/sif/")?;
-    let reference = ["/status", "/log", "/squashfs"]
-        .iter()
-        .find_map(|s| rest.strip_suffix(s))
-        .unwrap_or(rest);
-    if Digest::parse(reference).is_ok() {
-        return None;
-    }
-    let (name, _) = reference.rsplit_once(':')?;
+    let name = crate::farm::sif_path::SifPath::of_request(path)?.repository()?;
     let name = RepositoryName::parse(name).ok()?;
     Some(format!("repository:{name}:pull"))
 }

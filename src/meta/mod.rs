@@ -8,25 +8,29 @@
 mod audit;
 mod gc;
 mod jobs;
+mod migrate;
 mod queries;
 mod quota;
+mod stats;
 mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use audit::*;
 pub use gc::*;
 pub use jobs::*;
 pub use queries::*;
 pub use quota::*;
+pub use stats::*;
 pub use users::*;
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+use migrate::migrate;
+pub use migrate::SCHEMA_VERSION;
 /// Reader connections kept open. Async reads wait for one of them rather than opening more:
 /// opening a connection costs more than a typical query, and a burst of connections only adds
 /// threads on a machine whose cores are already busy. (Blocking callers outside the async path
@@ -46,6 +50,14 @@ pub enum MetaError {
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// A read of the metadata, as [`Db::read`] hands it out. Code outside `meta` that runs several
+/// meta functions in one snapshot names this, never the SQL engine, and only passes it on to
+/// meta functions (tests/architecture.rs checks that nothing outside meta runs SQL on it).
+pub type Conn = Connection;
+/// A write transaction of the metadata, as [`Db::write`] hands it out (see [`Conn`]): a quota
+/// check inside the commit it guards, a batch of GC steps.
+pub type Tx<'c> = Transaction<'c>;
 
 pub struct Db {
     path: PathBuf,
@@ -175,90 +187,6 @@ fn connect(path: &Path, writer: bool) -> Result<Connection> {
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
-}
-
-/// Columns added to existing tables after version 1 shipped, with the statement that fills them
-/// in for rows written by the older build. `CREATE TABLE IF NOT EXISTS` leaves an existing table
-/// as it was, so a store made by an older build gets these here. Guarded by a probe rather than
-/// `ADD COLUMN IF NOT EXISTS` (PostgreSQL has it, SQLite does not). Numbered migrations will
-/// replace this list; until then each entry must stay idempotent.
-const ADDED_COLUMNS: &[AddedColumn] = &[AddedColumn {
-    table: "tags",
-    column: "origin",
-    definition: "TEXT NOT NULL DEFAULT 'client'",
-    // Older builds refused client pushes to `*.sif` tags, so every such tag on a registry-made
-    // manifest is one of the farm's derived ORAS tags.
-    backfill: "UPDATE tags SET origin = 'registry' WHERE name LIKE '%.sif' AND EXISTS (
-                   SELECT 1 FROM manifests m WHERE m.repository_id = tags.repository_id
-                   AND m.digest = tags.digest AND m.origin = 'registry')",
-}];
-
-struct AddedColumn {
-    table: &'static str,
-    column: &'static str,
-    definition: &'static str,
-    backfill: &'static str,
-}
-
-fn add_missing_columns(conn: &Connection) -> Result<()> {
-    for c in ADDED_COLUMNS {
-        // The table exists (SCHEMA ran first); only the column can be missing.
-        let probe = format!("SELECT {} FROM {} LIMIT 0", c.column, c.table);
-        if conn.prepare(&probe).is_ok() {
-            continue;
-        }
-        // Runs inside `migrate`'s transaction: the column and its backfill land together.
-        conn.execute_batch(&format!(
-            "ALTER TABLE {} ADD COLUMN {} {}; {};",
-            c.table, c.column, c.definition, c.backfill
-        ))?;
-    }
-    Ok(())
-}
-
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    // One transaction: a crash between creating the usage counters and filling them must not
-    // leave an empty table that the next start would take for filled.
-    let tx = conn.unchecked_transaction()?;
-    let had_counters = tx
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'namespace_usage'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    tx.execute_batch(SCHEMA)?;
-    add_missing_columns(&tx)?;
-    if !had_counters {
-        // A store made before the counters existed (or a new one: nothing to count).
-        quota::backfill_usage(&tx)?;
-    }
-    check_version(&tx, path)?;
-    tx.commit()?;
-    Ok(())
-}
-
-fn check_version(conn: &Connection, path: &Path) -> Result<()> {
-    let found: Option<i64> = conn
-        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-        .unwrap_or(None);
-    match found {
-        None => {
-            conn.execute(
-                "INSERT INTO schema_version (version) VALUES (?1)",
-                [SCHEMA_VERSION],
-            )?;
-        }
-        Some(v) if v > SCHEMA_VERSION => {
-            return Err(MetaError::SchemaTooNew {
-                path: path.to_path_buf(),
-                found: v,
-            })
-        }
-        Some(_) => {}
-    }
-    Ok(())
 }
 
 /// Current time in Unix seconds, the unit of every timestamp column.
