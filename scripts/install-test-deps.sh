@@ -5,6 +5,7 @@ packages=(
   docker.io skopeo umoci busybox-static buildah podman siftool squashfs-tools squashfs-tools-ng curl
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
   sqlite3
+  wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
 )
 missing=()
 for p in "${packages[@]}"; do

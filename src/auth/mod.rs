@@ -301,16 +301,21 @@ impl Access {
         }
         // Read before the rows are: see `principal_cache`.
         let generation = self.db.identity_generation();
+        let password_user = match &credential {
+            Credential::Basic { user, secret } if !pat::looks_like_token(secret) => Some(user),
+            _ => None,
+        };
         if let Some(p) = self.principals.get(value, generation, meta::now()) {
-            if let Credential::Basic { user, .. } = &credential {
-                // A user locked out by failed logins stays locked out, remembered or not.
+            if let Some(user) = password_user {
+                // A user locked out by failed password logins stays locked out for passwords,
+                // remembered or not (tokens are never limited: see `unlimited`).
                 self.within_limits(client, Some(user))?;
             }
             return Ok(p);
         }
-        let ttl = match &credential {
-            Credential::Basic { secret, .. } if !pat::looks_like_token(secret) => self.password_ttl,
-            _ => RESOLVED_TTL,
+        let ttl = match password_user {
+            Some(_) => self.password_ttl,
+            None => RESOLVED_TTL,
         };
         let p = self.identify(credential, client, read_route).await?;
         let p = self.with_host_groups(p).await?;

@@ -1,6 +1,7 @@
-//! The audit trail at the HTTP edge: the middleware that turns each finished request into audit
-//! records (from the route, the status, the [`AuditSlot`] the auth middleware filled, and a few
-//! headers), and the admin-only `/admin/audit` API.
+//! The audit trail at the HTTP edge: the middleware that turns each finished request into typed
+//! [`Event`]s (from the typed route, the status, the [`AuditSlot`] the auth middleware and the
+//! handlers filled, and a few headers), each written down as one record, and the admin-only
+//! `/admin/audit` API.
 //!
 //! What is recorded (see README "Audit trail"): every authentication failure (429s included),
 //! `auth.success` for `/token` and admin API logins (other requests carry `user` and `auth`
@@ -116,126 +117,224 @@ pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     response
 }
 
-fn base(action: &str, info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Record {
-    let mut r = Record::new(action, audit::outcome_of_status(reply.status));
-    r.status = Some(reply.status);
-    r.client = ctx.client.map(|c| c.ip().to_string());
-    r.user_agent = info.user_agent.clone();
-    r.slurm_job_id = info.slurm_job_id.clone();
-    if let Some(p) = &ctx.principal {
-        r.user = p.user.clone();
-        r.uid = p.uid;
-        r.auth = Some(p.method.as_str().to_owned());
+/// What a finished request did, in the audit trail's terms. [`events`] decides it once, from
+/// the typed route, the status and what authentication and the handler put in the
+/// [`AuditSlot`]; [`Event::record`] writes it down. Nothing else looks at the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A handler panicked (whatever the route: it is a bug, and the trail must show it).
+    Panic { message: &'a str },
+    /// Authentication failed: the user name tried, if any, and why.
+    AuthFailure { user: Option<&'a str>, why: &'a str },
+    /// `/token`: a login, which issued a token or not.
+    TokenLogin { issued: bool },
+    /// An authenticated `/admin` call: its login, recorded beside what it did.
+    AdminLogin { path: &'a str },
+    /// An `/admin` call: what the handler named (or the route says) and its object.
+    Admin {
+        action: &'a str,
+        repository: Option<String>,
+        reference: String,
+    },
+    /// A manifest read, push or delete, or a blob delete (`action`: `manifest.pull`, …).
+    Repository {
+        action: &'static str,
+        repository: &'a str,
+        reference: &'a str,
+        bytes: Option<u64>,
+    },
+    /// A SIF (or its squashfs partition) served or refused.
+    SifFetch {
+        repository: Option<&'a str>,
+        reference: &'a str,
+        squashfs: bool,
+    },
+}
+
+impl Event<'_> {
+    /// The record of this event, with what every record carries (status, client, agent, job, who).
+    pub fn record(&self, info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Record {
+        let (action, outcome) = match self {
+            Event::Panic { .. } => ("request.panic", None),
+            Event::AuthFailure { .. } => ("auth.failure", None),
+            Event::TokenLogin { issued: true } => ("auth.success", None),
+            Event::TokenLogin { issued: false } => ("auth.failure", None),
+            Event::AdminLogin { .. } => ("auth.success", Some("ok")),
+            Event::Admin { action, .. } => (*action, None),
+            Event::Repository { action, .. } => (*action, None),
+            Event::SifFetch { .. } => ("sif.fetch", None),
+        };
+        let mut r = Record::new(
+            action,
+            outcome.unwrap_or(audit::outcome_of_status(reply.status)),
+        );
+        r.status = Some(reply.status);
+        r.client = ctx.client.map(|c| c.ip().to_string());
+        r.user_agent = info.user_agent.clone();
+        r.slurm_job_id = info.slurm_job_id.clone();
+        if let Some(p) = &ctx.principal {
+            r.user = p.user.clone();
+            r.uid = p.uid;
+            r.auth = Some(p.method.as_str().to_owned());
+        }
+        match self {
+            Event::Panic { message } => {
+                r.reference = Some(format!("{} {}", info.method, info.path));
+                r.detail = Some((*message).to_owned());
+            }
+            Event::AuthFailure { user, why } => {
+                r.user = user.map(str::to_owned);
+                r.auth = info.scheme.map(str::to_owned);
+                r.detail = Some((*why).to_owned());
+                r.reference = Some(info.path.chars().take(256).collect());
+            }
+            Event::TokenLogin { issued } => {
+                if !issued {
+                    r.auth = info.scheme.map(str::to_owned);
+                }
+            }
+            Event::AdminLogin { path } => r.reference = Some((*path).to_owned()),
+            Event::Admin {
+                repository,
+                reference,
+                ..
+            } => {
+                r.repository = repository.clone();
+                r.reference = (repository.is_none()).then(|| reference.clone());
+            }
+            Event::Repository {
+                repository,
+                reference,
+                bytes,
+                ..
+            } => {
+                r.repository = Some((*repository).to_owned());
+                r.reference = Some((*reference).to_owned());
+                r.digest = reply
+                    .digest
+                    .clone()
+                    .or_else(|| Digest::parse(reference).ok().map(|d| d.as_str().to_owned()));
+                r.bytes = *bytes;
+            }
+            Event::SifFetch {
+                repository,
+                reference,
+                squashfs,
+            } => {
+                r.repository = repository.map(str::to_owned);
+                r.reference = Some(reference.chars().take(256).collect());
+                // The SIF's own digest (its ETag) when one was served.
+                r.digest = reply.digest.clone().filter(|_| reply.status < 300);
+                r.bytes = reply.content_length.filter(|_| reply.status < 300);
+                if *squashfs {
+                    r.detail = Some("squashfs partition".into());
+                }
+            }
+        }
+        r
     }
-    r
 }
 
 /// The records of one finished request (usually none or one).
 pub fn records(info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Vec<Record> {
+    events(info, reply, ctx)
+        .iter()
+        .map(|e| e.record(info, reply, ctx))
+        .collect()
+}
+
+/// What one finished request did (usually nothing to record, or one event).
+pub fn events<'a>(
+    info: &'a RequestInfo,
+    reply: &'a ReplyInfo,
+    ctx: &'a AuditContext,
+) -> Vec<Event<'a>> {
     if let Some(message) = &reply.panic {
-        // Always recorded, whatever the route: it is a bug, and the trail must show it happened.
-        let mut r = base("request.panic", info, reply, ctx);
-        r.reference = Some(format!("{} {}", info.method, info.path));
-        r.detail = Some(message.clone());
-        return vec![r];
+        return vec![Event::Panic { message }];
     }
     if let Some((user, why)) = &ctx.failure {
-        let mut r = base("auth.failure", info, reply, ctx);
-        r.user = user.clone();
-        r.auth = info.scheme.map(str::to_owned);
         // 401 → denied, 429 → rate-limited, 500 (munged unreachable) → error.
-        r.outcome = audit::outcome_of_status(reply.status).into();
-        r.detail = Some(why.clone());
-        r.reference = Some(info.path.chars().take(256).collect());
-        return vec![r];
+        return vec![Event::AuthFailure {
+            user: user.as_deref(),
+            why,
+        }];
     }
     let path = info.path.as_str();
     if path == "/token" {
-        let ok = reply.status == 200;
-        let mut r = base(
-            if ok { "auth.success" } else { "auth.failure" },
-            info,
-            reply,
-            ctx,
-        );
-        if !ok {
-            r.auth = info.scheme.map(str::to_owned);
-            r.outcome = audit::outcome_of_status(reply.status).into();
-        }
-        return vec![r];
+        return vec![Event::TokenLogin {
+            issued: reply.status == 200,
+        }];
     }
     if path.starts_with("/admin/") {
-        let mut out = Vec::new();
-        let authenticated = ctx
-            .principal
-            .as_ref()
-            .is_some_and(Principal::is_authenticated);
-        if authenticated && reply.status != 401 {
-            out.push(base("auth.success", info, reply, ctx));
-            if let Some(s) = out.last_mut() {
-                s.outcome = "ok".into();
-                s.reference = Some(path.to_owned());
-            }
-        }
-        let mut r = base(
-            ctx.action.as_deref().unwrap_or("admin.request"),
-            info,
-            reply,
-            ctx,
-        );
-        r.reference = ctx
-            .reference
-            .clone()
-            .or_else(|| Some(format!("{} {path}", info.method)));
-        // The store-maintenance routes (src/lifecycle, storage_admin) are known by their paths.
-        if ctx.action.is_none() {
-            let rest = path.trim_start_matches("/admin/");
-            let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
-            let tail: String = tail.chars().take(256).collect();
-            let named = match (first, &info.method) {
-                ("repositories", &Method::DELETE) => {
-                    r.repository = Some(tail);
-                    r.reference = None;
-                    Some("repository.delete")
-                }
-                ("quotas", &Method::PUT) if !tail.is_empty() => {
-                    r.reference = Some(tail);
-                    Some("quota.set")
-                }
-                ("quotas", &Method::DELETE) if !tail.is_empty() => {
-                    r.reference = Some(tail);
-                    Some("quota.delete")
-                }
-                ("prune", _) => Some("admin.prune"),
-                ("usage", _) => Some("admin.usage"),
-                ("quotas", _) => Some("admin.quotas"),
-                ("scrub", _) => Some("admin.scrub"),
-                _ => None,
-            };
-            if let Some(action) = named {
-                r.action = action.into();
-            }
-        }
-        out.push(r);
-        return out;
+        return admin_events(path, info, reply, ctx);
     }
     if let Some(rest) = path.strip_prefix("/v2/") {
-        return v2_record(rest, info, reply, ctx).into_iter().collect();
+        return v2_event(rest, &info.method, info, reply)
+            .into_iter()
+            .collect();
     }
     if let Some(rest) = path.strip_prefix("/sif/") {
-        return sif_record(rest, info, reply, ctx).into_iter().collect();
+        return sif_event(rest, &info.method, reply).into_iter().collect();
     }
     Vec::new()
 }
 
-fn v2_record(
-    rest: &str,
+fn admin_events<'a>(
+    path: &'a str,
     info: &RequestInfo,
     reply: &ReplyInfo,
-    ctx: &AuditContext,
-) -> Option<Record> {
-    let m = &info.method;
-    let (name, reference, action, bytes) = match routes::parse(rest)? {
+    ctx: &'a AuditContext,
+) -> Vec<Event<'a>> {
+    let mut out = Vec::new();
+    let authenticated = ctx
+        .principal
+        .as_ref()
+        .is_some_and(Principal::is_authenticated);
+    if authenticated && reply.status != 401 {
+        out.push(Event::AdminLogin { path });
+    }
+    let default_reference = || {
+        ctx.reference
+            .clone()
+            .unwrap_or_else(|| format!("{} {path}", info.method))
+    };
+    if let Some(action) = ctx.action.as_deref() {
+        out.push(Event::Admin {
+            action,
+            repository: None,
+            reference: default_reference(),
+        });
+        return out;
+    }
+    // The store-maintenance routes (src/lifecycle, storage_admin) are known by their paths.
+    let rest = path.trim_start_matches("/admin/");
+    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let tail: String = tail.chars().take(256).collect();
+    let (action, repository, reference) = match (first, &info.method) {
+        ("repositories", &Method::DELETE) => ("repository.delete", Some(tail), String::new()),
+        ("quotas", &Method::PUT) if !tail.is_empty() => ("quota.set", None, tail),
+        ("quotas", &Method::DELETE) if !tail.is_empty() => ("quota.delete", None, tail),
+        ("prune", _) => ("admin.prune", None, default_reference()),
+        ("usage", _) => ("admin.usage", None, default_reference()),
+        ("quotas", _) => ("admin.quotas", None, default_reference()),
+        ("scrub", _) => ("admin.scrub", None, default_reference()),
+        _ => ("admin.request", None, default_reference()),
+    };
+    out.push(Event::Admin {
+        action,
+        repository,
+        reference,
+    });
+    out
+}
+
+fn v2_event<'a>(
+    rest: &'a str,
+    m: &Method,
+    info: &RequestInfo,
+    reply: &ReplyInfo,
+) -> Option<Event<'a>> {
+    let (repository, reference, action, bytes) = match routes::parse(rest)? {
         Route::Manifest { name, reference } => {
             let by_digest = Digest::parse(reference).is_ok();
             let (action, bytes) = match *m {
@@ -252,43 +351,29 @@ fn v2_record(
         Route::Blob { name, digest } if *m == Method::DELETE => (name, digest, "blob.delete", None),
         _ => return None,
     };
-    let mut r = base(action, info, reply, ctx);
-    r.repository = Some(name.to_owned());
-    r.reference = Some(reference.to_owned());
-    r.digest = reply
-        .digest
-        .clone()
-        .or_else(|| Digest::parse(reference).ok().map(|d| d.as_str().to_owned()));
-    r.bytes = bytes;
-    Some(r)
+    Some(Event::Repository {
+        action,
+        repository,
+        reference,
+        bytes,
+    })
 }
 
-fn sif_record(
-    rest: &str,
-    info: &RequestInfo,
-    reply: &ReplyInfo,
-    ctx: &AuditContext,
-) -> Option<Record> {
+fn sif_event<'a>(rest: &'a str, m: &Method, reply: &ReplyInfo) -> Option<Event<'a>> {
     use crate::farm::sif_path::{SifPath, View};
     let path = SifPath::parse(rest);
     // HEAD, status and log reads, and "still building" answers are not fetches.
-    if info.method != Method::GET
+    if *m != Method::GET
         || reply.status == StatusCode::ACCEPTED.as_u16()
         || matches!(path.view, View::Status | View::Log)
     {
         return None;
     }
-    let squashfs = path.view == View::Squashfs;
-    let mut r = base("sif.fetch", info, reply, ctx);
-    r.repository = path.repository().map(str::to_owned);
-    r.reference = Some(path.reference.chars().take(256).collect());
-    // The SIF's own digest (its ETag) when one was served.
-    r.digest = reply.digest.clone().filter(|_| reply.status < 300);
-    r.bytes = reply.content_length.filter(|_| reply.status < 300);
-    if squashfs {
-        r.detail = Some("squashfs partition".into());
-    }
-    Some(r)
+    Some(Event::SifFetch {
+        repository: path.repository(),
+        reference: path.reference,
+        squashfs: path.view == View::Squashfs,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
