@@ -9,9 +9,7 @@
 //! blob it is built from, linked in `repository_blobs`. Checking the rule here, in one place,
 //! keeps the build, the planner, `/sif` and ORAS from drifting apart.
 
-use rusqlite::Connection;
-
-use crate::meta;
+use crate::meta::{self, ReadConnection as Connection};
 
 /// A blob of an image that its repository does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,16 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::Transaction;
 use serde::Serialize;
 
 use super::retention::{expired_tags, human};
 use super::settings::{Settings, MIN_UPLOAD_AGE_SECS};
-use super::{guard, LifecycleError};
+use super::LifecycleError;
 use crate::meta::{self, Anchor, Db};
 use crate::registry::names::Digest;
 use crate::registry::Registry;
-use crate::storage::BlobStore;
+use crate::storage::{guard, BlobStore};
 
 /// Rows handled per transaction: short enough that pushes never wait long on the writer.
 const BATCH: i64 = 256;
@@ -379,7 +378,7 @@ fn recover_interrupted(db: &Db, ctx: &Ctx) -> Result<(), LifecycleError> {
 
 /// Retention for up to 64 repositories after `after`; true while more may follow.
 fn retention_batch(
-    tx: &Transaction,
+    tx: &meta::Tx,
     ctx: &Ctx,
     after: &mut String,
     report: &mut Report,
@@ -417,7 +416,7 @@ fn retention_batch(
 }
 
 /// One full pass over the due manifest candidates inside `tx` (dry runs); returns deletions.
-fn manifest_pass(tx: &Transaction, ctx: &Ctx, report: &mut Report) -> meta::Result<usize> {
+fn manifest_pass(tx: &meta::Tx, ctx: &Ctx, report: &mut Report) -> meta::Result<usize> {
     let mut cursor = None;
     let mut deleted = 0;
     loop {
@@ -431,7 +430,7 @@ fn manifest_pass(tx: &Transaction, ctx: &Ctx, report: &mut Report) -> meta::Resu
 
 /// Up to BATCH due candidates after `cursor`: (seen, deleted).
 fn manifest_batch(
-    tx: &Transaction,
+    tx: &meta::Tx,
     ctx: &Ctx,
     cursor: &mut Option<(i64, i64, String)>,
     report: &mut Report,
@@ -481,7 +480,7 @@ fn manifest_batch(
 }
 
 /// Up to BATCH image candidates after `after`; true while more may follow.
-fn image_batch(tx: &Transaction, after: &mut String, report: &mut Report) -> meta::Result<bool> {
+fn image_batch(tx: &meta::Tx, after: &mut String, report: &mut Report) -> meta::Result<bool> {
     let images = meta::image_candidates(tx, after, BATCH)?;
     for image in &images {
         after.clone_from(image);

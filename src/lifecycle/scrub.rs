@@ -15,28 +15,18 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ScrubConfig;
 use crate::meta::{self, Db};
 use crate::registry::names::Digest;
 use crate::storage::BlobStore;
 
-/// 200 MiB/s: a fraction of a local NVMe or a parallel filesystem client.
-pub const DEFAULT_RATE: u64 = 200 << 20;
 /// Blobs listed per metadata query.
 const PAGE: i64 = 500;
-/// `[scrub]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScrubConfig {
-    /// Read rate limit, e.g. "200MiB" (per second).
-    pub rate: String,
-}
 
-impl Default for ScrubConfig {
-    fn default() -> Self {
-        ScrubConfig {
-            rate: "200MiB".into(),
-        }
-    }
+/// `[scrub] rate` in bytes per second (the default, 200 MiB/s, is a fraction of a local NVMe or
+/// a parallel filesystem client).
+pub fn rate_from_config(config: &ScrubConfig) -> Result<u64, crate::quota::SizeError> {
+    crate::quota::parse_size(&config.rate)
 }
 
 #[derive(Debug, thiserror::Error)]

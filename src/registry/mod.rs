@@ -2,7 +2,9 @@
 
 pub mod error;
 pub mod manifests;
-pub mod names;
+/// Names live below the registry (the blob store names files by digest); re-exported here for
+/// the paths that grew up with them.
+pub use crate::names;
 pub mod pulls;
 pub mod uploads;
 
@@ -23,8 +25,6 @@ pub struct Limits {
     pub max_page: usize,
     /// Namespace quotas that apply without an admin override (`[quota]`).
     pub quota: crate::quota::QuotaDefaults,
-    /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
-    pub scrub_rate: u64,
     /// Upload sessions one user may hold open; 0: no limit.
     pub max_upload_sessions_per_user: usize,
 }
@@ -35,7 +35,6 @@ impl Default for Limits {
             max_manifest_bytes: 4 * 1024 * 1024,
             max_page: 10_000,
             quota: Default::default(),
-            scrub_rate: crate::lifecycle::scrub::DEFAULT_RATE,
             max_upload_sessions_per_user: 64,
         }
     }

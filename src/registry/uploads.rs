@@ -424,7 +424,7 @@ impl Registry {
         let (store, sid) = (self.store.clone(), id.to_owned());
         // From the existence check in commit_upload to the link (which resurrects a blob GC is
         // removing), GC must not unlink this digest's file.
-        let _locked = crate::lifecycle::guard::lock(digest.as_str()).await;
+        let _locked = crate::storage::guard::lock(digest.as_str()).await;
         let outcome = self
             .commit_link(repo, digest, size, move |d| store.commit_upload(&sid, d))
             .await;

@@ -14,6 +14,7 @@
 
 pub mod blob;
 pub mod fs;
+pub mod guard;
 pub mod ranges;
 
 use std::io;
