@@ -29,11 +29,7 @@ impl RepositoryName {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let valid =
             !s.is_empty() && s.len() <= MAX_REPOSITORY_LEN && s.split('/').all(is_path_component);
-        if valid {
-            Ok(RepositoryName(s.to_owned()))
-        } else {
-            Err(NameError::Repository(s.to_owned()))
-        }
+        checked(valid, s, RepositoryName, NameError::Repository)
     }
 
     pub fn as_str(&self) -> &str {
@@ -89,6 +85,20 @@ fn is_path_component(c: &str) -> bool {
     true
 }
 
+/// `s` as a `T` if it passed validation, else the error naming it.
+fn checked<T>(
+    valid: bool,
+    s: &str,
+    make: fn(String) -> T,
+    error: fn(String) -> NameError,
+) -> Result<T, NameError> {
+    if valid {
+        Ok(make(s.to_owned()))
+    } else {
+        Err(error(s.to_owned()))
+    }
+}
+
 /// A validated tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag(String);
@@ -100,11 +110,7 @@ impl Tag {
         let tail_ok = |x: u8| head_ok(x) || x == b'.' || x == b'-';
         let valid =
             !b.is_empty() && b.len() <= 128 && head_ok(b[0]) && b[1..].iter().all(|&x| tail_ok(x));
-        if valid {
-            Ok(Tag(s.to_owned()))
-        } else {
-            Err(NameError::Tag(s.to_owned()))
-        }
+        checked(valid, s, Tag, NameError::Tag)
     }
 
     pub fn as_str(&self) -> &str {

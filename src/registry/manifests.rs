@@ -128,28 +128,30 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Parsed, Manifest
         media_type: media_type.clone(),
         reason: reason.to_owned(),
     };
-    match media_type.as_str() {
-        OCI_INDEX | DOCKER_MANIFEST_LIST => {
-            if probe.config.is_some() || probe.manifests.is_none() {
-                return Err(structure(
-                    "an index has a `manifests` array and no `config`",
-                ));
-            }
-            let index: ImageIndex =
-                serde_json::from_slice(body).map_err(|e| structure(&e.to_string()))?;
-            parse_index(media_type, index)
-        }
-        OCI_MANIFEST | DOCKER_MANIFEST => {
-            if probe.manifests.is_some() || probe.config.is_none() {
-                return Err(structure(
-                    "an image manifest has a `config` descriptor and no `manifests`",
-                ));
-            }
-            let manifest: ImageManifest =
-                serde_json::from_slice(body).map_err(|e| structure(&e.to_string()))?;
-            parse_image_manifest(media_type, manifest)
-        }
-        other => Err(ManifestError::UnsupportedMediaType(other.to_owned())),
+    // The probe's top-level shape must be the media type's before a typed parser runs.
+    let (index, shaped, rule) = match media_type.as_str() {
+        OCI_INDEX | DOCKER_MANIFEST_LIST => (
+            true,
+            probe.manifests.is_some() && probe.config.is_none(),
+            "an index has a `manifests` array and no `config`",
+        ),
+        OCI_MANIFEST | DOCKER_MANIFEST => (
+            false,
+            probe.config.is_some() && probe.manifests.is_none(),
+            "an image manifest has a `config` descriptor and no `manifests`",
+        ),
+        other => return Err(ManifestError::UnsupportedMediaType(other.to_owned())),
+    };
+    if !shaped {
+        return Err(structure(rule));
+    }
+    let invalid = |e: serde_json::Error| structure(&e.to_string());
+    if index {
+        let index = serde_json::from_slice(body).map_err(invalid)?;
+        parse_index(media_type, index)
+    } else {
+        let manifest = serde_json::from_slice(body).map_err(invalid)?;
+        parse_image_manifest(media_type, manifest)
     }
 }
 

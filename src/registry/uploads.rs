@@ -3,11 +3,13 @@
 //! Bytes stream from the request body through a bounded channel to a blocking thread that writes
 //! the staging file and updates the running hash, so the network side and the disk/hash side
 //! overlap and memory stays at a few batches per upload whatever the blob size. Body frames
-//! (tens to hundreds of KiB each, as hyper reads them) are not sent one by one: the network side
-//! gathers them into batches of [`BATCH_BYTES`] without copying them, and the writer hashes each
-//! batch and hands it to the store in one vectored write. One thread wake-up and one system call
-//! per batch instead of per frame, and no copy in user space between the socket and the page
-//! cache (BENCHMARKS.md, "verified pushes"). The running hash
+//! (a few KiB to hundreds of KiB each, as hyper reads them) are not sent one by one: the network
+//! side copies them into batch buffers of [`BATCH_BYTES`], and the writer hashes each batch and
+//! hands it to the store in one write. One thread wake-up and one system call per batch instead
+//! of per frame, and one copy in user space, as before (the old 1 MiB `BufWriter`'s). The batch
+//! buffers go back to the network side for reuse: holding hyper's frames instead (no copy) made
+//! hyper allocate a fresh read buffer for every read, and the page faults of those cost more
+//! than the copy (BENCHMARKS.md, "verified pushes"). The running hash
 //! lives in memory; after a restart it is recomputed from the staging file on first use, so
 //! sessions survive restarts without any metadata write per chunk.
 //!
@@ -30,9 +32,9 @@ use super::Registry;
 use crate::meta;
 
 /// Body bytes gathered before they go to the writer thread at once.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 1 << 20;
 /// Batches queued between the network and the writer thread: with the one being gathered and
-/// the one being written, at most four batches (16 MiB) per upload are in memory.
+/// the one being written, at most four batch buffers (4 MiB) per upload exist.
 const PIPE_DEPTH: usize = 2;
 
 /// Bytes of a refused upload's body read and discarded before answering. A client still writing
@@ -513,27 +515,29 @@ impl Registry {
         charge.set(session.len);
         let room = self.quota_room(repo.namespace()).await?;
         let mut hasher = session.hasher.take();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(PIPE_DEPTH);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(PIPE_DEPTH);
+        // Written batches come back to be filled again: no allocation (and no page faults)
+        // per batch once the first few exist.
+        let (recycle, mut recycled) = tokio::sync::mpsc::channel::<Vec<u8>>(PIPE_DEPTH + 1);
         let writer = tokio::task::spawn_blocking(move || {
             let mut result = Ok(());
-            while let Some(batch) = rx.blocking_recv() {
+            while let Some(mut batch) = rx.blocking_recv() {
                 if let Err(e) = file.append(&batch) {
                     result = Err(e);
                     break;
                 }
                 if let Some(h) = hasher.as_mut() {
-                    for part in &batch {
-                        h.update(part);
-                    }
+                    h.update(&batch);
                 }
+                batch.clear();
+                let _ = recycle.try_send(batch);
             }
             (file.len(), hasher, result)
         });
         let mut receive_error = None;
         let mut over_quota = None;
-        let mut batch = Vec::new();
-        let mut batched = 0;
-        while let Some(frame) = body.next().await {
+        let mut batch = Vec::with_capacity(BATCH_BYTES);
+        'body: while let Some(frame) = body.next().await {
             match frame {
                 Ok(chunk) => {
                     let n = chunk.len() as u64;
@@ -551,12 +555,18 @@ impl Registry {
                     }
                     // Charged before it is written: concurrent uploads to the namespace see it.
                     charge.add(n);
-                    batched += chunk.len();
-                    batch.push(chunk);
-                    if batched >= BATCH_BYTES {
-                        batched = 0;
-                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
-                            break;
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        let take = rest.len().min(BATCH_BYTES - batch.len());
+                        batch.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                        if batch.len() == BATCH_BYTES {
+                            let next = recycled
+                                .try_recv()
+                                .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES));
+                            if tx.send(std::mem::replace(&mut batch, next)).await.is_err() {
+                                break 'body;
+                            }
                         }
                     }
                 }

@@ -4,8 +4,6 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 /// Positioned reads of one committed blob. Safe to share: every read names its offset, so any
 /// number of ranges of one open blob can be read at once.
 pub trait BlobRead: Send + Sync {
@@ -77,7 +75,7 @@ impl io::Read for BlobReader {
 
 /// The staged bytes of one upload session, open for appending.
 ///
-/// The upload pipeline hands over whole batches of body frames (megabytes at a time), so an
+/// The upload pipeline hands over whole batches of body bytes (a MiB at a time), so an
 /// implementation writes them as they are, without buffering or copying them again.
 pub trait Staged: Send {
     /// Bytes staged so far (what was there when opened plus what was appended).
@@ -87,7 +85,7 @@ pub trait Staged: Send {
         self.len() == 0
     }
 
-    /// Appends `parts` in order. On an error an unknown prefix of them may have been written;
-    /// the caller re-reads [`Staged::len`] from a fresh handle.
-    fn append(&mut self, parts: &[Bytes]) -> io::Result<()>;
+    /// Appends `bytes`. On an error an unknown prefix of them may have been written; the
+    /// caller re-reads [`Staged::len`] from a fresh handle.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
