@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod farm;
+pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod lock;
 pub mod meta;
+pub mod node_cache;
 pub mod quota;
 pub mod registry;
 pub mod server;
