@@ -9,6 +9,7 @@
 //! * [`output`]: tables and JSON; [`prompt`]: passwords.
 
 mod audit;
+mod builds;
 pub mod identity;
 pub mod lifecycle;
 pub mod node;
@@ -49,6 +50,8 @@ pub enum AdminCommand {
     Audit(Box<audit::AuditArgs>),
     #[command(flatten)]
     Storage(storage::StorageCommand),
+    /// The SIF build queue: list jobs, `retry ID|--failed`, `cancel ID`.
+    Builds(builds::BuildsArgs),
 }
 
 /// Runs one `admin …` command.
@@ -62,5 +65,6 @@ pub fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Repo { command, target } => lifecycle::repo(command, &target),
         AdminCommand::Audit(args) => audit::run(*args),
         AdminCommand::Storage(command) => storage::run(command),
+        AdminCommand::Builds(args) => builds::run(args),
     }
 }

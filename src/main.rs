@@ -124,6 +124,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
+            hpc_registry::memory::tune_allocator();
             let config = args.into_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::auth::manage::Op;
 use crate::client::{self, Auth, Timeouts};
+use crate::http::admin_ops::OpRoute;
 
 /// The running server to talk to.
 #[derive(Args, Debug, Clone)]
@@ -74,6 +75,17 @@ impl AdminApi {
     pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let what = method.to_string();
         self.client.json(method, path, body, &what)
+    }
+
+    /// Any admin API call with a JSON answer; `what` names it in errors.
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+    ) -> anyhow::Result<Value> {
+        self.client.json(method, path, body, what)
     }
 
     /// One identity operation through its admin API route.

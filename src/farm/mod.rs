@@ -12,14 +12,21 @@
 
 pub mod access;
 pub mod apptainer;
+pub mod backend;
+pub mod image;
+pub mod intake;
 pub mod native;
 pub mod oras;
 pub mod planner;
 pub mod platform;
+pub mod queue;
 pub mod ready;
+pub mod resolve;
+pub mod sif_path;
+pub mod status;
 pub mod worker;
 
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -45,6 +52,8 @@ pub struct Farm {
     /// The audit trail (build start and end), set once by the server after assembly; unset in
     /// tools that run the farm without a server.
     pub audit: std::sync::OnceLock<crate::audit::Auditor>,
+    /// In-process worker tasks running now (readiness: `/readyz` needs at least one).
+    live_workers: Arc<AtomicUsize>,
 }
 
 impl Farm {
@@ -64,6 +73,7 @@ impl Farm {
             jobs: Notify::new(),
             ready: ready::ReadySifs::default(),
             audit: std::sync::OnceLock::new(),
+            live_workers: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -106,10 +116,13 @@ impl Farm {
         tokio::spawn(planner::run(Arc::clone(self)));
         tokio::spawn(worker::reap_expired_leases(Arc::clone(self)));
         for n in 0..self.config.workers {
-            tokio::spawn(worker::run(
-                Arc::clone(self),
-                format!("{}{n}", self.owner_prefix),
-            ));
+            let alive = LiveWorker::enter(&self.live_workers);
+            let run = worker::run(Arc::clone(self), format!("{}{n}", self.owner_prefix));
+            tokio::spawn(async move {
+                // Dropped when the task ends, normally or by a panic (tokio drops its future).
+                let _alive = alive;
+                run.await
+            });
         }
         tracing::info!(
             workers = self.config.workers,
@@ -118,6 +131,11 @@ impl Farm {
             "SIF build farm started"
         );
         Ok(())
+    }
+
+    /// How many in-process build workers are running.
+    pub fn live_workers(&self) -> usize {
+        self.live_workers.load(Ordering::Relaxed)
     }
 
     pub fn compression(&self) -> oci2sif::Compression {
@@ -156,10 +174,23 @@ impl Farm {
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self.config.backend {
-            Backend::Native => "native",
-            Backend::Apptainer => "apptainer",
-        }
+        worker::backend(self.config.backend).name()
+    }
+}
+
+/// Counts one running worker task for as long as it lives.
+struct LiveWorker(Arc<AtomicUsize>);
+
+impl LiveWorker {
+    fn enter(count: &Arc<AtomicUsize>) -> LiveWorker {
+        count.fetch_add(1, Ordering::Relaxed);
+        LiveWorker(Arc::clone(count))
+    }
+}
+
+impl Drop for LiveWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -167,15 +198,4 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
-}
-
-/// Where a build's result and scratch files go before the SIF becomes a blob.
-pub struct Workspace {
-    pub dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    pub fn sif_path(&self) -> PathBuf {
-        self.dir.path().join("image.sif")
-    }
 }
