@@ -1,6 +1,7 @@
 //! The administration commands of the `hpc-registry` binary, one module per concept:
 //!
 //! * [`identity`]: `user|group|token …` (flattened into the top level);
+//! * [`node`]: the compute-node commands `fetch|run|cache|login` (also top level);
 //! * `admin …` ([`AdminCommand`]): [`lifecycle`] (prune, repo delete), [`audit`], [`storage`]
 //!   (usage, quota, scrub);
 //! * [`target`]: where a command acts (a running server's admin API, or the data directory
@@ -11,6 +12,7 @@ mod audit;
 mod builds;
 pub mod identity;
 pub mod lifecycle;
+pub mod node;
 mod output;
 mod prompt;
 pub mod remote;
@@ -20,6 +22,7 @@ pub mod target;
 use clap::Subcommand;
 
 pub use identity::IdentityCommand;
+pub use node::NodeCommand;
 pub use target::Target;
 
 /// `hpc-registry admin ...`: store maintenance.

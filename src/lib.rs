@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod farm;
+pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
@@ -17,6 +18,7 @@ pub mod lock;
 pub mod memory;
 pub mod meta;
 pub mod names;
+pub mod node_cache;
 pub mod quota;
 pub mod registry;
 pub mod server;

@@ -26,6 +26,8 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Identity(hpc_registry::cli::IdentityCommand),
+    #[command(flatten)]
+    Node(hpc_registry::cli::NodeCommand),
     /// Administration: prune (GC and retention), repo delete, usage, quotas, scrub, audit.
     Admin {
         #[command(subcommand)]
@@ -131,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(hpc_registry::server::serve(config))
         }
         Command::Identity(command) => hpc_registry::cli::identity::run(command),
+        Command::Node(command) => hpc_registry::cli::node::run(command),
         Command::Admin { command } => hpc_registry::cli::run_admin(command),
     }
 }

@@ -28,7 +28,7 @@ pub enum RepoCommand {
 /// `admin prune [--dry-run]`.
 pub fn prune(dry_run: bool, json: bool, target: &Target) -> anyhow::Result<()> {
     let report = match target.remote.online()? {
-        Some(api) => api.request(
+        Some(api) => api.json(
             Method::POST,
             &format!("/admin/prune?dry_run={dry_run}"),
             None,
@@ -50,7 +50,7 @@ pub fn repo(command: RepoCommand, target: &Target) -> anyhow::Result<()> {
     let RepoCommand::Delete { name, json } = command;
     crate::registry::names::RepositoryName::parse(&name)?;
     let deleted = match target.remote.online()? {
-        Some(api) => api.request(
+        Some(api) => api.json(
             Method::DELETE,
             &format!("/admin/repositories/{name}"),
             None,

@@ -74,13 +74,7 @@ impl AdminApi {
     /// Any call named after its method in errors ("GET /admin/usage: 403 ...").
     pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let what = method.to_string();
-        self.request(method, path, body, &what)
-    }
-
-    /// One identity operation through its admin API route.
-    pub fn run(&self, op: &Op) -> anyhow::Result<Value> {
-        let (method, path, body) = op.to_http();
-        self.request(method, &path, body, op.name())
+        self.client.json(method, path, body, &what)
     }
 
     /// Any admin API call with a JSON answer; `what` names it in errors.
@@ -92,6 +86,20 @@ impl AdminApi {
         what: &str,
     ) -> anyhow::Result<Value> {
         self.client.json(method, path, body, what)
+    }
+
+    /// One identity operation through its admin API route.
+    pub fn run(&self, op: &Op) -> anyhow::Result<Value> {
+        let (method, path, body) = op.to_http();
+        self.client.json(method, &path, body, op.name())
+    }
+}
+
+/// Any admin API call with a JSON answer: [`client::Client::json`].
+impl std::ops::Deref for AdminApi {
+    type Target = client::Client;
+    fn deref(&self) -> &client::Client {
+        &self.client
     }
 }
 

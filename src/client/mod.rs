@@ -8,6 +8,8 @@
 //! small current-thread runtime and offers blocking methods.
 
 pub mod auth;
+pub mod config;
+pub mod credentials;
 mod tls;
 
 use std::path::Path;

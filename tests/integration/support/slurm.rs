@@ -34,6 +34,12 @@ pub struct JobResult {
 
 impl SlurmCluster {
     pub fn start() -> SlurmCluster {
+        Self::start_with("", &[])
+    }
+
+    /// Like [`SlurmCluster::start`] with `extra_conf` lines appended to slurm.conf (e.g. a
+    /// `Prolog=`) and `daemon_env` in the daemons' environment (which a prolog inherits).
+    pub fn start_with(extra_conf: &str, daemon_env: &[(&str, &str)]) -> SlurmCluster {
         for tool in ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo"] {
             require_tool(tool);
         }
@@ -79,6 +85,7 @@ ReturnToService=2
 MinJobAge=600
 NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+{extra_conf}
 "
         );
         let conf_path = root.join("slurm.conf");
@@ -89,8 +96,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
             conf: conf_path,
             daemons: Vec::new(),
         };
-        cluster.spawn("slurmctld");
-        cluster.spawn("slurmd");
+        cluster.spawn("slurmctld", daemon_env);
+        cluster.spawn("slurmd", daemon_env);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let out = cluster.command("sinfo").args(["-h", "-o", "%t"]).output();
@@ -109,11 +116,12 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         cluster
     }
 
-    fn spawn(&mut self, daemon: &str) {
+    fn spawn(&mut self, daemon: &str, env: &[(&str, &str)]) {
         let mut cmd = Command::new(require_tool(daemon));
         cmd.args(["-D", "-f"])
             .arg(&self.conf)
             .env("SLURM_CONF", &self.conf)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -137,6 +145,19 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
     /// Submits `script` as the unprivileged host user `user` (`runuser -u USER -- sbatch`) and
     /// waits for the job to end.
     pub fn run_job_as(&self, user: &str, name: &str, script: &str) -> JobResult {
+        self.run_job_as_with(user, name, script, &[], &[])
+    }
+
+    /// [`SlurmCluster::run_job_as`] with `sbatch_args` before the script and `env` in sbatch's
+    /// environment (which the job inherits).
+    pub fn run_job_as_with(
+        &self,
+        user: &str,
+        name: &str,
+        script: &str,
+        sbatch_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> JobResult {
         let path = self.out_dir().join(format!("{name}.sh"));
         fs::write(&path, script).expect("write job script");
         chmod(&path, 0o755);
@@ -145,8 +166,10 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
             .args(["-u", user, "--", "sbatch", "--parsable", "--job-name", name])
             .arg(format!("--chdir={}", self.out_dir().display()))
             .arg(format!("--output={}", output.display()))
+            .args(sbatch_args)
             .arg(&path)
-            .env("SLURM_CONF", &self.conf))
+            .env("SLURM_CONF", &self.conf)
+            .envs(env.iter().copied()))
         .trim()
         .to_owned();
         let deadline = Instant::now() + JOB_TIMEOUT;
