@@ -32,6 +32,9 @@ enum Command {
         #[command(subcommand)]
         command: hpc_registry::cli::LifecycleCommand,
     },
+    /// One SIF build in its own process, started by the server (`farm::sandbox`).
+    #[command(name = "build-child", hide = true)]
+    BuildChild { spec: PathBuf },
 }
 
 #[derive(Args)]
@@ -132,5 +135,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Admin(command) => hpc_registry::cli::run(command),
         Command::Lifecycle { command } => hpc_registry::cli::run_lifecycle(command),
+        Command::BuildChild { spec } => {
+            std::process::exit(hpc_registry::farm::build_child::main(&spec))
+        }
     }
 }

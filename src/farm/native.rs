@@ -1,19 +1,13 @@
-//! The native backend: reads the image's config and layers straight from the blob store and
-//! converts them with the `oci2sif` crate. No external tools, no root, no network.
+//! The native backend: converts the image with the `oci2sif` crate in a contained build process
+//! ([`super::sandbox`]), reading the config and layers straight from the blob store. No
+//! external tools, no root, no network.
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::backend::{Backend, BuildFuture, Built, Failure, Workspace};
-use super::image::{self, Image};
-use super::{access, Farm};
+use super::build_child::{self, BuildSpec, LayerFile};
+use super::{access, image, sandbox, Farm};
 use crate::meta::Job;
-use crate::storage::BlobStore;
-
-/// Read buffer per layer: layers are streamed, never loaded whole.
-const LAYER_BUFFER: usize = 1 << 20;
 
 /// The built-in converter.
 pub struct Native;
@@ -27,99 +21,47 @@ impl Backend for Native {
         Box::pin(async move {
             let image = image::load(farm, job).await?;
             let workspace = Workspace::create(&farm.store)?;
-            let options = oci2sif::BuildOptions {
-                compression: farm.compression(),
-                threads: farm.build_threads(),
-                limits: farm.build_limits(),
-                reproducible: farm.config.reproducible,
-                work_dir: workspace.dir.path().to_path_buf(),
-            };
-            let compression = format!("{:?}", options.compression);
-            let max_config_bytes = farm.config.max_config_bytes;
-            let store = farm.store.clone();
-            // The digest alone: the SIF then depends only on the image (the same bytes whichever
-            // repository pushed it first), and the deffile never names another user's repository.
-            let source_ref = job.manifest_digest.clone();
-            let out_path = workspace.sif_path();
-            let log = tokio::task::spawn_blocking(move || {
-                convert(
-                    &store,
-                    image,
-                    source_ref,
-                    &options,
-                    max_config_bytes,
-                    &out_path,
-                )
+            // The config is read here, size-capped, so the build process gets checked bytes.
+            let (store, config_digest) = (farm.store.clone(), image.config.clone());
+            let limit = farm.config.max_config_bytes;
+            let config_json = tokio::task::spawn_blocking(move || {
+                access::read_config(&store, &config_digest, limit)
             })
             .await
-            .map_err(|e| Failure::transient(format!("build task crashed: {e}"), ""))??;
+            .map_err(|e| Failure::transient(format!("config read task: {e}"), ""))?
+            .map_err(|e| match e {
+                access::ConfigError::TooLarge { .. } => Failure::permanent(e.to_string()),
+                access::ConfigError::Io { .. } => Failure::transient(e.to_string(), ""),
+            })?;
+            let config = workspace.dir.path().join("config.json");
+            tokio::fs::write(&config, config_json)
+                .await
+                .map_err(|e| Failure::transient(format!("cannot stage the config: {e}"), ""))?;
+            let spec = BuildSpec {
+                farm: farm.config.clone(),
+                config,
+                layers: image
+                    .layers
+                    .iter()
+                    .map(|(media_type, digest)| LayerFile {
+                        media_type: media_type.clone(),
+                        digest: digest.as_str().to_owned(),
+                        path: farm.store.blob_path(digest),
+                    })
+                    .collect(),
+                // The digest alone: the SIF then depends only on the image (the same bytes
+                // whichever repository pushed it first), and the deffile never names another
+                // user's repository.
+                source_ref: job.manifest_digest.clone(),
+                work_dir: workspace.dir.path().to_path_buf(),
+                out: workspace.sif_path(),
+            };
+            let log = sandbox::run(&spec).await?;
             Ok(Built {
                 workspace,
                 log,
-                compression,
+                compression: format!("{:?}", build_child::compression(&farm.config)),
             })
         })
-    }
-}
-
-fn convert(
-    store: &BlobStore,
-    image: Image,
-    source_ref: String,
-    options: &oci2sif::BuildOptions,
-    max_config_bytes: u64,
-    out_path: &Path,
-) -> Result<String, Failure> {
-    let mut log = String::new();
-    let config_json =
-        access::read_config(store, &image.config, max_config_bytes).map_err(|e| match e {
-            access::ConfigError::TooLarge { .. } => Failure::permanent(e.to_string()),
-            access::ConfigError::Io { .. } => Failure::transient(e.to_string(), ""),
-        })?;
-    let mut layers = Vec::with_capacity(image.layers.len());
-    for (i, (media_type, digest)) in image.layers.iter().enumerate() {
-        let file = File::open(store.blob_path(digest)).map_err(|e| {
-            Failure::transient(format!("cannot read layer {} ({digest}): {e}", i + 1), "")
-        })?;
-        log.push_str(&format!(
-            "layer {}/{}: {digest} ({media_type})\n",
-            i + 1,
-            image.layers.len()
-        ));
-        layers.push(oci2sif::LayerInput {
-            media_type: media_type.clone(),
-            reader: Box::new(BufReader::with_capacity(LAYER_BUFFER, file)),
-        });
-    }
-    let input = oci2sif::BuildInput {
-        config_json,
-        layers,
-        source_ref,
-    };
-    let mut out = File::create(out_path)
-        .map_err(|e| Failure::transient(format!("cannot create the SIF file: {e}"), ""))?;
-    match oci2sif::build_sif(input, options, &mut out) {
-        Ok(report) => {
-            log.push_str(&format!(
-                "built {} bytes: arch {}, {} files, {} bytes unpacked, squashfs {} bytes ({:?})\n",
-                report.sif_size,
-                report.arch,
-                report.files,
-                report.unpacked_bytes,
-                report.squashfs_size,
-                options.compression
-            ));
-            Ok(log)
-        }
-        Err(e) => {
-            let permanent = e.is_permanent();
-            let reason = e.to_string();
-            log.push_str(&format!("error: {reason}\n"));
-            Err(Failure {
-                reason,
-                log,
-                permanent,
-            })
-        }
     }
 }
