@@ -4,12 +4,19 @@
 //! it reads any input, converts the image with `oci2sif`, and reports one JSON line on stdout.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::progress::{Meter, Progress};
 use crate::config::{CompressionName, FarmConfig};
+
+/// How often the build process reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// Read buffer per layer: layers are streamed, never loaded whole.
 const LAYER_BUFFER: usize = 1 << 20;
@@ -36,6 +43,14 @@ pub struct LayerFile {
     pub media_type: String,
     pub digest: String,
     pub path: PathBuf,
+    /// Its size as stored (what "bytes expected" counts).
+    pub size: u64,
+}
+
+/// A progress report (a JSON line on stdout, any number before the [`Outcome`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgressLine {
+    pub progress: Progress,
 }
 
 /// The build process's last word (one JSON line on stdout).
@@ -104,19 +119,75 @@ pub fn main(spec_path: &Path) -> i32 {
         eprintln!("build-child: cannot apply the limits: {e}");
         return 2;
     }
-    let outcome = build(&spec);
-    let line = serde_json::to_string(&outcome).unwrap_or_default();
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-        return 2;
+    let meter = Meter::new(
+        spec.layers.len() as u64,
+        spec.layers.iter().map(|l| l.size).sum(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let (meter, done) = (Arc::clone(&meter), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let line = ProgressLine {
+                    progress: meter.snapshot(),
+                };
+                if !report(&line) {
+                    return;
+                }
+                std::thread::park_timeout(PROGRESS_EVERY);
+            }
+        })
+    };
+    let outcome = build(&spec, &meter);
+    done.store(true, Ordering::Relaxed);
+    reporter.thread().unpark();
+    let _ = reporter.join();
+    if report(&outcome) {
+        0
+    } else {
+        2
     }
-    0
+}
+
+/// Writes one JSON line to stdout; false if the server is gone.
+fn report(line: &impl Serialize) -> bool {
+    let line = serde_json::to_string(line).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+}
+
+/// The SIF file, telling the meter when the first byte is written (after compression).
+struct SifOut<'a> {
+    file: File,
+    meter: &'a Meter,
+}
+
+impl Write for SifOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.meter.writing();
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for SifOut<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(pos)
+    }
 }
 
 /// Lowers this process's CPU priority and caps its address space, before any input is read.
 fn contain(c: &FarmConfig) -> std::io::Result<()> {
     // SAFETY: plain system calls on this process with valid arguments.
     unsafe {
+        // A server killed outright (kill -9) takes its builds with it: its restart re-queues
+        // them, and an orphan would only compete for the CPU.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         if c.nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, c.nice) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -149,7 +220,7 @@ fn failed(reason: String, log: String, permanent: bool) -> Outcome {
     }
 }
 
-fn build(spec: &BuildSpec) -> Outcome {
+fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
     let mut log = String::new();
     let config_json = match std::fs::read(&spec.config) {
         Ok(b) => b,
@@ -173,7 +244,7 @@ fn build(spec: &BuildSpec) -> Outcome {
         ));
         layers.push(oci2sif::LayerInput {
             media_type: layer.media_type.clone(),
-            reader: Box::new(BufReader::with_capacity(LAYER_BUFFER, file)),
+            reader: Box::new(meter.reader(i as u64, BufReader::with_capacity(LAYER_BUFFER, file))),
         });
     }
     let options = oci2sif::BuildOptions {
@@ -189,7 +260,7 @@ fn build(spec: &BuildSpec) -> Outcome {
         source_ref: spec.source_ref.clone(),
     };
     let mut out = match File::create(&spec.out) {
-        Ok(f) => f,
+        Ok(file) => SifOut { file, meter },
         Err(e) => return failed(format!("cannot create the SIF file: {e}"), log, false),
     };
     match oci2sif::build_sif(input, &options, &mut out) {

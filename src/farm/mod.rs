@@ -20,6 +20,7 @@ pub mod native;
 pub mod oras;
 pub mod planner;
 pub mod platform;
+pub mod progress;
 pub mod queue;
 pub mod ready;
 pub mod resolve;

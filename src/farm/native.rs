@@ -2,12 +2,9 @@
 //! ([`super::sandbox`]), reading the config and layers straight from the blob store. No
 //! external tools, no root, no network.
 
-use std::sync::Arc;
-
-use super::backend::{Backend, BuildFuture, Built, Failure, Workspace};
+use super::backend::{Backend, BuildFuture, BuildRequest, Built, Failure, Workspace};
 use super::build_child::{self, BuildSpec, LayerFile};
-use super::{access, image, sandbox, Farm};
-use crate::meta::Job;
+use super::{access, image, sandbox};
 
 /// The built-in converter.
 pub struct Native;
@@ -17,7 +14,12 @@ impl Backend for Native {
         "native"
     }
 
-    fn build<'a>(&'a self, farm: &'a Arc<Farm>, job: &'a Job) -> BuildFuture<'a> {
+    fn build<'a>(&'a self, request: BuildRequest<'a>) -> BuildFuture<'a> {
+        let BuildRequest {
+            farm,
+            job,
+            progress,
+        } = request;
         Box::pin(async move {
             let image = image::load(farm, job).await?;
             let workspace = Workspace::create(&farm.store)?;
@@ -47,6 +49,7 @@ impl Backend for Native {
                         media_type: media_type.clone(),
                         digest: digest.as_str().to_owned(),
                         path: farm.store.blob_path(digest),
+                        size: farm.store.stat(digest).ok().flatten().unwrap_or(0),
                     })
                     .collect(),
                 // The digest alone: the SIF then depends only on the image (the same bytes
@@ -56,7 +59,7 @@ impl Backend for Native {
                 work_dir: workspace.dir.path().to_path_buf(),
                 out: workspace.sif_path(),
             };
-            let log = sandbox::run(&spec).await?;
+            let log = sandbox::run(&spec, progress).await?;
             Ok(Built {
                 workspace,
                 log,

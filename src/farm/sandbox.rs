@@ -14,7 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 use super::backend::Failure;
-use super::build_child::{BuildSpec, Outcome};
+use super::build_child::{BuildSpec, Outcome, ProgressLine};
+use super::progress::ProgressCell;
 use crate::quota::format_size;
 
 /// The hidden subcommand that runs [`super::build_child::main`].
@@ -26,7 +27,7 @@ const STDERR_TAIL: usize = 16 << 10;
 const MAX_LINE: u64 = 1 << 20;
 
 /// Runs `spec` in a build process; the log on success.
-pub async fn run(spec: &BuildSpec) -> Result<String, Failure> {
+pub async fn run(spec: &BuildSpec, progress: &ProgressCell) -> Result<String, Failure> {
     let c = &spec.farm;
     let spec_path = spec.work_dir.join("spec.json");
     let bytes = serde_json::to_vec(spec)
@@ -60,7 +61,10 @@ pub async fn run(spec: &BuildSpec) -> Result<String, Failure> {
         ),
         _ => None,
     };
-    let stdout = child.stdout.take().map(last_line);
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| read_reports(s, progress.clone()));
     let stderr = child.stderr.take().map(tail);
     let timeout = Duration::from_secs(c.build_timeout_secs.max(1));
     let status = match tokio::time::timeout(timeout, child.wait()).await {
@@ -131,13 +135,19 @@ fn with_stderr(log: String, stderr: &str) -> String {
     }
 }
 
-/// The last line of `stream` (bounded), read to its end.
-fn last_line(stream: impl AsyncRead + Unpin + Send + 'static) -> tokio::task::JoinHandle<String> {
+/// Reads the build process's stdout to its end: progress lines go to `progress`, and the last
+/// other line (the outcome) is returned.
+fn read_reports(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    progress: ProgressCell,
+) -> tokio::task::JoinHandle<String> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream.take(64 * MAX_LINE)).lines();
         let mut last = String::new();
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.len() as u64 <= MAX_LINE {
+            if let Ok(report) = serde_json::from_str::<ProgressLine>(&line) {
+                progress.set(report.progress);
+            } else if line.len() as u64 <= MAX_LINE {
                 last = line;
             }
         }

@@ -309,3 +309,49 @@ fn a_build_over_the_time_limit_is_killed_and_fails_with_that_reason() {
     push_layer_image(&server, "dev/slow", "1", &distinct_entries(600_000));
     assert_failed_transiently(&server, "dev/slow:1", "exceeded the 1 s time limit", 1);
 }
+
+#[test]
+fn a_building_job_reports_its_phase_layers_bytes_eta_and_builder() {
+    let server = FarmServer::start("workers = 1");
+    // Tens of seconds of unpacking, so that the status is seen mid-build.
+    let layer = distinct_entries(300_000);
+    push_layer_image(&server, "dev/progress", "1", &layer);
+    let until = std::time::Instant::now() + BUILD_DEADLINE;
+    let mut phases = std::collections::BTreeSet::new();
+    let mut eta_seen = false;
+    loop {
+        let s = sif_status(&server, "dev/progress:1");
+        match s["state"].as_str() {
+            Some("ready") => break,
+            Some("failed") => panic!("the build failed: {s}"),
+            _ => {}
+        }
+        let p = &s["progress"];
+        let measured = ["unpacking", "compressing", "writing"];
+        if s["state"] == "building" && measured.iter().any(|m| p["phase"] == *m) {
+            phases.insert(p["phase"].as_str().unwrap_or_default().to_owned());
+            assert_eq!(p["layers_total"], 1, "{s}");
+            assert_eq!(p["bytes_expected"], layer.len() as u64, "{s}");
+            assert!(
+                p["bytes_done"].as_u64().unwrap() <= layer.len() as u64,
+                "{s}"
+            );
+            assert!(p["layers_done"].as_u64().unwrap() <= 1, "{s}");
+            assert!(
+                s["builder"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("local:")),
+                "the builder holding the job is named: {s}"
+            );
+            if p["phase"] == "unpacking" && p["eta_secs"].is_u64() {
+                eta_seen = true;
+            }
+        }
+        assert!(std::time::Instant::now() < until, "no SIF in time: {s}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The later phases can pass between two reports (every 2 s); the meter's unit test
+    // covers them.
+    assert!(phases.contains("unpacking"), "phases seen: {phases:?}");
+    assert!(eta_seen, "an ETA while unpacking; phases seen: {phases:?}");
+}
