@@ -4,19 +4,24 @@
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod farm;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod listener;
 pub mod lock;
+pub mod memory;
 pub mod meta;
+pub mod names;
 pub mod quota;
 pub mod registry;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod timefmt;
 pub mod tls;
 pub mod urlcode;

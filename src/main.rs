@@ -25,12 +25,11 @@ enum Command {
     /// Run the registry server.
     Serve(ServeArgs),
     #[command(flatten)]
-    Admin(hpc_registry::cli::AdminCommand),
+    Identity(hpc_registry::cli::IdentityCommand),
     /// Administration: prune (GC and retention), repo delete, usage, quotas, scrub, audit.
-    #[command(name = "admin")]
-    Lifecycle {
+    Admin {
         #[command(subcommand)]
-        command: hpc_registry::cli::LifecycleCommand,
+        command: hpc_registry::cli::AdminCommand,
     },
     /// One SIF build in its own process, started by the server (`farm::sandbox`).
     #[command(name = "build-child", hide = true)]
@@ -126,6 +125,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
+            hpc_registry::memory::tune_allocator();
             let config = args.into_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -133,8 +133,8 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(hpc_registry::server::serve(config))
         }
-        Command::Admin(command) => hpc_registry::cli::run(command),
-        Command::Lifecycle { command } => hpc_registry::cli::run_lifecycle(command),
+        Command::Identity(command) => hpc_registry::cli::identity::run(command),
+        Command::Admin { command } => hpc_registry::cli::run_admin(command),
         Command::BuildChild { spec } => {
             std::process::exit(hpc_registry::farm::build_child::main(&spec))
         }

@@ -1,13 +1,12 @@
 //! `hpc-registry admin builds`: the SIF build queue of a running server, through its admin API
 //! (`/admin/builds`): list jobs (`--state`), `retry ID|--failed`, `cancel ID`.
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use axum::http::Method;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::remote::Client;
-use super::storage::ServerTarget;
+use super::remote::ServerTarget;
 
 /// `admin builds [--state S] [retry ID|--failed | cancel ID]`.
 #[derive(Args, Debug)]
@@ -38,10 +37,7 @@ pub enum BuildsAction {
 }
 
 pub fn run(args: BuildsArgs) -> anyhow::Result<()> {
-    let server = args.target.server.as_deref().ok_or_else(|| {
-        anyhow!("admin builds talks to a running server: pass --server URL (or set HPC_REGISTRY_SERVER)")
-    })?;
-    let client = Client::new(server, args.target.cacert.as_deref())?;
+    let client = args.target.require()?;
     let (method, path) = match &args.action {
         None => match &args.state {
             Some(s) => (
@@ -76,7 +72,7 @@ pub fn run(args: BuildsArgs) -> anyhow::Result<()> {
 fn print_jobs(jobs: &[Value]) {
     let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     let secs = |v: &Value| v.as_i64().map_or("-".to_owned(), |s| format!("{s}s"));
-    super::table(
+    super::output::table(
         &[
             "ID",
             "STATE",

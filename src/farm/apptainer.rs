@@ -124,8 +124,12 @@ fn export_layout(
             .join(digest.algorithm().name())
             .join(digest.hex());
         std::fs::create_dir_all(target.parent().unwrap_or(&dir))?;
-        if std::fs::hard_link(store.blob_path(digest), &target).is_err() {
-            std::fs::copy(store.blob_path(digest), &target)?;
+        // A hard link on the filesystem store: the layout costs no copy of the layers.
+        if !store.materialize(digest, &target)? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("blob {digest} is missing from the store"),
+            ));
         }
     }
     let manifest_digest = Digest::parse(&manifest.digest).map_err(std::io::Error::other)?;

@@ -29,6 +29,7 @@ pub mod sif_path;
 pub mod status;
 pub mod worker;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -54,6 +55,8 @@ pub struct Farm {
     /// The audit trail (build start and end), set once by the server after assembly; unset in
     /// tools that run the farm without a server.
     pub audit: std::sync::OnceLock<crate::audit::Auditor>,
+    /// In-process worker tasks running now (readiness: `/readyz` needs at least one).
+    live_workers: Arc<AtomicUsize>,
 }
 
 impl Farm {
@@ -73,6 +76,7 @@ impl Farm {
             jobs: Notify::new(),
             ready: ready::ReadySifs::default(),
             audit: std::sync::OnceLock::new(),
+            live_workers: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -115,10 +119,13 @@ impl Farm {
         tokio::spawn(planner::run(Arc::clone(self)));
         tokio::spawn(worker::reap_expired_leases(Arc::clone(self)));
         for n in 0..self.config.workers {
-            tokio::spawn(worker::run(
-                Arc::clone(self),
-                format!("{}{n}", self.owner_prefix),
-            ));
+            let alive = LiveWorker::enter(&self.live_workers);
+            let run = worker::run(Arc::clone(self), format!("{}{n}", self.owner_prefix));
+            tokio::spawn(async move {
+                // Dropped when the task ends, normally or by a panic (tokio drops its future).
+                let _alive = alive;
+                run.await
+            });
         }
         tracing::info!(
             workers = self.config.workers,
@@ -129,8 +136,29 @@ impl Farm {
         Ok(())
     }
 
+    /// How many in-process build workers are running.
+    pub fn live_workers(&self) -> usize {
+        self.live_workers.load(Ordering::Relaxed)
+    }
+
     pub fn backend_name(&self) -> &'static str {
         worker::backend(self.config.backend).name()
+    }
+}
+
+/// Counts one running worker task for as long as it lives.
+struct LiveWorker(Arc<AtomicUsize>);
+
+impl LiveWorker {
+    fn enter(count: &Arc<AtomicUsize>) -> LiveWorker {
+        count.fetch_add(1, Ordering::Relaxed);
+        LiveWorker(Arc::clone(count))
+    }
+}
+
+impl Drop for LiveWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -4,6 +4,10 @@
 
 use super::backend::{Backend, BuildFuture, BuildRequest, Built, Failure, Workspace};
 use super::build_child::{self, BuildSpec, LayerFile};
+use crate::names::Digest;
+use crate::storage::BlobStore;
+use std::path::Path;
+
 use super::{access, image, sandbox};
 
 /// The built-in converter.
@@ -39,19 +43,17 @@ impl Backend for Native {
             tokio::fs::write(&config, config_json)
                 .await
                 .map_err(|e| Failure::transient(format!("cannot stage the config: {e}"), ""))?;
+            // The build process reads local files: the store puts each layer in the
+            // workspace (a hard link on the filesystem store, a streamed copy elsewhere).
+            let (store, dir) = (farm.store.clone(), workspace.dir.path().to_path_buf());
+            let wanted = image.layers.clone();
+            let layers = tokio::task::spawn_blocking(move || stage_layers(&store, &dir, &wanted))
+                .await
+                .map_err(|e| Failure::transient(format!("layer staging task: {e}"), ""))??;
             let spec = BuildSpec {
                 farm: farm.config.clone(),
                 config,
-                layers: image
-                    .layers
-                    .iter()
-                    .map(|(media_type, digest)| LayerFile {
-                        media_type: media_type.clone(),
-                        digest: digest.as_str().to_owned(),
-                        path: farm.store.blob_path(digest),
-                        size: farm.store.stat(digest).ok().flatten().unwrap_or(0),
-                    })
-                    .collect(),
+                layers,
                 // The digest alone: the SIF then depends only on the image (the same bytes
                 // whichever repository pushed it first), and the deffile never names another
                 // user's repository.
@@ -67,4 +69,35 @@ impl Backend for Native {
             })
         })
     }
+}
+
+/// Puts each layer blob in `dir` as `layer-<n>` for the build process.
+fn stage_layers(
+    store: &BlobStore,
+    dir: &Path,
+    layers: &[(String, Digest)],
+) -> Result<Vec<LayerFile>, Failure> {
+    let mut staged = Vec::with_capacity(layers.len());
+    for (i, (media_type, digest)) in layers.iter().enumerate() {
+        let cannot = |e: String| {
+            Failure::transient(format!("cannot read layer {} ({digest}): {e}", i + 1), "")
+        };
+        let path = dir.join(format!("layer-{}", i + 1));
+        if !store
+            .materialize(digest, &path)
+            .map_err(|e| cannot(e.to_string()))?
+        {
+            return Err(cannot("its bytes are missing from the store".into()));
+        }
+        let size = std::fs::metadata(&path)
+            .map_err(|e| cannot(e.to_string()))?
+            .len();
+        staged.push(LayerFile {
+            media_type: media_type.clone(),
+            digest: digest.as_str().to_owned(),
+            path,
+            size,
+        });
+    }
+    Ok(staged)
 }

@@ -15,15 +15,12 @@ use crate::registry::error::{Error, Result};
 use crate::registry::manifests::{DOCKER_MANIFEST_LIST, OCI_INDEX};
 use crate::registry::names::{Digest, RepositoryName, Tag};
 use crate::registry::Registry;
-use crate::storage::BlobFile;
+use crate::storage::Blob;
 
 /// The answer to a `/sif` request.
 pub enum Answer {
     /// The SIF is ready: stream it (or its squashfs partition, for [`View::Squashfs`]).
-    Sif {
-        ready: Arc<ReadySif>,
-        file: BlobFile,
-    },
+    Sif { ready: Arc<ReadySif>, file: Blob },
     /// [`View::Status`]: the job's status, whatever its state.
     Status(JobStatus),
     /// [`View::Log`]: the build log.
@@ -271,10 +268,10 @@ impl SifService<'_> {
         })
     }
 
-    async fn open_sif(&self, ready: &ReadySif) -> Result<Option<BlobFile>> {
+    async fn open_sif(&self, ready: &ReadySif) -> Result<Option<Blob>> {
         let digest = Digest::parse(&ready.sif.digest)?;
         let store = self.farm.store.clone();
-        let file = tokio::task::spawn_blocking(move || store.open_blob(&digest))
+        let file = tokio::task::spawn_blocking(move || store.open(&digest))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         // A SIF file cut short on disk is not the SIF: refuse before sending a byte.

@@ -186,7 +186,7 @@ async fn finish(
     let namespace = repo.split('/').next().unwrap_or(&repo).to_owned();
     // A reproducible build of a re-pushed image yields the very SIF GC may be removing: under
     // the digest's lock, the file must still be there when the blob is linked (resurrected).
-    let _locked = crate::lifecycle::guard::lock(&sif.digest).await;
+    let _locked = crate::storage::guard::lock(&sif.digest).await;
     let sif_file = Digest::parse(&sif.digest)
         .map_err(|e| fail(format!("SIF digest: {e}")))
         .and_then(|d| {

@@ -21,7 +21,7 @@ use super::auth::{query_map, AuditContext, AuditSlot};
 use super::routes::{self, Route};
 use super::App;
 use crate::audit::{self, query::Params, Record};
-use crate::auth::{pat, Principal};
+use crate::auth::Principal;
 use crate::registry::names::Digest;
 
 /// The header a batch job sets to its `SLURM_JOB_ID`.
@@ -76,26 +76,7 @@ impl RequestInfo {
 
 /// `password`, `token`, `bearer`, `munge` or `other` for an Authorization header value.
 fn scheme_of(value: &str) -> &'static str {
-    use base64::Engine;
-    let (scheme, cred) = value.trim().split_once(' ').unwrap_or((value, ""));
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => {
-            let secret = base64::engine::general_purpose::STANDARD
-                .decode(cred.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|t| t.split_once(':').map(|(_, s)| pat::looks_like_token(s)));
-            if secret == Some(true) {
-                "token"
-            } else {
-                "password"
-            }
-        }
-        "bearer" if pat::looks_like_token(cred.trim()) => "token",
-        "bearer" => "bearer",
-        "munge" => "munge",
-        _ => "other",
-    }
+    crate::auth::Credential::kind(value)
 }
 
 /// Middleware: runs the request, then queues its audit records.

@@ -2,6 +2,7 @@
 //! registry's plain types. Nothing below this module knows about HTTP.
 
 pub mod admin;
+pub mod admin_ops;
 pub mod audit;
 pub mod auth;
 pub mod builds;
@@ -28,13 +29,19 @@ use crate::registry::Registry;
 
 /// Everything a request handler may touch.
 pub struct App {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub access: Arc<Access>,
     pub farm: Arc<Farm>,
     /// The audit trail's writer.
     pub audit: crate::audit::Auditor,
     /// Online garbage collection, retention and repository deletes.
     pub pruner: Arc<Pruner>,
+    /// What `/readyz` checks (and the storage metrics read).
+    pub health: Arc<crate::health::Health>,
+    /// Namespace quotas and usage, for the admin API.
+    pub quotas: crate::quota::Quotas,
+    /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
+    pub scrub_rate: u64,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -78,7 +85,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(authenticated)
         .route("/token", any(auth::token))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(crate::telemetry::render))
         // Innermost, so the metrics, the audit middleware and the trace see a panic as a 500.
         .layer(panic::layer())
@@ -100,4 +108,8 @@ async fn api_version_header(method: axum::http::Method, mut response: Response) 
         .headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     response
+}
+
+async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    crate::health::readyz(&app.health).await
 }

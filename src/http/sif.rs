@@ -22,7 +22,7 @@ use crate::farm::resolve::{Answer, SifService};
 use crate::farm::sif_path::{SifPath, View};
 use crate::farm::status::BuildFailed;
 use crate::registry::error::{Error, Result};
-use crate::storage::BlobFile;
+use crate::storage::Blob;
 
 /// Poll interval suggested to clients while a build runs.
 const RETRY_AFTER_SECS: u64 = 2;
@@ -90,13 +90,13 @@ async fn serve(
     method: &Method,
     headers: &HeaderMap,
     ready: &ReadySif,
-    file: BlobFile,
+    file: Blob,
     view: View,
 ) -> Result<Response> {
     let sif = &ready.sif;
     let served = match view {
         View::Squashfs => files::Served {
-            file: file.file,
+            blob: file,
             offset: sif.squashfs_offset as u64,
             len: sif.squashfs_size as u64,
             etag: format!("{}-squashfs", sif.digest),
@@ -104,9 +104,9 @@ async fn serve(
             extra: vec![("x-image-digest", ready.image.clone())],
         },
         _ => files::Served {
-            file: file.file,
-            offset: 0,
             len: file.size,
+            blob: file,
+            offset: 0,
             etag: sif.digest.clone(),
             content_type: "application/vnd.sylabs.sif",
             extra: vec![

@@ -15,6 +15,8 @@ mod farm_isolation;
 mod farm_limits;
 mod farm_queue;
 mod lifecycle;
+mod migrations;
+mod operations;
 mod quota;
 mod security_auth;
 mod slurm;
