@@ -118,6 +118,17 @@ pub struct FarmConfig {
     pub retry_delay_secs: i64,
     /// A worker that has not heart-beaten for this long loses its job to another.
     pub lease_secs: i64,
+    /// Memory one build process may use (cgroup v2 `memory.max` under `cgroup`, else
+    /// `RLIMIT_AS`); a build over it fails with that reason and is retried.
+    pub max_memory_bytes: u64,
+    /// Wall-clock time one build may take before its process is killed.
+    pub build_timeout_secs: u64,
+    /// Niceness of build processes (serving runs at 0).
+    pub nice: i32,
+    /// Run build processes under `SCHED_IDLE`: they get CPU only when nothing else wants it.
+    pub sched_idle: bool,
+    /// A delegated cgroup v2 directory; each build gets a child cgroup with `memory.max` there.
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +172,11 @@ impl Default for FarmConfig {
             max_attempts: 3,
             retry_delay_secs: 30,
             lease_secs: 60,
+            max_memory_bytes: 4 << 30,
+            build_timeout_secs: 2 * 3600,
+            nice: 10,
+            sched_idle: false,
+            cgroup: None,
         }
     }
 }

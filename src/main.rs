@@ -33,6 +33,9 @@ enum Command {
         #[command(subcommand)]
         command: hpc_registry::cli::AdminCommand,
     },
+    /// One SIF build in its own process, started by the server (`farm::sandbox`).
+    #[command(name = "build-child", hide = true)]
+    BuildChild { spec: PathBuf },
 }
 
 #[derive(Args)]
@@ -135,5 +138,8 @@ fn main() -> anyhow::Result<()> {
         Command::Identity(command) => hpc_registry::cli::identity::run(command),
         Command::Node(command) => hpc_registry::cli::node::run(command),
         Command::Admin { command } => hpc_registry::cli::run_admin(command),
+        Command::BuildChild { spec } => {
+            std::process::exit(hpc_registry::farm::build_child::main(&spec))
+        }
     }
 }

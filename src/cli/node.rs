@@ -111,7 +111,11 @@ pub enum CacheCommand {
 }
 
 fn parse_wait(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (30s, 10m, 2h): {e}"))
+    // The one duration grammar of the binary (`timefmt`), as in `[gc]` and `admin audit --since`.
+    let secs = crate::timefmt::parse_duration_secs(s).map_err(|e| e.to_string())?;
+    u64::try_from(secs)
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{s:?} is negative: give a duration such as 30s, 10m or 2h"))
 }
 
 /// Runs one node command; exits with 75 (try again later) when a build outlasted `--wait`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::process::Command;
 
-use super::backend::{Backend, BuildFuture, Built, Failure, Workspace};
+use super::backend::{Backend, BuildFuture, BuildRequest, Built, Failure, Workspace};
 use super::{image, Farm};
 use crate::meta::{self, Job};
 use crate::registry::names::Digest;
@@ -17,8 +17,9 @@ use crate::storage::BlobStore;
 pub struct Apptainer;
 
 impl Backend for Apptainer {
-    fn build<'a>(&'a self, farm: &'a Arc<Farm>, job: &'a Job) -> BuildFuture<'a> {
-        Box::pin(build(farm, job))
+    /// `apptainer build` reports nothing measurable: the status shows the elapsed time.
+    fn build<'a>(&'a self, request: BuildRequest<'a>) -> BuildFuture<'a> {
+        Box::pin(build(request.farm, request.job))
     }
 
     fn name(&self) -> &'static str {

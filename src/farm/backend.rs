@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use super::progress::ProgressCell;
 use super::Farm;
 use crate::meta::Job;
 use crate::storage::BlobStore;
@@ -16,8 +17,16 @@ pub trait Backend: Send + Sync {
     /// The name recorded with each job and SIF (`[farm] backend`).
     fn name(&self) -> &'static str;
 
-    /// Builds `job`'s image into a fresh [`Workspace`].
-    fn build<'a>(&'a self, farm: &'a Arc<Farm>, job: &'a Job) -> BuildFuture<'a>;
+    /// Builds the job's image into a fresh [`Workspace`], keeping its progress up to date.
+    fn build<'a>(&'a self, request: BuildRequest<'a>) -> BuildFuture<'a>;
+}
+
+/// One build: the farm, the job, and where to report progress.
+#[derive(Clone, Copy)]
+pub struct BuildRequest<'a> {
+    pub farm: &'a Arc<Farm>,
+    pub job: &'a Job,
+    pub progress: &'a ProgressCell,
 }
 
 /// What [`Backend::build`] returns.

@@ -13,15 +13,18 @@
 pub mod access;
 pub mod apptainer;
 pub mod backend;
+pub mod build_child;
 pub mod image;
 pub mod intake;
 pub mod native;
 pub mod oras;
 pub mod planner;
 pub mod platform;
+pub mod progress;
 pub mod queue;
 pub mod ready;
 pub mod resolve;
+pub mod sandbox;
 pub mod sif_path;
 pub mod status;
 pub mod worker;
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::{Backend, CompressionName, FarmConfig};
+use crate::config::{Backend, FarmConfig};
 use crate::meta::Db;
 use crate::storage::BlobStore;
 
@@ -136,41 +139,6 @@ impl Farm {
     /// How many in-process build workers are running.
     pub fn live_workers(&self) -> usize {
         self.live_workers.load(Ordering::Relaxed)
-    }
-
-    pub fn compression(&self) -> oci2sif::Compression {
-        match self.config.compression {
-            CompressionName::Gzip => oci2sif::Compression::Gzip {
-                level: self.config.compression_level.unwrap_or(9).clamp(1, 9) as u32,
-            },
-            CompressionName::Zstd => oci2sif::Compression::Zstd {
-                level: self.config.compression_level.unwrap_or(3).clamp(1, 22),
-            },
-        }
-    }
-
-    /// The builder's resource limits, from `[farm]`.
-    pub fn build_limits(&self) -> oci2sif::layers::LimitSettings {
-        let c = &self.config;
-        oci2sif::layers::LimitSettings {
-            max_unpacked_bytes: c.max_unpacked_bytes,
-            max_entries: c.max_entries,
-            max_extension_bytes: c.max_extension_bytes,
-            max_xattr_bytes_per_entry: c.max_xattr_bytes_per_entry,
-            max_xattr_bytes: c.max_xattr_bytes,
-            max_name_bytes: c.max_name_bytes,
-            max_path_depth: c.max_path_depth,
-            max_scratch_bytes: c.max_scratch_bytes,
-        }
-    }
-
-    pub fn build_threads(&self) -> usize {
-        match self.config.threads {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            n => n,
-        }
     }
 
     pub fn backend_name(&self) -> &'static str {

@@ -1,19 +1,14 @@
-//! The native backend: reads the image's config and layers straight from the blob store and
-//! converts them with the `oci2sif` crate. No external tools, no root, no network.
+//! The native backend: converts the image with the `oci2sif` crate in a contained build process
+//! ([`super::sandbox`]), reading the config and layers straight from the blob store. No
+//! external tools, no root, no network.
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::Path;
-use std::sync::Arc;
-
-use super::backend::{Backend, BuildFuture, Built, Failure, Workspace};
-use super::image::{self, Image};
-use super::{access, Farm};
-use crate::meta::Job;
+use super::backend::{Backend, BuildFuture, BuildRequest, Built, Failure, Workspace};
+use super::build_child::{self, BuildSpec, LayerFile};
+use crate::names::Digest;
 use crate::storage::BlobStore;
+use std::path::Path;
 
-/// Read buffer per layer: layers are streamed, never loaded whole.
-const LAYER_BUFFER: usize = 1 << 20;
+use super::{access, image, sandbox};
 
 /// The built-in converter.
 pub struct Native;
@@ -23,107 +18,86 @@ impl Backend for Native {
         "native"
     }
 
-    fn build<'a>(&'a self, farm: &'a Arc<Farm>, job: &'a Job) -> BuildFuture<'a> {
+    fn build<'a>(&'a self, request: BuildRequest<'a>) -> BuildFuture<'a> {
+        let BuildRequest {
+            farm,
+            job,
+            progress,
+        } = request;
         Box::pin(async move {
             let image = image::load(farm, job).await?;
             let workspace = Workspace::create(&farm.store)?;
-            let options = oci2sif::BuildOptions {
-                compression: farm.compression(),
-                threads: farm.build_threads(),
-                limits: farm.build_limits(),
-                reproducible: farm.config.reproducible,
-                work_dir: workspace.dir.path().to_path_buf(),
-            };
-            let compression = format!("{:?}", options.compression);
-            let max_config_bytes = farm.config.max_config_bytes;
-            let store = farm.store.clone();
-            // The digest alone: the SIF then depends only on the image (the same bytes whichever
-            // repository pushed it first), and the deffile never names another user's repository.
-            let source_ref = job.manifest_digest.clone();
-            let out_path = workspace.sif_path();
-            let log = tokio::task::spawn_blocking(move || {
-                convert(
-                    &store,
-                    image,
-                    source_ref,
-                    &options,
-                    max_config_bytes,
-                    &out_path,
-                )
+            // The config is read here, size-capped, so the build process gets checked bytes.
+            let (store, config_digest) = (farm.store.clone(), image.config.clone());
+            let limit = farm.config.max_config_bytes;
+            let config_json = tokio::task::spawn_blocking(move || {
+                access::read_config(&store, &config_digest, limit)
             })
             .await
-            .map_err(|e| Failure::transient(format!("build task crashed: {e}"), ""))??;
+            .map_err(|e| Failure::transient(format!("config read task: {e}"), ""))?
+            .map_err(|e| match e {
+                access::ConfigError::TooLarge { .. } => Failure::permanent(e.to_string()),
+                access::ConfigError::Io { .. } => Failure::transient(e.to_string(), ""),
+            })?;
+            let config = workspace.dir.path().join("config.json");
+            tokio::fs::write(&config, config_json)
+                .await
+                .map_err(|e| Failure::transient(format!("cannot stage the config: {e}"), ""))?;
+            // The build process reads local files: the store puts each layer in the
+            // workspace (a hard link on the filesystem store, a streamed copy elsewhere).
+            let (store, dir) = (farm.store.clone(), workspace.dir.path().to_path_buf());
+            let wanted = image.layers.clone();
+            let layers = tokio::task::spawn_blocking(move || stage_layers(&store, &dir, &wanted))
+                .await
+                .map_err(|e| Failure::transient(format!("layer staging task: {e}"), ""))??;
+            let spec = BuildSpec {
+                farm: farm.config.clone(),
+                config,
+                layers,
+                // The digest alone: the SIF then depends only on the image (the same bytes
+                // whichever repository pushed it first), and the deffile never names another
+                // user's repository.
+                source_ref: job.manifest_digest.clone(),
+                work_dir: workspace.dir.path().to_path_buf(),
+                out: workspace.sif_path(),
+            };
+            let log = sandbox::run(&spec, progress).await?;
             Ok(Built {
                 workspace,
                 log,
-                compression,
+                compression: format!("{:?}", build_child::compression(&farm.config)),
             })
         })
     }
 }
 
-fn convert(
+/// Puts each layer blob in `dir` as `layer-<n>` for the build process.
+fn stage_layers(
     store: &BlobStore,
-    image: Image,
-    source_ref: String,
-    options: &oci2sif::BuildOptions,
-    max_config_bytes: u64,
-    out_path: &Path,
-) -> Result<String, Failure> {
-    let mut log = String::new();
-    let config_json =
-        access::read_config(store, &image.config, max_config_bytes).map_err(|e| match e {
-            access::ConfigError::TooLarge { .. } => Failure::permanent(e.to_string()),
-            access::ConfigError::Io { .. } => Failure::transient(e.to_string(), ""),
-        })?;
-    let mut layers = Vec::with_capacity(image.layers.len());
-    for (i, (media_type, digest)) in image.layers.iter().enumerate() {
+    dir: &Path,
+    layers: &[(String, Digest)],
+) -> Result<Vec<LayerFile>, Failure> {
+    let mut staged = Vec::with_capacity(layers.len());
+    for (i, (media_type, digest)) in layers.iter().enumerate() {
         let cannot = |e: String| {
             Failure::transient(format!("cannot read layer {} ({digest}): {e}", i + 1), "")
         };
-        let blob = store
-            .open(digest)
+        let path = dir.join(format!("layer-{}", i + 1));
+        if !store
+            .materialize(digest, &path)
             .map_err(|e| cannot(e.to_string()))?
-            .ok_or_else(|| cannot("its bytes are missing from the store".into()))?;
-        log.push_str(&format!(
-            "layer {}/{}: {digest} ({media_type})\n",
-            i + 1,
-            image.layers.len()
-        ));
-        layers.push(oci2sif::LayerInput {
+        {
+            return Err(cannot("its bytes are missing from the store".into()));
+        }
+        let size = std::fs::metadata(&path)
+            .map_err(|e| cannot(e.to_string()))?
+            .len();
+        staged.push(LayerFile {
             media_type: media_type.clone(),
-            reader: Box::new(BufReader::with_capacity(LAYER_BUFFER, blob.reader())),
+            digest: digest.as_str().to_owned(),
+            path,
+            size,
         });
     }
-    let input = oci2sif::BuildInput {
-        config_json,
-        layers,
-        source_ref,
-    };
-    let mut out = File::create(out_path)
-        .map_err(|e| Failure::transient(format!("cannot create the SIF file: {e}"), ""))?;
-    match oci2sif::build_sif(input, options, &mut out) {
-        Ok(report) => {
-            log.push_str(&format!(
-                "built {} bytes: arch {}, {} files, {} bytes unpacked, squashfs {} bytes ({:?})\n",
-                report.sif_size,
-                report.arch,
-                report.files,
-                report.unpacked_bytes,
-                report.squashfs_size,
-                options.compression
-            ));
-            Ok(log)
-        }
-        Err(e) => {
-            let permanent = e.is_permanent();
-            let reason = e.to_string();
-            log.push_str(&format!("error: {reason}\n"));
-            Err(Failure {
-                reason,
-                log,
-                permanent,
-            })
-        }
-    }
+    Ok(staged)
 }

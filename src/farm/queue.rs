@@ -33,8 +33,6 @@ pub enum QueueError {
 pub struct JobSummary {
     pub id: i64,
     pub repository: String,
-    /// Who holds or last held the job (a worker, a builder host, a Slurm job).
-    pub builder: Option<String>,
     #[serde(flatten)]
     pub status: JobStatus,
     /// Seconds from queueing to the (last) start.
@@ -55,7 +53,6 @@ impl JobSummary {
             build_secs: job.started_at.map(|s| (end - s).max(0)),
             status: JobStatus::of(&job, None),
             repository: job.repository,
-            builder: job.builder,
         }
     }
 }

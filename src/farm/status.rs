@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::progress::Progress;
 use crate::meta::{Job, JobState};
 
 /// Bytes of build log included in a failure report.
@@ -17,7 +18,10 @@ pub struct JobStatus {
     pub state: &'static str,
     /// Queued jobs ahead of this one (queued jobs only).
     pub position: Option<i64>,
-    pub progress: Option<String>,
+    /// How far the build is (phase, layers and bytes done, ETA) while building.
+    pub progress: Option<Progress>,
+    /// Who holds the job (a worker of this server, a builder host, a Slurm job).
+    pub builder: Option<String>,
     pub attempts: i64,
     pub sif: Option<String>,
     pub failure: Option<String>,
@@ -34,7 +38,8 @@ impl JobStatus {
             platform: job.platform.clone(),
             state: job.state.as_str(),
             position: position.filter(|_| job.state == JobState::Queued),
-            progress: job.progress.clone(),
+            progress: job.progress.as_deref().map(Progress::from_column),
+            builder: job.builder.clone(),
             attempts: job.attempts,
             sif: job.sif_digest.clone(),
             failure: job.failure.clone(),

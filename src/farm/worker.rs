@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backend::{self, Built, Failure};
+use super::progress::{phase, Progress, ProgressCell};
 use super::{apptainer, intake, native, oras, Farm};
 use crate::config::Backend;
 use crate::meta::{self, Job, JobState, Sif};
@@ -12,6 +13,8 @@ use crate::registry::names::Digest;
 
 /// Idle workers look for runnable jobs this often even without a wake-up (retries become due).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Longest wait between progress reports (and heartbeats) of a building job.
+const PROGRESS_EVERY_SECS: i64 = 2;
 /// Longest build log kept per job; the tail is what explains a failure.
 const MAX_LOG: usize = 64 * 1024;
 
@@ -48,16 +51,22 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     tracing::info!(job = job.id, digest = %job.manifest_digest, platform = %job.platform, attempt = job.attempts, "SIF build started");
     let started = Instant::now();
     audit_build(farm, &job, "build.start", "started", None, None).await;
+    let progress = ProgressCell::default();
     let mut heartbeat = tokio::spawn(keep_lease(
         Arc::clone(farm),
         job.id,
         owner.to_owned(),
         started,
+        progress.clone(),
     ));
     // The heartbeat ends only when the lease is gone (an admin cancelled the job, or it was
     // re-queued after missed heartbeats): then the build stops, its result would not count.
     let result = tokio::select! {
-        built = backend(farm.config.backend).build(farm, &job) => built,
+        built = backend(farm.config.backend).build(backend::BuildRequest {
+            farm,
+            job: &job,
+            progress: &progress,
+        }) => built,
         _ = &mut heartbeat => Err(Failure::transient(
             "the build lost its lease (cancelled, or re-queued after missed heartbeats)".into(),
             "",
@@ -142,6 +151,12 @@ async fn finish(
     duration_ms: i64,
 ) -> Result<Sif, Failure> {
     let fail = |reason: String| Failure::transient(reason, built.log.clone());
+    let verifying = Progress::phase(phase::VERIFYING).to_json();
+    if !renew_lease(farm, job.id, owner, verifying).await {
+        return Err(fail(
+            "the job is no longer this worker's (cancelled or re-queued)".into(),
+        ));
+    }
     let path = built.workspace.sif_path();
     let store = farm.store.clone();
     let inspected = tokio::task::spawn_blocking(move || intake::import_sif(&store, &path))
@@ -230,20 +245,41 @@ async fn audit_build(
     audit.record(r).await;
 }
 
-async fn keep_lease(farm: Arc<Farm>, id: i64, owner: String, started: Instant) {
-    let every = Duration::from_secs((farm.config.lease_secs / 3).max(1) as u64);
+async fn keep_lease(
+    farm: Arc<Farm>,
+    id: i64,
+    owner: String,
+    started: Instant,
+    progress: ProgressCell,
+) {
+    // Often enough for the status a compute node polls, and at least thrice per lease.
+    let every = (farm.config.lease_secs / 3).clamp(1, PROGRESS_EVERY_SECS);
+    let every = Duration::from_secs(every as u64);
     loop {
         tokio::time::sleep(every).await;
-        let progress = format!("building for {} s", started.elapsed().as_secs());
-        let (o, lease) = (owner.clone(), farm.config.lease_secs);
-        match farm
-            .db
-            .write(move |tx| meta::heartbeat(tx, id, &o, lease, &progress))
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => tracing::warn!(job = id, "heartbeat failed: {e}"),
+        let report = match progress.get() {
+            Some(p) => p.to_json(),
+            None => format!("building for {} s", started.elapsed().as_secs()),
+        };
+        if !renew_lease(&farm, id, &owner, report).await {
+            return;
+        }
+    }
+}
+
+/// Extends `owner`'s lease on job `id` and records `progress`; false once the job is no longer
+/// this owner's.
+async fn renew_lease(farm: &Farm, id: i64, owner: &str, progress: String) -> bool {
+    let (o, lease) = (owner.to_owned(), farm.config.lease_secs);
+    match farm
+        .db
+        .write(move |tx| meta::heartbeat(tx, id, &o, lease, &progress))
+        .await
+    {
+        Ok(renewed) => renewed,
+        Err(e) => {
+            tracing::warn!(job = id, "heartbeat failed: {e}");
+            true
         }
     }
 }

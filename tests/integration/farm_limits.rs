@@ -228,3 +228,130 @@ fn memory_bomb_images_fail_on_limits_while_the_server_stays_flat_and_serves() {
     let r = sif_get(&server, "dev/small:1");
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// `count` empty files with distinct names (the tree must hold every one): a bomb for the
+/// build's memory, not for its entry limit.
+fn distinct_entries(count: usize) -> Vec<u8> {
+    gzip_stream(count, |i, buf| ustar(buf, &format!("d/{i:07}"), b'0', 0))
+}
+
+fn assert_failed_transiently(server: &Server, reference: &str, needle: &str, attempts: i64) {
+    let r = wait_settled(server, reference, BUILD_DEADLINE);
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        r.describe()
+    );
+    let error = &r.json()["errors"][0];
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(needle),
+        "GET /sif/{reference}: the failure should name the limit ({needle}): {message}\n{}",
+        server.log()
+    );
+    assert_eq!(
+        error["detail"]["attempts"], attempts,
+        "a resource limit is retried under the policy: {error}"
+    );
+}
+
+#[test]
+fn a_build_over_the_memory_limit_dies_in_its_own_process_and_is_retried_while_the_server_serves() {
+    // 96 MiB of address space is plenty for a small image and far too little for 1.5 million
+    // distinct entries (about 600 MB resident unbounded).
+    let server = FarmServer::start(&format!(
+        "workers = 1\nmax_attempts = 2\nretry_delay_secs = 0\nmax_memory_bytes = {}",
+        96u64 << 20
+    ));
+    let mut small = Vec::new();
+    ustar(&mut small, "hello.txt", b'0', 6);
+    small.extend_from_slice(b"hello\n");
+    pad(&mut small);
+    small.resize(small.len() + 1024, 0);
+    let small = gzip_stream(1, move |_, buf| buf.extend_from_slice(&small));
+    push_layer_image(&server, "dev/small", "1", &small);
+    let sif = wait_sif(&server, "dev/small:1", BUILD_DEADLINE).reply.body;
+
+    let bomb = distinct_entries(1_500_000);
+    let baseline = server.rss_kib();
+    let watch = RssWatch::start(server.pid());
+    let digest = push_layer_image(&server, "dev/bomb", "memory", &bomb);
+    wait_log(&server, &["SIF build started", &digest], BUILD_DEADLINE);
+    let pushed = push_random_image(&server, "dev/other", "1", &[64 << 10]);
+    assert!(!pushed.digest.is_empty());
+    let r = sif_get(&server, "dev/small:1");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+    assert_eq!(
+        r.body, sif,
+        "the SIF downloaded during the bomb build differs"
+    );
+
+    assert_failed_transiently(
+        &server,
+        "dev/bomb:memory",
+        "exceeded the 96 MiB memory limit",
+        2,
+    );
+    let peak = watch.stop();
+    assert!(
+        peak.saturating_sub(baseline) < 48 << 10,
+        "server RSS went from {baseline} KiB to {peak} KiB during the bomb build"
+    );
+    let r = sif_get(&server, "dev/small:1");
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[test]
+fn a_build_over_the_time_limit_is_killed_and_fails_with_that_reason() {
+    let server = FarmServer::start("workers = 1\nmax_attempts = 1\nbuild_timeout_secs = 1");
+    // Several seconds of work even on a fast machine.
+    push_layer_image(&server, "dev/slow", "1", &distinct_entries(600_000));
+    assert_failed_transiently(&server, "dev/slow:1", "exceeded the 1 s time limit", 1);
+}
+
+#[test]
+fn a_building_job_reports_its_phase_layers_bytes_eta_and_builder() {
+    let server = FarmServer::start("workers = 1");
+    // Tens of seconds of unpacking, so that the status is seen mid-build.
+    let layer = distinct_entries(300_000);
+    push_layer_image(&server, "dev/progress", "1", &layer);
+    let until = std::time::Instant::now() + BUILD_DEADLINE;
+    let mut phases = std::collections::BTreeSet::new();
+    let mut eta_seen = false;
+    loop {
+        let s = sif_status(&server, "dev/progress:1");
+        match s["state"].as_str() {
+            Some("ready") => break,
+            Some("failed") => panic!("the build failed: {s}"),
+            _ => {}
+        }
+        let p = &s["progress"];
+        let measured = ["unpacking", "compressing", "writing"];
+        if s["state"] == "building" && measured.iter().any(|m| p["phase"] == *m) {
+            phases.insert(p["phase"].as_str().unwrap_or_default().to_owned());
+            assert_eq!(p["layers_total"], 1, "{s}");
+            assert_eq!(p["bytes_expected"], layer.len() as u64, "{s}");
+            assert!(
+                p["bytes_done"].as_u64().unwrap() <= layer.len() as u64,
+                "{s}"
+            );
+            assert!(p["layers_done"].as_u64().unwrap() <= 1, "{s}");
+            assert!(
+                s["builder"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("local:")),
+                "the builder holding the job is named: {s}"
+            );
+            if p["phase"] == "unpacking" && p["eta_secs"].is_u64() {
+                eta_seen = true;
+            }
+        }
+        assert!(std::time::Instant::now() < until, "no SIF in time: {s}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The later phases can pass between two reports (every 2 s); the meter's unit test
+    // covers them.
+    assert!(phases.contains("unpacking"), "phases seen: {phases:?}");
+    assert!(eta_seen, "an ETA while unpacking; phases seen: {phases:?}");
+}

@@ -1,0 +1,285 @@
+//! The build process: `hpc-registry build-child SPEC` (hidden), started by [`super::sandbox`]
+//! for every native build, so that an image that exhausts memory or time takes down this
+//! process, never the server. It lowers its own priority and caps its own address space before
+//! it reads any input, converts the image with `oci2sif`, and reports one JSON line on stdout.
+
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::progress::{Meter, Progress};
+use crate::config::{CompressionName, FarmConfig};
+
+/// How often the build process reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Read buffer per layer: layers are streamed, never loaded whole.
+const LAYER_BUFFER: usize = 1 << 20;
+
+/// What the server asks the build process to build (written to `spec.json` in the workspace).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BuildSpec {
+    /// `[farm]`: compression, threads, limits, priority.
+    pub farm: FarmConfig,
+    /// The image config, already read (size-capped) and checked by the server.
+    pub config: PathBuf,
+    /// Each layer, in manifest order: blobs of the job's repository.
+    pub layers: Vec<LayerFile>,
+    /// What the SIF's deffile says it was built from (the image digest).
+    pub source_ref: String,
+    /// Scratch space of this build.
+    pub work_dir: PathBuf,
+    /// Where the SIF goes.
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LayerFile {
+    pub media_type: String,
+    pub digest: String,
+    pub path: PathBuf,
+    /// Its size as stored (what "bytes expected" counts).
+    pub size: u64,
+}
+
+/// A progress report (a JSON line on stdout, any number before the [`Outcome`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgressLine {
+    pub progress: Progress,
+}
+
+/// The build process's last word (one JSON line on stdout).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Outcome {
+    Built {
+        log: String,
+    },
+    Failed {
+        reason: String,
+        log: String,
+        permanent: bool,
+    },
+}
+
+/// The squashfs compression `[farm]` asks for.
+pub fn compression(c: &FarmConfig) -> oci2sif::Compression {
+    match c.compression {
+        CompressionName::Gzip => oci2sif::Compression::Gzip {
+            level: c.compression_level.unwrap_or(9).clamp(1, 9) as u32,
+        },
+        CompressionName::Zstd => oci2sif::Compression::Zstd {
+            level: c.compression_level.unwrap_or(3).clamp(1, 22),
+        },
+    }
+}
+
+/// The builder's limits on what an image may make it hold, from `[farm]`.
+pub fn limits(c: &FarmConfig) -> oci2sif::layers::LimitSettings {
+    oci2sif::layers::LimitSettings {
+        max_unpacked_bytes: c.max_unpacked_bytes,
+        max_entries: c.max_entries,
+        max_extension_bytes: c.max_extension_bytes,
+        max_xattr_bytes_per_entry: c.max_xattr_bytes_per_entry,
+        max_xattr_bytes: c.max_xattr_bytes,
+        max_name_bytes: c.max_name_bytes,
+        max_path_depth: c.max_path_depth,
+        max_scratch_bytes: c.max_scratch_bytes,
+    }
+}
+
+/// Compression threads per build (`threads = 0`: every core).
+pub fn threads(c: &FarmConfig) -> usize {
+    match c.threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+}
+
+/// Entry point of `hpc-registry build-child SPEC`; returns the process's exit code.
+pub fn main(spec_path: &Path) -> i32 {
+    let spec: BuildSpec = match std::fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("build-child: cannot read {}: {e}", spec_path.display());
+            return 2;
+        }
+    };
+    if let Err(e) = contain(&spec.farm) {
+        eprintln!("build-child: cannot apply the limits: {e}");
+        return 2;
+    }
+    let meter = Meter::new(
+        spec.layers.len() as u64,
+        spec.layers.iter().map(|l| l.size).sum(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let (meter, done) = (Arc::clone(&meter), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let line = ProgressLine {
+                    progress: meter.snapshot(),
+                };
+                if !report(&line) {
+                    return;
+                }
+                std::thread::park_timeout(PROGRESS_EVERY);
+            }
+        })
+    };
+    let outcome = build(&spec, &meter);
+    done.store(true, Ordering::Relaxed);
+    reporter.thread().unpark();
+    let _ = reporter.join();
+    if report(&outcome) {
+        0
+    } else {
+        2
+    }
+}
+
+/// Writes one JSON line to stdout; false if the server is gone.
+fn report(line: &impl Serialize) -> bool {
+    let line = serde_json::to_string(line).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+}
+
+/// The SIF file, telling the meter when the first byte is written (after compression).
+struct SifOut<'a> {
+    file: File,
+    meter: &'a Meter,
+}
+
+impl Write for SifOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.meter.writing();
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for SifOut<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// Lowers this process's CPU priority and caps its address space, before any input is read.
+fn contain(c: &FarmConfig) -> std::io::Result<()> {
+    // SAFETY: plain system calls on this process with valid arguments.
+    unsafe {
+        // A server killed outright (kill -9) takes its builds with it: its restart re-queues
+        // them, and an orphan would only compete for the CPU.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if c.nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, c.nice) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if c.sched_idle {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // Under a delegated cgroup, memory.max is the limit (it counts what is resident, not
+        // what is mapped); else the address space is capped.
+        if c.cgroup.is_none() && c.max_memory_bytes > 0 {
+            let limit = libc::rlimit {
+                rlim_cur: c.max_memory_bytes as libc::rlim_t,
+                rlim_max: c.max_memory_bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn failed(reason: String, log: String, permanent: bool) -> Outcome {
+    Outcome::Failed {
+        reason,
+        log,
+        permanent,
+    }
+}
+
+fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
+    let mut log = String::new();
+    let config_json = match std::fs::read(&spec.config) {
+        Ok(b) => b,
+        Err(e) => return failed(format!("cannot read the image config: {e}"), log, false),
+    };
+    let mut layers = Vec::with_capacity(spec.layers.len());
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let file = match File::open(&layer.path) {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = format!("cannot read layer {} ({}): {e}", i + 1, layer.digest);
+                return failed(reason, log, false);
+            }
+        };
+        log.push_str(&format!(
+            "layer {}/{}: {} ({})\n",
+            i + 1,
+            spec.layers.len(),
+            layer.digest,
+            layer.media_type
+        ));
+        layers.push(oci2sif::LayerInput {
+            media_type: layer.media_type.clone(),
+            reader: Box::new(meter.reader(i as u64, BufReader::with_capacity(LAYER_BUFFER, file))),
+        });
+    }
+    let options = oci2sif::BuildOptions {
+        compression: compression(&spec.farm),
+        threads: threads(&spec.farm),
+        limits: limits(&spec.farm),
+        reproducible: spec.farm.reproducible,
+        work_dir: spec.work_dir.clone(),
+    };
+    let input = oci2sif::BuildInput {
+        config_json,
+        layers,
+        source_ref: spec.source_ref.clone(),
+    };
+    let mut out = match File::create(&spec.out) {
+        Ok(file) => SifOut { file, meter },
+        Err(e) => return failed(format!("cannot create the SIF file: {e}"), log, false),
+    };
+    match oci2sif::build_sif(input, &options, &mut out) {
+        Ok(report) => {
+            log.push_str(&format!(
+                "built {} bytes: arch {}, {} files, {} bytes unpacked, squashfs {} bytes ({:?})\n",
+                report.sif_size,
+                report.arch,
+                report.files,
+                report.unpacked_bytes,
+                report.squashfs_size,
+                options.compression
+            ));
+            Outcome::Built { log }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            log.push_str(&format!("error: {reason}\n"));
+            failed(reason, log, e.is_permanent())
+        }
+    }
+}
