@@ -143,14 +143,25 @@ pub fn describe_status(status: &Value) -> String {
     if let Some(phase) = progress["phase"].as_str().or(status["phase"].as_str()) {
         parts.push(phase.to_owned());
     }
-    if let Some(pct) = progress["percent"].as_f64() {
-        parts.push(format!("{pct:.0}%"));
-    } else if let (Some(done), Some(total)) =
-        (progress["done"].as_u64(), progress["total"].as_u64())
-    {
-        if let Some(pct) = (done * 100).checked_div(total) {
-            parts.push(format!("{pct}%"));
+    // The farm's figures (`farm::progress::Progress`): layers and bytes done, and an ETA.
+    if let (Some(done), Some(total)) = (
+        progress["layers_done"].as_u64(),
+        progress["layers_total"].as_u64(),
+    ) {
+        if total > 0 {
+            parts.push(format!("layer {done}/{total}"));
         }
+    }
+    if let (Some(done), Some(total)) = (
+        progress["bytes_done"].as_u64(),
+        progress["bytes_expected"].as_u64(),
+    ) {
+        if let Some(pct) = done.saturating_mul(100).checked_div(total) {
+            parts.push(format!("{}%", pct.min(100)));
+        }
+    }
+    if let Some(eta) = progress["eta_secs"].as_u64() {
+        parts.push(format!("about {eta}s left"));
     }
     if parts.is_empty() {
         format!("SIF {state}")
