@@ -1,21 +1,57 @@
-//! Prometheus metrics (`GET /metrics`). Labels never carry repository names or users, so the
-//! endpoint reveals no private information and its cardinality stays bounded.
+//! Prometheus metrics (`GET /metrics`) that answer an admin's questions: is the build queue
+//! moving, how long do builds and their phases take and why do they fail; how much SIF traffic
+//! goes out and to which kind of client; how fast each route answers; how full the disk is and
+//! what GC frees; whether quotas refuse pushes; whether the audit writer keeps up.
+//!
+//! Bounded cardinality by construction: every label value comes from a fixed set (route
+//! templates, standard methods or `OTHER`, status classes, build states, failure classes, auth
+//! methods, phase names). No repository, user, tag, digest or path ever becomes a label, so the
+//! endpoint reveals nothing private and its size does not grow with the store.
+//!
+//! Gauges that describe the store (queue depth by state, oldest queued job, disk and stored
+//! bytes, audit queue) are sampled from their sources on each scrape, so they are never stale.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::http::{header, StatusCode};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::Principal;
+use crate::meta::Db;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const HTTP_SECONDS: &str = "hpc_registry_http_request_duration_seconds";
+const BUILD_SECONDS: &str = "hpc_registry_sif_build_seconds";
+const PHASE_SECONDS: &str = "hpc_registry_build_phase_seconds";
+
+/// Request latencies: from a cached manifest (~1 ms) to a slow login or a big PUT (a minute).
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Build and phase durations: a tiny image (a second) to a multi-GiB one (hours).
+const BUILD_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+];
 
 /// Installs the global recorder once; later calls (tests starting several servers) reuse it.
 pub fn install() {
     if HANDLE.get().is_some() {
         return;
     }
-    match PrometheusBuilder::new().install_recorder() {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(HTTP_SECONDS.into()), HTTP_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BUILD_SECONDS.into()), BUILD_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(PHASE_SECONDS.into()), BUILD_BUCKETS));
+    match builder.and_then(|b| b.install_recorder()) {
         Ok(handle) => {
             let upkeep = handle.clone();
             // Histograms need periodic upkeep to stay bounded in memory.
@@ -24,38 +60,199 @@ pub fn install() {
                 upkeep.run_upkeep();
             });
             let _ = HANDLE.set(handle);
+            describe();
         }
         Err(e) => tracing::warn!("metrics disabled: {e}"),
     }
 }
 
-pub async fn render() -> Response {
-    match HANDLE.get() {
-        Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
-        )
-            .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled\n").into_response(),
+/// HELP texts (promtool wants one for every metric) and units.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "hpc_registry_http_requests_total",
+        "HTTP requests answered, by method and status class."
+    );
+    describe_histogram!(
+        HTTP_SECONDS,
+        Unit::Seconds,
+        "Time from request to response head, by route template and method."
+    );
+    describe_counter!(
+        "hpc_registry_sif_builds_total",
+        "SIF builds finished, by outcome (ready or failed)."
+    );
+    describe_histogram!(
+        BUILD_SECONDS,
+        Unit::Seconds,
+        "Duration of a whole SIF build attempt, by outcome."
+    );
+    describe_histogram!(
+        PHASE_SECONDS,
+        Unit::Seconds,
+        "Duration of each phase of a SIF build: convert (image to SIF) and import (hash, store, record)."
+    );
+    describe_counter!(
+        "hpc_registry_build_failures_total",
+        "Failed SIF build attempts, by class: permanent (never retried) or transient (retried)."
+    );
+    describe_gauge!(
+        "hpc_registry_build_jobs",
+        "SIF build jobs, by state (queued, building, ready, failed)."
+    );
+    describe_gauge!(
+        "hpc_registry_build_oldest_queued_seconds",
+        Unit::Seconds,
+        "Age of the oldest job waiting for a build worker; 0 when none waits."
+    );
+    describe_gauge!(
+        "hpc_registry_build_workers_alive",
+        "In-process build workers running now."
+    );
+    describe_counter!(
+        "hpc_registry_sif_bytes_served_total",
+        Unit::Bytes,
+        "Bytes of SIF files (and their squashfs views) sent by /sif."
+    );
+    describe_counter!(
+        "hpc_registry_sif_fetches_total",
+        "Successful /sif downloads, by the caller's authentication method."
+    );
+    describe_counter!(
+        "hpc_registry_blob_bytes_committed_total",
+        Unit::Bytes,
+        "Bytes of verified blobs committed by uploads."
+    );
+    describe_gauge!(
+        "hpc_registry_storage_filesystem_size_bytes",
+        Unit::Bytes,
+        "Size of the filesystem holding the data directory."
+    );
+    describe_gauge!(
+        "hpc_registry_storage_filesystem_free_bytes",
+        Unit::Bytes,
+        "Bytes the server may still write on the data directory's filesystem."
+    );
+    describe_gauge!(
+        "hpc_registry_storage_used_bytes",
+        Unit::Bytes,
+        "Bytes stored for all namespaces (blobs, SIFs, manifests), as quotas count them."
+    );
+    describe_counter!(
+        "hpc_registry_gc_freed_bytes_total",
+        Unit::Bytes,
+        "Bytes garbage collection removed from disk."
+    );
+    describe_counter!(
+        "hpc_registry_quota_rejections_total",
+        "Pushes (blob or manifest) refused for a namespace quota."
+    );
+    describe_gauge!(
+        "hpc_registry_audit_queue_records",
+        "Audit records waiting for the writer."
+    );
+    describe_gauge!(
+        "hpc_registry_audit_writer_lag_seconds",
+        Unit::Seconds,
+        "How long the oldest record of the last written batch waited in the queue."
+    );
+    describe_counter!(
+        "hpc_registry_audit_records_total",
+        "Audit records written and indexed."
+    );
+    describe_counter!(
+        "hpc_registry_audit_lost_total",
+        "Audit records that could not be queued or written."
+    );
+    describe_counter!(
+        "hpc_registry_audit_backpressure_total",
+        "Requests that waited for room in a full audit queue."
+    );
+    describe_counter!(
+        "hpc_registry_audit_suppressed_total",
+        "Failure records not written for a client over its rate (counted in summaries)."
+    );
+}
+
+/// Where the scrape-time gauges come from.
+pub struct Sources<'a> {
+    pub db: &'a Arc<Db>,
+    pub health: &'a crate::health::Health,
+    pub farm: &'a crate::farm::Farm,
+    pub audit: &'a crate::audit::Auditor,
+}
+
+/// `GET /metrics`: samples the gauges, then renders the text exposition format.
+pub async fn render(sources: Sources<'_>) -> Response {
+    let Some(handle) = HANDLE.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled\n").into_response();
+    };
+    sample(sources).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// Build states; a row in any other state (none exists) would not become a label.
+const JOB_STATES: [&str; 4] = ["queued", "building", "ready", "failed"];
+
+async fn sample(s: Sources<'_>) {
+    let counts =
+        s.db.read(|c| {
+            let counts = crate::meta::build_job_counts(c)?;
+            let oldest = crate::meta::oldest_queued_job(c)?;
+            let stored = crate::meta::stored_bytes(c)?;
+            Ok((counts, oldest, stored))
+        })
+        .await;
+    match counts {
+        Ok((counts, oldest, stored)) => {
+            for state in JOB_STATES {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("hpc_registry_build_jobs", "state" => state).set(n as f64);
+            }
+            let age = oldest.map_or(0, |t| (crate::meta::now() - t).max(0));
+            metrics::gauge!("hpc_registry_build_oldest_queued_seconds").set(age as f64);
+            metrics::gauge!("hpc_registry_storage_used_bytes").set(stored.max(0) as f64);
+        }
+        Err(e) => tracing::warn!("metrics: cannot read the build queue: {e}"),
     }
+    metrics::gauge!("hpc_registry_build_workers_alive").set(s.farm.live_workers() as f64);
+    match s.health.disk_space() {
+        Ok(space) => {
+            metrics::gauge!("hpc_registry_storage_filesystem_size_bytes")
+                .set(space.total_bytes as f64);
+            metrics::gauge!("hpc_registry_storage_filesystem_free_bytes")
+                .set(space.free_bytes as f64);
+        }
+        Err(e) => tracing::warn!("metrics: cannot read free space: {e}"),
+    }
+    metrics::gauge!("hpc_registry_audit_queue_records").set(s.audit.queued() as f64);
 }
 
 /// Counts a finished HTTP request by method and status class. Both labels come from fixed
 /// sets: HTTP allows any token as a method, so one the registry does not know counts as `OTHER`
 /// (a client sending random methods must not create a series for each).
-pub fn request(method: &axum::http::Method, status: u16) {
-    let class = match status {
+pub fn request(method: &Method, status: u16) {
+    metrics::counter!("hpc_registry_http_requests_total", "method" => method_label(method), "status" => status_class(status)).increment(1);
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
         200..=299 => "2xx",
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
-    };
-    metrics::counter!("hpc_registry_http_requests_total", "method" => method_label(method), "status" => class).increment(1);
+    }
 }
 
 /// The metrics label of a request method: the standard ones by name, anything else `OTHER`.
-pub fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
@@ -70,13 +267,242 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// The route template of a request path: what the router matched, with every name, reference,
+/// digest and session id replaced by a placeholder. Unknown paths are `other`.
+pub fn route_template(path: &str) -> &'static str {
+    match path {
+        "/v2" | "/v2/" => return "/v2/",
+        "/v2/_catalog" => return "/v2/_catalog",
+        "/token" => return "/token",
+        "/healthz" => return "/healthz",
+        "/readyz" => return "/readyz",
+        "/metrics" => return "/metrics",
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        // Repository names contain `/`: the operation is found from the right.
+        return if rest.ends_with("/tags/list") {
+            "/v2/{name}/tags/list"
+        } else if rest.ends_with("/blobs/uploads/") || rest.ends_with("/blobs/uploads") {
+            "/v2/{name}/blobs/uploads/"
+        } else if rest.contains("/blobs/uploads/") {
+            "/v2/{name}/blobs/uploads/{session}"
+        } else if rest.contains("/blobs/") {
+            "/v2/{name}/blobs/{digest}"
+        } else if rest.contains("/manifests/") {
+            "/v2/{name}/manifests/{reference}"
+        } else if rest.contains("/referrers/") {
+            "/v2/{name}/referrers/{digest}"
+        } else {
+            "/v2/other"
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/sif/") {
+        return if rest.ends_with("/status") {
+            "/sif/{reference}/status"
+        } else if rest.ends_with("/log") {
+            "/sif/{reference}/log"
+        } else {
+            "/sif/{reference}"
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/admin/") {
+        let first = rest.split('/').next().unwrap_or_default();
+        return match first {
+            "prune" => "/admin/prune",
+            "repositories" => "/admin/repositories/{name}",
+            "usage" => "/admin/usage",
+            "quotas" => "/admin/quotas",
+            "scrub" => "/admin/scrub",
+            "audit" => "/admin/audit",
+            "users" => "/admin/users",
+            "groups" => "/admin/groups",
+            "tokens" => "/admin/tokens",
+            _ => "/admin/other",
+        };
+    }
+    "other"
+}
+
+/// Middleware: the latency histogram by route template and method (time to the response head;
+/// a download's body streams afterwards and is measured by its bytes, not here).
+pub async fn track_latency(req: Request, next: Next) -> Response {
+    let route = route_template(req.uri().path());
+    let method = method_label(req.method());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics::histogram!(HTTP_SECONDS, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Middleware on `/sif` inside authentication: counts successful downloads by the caller's
+/// authentication method, and the SIF bytes actually sent (counted as the body streams, so a
+/// client that hangs up early is not counted for what it never received).
+pub async fn track_sif(req: Request, next: Next) -> Response {
+    let auth = req
+        .extensions()
+        .get::<Principal>()
+        .map_or("anonymous", |p| p.method.as_str());
+    let is_get = req.method() == Method::GET;
+    let response = next.run(req).await;
+    let status = response.status();
+    // The SIF and squashfs views carry the image digest; status, log and errors do not.
+    let is_sif = response.headers().contains_key("x-image-digest");
+    if !(is_get && is_sif && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT)) {
+        return response;
+    }
+    metrics::counter!("hpc_registry_sif_fetches_total", "auth" => auth).increment(1);
+    let (parts, body) = response.into_parts();
+    let counter = metrics::counter!("hpc_registry_sif_bytes_served_total");
+    Response::from_parts(parts, Body::new(CountingBody::new(body, counter)))
+}
+
+/// A body that adds the length of every data frame it yields to a counter, and keeps the inner
+/// body's size hint (so the response keeps its `Content-Length`).
+struct CountingBody {
+    inner: Body,
+    counter: metrics::Counter,
+    /// Counted but not yet added: one counter update per 1 MiB keeps atomics off the hot path.
+    pending: AtomicU64,
+}
+
+const FLUSH_EVERY: u64 = 1 << 20;
+
+impl CountingBody {
+    fn new(inner: Body, counter: metrics::Counter) -> CountingBody {
+        CountingBody {
+            inner,
+            counter,
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    fn flush(&self) {
+        let n = self.pending.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.counter.increment(n);
+        }
+    }
+}
+
+impl http_body::Body for CountingBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = self.pending.fetch_add(data.len() as u64, Ordering::Relaxed)
+                        + data.len() as u64;
+                    if n >= FLUSH_EVERY {
+                        self.flush();
+                    }
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.flush(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountingBody {
+    /// A body dropped mid-way (the client hung up) still counts what it sent.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// Records a finished SIF build.
 pub fn build_finished(outcome: &'static str, duration: Duration) {
     metrics::counter!("hpc_registry_sif_builds_total", "outcome" => outcome).increment(1);
-    metrics::histogram!("hpc_registry_sif_build_seconds").record(duration.as_secs_f64());
+    metrics::histogram!(BUILD_SECONDS, "outcome" => outcome).record(duration.as_secs_f64());
+}
+
+/// A build phase's duration; `phase` is one of a fixed set named at the call sites.
+pub fn build_phase(phase: &'static str, duration: Duration) {
+    metrics::histogram!(PHASE_SECONDS, "phase" => phase).record(duration.as_secs_f64());
+}
+
+/// A failed build attempt: `permanent` failures are never retried.
+pub fn build_failed(permanent: bool) {
+    let class = if permanent { "permanent" } else { "transient" };
+    metrics::counter!("hpc_registry_build_failures_total", "class" => class).increment(1);
 }
 
 /// Bytes of verified blobs committed.
 pub fn blob_committed(bytes: u64) {
     metrics::counter!("hpc_registry_blob_bytes_committed_total").increment(bytes);
+}
+
+/// Bytes a prune removed from disk.
+pub fn gc_freed(disk_bytes: u64) {
+    metrics::counter!("hpc_registry_gc_freed_bytes_total").increment(disk_bytes);
+}
+
+/// A push refused for its namespace's quota.
+pub fn quota_rejected() {
+    metrics::counter!("hpc_registry_quota_rejections_total").increment(1);
+}
+
+/// How long the oldest record of a batch the audit writer just wrote had waited.
+pub fn audit_written(oldest_wait: Duration) {
+    metrics::gauge!("hpc_registry_audit_writer_lag_seconds").set(oldest_wait.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_never_carry_names_or_digests() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let cases = [
+            ("/v2/", "/v2/"),
+            (
+                "/v2/alice/deep/tool/manifests/1.0",
+                "/v2/{name}/manifests/{reference}",
+            ),
+            (
+                &format!("/v2/alice/tool/blobs/{d}"),
+                "/v2/{name}/blobs/{digest}",
+            ),
+            ("/v2/alice/tool/blobs/uploads/", "/v2/{name}/blobs/uploads/"),
+            (
+                "/v2/alice/tool/blobs/uploads/5f0c",
+                "/v2/{name}/blobs/uploads/{session}",
+            ),
+            ("/v2/alice/tool/tags/list", "/v2/{name}/tags/list"),
+            (
+                &format!("/v2/alice/tool/referrers/{d}"),
+                "/v2/{name}/referrers/{digest}",
+            ),
+            ("/sif/alice/tool:1", "/sif/{reference}"),
+            ("/sif/alice/tool:1/status", "/sif/{reference}/status"),
+            (
+                "/admin/repositories/alice/tool",
+                "/admin/repositories/{name}",
+            ),
+            ("/admin/whatever/alice", "/admin/other"),
+            ("/token", "/token"),
+            ("/alice/secret-project", "other"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(route_template(path), want, "{path}");
+        }
+    }
 }

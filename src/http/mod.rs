@@ -61,7 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
-        .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+        .merge(sif_routes())
         .merge(admin)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -72,7 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/token", any(auth::token))
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::telemetry::render))
+        .route("/metrics", get(metrics))
         // Innermost, so the metrics, the audit middleware and the trace see a panic as a 500.
         .layer(panic::layer())
         .layer(axum::middleware::map_response(api_version_header))
@@ -82,6 +82,7 @@ pub fn router(app: Arc<App>) -> Router {
             audit::record,
         ))
         .layer(axum::middleware::from_fn(auth::audit_seam))
+        .layer(axum::middleware::from_fn(crate::telemetry::track_latency))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }
@@ -97,4 +98,21 @@ async fn api_version_header(method: axum::http::Method, mut response: Response) 
 
 async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
     crate::health::readyz(&app.health).await
+}
+
+/// `/sif`, with the download metrics inside authentication (they count by auth method).
+fn sif_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::track_sif))
+}
+
+async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    crate::telemetry::render(crate::telemetry::Sources {
+        db: &app.registry.db,
+        health: &app.health,
+        farm: &app.farm,
+        audit: &app.audit,
+    })
+    .await
 }

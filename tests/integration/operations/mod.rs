@@ -1,6 +1,7 @@
 //! Operations: health and readiness probes, Prometheus metrics, structured logs, systemd.
 
 mod health;
+mod metrics;
 
 use std::path::PathBuf;
 
