@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use serde_json::json;
-
 use super::get_text;
 use crate::support::sif::{wait_sif, BUILD_DEADLINE};
 use crate::support::*;
@@ -74,25 +72,6 @@ fn tar_layer(work: &Path) -> Vec<u8> {
     out.stdout
 }
 
-/// Pushes a linux/amd64 image of one tar layer; returns its digest.
-fn push_buildable_image(server: &Server, repo: &str, tag: &str, layer: &[u8]) -> String {
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Labels": {"nonce": unique("c")}},
-        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
-    }))
-    .unwrap();
-    push_blob(server, repo, &config);
-    push_blob(server, repo, layer);
-    let manifest = oci_manifest_bytes(
-        &descriptor(OCI_CONFIG, &config),
-        &[descriptor(OCI_LAYER_TAR, layer)],
-        None,
-    );
-    put_manifest_ok(server, repo, tag, OCI_MANIFEST, &manifest)
-}
-
 #[test]
 fn a_build_and_a_fetch_move_the_counters_and_histograms_and_promtool_accepts_the_output() {
     let server = Server::start();
@@ -101,7 +80,7 @@ fn a_build_and_a_fetch_move_the_counters_and_histograms_and_promtool_accepts_the
     let (_, before) = scrape(&server);
 
     let layer = tar_layer(work.path());
-    push_buildable_image(&server, &repo, "v1", &layer);
+    push_single_layer_image(&server, &repo, "v1", OCI_LAYER_TAR, &layer);
     let waited = wait_sif(&server, &format!("{repo}:v1"), BUILD_DEADLINE);
     let sif_len = waited.reply.body.len() as f64;
     assert!(sif_len > 0.0);
