@@ -11,20 +11,13 @@
 //! Gauges that describe the store (queue depth by state, oldest queued job, disk and stored
 //! bytes, audit queue) are sampled from their sources on each scrape, so they are never stale.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::Principal;
 use crate::meta::Db;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -174,20 +167,22 @@ fn describe() {
     );
 }
 
-/// Where the scrape-time gauges come from.
-pub struct Sources<'a> {
-    pub db: &'a Arc<Db>,
-    pub health: &'a crate::health::Health,
-    pub farm: &'a crate::farm::Farm,
-    pub audit: &'a crate::audit::Auditor,
+/// Scrape-time numbers the caller reads from the running server (plain values, so this module
+/// depends on none of their owners).
+pub struct Gauges {
+    pub workers_alive: usize,
+    /// (size, free) bytes of the data directory's filesystem, if readable.
+    pub disk: Option<(u64, u64)>,
+    pub audit_queued: usize,
 }
 
-/// `GET /metrics`: samples the gauges, then renders the text exposition format.
-pub async fn render(sources: Sources<'_>) -> Response {
+/// `GET /metrics`: samples the store's gauges from `db`, sets `gauges`, then renders the text
+/// exposition format.
+pub async fn render(db: &Arc<Db>, gauges: Gauges) -> Response {
     let Some(handle) = HANDLE.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "metrics are disabled\n").into_response();
     };
-    sample(sources).await;
+    sample(db, gauges).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),
@@ -198,9 +193,9 @@ pub async fn render(sources: Sources<'_>) -> Response {
 /// Build states; a row in any other state (none exists) would not become a label.
 const JOB_STATES: [&str; 4] = ["queued", "building", "ready", "failed"];
 
-async fn sample(s: Sources<'_>) {
-    let counts =
-        s.db.read(|c| {
+async fn sample(db: &Arc<Db>, g: Gauges) {
+    let counts = db
+        .read(|c| {
             let counts = crate::meta::build_job_counts(c)?;
             let oldest = crate::meta::oldest_queued_job(c)?;
             let stored = crate::meta::stored_bytes(c)?;
@@ -222,17 +217,12 @@ async fn sample(s: Sources<'_>) {
         }
         Err(e) => tracing::warn!("metrics: cannot read the build queue: {e}"),
     }
-    metrics::gauge!("hpc_registry_build_workers_alive").set(s.farm.live_workers() as f64);
-    match s.health.disk_space() {
-        Ok(space) => {
-            metrics::gauge!("hpc_registry_storage_filesystem_size_bytes")
-                .set(space.total_bytes as f64);
-            metrics::gauge!("hpc_registry_storage_filesystem_free_bytes")
-                .set(space.free_bytes as f64);
-        }
-        Err(e) => tracing::warn!("metrics: cannot read free space: {e}"),
+    metrics::gauge!("hpc_registry_build_workers_alive").set(g.workers_alive as f64);
+    if let Some((size, free)) = g.disk {
+        metrics::gauge!("hpc_registry_storage_filesystem_size_bytes").set(size as f64);
+        metrics::gauge!("hpc_registry_storage_filesystem_free_bytes").set(free as f64);
     }
-    metrics::gauge!("hpc_registry_audit_queue_records").set(s.audit.queued() as f64);
+    metrics::gauge!("hpc_registry_audit_queue_records").set(g.audit_queued as f64);
 }
 
 /// Counts a finished HTTP request by method and status class. Both labels come from fixed
@@ -267,164 +257,20 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The route template of a request path: what the router matched, with every name, reference,
-/// digest and session id replaced by a placeholder. Unknown paths are `other`.
-pub fn route_template(path: &str) -> &'static str {
-    match path {
-        "/v2" | "/v2/" => return "/v2/",
-        "/v2/_catalog" => return "/v2/_catalog",
-        "/token" => return "/token",
-        "/healthz" => return "/healthz",
-        "/readyz" => return "/readyz",
-        "/metrics" => return "/metrics",
-        _ => {}
-    }
-    if let Some(rest) = path.strip_prefix("/v2/") {
-        // Repository names contain `/`: the operation is found from the right.
-        return if rest.ends_with("/tags/list") {
-            "/v2/{name}/tags/list"
-        } else if rest.ends_with("/blobs/uploads/") || rest.ends_with("/blobs/uploads") {
-            "/v2/{name}/blobs/uploads/"
-        } else if rest.contains("/blobs/uploads/") {
-            "/v2/{name}/blobs/uploads/{session}"
-        } else if rest.contains("/blobs/") {
-            "/v2/{name}/blobs/{digest}"
-        } else if rest.contains("/manifests/") {
-            "/v2/{name}/manifests/{reference}"
-        } else if rest.contains("/referrers/") {
-            "/v2/{name}/referrers/{digest}"
-        } else {
-            "/v2/other"
-        };
-    }
-    if let Some(rest) = path.strip_prefix("/sif/") {
-        return if rest.ends_with("/status") {
-            "/sif/{reference}/status"
-        } else if rest.ends_with("/log") {
-            "/sif/{reference}/log"
-        } else {
-            "/sif/{reference}"
-        };
-    }
-    if let Some(rest) = path.strip_prefix("/admin/") {
-        let first = rest.split('/').next().unwrap_or_default();
-        return match first {
-            "prune" => "/admin/prune",
-            "repositories" => "/admin/repositories/{name}",
-            "usage" => "/admin/usage",
-            "quotas" => "/admin/quotas",
-            "scrub" => "/admin/scrub",
-            "audit" => "/admin/audit",
-            "users" => "/admin/users",
-            "groups" => "/admin/groups",
-            "tokens" => "/admin/tokens",
-            _ => "/admin/other",
-        };
-    }
-    "other"
-}
-
-/// Middleware: the latency histogram by route template and method (time to the response head;
-/// a download's body streams afterwards and is measured by its bytes, not here).
-pub async fn track_latency(req: Request, next: Next) -> Response {
-    let route = route_template(req.uri().path());
-    let method = method_label(req.method());
-    let started = Instant::now();
-    let response = next.run(req).await;
+/// A finished request's latency (to its response head) by route template and method.
+pub fn request_latency(route: &'static str, method: &'static str, elapsed: Duration) {
     metrics::histogram!(HTTP_SECONDS, "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
-    response
+        .record(elapsed.as_secs_f64());
 }
 
-/// Middleware on `/sif` inside authentication: counts successful downloads by the caller's
-/// authentication method, and the SIF bytes actually sent (counted as the body streams, so a
-/// client that hangs up early is not counted for what it never received).
-pub async fn track_sif(req: Request, next: Next) -> Response {
-    let auth = req
-        .extensions()
-        .get::<Principal>()
-        .map_or("anonymous", |p| p.method.as_str());
-    let is_get = req.method() == Method::GET;
-    let response = next.run(req).await;
-    let status = response.status();
-    // The SIF and squashfs views carry the image digest; status, log and errors do not.
-    let is_sif = response.headers().contains_key("x-image-digest");
-    if !(is_get && is_sif && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT)) {
-        return response;
-    }
+/// A successful SIF download by a caller authenticated with `auth` (a fixed method name).
+pub fn sif_fetched(auth: &'static str) {
     metrics::counter!("hpc_registry_sif_fetches_total", "auth" => auth).increment(1);
-    let (parts, body) = response.into_parts();
-    let counter = metrics::counter!("hpc_registry_sif_bytes_served_total");
-    Response::from_parts(parts, Body::new(CountingBody::new(body, counter)))
 }
 
-/// A body that adds the length of every data frame it yields to a counter, and keeps the inner
-/// body's size hint (so the response keeps its `Content-Length`).
-struct CountingBody {
-    inner: Body,
-    counter: metrics::Counter,
-    /// Counted but not yet added: one counter update per 1 MiB keeps atomics off the hot path.
-    pending: AtomicU64,
-}
-
-const FLUSH_EVERY: u64 = 1 << 20;
-
-impl CountingBody {
-    fn new(inner: Body, counter: metrics::Counter) -> CountingBody {
-        CountingBody {
-            inner,
-            counter,
-            pending: AtomicU64::new(0),
-        }
-    }
-
-    fn flush(&self) {
-        let n = self.pending.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            self.counter.increment(n);
-        }
-    }
-}
-
-impl http_body::Body for CountingBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let n = self.pending.fetch_add(data.len() as u64, Ordering::Relaxed)
-                        + data.len() as u64;
-                    if n >= FLUSH_EVERY {
-                        self.flush();
-                    }
-                }
-            }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.flush(),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for CountingBody {
-    /// A body dropped mid-way (the client hung up) still counts what it sent.
-    fn drop(&mut self) {
-        self.flush();
-    }
+/// The counter of SIF bytes sent, for a body that counts as it streams.
+pub fn sif_bytes_served() -> metrics::Counter {
+    metrics::counter!("hpc_registry_sif_bytes_served_total")
 }
 
 /// Records a finished SIF build.
@@ -462,47 +308,4 @@ pub fn quota_rejected() {
 /// How long the oldest record of a batch the audit writer just wrote had waited.
 pub fn audit_written(oldest_wait: Duration) {
     metrics::gauge!("hpc_registry_audit_writer_lag_seconds").set(oldest_wait.as_secs_f64());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn route_templates_never_carry_names_or_digests() {
-        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        let cases = [
-            ("/v2/", "/v2/"),
-            (
-                "/v2/alice/deep/tool/manifests/1.0",
-                "/v2/{name}/manifests/{reference}",
-            ),
-            (
-                &format!("/v2/alice/tool/blobs/{d}"),
-                "/v2/{name}/blobs/{digest}",
-            ),
-            ("/v2/alice/tool/blobs/uploads/", "/v2/{name}/blobs/uploads/"),
-            (
-                "/v2/alice/tool/blobs/uploads/5f0c",
-                "/v2/{name}/blobs/uploads/{session}",
-            ),
-            ("/v2/alice/tool/tags/list", "/v2/{name}/tags/list"),
-            (
-                &format!("/v2/alice/tool/referrers/{d}"),
-                "/v2/{name}/referrers/{digest}",
-            ),
-            ("/sif/alice/tool:1", "/sif/{reference}"),
-            ("/sif/alice/tool:1/status", "/sif/{reference}/status"),
-            (
-                "/admin/repositories/alice/tool",
-                "/admin/repositories/{name}",
-            ),
-            ("/admin/whatever/alice", "/admin/other"),
-            ("/token", "/token"),
-            ("/alice/secret-project", "other"),
-        ];
-        for (path, want) in cases {
-            assert_eq!(route_template(path), want, "{path}");
-        }
-    }
 }
