@@ -105,14 +105,29 @@ class Server:
                 self.proc.wait()
 
 
-def start_distribution(workdir, port=None):
+def start_distribution(workdir, port=None, users=None, name="distribution"):
     """Debian's docker-registry (CNCF distribution 2.8.2) with its packaged config's storage
     settings (inmemory blob-descriptor cache, delete enabled), filesystem storage in a fresh
-    directory, loopback only, no auth, and request logging off (its best case)."""
+    directory, loopback only, and request logging off (its best case). `users`: a list of
+    (name, password) turns on its htpasswd auth (bcrypt, cost 5 as `htpasswd -B` makes it: Basic
+    credentials checked on every request, which is how docker talks to such a registry)."""
     port = port or free_port()
-    root = os.path.join(workdir, "distribution-data")
+    root = os.path.join(workdir, f"{name}-data")
     os.makedirs(root, exist_ok=True)
-    cfg = os.path.join(workdir, "distribution.yml")
+    auth = ""
+    if users:
+        htpasswd = os.path.join(workdir, f"{name}.htpasswd")
+        with open(htpasswd, "w") as f:
+            for user, password in users:
+                line = subprocess.run(["htpasswd", "-Bbn", user, password], check=True,
+                                      capture_output=True, text=True).stdout.strip()
+                f.write(line + "\n")
+        auth = f"""auth:
+  htpasswd:
+    realm: bench
+    path: {htpasswd}
+"""
+    cfg = os.path.join(workdir, f"{name}.yml")
     with open(cfg, "w") as f:
         f.write(f"""version: 0.1
 log:
@@ -126,32 +141,49 @@ storage:
     rootdirectory: {root}
   delete:
     enabled: true
-http:
+{auth}http:
   addr: 127.0.0.1:{port}
 """)
-    logfile = open(os.path.join(workdir, "distribution.log"), "w")
+    logfile = open(os.path.join(workdir, f"{name}.log"), "w")
     proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=logfile, stderr=subprocess.STDOUT)
     wait_http(port, proc=proc)
-    return Server("distribution", port, proc, root, logfile)
+    return Server(name, port, proc, root, logfile)
 
 
-def start_ours(workdir, port=None, farm=None, env=None, name="hpc-registry"):
-    """hpc-registry in --dev mode (anonymous read-write on loopback) on a fresh data dir;
-    `farm` is a dict of [farm] settings written to a config file."""
+def add_user(data_dir, user, password, binary=None):
+    """A registry user made with the offline CLI (before the server starts: it locks the store)."""
+    subprocess.run([binary or OURS_BIN, "user", "add", user, "--password-stdin", "--data-dir", data_dir],
+                   input=password.encode(), check=True, capture_output=True)
+
+
+def start_ours(workdir, port=None, farm=None, env=None, name="hpc-registry", auth=None, users=None,
+               binary=None):
+    """hpc-registry on a fresh data dir, on loopback. Without `auth`/`users`: `--dev` (anonymous
+    read-write). With `users` (list of (name, password), made by the offline CLI before the start):
+    authentication on, as a site runs it, and `auth` a dict of `[auth]` settings. `farm` is a dict
+    of `[farm]` settings."""
     port = port or free_port()
     data = os.path.join(workdir, f"{name}-data")
     os.makedirs(data, exist_ok=True)
-    args = [OURS_BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--dev"]
-    if farm:
+    for user, password in users or []:
+        add_user(data, user, password, binary)
+    args = [binary or OURS_BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data]
+    if users is None:
+        args.append("--dev")
+    sections = {k: v for k, v in (("farm", farm), ("auth", auth)) if v}
+    if sections:
         cfg = os.path.join(workdir, f"{name}.toml")
         with open(cfg, "w") as f:
-            f.write("[farm]\n")
-            for k, v in farm.items():
-                f.write(f"{k} = {json.dumps(v)}\n")
+            for section, settings in sections.items():
+                f.write(f"[{section}]\n")
+                for k, v in settings.items():
+                    f.write(f"{k} = {json.dumps(v)}\n")
         args += ["--config", cfg]
     logfile = open(os.path.join(workdir, f"{name}.log"), "w")
-    proc = subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    wait_http(port, proc=proc)
+    proc = subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    # /healthz needs no credentials, whatever the server's auth.
+    wait_http(port, path="/healthz", proc=proc)
     return Server(name, port, proc, data, logfile)
 
 
@@ -164,10 +196,12 @@ end
 """
 
 
-def wrk(url, connections, duration_s=10, threads=1, headers=None, paths=None, workdir=None):
+def wrk(url, connections, duration_s=10, threads=1, headers=None, paths=None, workdir=None,
+        method_script=None):
     """Runs wrk for a fixed duration and returns its summary as a dict (req/s, MB/s, p99 ms).
-    `paths` rotates requests through several paths (e.g. the pages of a tag list)."""
-    script = WRK_REPORT
+    `paths` rotates requests through several paths (e.g. the pages of a tag list);
+    `method_script` is Lua defining wrk's `request()` some other way."""
+    script = (method_script or "") + WRK_REPORT
     if paths:
         script = "paths = {" + ", ".join(json.dumps(p) for p in paths) + "}\n" + r"""
 counter = 0

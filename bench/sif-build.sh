@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # SIF build benchmark: hpc-registry's native builder vs the Apptainer-style pipeline
-# (skopeo copy → umoci raw unpack --rootless → mksquashfs -noappend -all-root → siftool new/add),
+# (skopeo copy → umoci raw unpack --rootless → mksquashfs -noappend -all-root → siftool new/add)
+# and vs the squashfs floor (`tar2sqfs -j 2` on the merged root filesystem as one tar, made once
+# per image with `umoci raw unpack` as root, so owners and device nodes are real),
 # at equal compression (gzip level 9 = mksquashfs's default, and zstd level 3), on
 #   busybox    one layer, busybox-static (also: push → SIF ready, goal < 1 s)
 #   minbase    `debootstrap --variant=minbase bookworm`, one layer (~200 MB unpacked)
@@ -11,7 +13,19 @@
 #
 # Environment: BENCH_CACHE (default /var/tmp/hpc-registry-bench: the OCI layouts of the images,
 # built once), MINBASE_DIR (reuse an existing debootstrap tree instead of running debootstrap),
-# BENCH_OUT (default bench/results: raw lines and the markdown tables), HPC_REGISTRY_BIN.
+# BENCH_OUT (default bench/results: raw lines and the markdown tables), HPC_REGISTRY_BIN,
+# BUILD_OCI (default target/release/examples/build_oci: `cargo build --release -p oci2sif
+# --example build_oci`), BASELINE_BUILD_OCI (the same example built from the baseline commit:
+# measured side by side when set), SIDES (default "build base floor pipeline server"; "server"
+# runs only when HPC_REGISTRY_BIN exists).
+#
+# build/base: one `build_oci` process per measurement (the build alone, as a contained build
+# process runs it: the image's blobs read from the OCI layout, the SIF written to scratch),
+# under /usr/bin/time: wall time, peak RSS (max RSS of the process), CPU; it also logs its
+# phases (unpack, squashfs, SIF write+hash). Each side's reproducible SIF is hashed once, so
+# that the baseline and the new build can be seen to write the same bytes.
+# floor: `tar2sqfs -q -f -j 2 -c zstd -X level=3` (or `-c gzip -X level=9`) reading the merged
+# rootfs tar from a file, under /usr/bin/time.
 #
 # Ours: a fresh server (fresh data dir, [farm] workers = 1, threads = 0 = all cores, the given
 # compression) per measurement; the image is pushed with skopeo, and the figure is the time from
@@ -45,7 +59,13 @@ trap cleanup EXIT
 for t in skopeo umoci mksquashfs siftool docker-registry python3 busybox; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install -y skopeo umoci squashfs-tools siftool docker-registry busybox-static debootstrap" >&2; exit 1; }
 done
-[ -x "$BIN" ] || { echo "build first: cargo build --release ($BIN missing)" >&2; exit 1; }
+BUILD_OCI=${BUILD_OCI:-$REPO/target/release/examples/build_oci}
+SIDES=${SIDES:-build base floor pipeline server}
+[ -n "${BASELINE_BUILD_OCI:-}" ] || SIDES=${SIDES/base/}
+[ -x "$BIN" ] || { SIDES=${SIDES/server/}; echo "note: $BIN missing, no server measurement (cargo build --release)" >&2; }
+[ -x "$BUILD_OCI" ] || { echo "build first: cargo build --release -p oci2sif --example build_oci" >&2; exit 1; }
+command -v tar2sqfs >/dev/null || { echo "missing tar2sqfs: apt-get install -y squashfs-tools-ng" >&2; exit 1; }
+side() { [[ " $SIDES " == *" $1 "* ]]; }
 
 PY=${PYTHON:-/usr/bin/python3}   # not a pyenv shim: its start-up alone takes ~0.2 s
 now() { date +%s.%N; }
@@ -132,6 +152,71 @@ ours_build() { # image comp level rep
   echo "ours $img $comp-$level rep=$rep build_s=$(echo "$seen - $t1" | bc) rss_mib=$rss sif_bytes=$size push_s=$(echo "$t1 - $t0" | bc) worker_ms=$build_ms cpu_s=$(echo "$cpu2 - $cpu1" | bc)" | tee -a "$RAW" >&2
 }
 
+direct_build() { # side binary image comp level rep
+  local side=$1 bin=$2 img=$3 comp=$4 level=$5 rep=$6 w=$WORK/direct
+  rm -rf "$w"; mkdir -p "$w"
+  drop_caches
+  /usr/bin/time -f "%e %M %U %S" -o "$w/time" "$bin" "$CACHE/oci" "$img" "$w/img.sif" \
+    --comp "$comp" --level "$level" --threads 2 --work "$w" > "$w/out"
+  local wall rss cpu size phases
+  read -r wall rss _ _ < "$w/time"
+  rss=$((rss / 1024))
+  cpu=$(awk '{printf "%.2f", $3 + $4}' "$w/time")
+  size=$(stat -c %s "$w/img.sif")
+  # (the baseline prints no phases)
+  phases=$(tr ' ' '\n' < "$w/out" | { grep -E '^(unpack|squashfs|sif)_s=' || true; } | tr '\n' ' ')
+  rm -rf "$w"
+  echo "$side $img $comp-$level rep=$rep build_s=$wall rss_mib=$rss sif_bytes=$size cpu_s=$cpu $phases" | tee -a "$RAW" >&2
+}
+
+same_bytes() { # image: the reproducible SIFs of build and base, zstd-3
+  local img=$1 w=$WORK/same a b
+  rm -rf "$w"; mkdir -p "$w"
+  "$BUILD_OCI" "$CACHE/oci" "$img" "$w/new.sif" --comp zstd --level 3 --threads 2 --work "$w" --reproducible >/dev/null
+  a=$(sha256sum < "$w/new.sif" | cut -c1-64)
+  b=none
+  if side base; then
+    "$BASELINE_BUILD_OCI" "$CACHE/oci" "$img" "$w/base.sif" --comp zstd --level 3 --threads 2 --work "$w" --reproducible >/dev/null
+    b=$(sha256sum < "$w/base.sif" | cut -c1-64)
+  fi
+  rm -rf "$w"
+  echo "# same-bytes $img build=$a base=$b" | tee -a "$RAW" >&2
+}
+
+rootfs_tar() { # image → $CACHE/<image>.rootfs.tar, the merged rootfs (once)
+  local img=$1 r=$WORK/rootfs-$1
+  [ -f "$CACHE/$img.rootfs.tar" ] && return
+  log "merging $img into $CACHE/$img.rootfs.tar (once)"
+  umoci raw unpack --image "$CACHE/oci:$img" "$r" 2>/dev/null
+  tar --numeric-owner --xattrs -C "$r" -cf "$CACHE/$img.rootfs.tar.tmp" .
+  mv "$CACHE/$img.rootfs.tar.tmp" "$CACHE/$img.rootfs.tar"
+  rm -rf "$r"
+}
+
+floor_build() { # image comp level rep
+  local img=$1 comp=$2 level=$3 rep=$4 w=$WORK/floor
+  rm -rf "$w"; mkdir -p "$w"
+  drop_caches
+  /usr/bin/time -f "%e %M %U %S" -o "$w/time" tar2sqfs -q -f -j 2 -c "$comp" -X "level=$level" "$w/img.sqfs" < "$CACHE/$img.rootfs.tar"
+  local wall rss cpu size
+  read -r wall rss _ _ < "$w/time"
+  rss=$((rss / 1024))
+  cpu=$(awk '{printf "%.2f", $3 + $4}' "$w/time")
+  size=$(stat -c %s "$w/img.sqfs")
+  rm -rf "$w"
+  echo "floor $img $comp-$level rep=$rep build_s=$wall rss_mib=$rss sif_bytes=$size cpu_s=$cpu" | tee -a "$RAW" >&2
+}
+
+measure() { # side image comp level rep
+  case $1 in
+    build) direct_build build "$BUILD_OCI" "$2" "$3" "$4" "$5" ;;
+    base) direct_build base "$BASELINE_BUILD_OCI" "$2" "$3" "$4" "$5" ;;
+    floor) floor_build "$2" "$3" "$4" "$5" ;;
+    pipeline) pipeline_build "$2" "$3" "$4" "$5" ;;
+    server) ours_build "$2" "$3" "$4" "$5" ;;
+  esac
+}
+
 pipeline_build() { # image comp level rep
   local img=$1 comp=$2 level=$3 rep=$4 w=$WORK/pipe
   rm -rf "$w"; mkdir -p "$w"
@@ -167,18 +252,27 @@ for img in "${IMAGES[@]}"; do
 done
 
 for img in "${IMAGES[@]}"; do
-  for cl in "gzip 9" "zstd 3"; do
+  rootfs_tar "$img"
+  same_bytes "$img"
+done
+
+read -r -a SIDE_LIST <<< "$SIDES"
+for img in "${IMAGES[@]}"; do
+  for cl in "zstd 3" "gzip 9"; do
     set -- $cl
     echo "# $img $1-$2 load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
     for rep in $(seq "$REPS"); do
-      if [ $((rep % 2)) = 1 ]; then ours_build "$img" "$1" "$2" "$rep"; pipeline_build "$img" "$1" "$2" "$rep"
-      else pipeline_build "$img" "$1" "$2" "$rep"; ours_build "$img" "$1" "$2" "$rep"; fi
+      # Interleaved, the order rotated by one each repetition.
+      n=${#SIDE_LIST[@]}
+      for i in $(seq 0 $((n - 1))); do
+        measure "${SIDE_LIST[$(((i + rep - 1) % n))]}" "$img" "$1" "$2" "$rep"
+      done
     done
   done
 done
 
 # push → ready for busybox (default settings: gzip 9), more repetitions: it is short
-if printf '%s\n' "${IMAGES[@]}" | grep -qx busybox; then
+if side server && printf '%s\n' "${IMAGES[@]}" | grep -qx busybox; then
   echo "# push-to-ready busybox load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
   for rep in $(seq 5); do
     start_ours gzip 9

@@ -1,29 +1,32 @@
 #!/usr/bin/env python3
 """Turns bench/sif-build.sh's raw lines into markdown tables (medians, with every repetition)."""
 
-import re
 import statistics
 import sys
 from collections import defaultdict
 
+# Issue 11 point 6: absolute goals for zstd-3, "within 1.2x of the floor" for gzip-9, and a
+# peak RSS below 256 MiB per build.
 GOALS = {
-    ("minbase", "gzip-9"): "≤ 4.9 s, RSS < 256 MiB",
-    ("minbase", "zstd-3"): "≤ 0.58 s, RSS < 256 MiB",
-    ("multilayer", "gzip-9"): "≤ 20 s, RSS < 256 MiB",
-    ("multilayer", "zstd-3"): "≤ 2.0 s, RSS < 256 MiB",
+    ("minbase", "zstd-3"): 1.0,
+    ("multilayer", "zstd-3"): 2.5,
 }
+FLOOR_FACTOR = {"gzip-9": 1.2}
+RSS_GOAL_MIB = 256
 
 runs = defaultdict(list)
 ready = []
-images, header = {}, []
+images, header, same = {}, [], []
 for line in open(sys.argv[1]):
     line = line.strip()
     if line.startswith("# image "):
         _, _, name, rest = line.split(" ", 3)
         images[name] = rest
+    elif line.startswith("# same-bytes "):
+        same.append(line[len("# same-bytes "):])
     elif line.startswith("#"):
         header.append(line[2:])
-    elif line.startswith(("ours ", "pipeline ")):
+    elif line.startswith(("ours ", "pipeline ", "build ", "base ", "floor ")):
         tool, img, comp, *kv = line.split()
         d = dict(x.split("=", 1) for x in kv)
         runs[(img, comp, tool)].append(d)
@@ -33,29 +36,56 @@ for line in open(sys.argv[1]):
 
 
 def med(rs, key, digits=2):
-    xs = [float(r[key]) for r in rs]
+    xs = [float(r[key]) for r in rs if key in r]
+    if not xs:
+        return "–", "", None
     return f"{statistics.median(xs):.{digits}f}", "/".join(f"{x:.{digits}f}" for x in xs), statistics.median(xs)
+
+
+def cell(rs, key="build_s", digits=2):
+    m, a, _ = med(rs, key, digits)
+    return f"{m} ({a})" if rs else "–"
+
+
+def goal(img, comp, build, floor, rss):
+    parts = []
+    if (img, comp) in GOALS and build is not None:
+        g = GOALS[(img, comp)]
+        parts.append(f"≤ {g} s {'✅' if build <= g else '**no**'}")
+    if comp in FLOOR_FACTOR and build is not None and floor:
+        f = FLOOR_FACTOR[comp]
+        parts.append(f"≤ {f}× floor {'✅' if build <= f * floor else '**no**'}")
+    if rss is not None:
+        parts.append(f"RSS < {RSS_GOAL_MIB} MiB {'✅' if rss < RSS_GOAL_MIB else '**no**'}")
+    return "; ".join(parts)
 
 
 print("Loads while running: " + "; ".join(header))
 print()
-print("| image | compression | ours: push returned → SIF ready, s | pipeline, s | speedup | ours CPU, s | pipeline CPU, s | ours peak RSS, MiB | pipeline peak RSS, MiB | SIF size ours / pipeline, MB | goal |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| image | compression | ours (build), s | baseline, s | floor (tar2sqfs -j 2), s | pipeline, s | ours / floor | CPU s ours / base / floor / pipeline | peak RSS MiB ours / base / floor / pipeline | goal |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for (img, comp) in dict.fromkeys((i, c) for (i, c, _) in runs):
-    o, p = runs.get((img, comp, "ours"), []), runs.get((img, comp, "pipeline"), [])
-    if not o or not p:
+    b, base, fl, p = (runs.get((img, comp, t), []) for t in ("build", "base", "floor", "pipeline"))
+    if not b:
         continue
-    om, oa, ov = med(o, "build_s")
-    pm, pa, pv = med(p, "build_s")
-    orss = med(o, "rss_mib", 0)
-    prss = med(p, "rss_mib", 0)
-    osz = statistics.median(float(r["sif_bytes"]) for r in o) / 1e6
-    psz = statistics.median(float(r["sif_bytes"]) for r in p) / 1e6
-    ocpu = med(o, "cpu_s")[0] if all("cpu_s" in r for r in o) else "n/a"
-    pcpu = med(p, "cpu_s")[0] if all("cpu_s" in r for r in p) else "n/a"
-    print(f"| {img} ({images.get(img, '')}) | {comp} | {om} ({oa}) | {pm} ({pa}) | {pv / ov:.2f}× | {ocpu} | {pcpu} | "
-          f"{orss[0]} ({orss[1]}) | {prss[0]} ({prss[1]}) | {osz:.1f} / {psz:.1f} | {GOALS.get((img, comp), '')} |")
+    bv, flv = med(b, "build_s")[2], med(fl, "build_s")[2]
+    ratio = f"{bv / flv:.2f}×" if flv else "–"
+    cpu = " / ".join(med(rs, "cpu_s")[0] for rs in (b, base, fl, p))
+    rss = " / ".join(med(rs, "rss_mib", 0)[0] for rs in (b, base, fl, p))
+    print(f"| {img} ({images.get(img, '')}) | {comp} | **{cell(b)}** | {cell(base)} | {cell(fl)} | {cell(p)} | {ratio} | {cpu} | {rss} | {goal(img, comp, bv, flv, med(b, 'rss_mib')[2])} |")
 
+print()
+print("Our build's phases (medians, s): unpack (decompress + apply the layers), squashfs (add /.singularity.d, compress, write the scratch image), SIF (write it around the squashfs, hashing as it goes):")
+print()
+for (img, comp, tool), rs in runs.items():
+    if tool == "build":
+        print(f"- {img} {comp}: unpack {med(rs, 'unpack_s')[0]}, squashfs {med(rs, 'squashfs_s')[0]}, SIF {med(rs, 'sif_s')[0]}")
+if same:
+    print()
+    print("Reproducible zstd-3 SIFs, SHA-256 of ours and of the baseline (equal: the same bytes):")
+    print()
+    for s in same:
+        print(f"- {s}")
 print()
 print("Pipeline step times (skopeo copy, umoci raw unpack, mksquashfs, siftool new, siftool add), medians, s:")
 print()
@@ -64,13 +94,14 @@ for (img, comp, tool), rs in runs.items():
         continue
     steps = list(zip(*[[float(x) for x in r["steps_s"].split(",")] for r in rs]))
     print(f"- {img} {comp}: " + ", ".join(f"{statistics.median(s):.2f}" for s in steps))
-print()
-print("Ours: time for skopeo to push the image (before the clock starts), and the build's own duration as the worker logs it (claim → SIF written; the rest of push → ready is queueing, hashing the SIF into the store and recording it), medians, s:")
-print()
-for (img, comp, tool), rs in runs.items():
-    if tool == "ours":
-        worker = statistics.median(float(r["worker_ms"]) / 1000 for r in rs if r.get("worker_ms"))
-        print(f"- {img} {comp}: push {med(rs, 'push_s')[0]}, worker {worker:.2f}")
+
+server = [(k, rs) for k, rs in runs.items() if k[2] == "ours"]
+if server:
+    print()
+    print("Through the server (push returned → /sif status ready; peak RSS is the server's VmHWM), medians, s:")
+    print()
+    for (img, comp, _), rs in server:
+        print(f"- {img} {comp}: {cell(rs)}, RSS {med(rs, 'rss_mib', 0)[0]} MiB, push {med(rs, 'push_s')[0]}")
 if ready:
     print()
     m, a, _ = med(ready, "ready_after_push_s", 3)

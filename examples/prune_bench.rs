@@ -34,15 +34,15 @@ fn main() -> anyhow::Result<()> {
     let store = BlobStore::open(&dir)?;
     let db = Db::open(&dir.join("meta.db")).context("open meta.db")?;
     match phase {
-        "setup" => push_images(&db, &store, 0, n),
-        "change" => change(&db, &store, n),
+        "setup" => push_images(&db, &dir, 0, n),
+        "change" => change(&db, &dir, n),
         "prune" => prune(db, store, &dir),
         other => bail!("unknown phase {other}"),
     }
 }
 
 /// Images `first..first+count`, each in repository `bench/r<i % 100>` with tag `t<i>`.
-fn push_images(db: &Db, store: &BlobStore, first: usize, count: usize) -> anyhow::Result<()> {
+fn push_images(db: &Db, dir: &std::path::Path, first: usize, count: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     for chunk in (first..first + count).collect::<Vec<_>>().chunks(1000) {
         let mut images = Vec::new();
@@ -52,8 +52,10 @@ fn push_images(db: &Db, store: &BlobStore, first: usize, count: usize) -> anyhow
                 let mut bytes = vec![0u8; BLOB_BYTES];
                 bytes[..16].copy_from_slice(&(i as u64 * 16 + b as u64).to_le_bytes().repeat(2));
                 let digest = Algorithm::Sha256.digest(&bytes);
-                // A fixture: written without fsync (the registry's own path fsyncs).
-                let path = store.blob_path(&digest);
+                // A fixture: written straight into the filesystem store's layout
+                // (blobs/<alg>/<xx>/<hex>), without the fsyncs of the registry's own path.
+                let hex = digest.hex();
+                let path = dir.join("blobs/sha256").join(&hex[..2]).join(hex);
                 std::fs::create_dir_all(path.parent().context("blob dir")?)?;
                 std::fs::write(&path, &bytes)?;
                 refs.push((digest.as_str().to_owned(), bytes.len() as i64));
@@ -104,7 +106,7 @@ fn push_images(db: &Db, store: &BlobStore, first: usize, count: usize) -> anyhow
 }
 
 /// Untags `percent`% of the images and pushes as many new ones.
-fn change(db: &Db, store: &BlobStore, percent: usize) -> anyhow::Result<()> {
+fn change(db: &Db, dir: &std::path::Path, percent: usize) -> anyhow::Result<()> {
     let total: usize = db.read_blocking(|c| {
         Ok(c.query_row("SELECT COUNT(*) FROM manifests", [], |r| r.get::<_, i64>(0))? as usize)
     })?;
@@ -117,7 +119,7 @@ fn change(db: &Db, store: &BlobStore, percent: usize) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
-    push_images(db, store, total, count)
+    push_images(db, dir, total, count)
 }
 
 fn prune(db: Arc<Db>, store: BlobStore, dir: &std::path::Path) -> anyhow::Result<()> {

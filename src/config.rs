@@ -1,12 +1,15 @@
 //! One typed configuration: embedded defaults ← TOML file ← `HPC_REGISTRY_*` environment ←
 //! command-line flags (clap merges the last two; see `main.rs`).
+//!
+//! Plain data only, as the file says it: this module names no other module of the crate. Each
+//! module builds (and validates) its own types from its section: `auth::Access::new`,
+//! `quota::QuotaDefaults::from_config`, `lifecycle::Settings::from_config`,
+//! `listener::Bounds::from_config`, `lifecycle::scrub::Scrubber::new`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-use crate::auth::Anonymous;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -22,9 +25,9 @@ pub struct Config {
     pub farm: FarmConfig,
     pub tls: TlsConfig,
     /// `[quota]`: default namespace quotas.
-    pub quota: crate::quota::QuotaConfig,
+    pub quota: QuotaConfig,
     /// `[scrub]`: re-hashing the store.
-    pub scrub: crate::lifecycle::scrub::ScrubConfig,
+    pub scrub: ScrubConfig,
     /// Online garbage collection (`[gc]`).
     pub gc: GcConfig,
     /// Retention policies (`[[retention]]`), applied by every prune.
@@ -190,18 +193,6 @@ impl Default for ServerConfig {
     }
 }
 
-impl ServerConfig {
-    pub fn bounds(&self) -> crate::listener::Bounds {
-        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
-        crate::listener::Bounds {
-            header_read: secs(self.header_read_timeout_secs),
-            keep_alive: secs(self.keep_alive_timeout_secs),
-            body_idle: secs(self.body_idle_timeout_secs),
-            max_connections: self.max_connections.max(1),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
@@ -269,6 +260,45 @@ impl Default for AuthConfig {
             posix_groups_min_gid: 1000,
             password_hashing_threads: 0,
             credential_cache_secs: 60,
+        }
+    }
+}
+
+/// What anonymous (unauthenticated) callers may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Anonymous {
+    /// Nothing: every request must authenticate (the default).
+    #[default]
+    None,
+    /// Pull only.
+    Read,
+    /// Pull, push and delete: only for `--dev` on loopback, or a deliberately open site.
+    ReadWrite,
+}
+
+/// `[quota]`: defaults for namespaces without an admin-set override. Unset: unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Limit of every user's namespace, e.g. "50GiB".
+    pub default_user: Option<String>,
+    /// Limit of every group's namespace, e.g. "1TiB".
+    pub default_group: Option<String>,
+}
+
+/// `[scrub]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScrubConfig {
+    /// Read rate limit, e.g. "200MiB" (per second).
+    pub rate: String,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            rate: "200MiB".into(),
         }
     }
 }

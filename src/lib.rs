@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod farm;
 #[doc(hidden)]
@@ -14,12 +15,15 @@ pub mod lifecycle;
 pub mod listener;
 pub mod lock;
 pub mod logging;
+pub mod memory;
 pub mod meta;
+pub mod names;
 pub mod notify;
 pub mod quota;
 pub mod registry;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod timefmt;
 pub mod tls;
 pub mod urlcode;

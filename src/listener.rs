@@ -50,6 +50,19 @@ pub struct Bounds {
     pub max_connections: usize,
 }
 
+impl Bounds {
+    /// `[server]`'s seconds as durations (at least one second each, at least one connection).
+    pub fn from_config(c: &crate::config::ServerConfig) -> Bounds {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        Bounds {
+            header_read: secs(c.header_read_timeout_secs),
+            keep_alive: secs(c.keep_alive_timeout_secs),
+            body_idle: secs(c.body_idle_timeout_secs),
+            max_connections: c.max_connections.max(1),
+        }
+    }
+}
+
 /// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
 /// lets open connections finish for a while.
 pub async fn serve(

@@ -34,12 +34,11 @@ enum Command {
     /// Run the registry server.
     Serve(ServeArgs),
     #[command(flatten)]
-    Admin(hpc_registry::cli::AdminCommand),
+    Identity(hpc_registry::cli::IdentityCommand),
     /// Administration: prune (GC and retention), repo delete, usage, quotas, scrub, audit.
-    #[command(name = "admin")]
-    Lifecycle {
+    Admin {
         #[command(subcommand)]
-        command: hpc_registry::cli::LifecycleCommand,
+        command: hpc_registry::cli::AdminCommand,
     },
 }
 
@@ -126,6 +125,7 @@ fn main() -> anyhow::Result<()> {
     hpc_registry::logging::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => {
+            hpc_registry::memory::tune_allocator();
             let config = args.into_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -133,7 +133,7 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(hpc_registry::server::serve(config))
         }
-        Command::Admin(command) => hpc_registry::cli::run(command),
-        Command::Lifecycle { command } => hpc_registry::cli::run_lifecycle(command),
+        Command::Identity(command) => hpc_registry::cli::identity::run(command),
+        Command::Admin { command } => hpc_registry::cli::run_admin(command),
     }
 }

@@ -11,6 +11,7 @@ use crate::farm::Farm;
 use crate::http::{self, App};
 use crate::lock::DataLock;
 use crate::meta::Db;
+use crate::quota::{QuotaDefaults, Quotas};
 use crate::registry::{Limits, Registry};
 use crate::storage::BlobStore;
 
@@ -62,12 +63,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot set up authentication")?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_bytes,
-        quota: config
-            .quota
-            .defaults()
+        quota: QuotaDefaults::from_config(&config.quota)
             .context("[quota] in the configuration is invalid")?,
-        scrub_rate: crate::quota::parse_size(&config.scrub.rate)
-            .context("[scrub] rate in the configuration is invalid")?,
         max_upload_sessions_per_user: config.registry.max_upload_sessions_per_user,
         ..Limits::default()
     };
@@ -78,16 +75,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .context("cannot open the audit log")?
     };
     let audit = crate::audit::Auditor::start(audit);
-    let registry = Registry::new(Arc::clone(&db), store.clone(), limits);
+    let registry = Arc::new(Registry::new(Arc::clone(&db), store.clone(), limits));
     let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
     let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings, &data_dir));
+    let quota_defaults = registry.limits.quota;
     let farm = Farm::new(
         Arc::clone(&db),
         store,
         config.farm.clone(),
         Arc::clone(&registry.events),
     );
-    let health = crate::health::Health::new(db, Arc::clone(&farm), &data_dir, &config.health)?;
+    let health = crate::health::Health::new(
+        Arc::clone(&db),
+        Arc::clone(&farm),
+        &data_dir,
+        &config.health,
+    )?;
     let _ = farm.audit.set(audit.clone());
     let app = Arc::new(App {
         registry,
@@ -96,6 +99,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         audit,
         pruner,
         health: Arc::new(health),
+        quotas: Quotas::new(Arc::clone(&db), quota_defaults),
+        scrub_rate: crate::lifecycle::scrub::rate_from_config(&config.scrub)
+            .context("[scrub] rate in the configuration is invalid")?,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -119,9 +125,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&app),
         config.registry.upload_expiry_secs,
     ));
-    let pruner = tokio::spawn(crate::lifecycle::schedule::run(Arc::clone(&app)));
+    let pruner = tokio::spawn(crate::lifecycle::schedule::run(
+        Arc::clone(&app.pruner),
+        Arc::clone(&app.registry),
+    ));
     let router = http::router(Arc::clone(&app));
-    let bounds = config.server.bounds();
+    let bounds = crate::listener::Bounds::from_config(&config.server);
     crate::listener::serve(listener, tls, router, bounds, shutdown_signal())
         .await
         .context("server failed")?;

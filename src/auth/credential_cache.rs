@@ -25,6 +25,49 @@ use super::AuthError;
 /// expire (they still log in, paying argon2).
 const MAX_ENTRIES: usize = 10_000;
 
+/// HMAC-SHA256 under a key drawn at start and never written anywhere: map keys derived from
+/// secrets that are useless outside this process.
+pub struct KeyedHash([u8; 32]);
+
+impl KeyedHash {
+    pub fn new() -> Result<KeyedHash, AuthError> {
+        let mut key = [0u8; 32];
+        super::random_bytes(&mut key)?;
+        Ok(KeyedHash(key))
+    }
+
+    /// The keyed hash of `parts`, each length-prefixed so that ("ab", "c") and ("a", "bc") differ.
+    pub fn of(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) else {
+            // HMAC takes keys of any length.
+            unreachable!()
+        };
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// Inserts into a map bounded to `max` entries: when full, entries `keep` rejects are dropped
+/// first, and if it is still full nothing is inserted (what is not remembered is resolved again).
+pub fn insert_bounded<V>(
+    map: &mut HashMap<[u8; 32], V>,
+    max: usize,
+    key: [u8; 32],
+    value: V,
+    keep: impl FnMut(&[u8; 32], &mut V) -> bool,
+) {
+    if map.len() >= max {
+        map.retain(keep);
+        if map.len() >= max {
+            return;
+        }
+    }
+    map.insert(key, value);
+}
+
 struct Entry {
     user: String,
     stored: [u8; 32],
@@ -32,7 +75,7 @@ struct Entry {
 }
 
 pub struct CredentialCache {
-    key: [u8; 32],
+    key: KeyedHash,
     /// Zero: nothing is remembered.
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
@@ -40,25 +83,15 @@ pub struct CredentialCache {
 
 impl CredentialCache {
     pub fn new(ttl: Duration) -> Result<CredentialCache, AuthError> {
-        let mut key = [0u8; 32];
-        super::random_bytes(&mut key)?;
         Ok(CredentialCache {
-            key,
+            key: KeyedHash::new()?,
             ttl,
             entries: Mutex::new(HashMap::new()),
         })
     }
 
     fn key_of(&self, user: &str, password: &str) -> [u8; 32] {
-        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else {
-            // HMAC takes keys of any length.
-            unreachable!()
-        };
-        // Length-prefixed so that ("ab", "c") and ("a", "bc") differ.
-        mac.update(&(user.len() as u64).to_be_bytes());
-        mac.update(user.as_bytes());
-        mac.update(password.as_bytes());
-        mac.finalize().into_bytes().into()
+        self.key.of(&[user.as_bytes(), password.as_bytes()])
     }
 
     fn fingerprint(stored_hash: &str) -> [u8; 32] {
@@ -100,21 +133,14 @@ impl CredentialCache {
         }
         let key = self.key_of(user, password);
         let now = Instant::now();
-        let mut entries = self.lock();
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, e| e.expires > now);
-            if entries.len() >= MAX_ENTRIES {
-                return;
-            }
-        }
-        entries.insert(
-            key,
-            Entry {
-                user: user.to_owned(),
-                stored: Self::fingerprint(stored_hash),
-                expires: now + self.ttl,
-            },
-        );
+        let entry = Entry {
+            user: user.to_owned(),
+            stored: Self::fingerprint(stored_hash),
+            expires: now + self.ttl,
+        };
+        insert_bounded(&mut self.lock(), MAX_ENTRIES, key, entry, |_, e| {
+            e.expires > now
+        });
     }
 
     /// Drops every entry of `user` (password changed, user deleted). Not needed for correctness

@@ -15,13 +15,13 @@ pub mod password;
 pub mod pat;
 pub mod policy;
 pub mod posix_groups;
+pub mod principal_cache;
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -37,18 +37,8 @@ use password::Verified;
 use pat::TokenScope;
 use policy::Policy;
 
-/// What anonymous (unauthenticated) callers may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Anonymous {
-    /// Nothing: every request must authenticate (the default).
-    #[default]
-    None,
-    /// Pull only.
-    Read,
-    /// Pull, push and delete: only for `--dev` on loopback, or a deliberately open site.
-    ReadWrite,
-}
+/// What anonymous callers may do is configuration (`[auth] anonymous`); auth reads it.
+pub use crate::config::Anonymous;
 
 /// An action on a repository, as in Docker token scopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +190,10 @@ pub struct TokenResponse {
 
 /// Access tokens' `last_used_at` is written at most this often, not on every request.
 const TOKEN_TOUCH_SECS: i64 = 60;
+/// How long a resolved token's caller is reused (within its expiry, and while no identity
+/// changes): as long as host groups are (see [`posix_groups`]), and no longer than an access
+/// token's `last_used_at` may lag.
+const RESOLVED_TTL: Duration = Duration::from_secs(TOKEN_TOUCH_SECS as u64);
 /// Message for every failed password or token login, whatever failed (no user enumeration).
 const BAD_CREDENTIALS: &str = "authentication failed: wrong user name, password or token";
 
@@ -216,6 +210,10 @@ pub struct Access {
     hashing: password::HashPool,
     /// Passwords verified recently (Basic auth on every request of a batch script).
     credentials: credential_cache::CredentialCache,
+    /// Callers already resolved from their credential (see [`principal_cache`]).
+    principals: principal_cache::PrincipalCache,
+    /// `[auth] credential_cache_secs`: how long a password's caller may be reused.
+    password_ttl: Duration,
     /// Whether the server speaks HTTPS (for the token realm it advertises).
     pub tls: bool,
     /// `[auth] posix_groups`: memberships also come from the host's groups.
@@ -247,9 +245,17 @@ impl Access {
             },
             db,
             key,
-            munge: config.munge.then(|| Munge {
-                unmunge: config.unmunge.clone(),
-                socket: config.munge_socket.clone(),
+            munge: config.munge.then(|| {
+                let m = Munge::new(&config.unmunge, config.munge_socket.clone());
+                tracing::info!(
+                    "MUNGE credentials decoded by {}",
+                    if m.uses_library() {
+                        "libmunge (munge_decode)"
+                    } else {
+                        "the unmunge program"
+                    }
+                );
+                m
             }),
             limiter: Limiter::new(
                 config.max_failed_logins,
@@ -261,6 +267,8 @@ impl Access {
             credentials: credential_cache::CredentialCache::new(Duration::from_secs(
                 config.credential_cache_secs,
             ))?,
+            principals: principal_cache::PrincipalCache::new()?,
+            password_ttl: Duration::from_secs(config.credential_cache_secs),
             tls,
             host_groups: config
                 .posix_groups
@@ -273,16 +281,41 @@ impl Access {
         &self.policy
     }
 
-    /// Who is calling. `read_route`: a GET/HEAD on `/v2` or `/sif`, where MUNGE is accepted.
-    /// Failures are counted per client address and user name; over the limit: 429.
+    /// Who is calling, from the `Authorization` header's value (`None`: no header).
+    /// `read_route`: a GET/HEAD on `/v2` or `/sif`, where MUNGE is accepted. Failures are
+    /// counted per client address and user name; over the limit: 429.
     pub async fn authenticate(
         &self,
-        headers: &HeaderMap,
+        authorization: Option<&str>,
         client: Option<IpAddr>,
         read_route: bool,
     ) -> Result<Principal, Error> {
-        let p = self.identify(headers, client, read_route).await?;
-        self.with_host_groups(p).await
+        let Some(value) = authorization else {
+            return Ok(Principal::anonymous());
+        };
+        let credential = Credential::parse(value)?;
+        if let Credential::Munge(_) = credential {
+            // Never remembered: each MUNGE credential works once.
+            let p = self.identify(credential, client, read_route).await?;
+            return self.with_host_groups(p).await;
+        }
+        // Read before the rows are: see `principal_cache`.
+        let generation = self.db.identity_generation();
+        if let Some(p) = self.principals.get(value, generation, meta::now()) {
+            if let Credential::Basic { user, .. } = &credential {
+                // A user locked out by failed logins stays locked out, remembered or not.
+                self.within_limits(client, Some(user))?;
+            }
+            return Ok(p);
+        }
+        let ttl = match &credential {
+            Credential::Basic { secret, .. } if !pat::looks_like_token(secret) => self.password_ttl,
+            _ => RESOLVED_TTL,
+        };
+        let p = self.identify(credential, client, read_route).await?;
+        let p = self.with_host_groups(p).await?;
+        self.principals.insert(value, generation, &p, ttl);
+        Ok(p)
     }
 
     /// Adds the host groups of the caller's POSIX account (`[auth] posix_groups`) to the groups
@@ -320,28 +353,17 @@ impl Access {
 
     async fn identify(
         &self,
-        headers: &HeaderMap,
+        credential: Credential<'_>,
         client: Option<IpAddr>,
         read_route: bool,
     ) -> Result<Principal, Error> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Ok(Principal::anonymous());
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
-        let (scheme, credential) = value.trim().split_once(' ').unwrap_or((value, ""));
-        let credential = credential.trim();
-        match scheme.to_ascii_lowercase().as_str() {
-            "basic" => {
-                let (user, secret) = decode_basic(credential)?;
-                self.login(&user, &secret, client).await
-            }
-            "bearer" if pat::looks_like_token(credential) => {
-                self.unlimited(client, None, self.token_principal(None, credential))
+        match credential {
+            Credential::Basic { user, secret } => self.login(&user, &secret, client).await,
+            Credential::Bearer(token) if pat::looks_like_token(token) => {
+                self.unlimited(client, None, self.token_principal(None, token))
                     .await
             }
-            "bearer" => match self.key.verify(credential, meta::now()) {
+            Credential::Bearer(token) => match self.key.verify(token, meta::now()) {
                 // An expired token is routine (Docker fetches a new one), not a guess.
                 Err(jwt::TokenError::Expired) => Err(Error::Unauthorized(
                     "bearer token expired: get a new one from /token".into(),
@@ -351,10 +373,7 @@ impl Access {
                         .await
                 }
             },
-            "munge" => self.munge_principal(credential, client, read_route).await,
-            _ => Err(Error::Unauthorized(
-                "unsupported authorization scheme: use Basic, Bearer or MUNGE".into(),
-            )),
+            Credential::Munge(c) => self.munge_principal(c, client, read_route).await,
         }
     }
 
@@ -382,9 +401,7 @@ impl Access {
         user: Option<&str>,
         check: impl std::future::Future<Output = Result<Option<Principal>, Error>>,
     ) -> Result<Principal, Error> {
-        self.limiter
-            .check(client, user)
-            .map_err(|retry_after| Error::TooManyRequests { retry_after })?;
+        self.within_limits(client, user)?;
         match check.await? {
             Some(p) => Ok(p),
             None => {
@@ -392,6 +409,13 @@ impl Access {
                 Err(refused(client, user))
             }
         }
+    }
+
+    /// 429 while `user` (or `client`) is over the failed-login limit.
+    fn within_limits(&self, client: Option<IpAddr>, user: Option<&str>) -> Result<(), Error> {
+        self.limiter
+            .check(client, user)
+            .map_err(|retry_after| Error::TooManyRequests { retry_after })
     }
 
     /// Runs one check of an unguessable credential (access token: 256 random bits; bearer
@@ -900,12 +924,66 @@ fn map_uid(db: &Arc<Db>, uid: u32, match_names: bool) -> Result<Result<Principal
     }
 }
 
-fn decode_basic(credential: &str) -> Result<(String, String), Error> {
-    let bad = || Error::Unauthorized("malformed Basic credentials".into());
-    let bytes = STANDARD.decode(credential).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (user, secret) = text.split_once(':').ok_or_else(bad)?;
-    Ok((user.to_owned(), secret.to_owned()))
+/// A credential, as an `Authorization` header value carries it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// A user name with a password or an access token.
+    Basic {
+        user: String,
+        secret: String,
+    },
+    /// A token from `/token`, or an access token (`hpcr_…`).
+    Bearer(&'a str),
+    Munge(&'a str),
+}
+
+impl<'a> Credential<'a> {
+    /// Parses `Basic`, `Bearer` and `MUNGE` credentials (the scheme in any case).
+    pub fn parse(value: &'a str) -> Result<Credential<'a>, Error> {
+        let (scheme, credential) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let credential = credential.trim();
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                let bad = || Error::Unauthorized("malformed Basic credentials".into());
+                let bytes = STANDARD.decode(credential).map_err(|_| bad())?;
+                let text = String::from_utf8(bytes).map_err(|_| bad())?;
+                let (user, secret) = text.split_once(':').ok_or_else(bad)?;
+                Ok(Credential::Basic {
+                    user: user.to_owned(),
+                    secret: secret.to_owned(),
+                })
+            }
+            "bearer" => Ok(Credential::Bearer(credential)),
+            "munge" => Ok(Credential::Munge(credential)),
+            _ => Err(Error::Unauthorized(
+                "unsupported authorization scheme: use Basic, Bearer or MUNGE".into(),
+            )),
+        }
+    }
+
+    /// The user name a Basic credential names, if it parses (for the audit trail of a failure).
+    pub fn basic_user(value: &str) -> Option<String> {
+        match Credential::parse(value) {
+            Ok(Credential::Basic { user, .. }) => Some(user),
+            _ => None,
+        }
+    }
+
+    /// The kind of credential for the audit trail: `password`, `token` (an access token, as Basic
+    /// secret or bearer), `bearer`, `munge`, or `other` for anything that does not parse.
+    pub fn kind(value: &str) -> &'static str {
+        match Credential::parse(value) {
+            Ok(Credential::Basic { secret, .. }) if pat::looks_like_token(&secret) => "token",
+            Ok(Credential::Basic { .. }) => "password",
+            Ok(Credential::Bearer(t)) if pat::looks_like_token(t) => "token",
+            Ok(Credential::Bearer(_)) => "bearer",
+            Ok(Credential::Munge(_)) => "munge",
+            Err(_) => match value.trim().split_once(' ').unwrap_or((value, "")).0 {
+                s if s.eq_ignore_ascii_case("basic") => "password",
+                _ => "other",
+            },
+        }
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -917,26 +995,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `2024-01-02T03:04:05Z` for Unix seconds (Docker wants RFC 3339 in `issued_at`).
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::timefmt::rfc3339;
 
 #[cfg(test)]
 mod tests {
@@ -1029,9 +1088,16 @@ mod tests {
     fn basic_decoding() {
         let enc = STANDARD.encode("alice:pa:ss");
         assert_eq!(
-            decode_basic(&enc).unwrap(),
-            ("alice".to_owned(), "pa:ss".to_owned())
+            Credential::parse(&format!("Basic {enc}")).unwrap(),
+            Credential::Basic {
+                user: "alice".to_owned(),
+                secret: "pa:ss".to_owned()
+            }
         );
-        assert!(decode_basic("!!").is_err());
+        assert!(Credential::parse("Basic !!").is_err());
+        assert_eq!(
+            Credential::basic_user(&format!("basic {enc}")).as_deref(),
+            Some("alice")
+        );
     }
 }

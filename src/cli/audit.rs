@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::{data_dir_of, remote, table, Target};
+use super::output::table;
+use super::target::Target;
 use crate::audit::{self, chain::Report, query::Params, Record};
 use crate::meta::Db;
 
@@ -72,8 +73,7 @@ fn query(args: &AuditArgs) -> anyhow::Result<()> {
         until: args.until.clone(),
         limit: args.limit.clone(),
     };
-    let records: Vec<Record> = if let Some(server) = &args.target.server {
-        let client = remote::Client::new(server, args.target.cacert.as_deref())?;
+    let records: Vec<Record> = if let Some(client) = args.target.remote.online()? {
         let q = params.to_query();
         let path = if q.is_empty() {
             "/admin/audit".to_owned()
@@ -85,7 +85,7 @@ fn query(args: &AuditArgs) -> anyhow::Result<()> {
         let filter = params
             .to_filter(audit::time::now_ms())
             .map_err(anyhow::Error::msg)?;
-        let data_dir = data_dir_of(&args.target)?;
+        let data_dir = args.target.data_dir()?;
         let db = open_db(&data_dir)?;
         audit::query::run(&data_dir.join(audit::FILE), &db, &filter)?
     };
@@ -145,7 +145,7 @@ fn open_db(data_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<Db>> {
 }
 
 fn verify(file: Option<PathBuf>, json: bool, target: &Target) -> anyhow::Result<()> {
-    let (what, report): (String, Report) = match (file, &target.server) {
+    let (what, report): (String, Report) = match (file, &target.remote.server) {
         (Some(file), _) => {
             if !file.is_file() {
                 bail!("{} is not a file", file.display());
@@ -154,15 +154,14 @@ fn verify(file: Option<PathBuf>, json: bool, target: &Target) -> anyhow::Result<
             (file.display().to_string(), r)
         }
         (None, Some(server)) => {
-            let client = remote::Client::new(server, target.cacert.as_deref())?;
-            let v = client.get_json("/admin/audit/verify")?;
+            let v = target.remote.require()?.get_json("/admin/audit/verify")?;
             (
                 format!("the audit log of {server}"),
                 serde_json::from_value(v)?,
             )
         }
         (None, None) => {
-            let data_dir = data_dir_of(target)?;
+            let data_dir = target.data_dir()?;
             let file = data_dir.join(audit::FILE);
             let db = open_db(&data_dir)?;
             let r = audit::log::verify_file(&file, Some(&db))?;

@@ -3,26 +3,14 @@
 //! and HPC_REGISTRY_PASSWORD). These act on live state the server owns, so there is no offline
 //! mode.
 
-use std::path::PathBuf;
-
-use anyhow::{anyhow, Context};
-use axum::http::Method;
-use clap::{Args, Subcommand};
+use anyhow::Context;
+use clap::Subcommand;
+use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::remote::Client;
+use super::output::{print_json, table};
+use super::remote::{AdminApi, ServerTarget};
 use crate::quota::{format_size, parse_size};
-
-/// The running server to talk to.
-#[derive(Args, Debug, Clone)]
-pub struct ServerTarget {
-    /// The server's URL (e.g. http://127.0.0.1:5000).
-    #[arg(long, env = "HPC_REGISTRY_SERVER", global = true)]
-    pub server: Option<String>,
-    /// CA certificate (PEM) to trust for an https --server [default: the system's CA bundle].
-    #[arg(long, env = "HPC_REGISTRY_CACERT", global = true)]
-    pub cacert: Option<PathBuf>,
-}
 
 /// Storage operations of `hpc-registry admin`.
 #[derive(Subcommand, Debug)]
@@ -80,28 +68,6 @@ fn parse_rate(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Admin API calls named after their method in errors ("GET /admin/usage: 403 ...").
-trait Call {
-    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value>;
-}
-
-impl Call for Client {
-    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let what = method.to_string();
-        self.request(method, path, body, &what)
-    }
-}
-
-fn client(target: &ServerTarget) -> anyhow::Result<Client> {
-    let server = target.server.as_deref().ok_or_else(|| {
-        anyhow!(
-            "this command talks to a running server: pass --server URL (or set HPC_REGISTRY_SERVER), \
-             with HPC_REGISTRY_TOKEN or HPC_REGISTRY_USER and HPC_REGISTRY_PASSWORD of an admin"
-        )
-    })?;
-    Client::new(server, target.cacert.as_deref())
-}
-
 /// Runs one storage command.
 pub fn run(command: StorageCommand) -> anyhow::Result<()> {
     match command {
@@ -114,12 +80,12 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
                 Some(ns) => format!("/admin/usage?namespace={}", crate::urlcode::encode(ns)),
                 None => "/admin/usage".to_owned(),
             };
-            let v = client(&target)?.call(Method::GET, &path, None)?;
+            let v = target.require()?.call(Method::GET, &path, None)?;
             if json {
                 return print_json(&v);
             }
             let rows = v["namespaces"].as_array().cloned().unwrap_or_default();
-            super::table(
+            table(
                 &[
                     "NAMESPACE",
                     "REPOS",
@@ -145,13 +111,14 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        StorageCommand::Quota { command, target } => quota(&client(&target)?, command),
+        StorageCommand::Quota { command, target } => quota(&target.require()?, command),
         StorageCommand::Scrub { rate, json, target } => {
             let path = match &rate {
                 Some(r) => format!("/admin/scrub?rate={}", crate::urlcode::encode(r)),
                 None => "/admin/scrub".to_owned(),
             };
-            let v = client(&target)?
+            let v = target
+                .require()?
                 .call(Method::POST, &path, None)
                 .context("scrub failed")?;
             if json {
@@ -163,7 +130,7 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
     }
 }
 
-fn quota(client: &Client, command: QuotaCommand) -> anyhow::Result<()> {
+fn quota(client: &AdminApi, command: QuotaCommand) -> anyhow::Result<()> {
     match command {
         QuotaCommand::Set { namespace, limit } => {
             if !limit.eq_ignore_ascii_case("unlimited") {
@@ -214,7 +181,7 @@ fn quota(client: &Client, command: QuotaCommand) -> anyhow::Result<()> {
                 limit(&v["default_group_bytes"])
             );
             let rows = v["overrides"].as_array().cloned().unwrap_or_default();
-            super::table(
+            table(
                 &["NAMESPACE", "QUOTA", "SET BY", "SET AT"],
                 rows.iter().map(|r| {
                     vec![
@@ -316,9 +283,4 @@ fn percent(used: &Value, quota: &Value) -> String {
         (Some(u), Some(q)) if q > 0 => format!("{:.1}%", u as f64 * 100.0 / q as f64),
         _ => "-".to_owned(),
     }
-}
-
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }

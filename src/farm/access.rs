@@ -9,9 +9,7 @@
 //! blob it is built from, linked in `repository_blobs`. Checking the rule here, in one place,
 //! keeps the build, the planner, `/sif` and ORAS from drifting apart.
 
-use rusqlite::Connection;
-
-use crate::meta;
+use crate::meta::{self, ReadConnection as Connection};
 
 /// A blob of an image that its repository does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +101,13 @@ pub fn read_config(
         digest: digest.as_str().to_owned(),
         source,
     };
-    let file = std::fs::File::open(store.blob_path(digest)).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
+    let blob = store.open(digest).map_err(io)?.ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the blob's bytes are missing from the store",
+        ))
+    })?;
+    let size = blob.size;
     let too_large = |size| ConfigError::TooLarge {
         digest: digest.as_str().to_owned(),
         size,
@@ -115,7 +118,10 @@ pub fn read_config(
     }
     let mut bytes = Vec::with_capacity(size as usize);
     // The file may have grown since the stat (it never should: blobs are immutable).
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    blob.reader()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
     if bytes.len() as u64 > limit {
         return Err(too_large(bytes.len() as u64));
     }

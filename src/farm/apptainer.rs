@@ -7,12 +7,24 @@ use std::sync::Arc;
 
 use tokio::process::Command;
 
-use super::native::load_image;
-use super::worker::{Built, Failure};
-use super::{Farm, Workspace};
+use super::backend::{Backend, BuildFuture, Built, Failure, Workspace};
+use super::{image, Farm};
 use crate::meta::{self, Job};
 use crate::registry::names::Digest;
 use crate::storage::BlobStore;
+
+/// Runs `apptainer build` on an exported OCI layout.
+pub struct Apptainer;
+
+impl Backend for Apptainer {
+    fn build<'a>(&'a self, farm: &'a Arc<Farm>, job: &'a Job) -> BuildFuture<'a> {
+        Box::pin(build(farm, job))
+    }
+
+    fn name(&self) -> &'static str {
+        "apptainer"
+    }
+}
 
 /// Confirms the configured apptainer runs and returns its version line.
 pub async fn check(apptainer: &Path) -> Result<String, String> {
@@ -30,37 +42,26 @@ pub async fn check(apptainer: &Path) -> Result<String, String> {
     }
 }
 
-pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
+async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     check(&farm.config.apptainer)
         .await
-        .map_err(|reason| Failure::transient(reason.clone(), reason))?;
-    let image = load_image(farm, job).await?;
-    let workspace = Workspace {
-        dir: farm
-            .store
-            .scratch_dir()
-            .map_err(|e| failure(format!("cannot create a build directory: {e}"), ""))?,
-    };
-    let (r, d) = (job.repository.clone(), job.manifest_digest.clone());
-    let manifest = farm
-        .db
-        .read(move |c| meta::manifest_by_digest(c, &r, &d))
-        .await
-        .map_err(|e| failure(format!("cannot read the manifest: {e}"), ""))?
-        .ok_or_else(|| failure("the manifest disappeared".into(), ""))?;
+        .map_err(|reason| Failure::transient(reason, ""))?;
+    let image = image::load(farm, job).await?;
+    let workspace = Workspace::create(&farm.store)?;
     let layout = workspace.dir.path().join("layout");
     let store = farm.store.clone();
-    let blobs: Vec<Digest> = std::iter::once(image.config.clone())
-        .chain(image.layers.iter().map(|(_, d)| d.clone()))
-        .collect();
     let export = {
         let layout = layout.clone();
-        tokio::task::spawn_blocking(move || export_layout(&store, &layout, &manifest, &blobs))
+        tokio::task::spawn_blocking(move || {
+            export_layout(&store, &layout, &image.manifest, &image.blobs())
+        })
     };
     export
         .await
-        .map_err(|e| failure(format!("export task: {e}"), ""))?
-        .map_err(|e| failure(format!("cannot export the image as an OCI layout: {e}"), ""))?;
+        .map_err(|e| Failure::transient(format!("export task: {e}"), ""))?
+        .map_err(|e| {
+            Failure::transient(format!("cannot export the image as an OCI layout: {e}"), "")
+        })?;
 
     let out = workspace.sif_path();
     let source = format!("oci:{}:image", layout.display());
@@ -78,22 +79,22 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     let output = cmd
         .output()
         .await
-        .map_err(|e| failure(format!("cannot run {command_line}: {e}"), ""))?;
+        .map_err(|e| Failure::transient(format!("cannot run {command_line}: {e}"), ""))?;
     let log = format!(
         "$ {command_line}\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     if !output.status.success() {
-        return Err(failure(
+        return Err(Failure::transient(
             format!("apptainer build exited with {}", output.status),
-            &log,
+            log,
         ));
     }
     if !out.exists() {
-        return Err(failure(
+        return Err(Failure::transient(
             "apptainer build reported success but wrote no SIF".into(),
-            &log,
+            log,
         ));
     }
     Ok(Built {
@@ -101,15 +102,6 @@ pub async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
         log,
         compression: format!("{:?}", farm.config.compression),
     })
-}
-
-fn failure(reason: String, log: &str) -> Failure {
-    let log = if log.is_empty() {
-        reason.clone()
-    } else {
-        log.to_owned()
-    };
-    Failure::transient(reason, log)
 }
 
 /// Writes an OCI image layout holding one image, tagged `image`.
@@ -131,8 +123,12 @@ fn export_layout(
             .join(digest.algorithm().name())
             .join(digest.hex());
         std::fs::create_dir_all(target.parent().unwrap_or(&dir))?;
-        if std::fs::hard_link(store.blob_path(digest), &target).is_err() {
-            std::fs::copy(store.blob_path(digest), &target)?;
+        // A hard link on the filesystem store: the layout costs no copy of the layers.
+        if !store.materialize(digest, &target)? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("blob {digest} is missing from the store"),
+            ));
         }
     }
     let manifest_digest = Digest::parse(&manifest.digest).map_err(std::io::Error::other)?;

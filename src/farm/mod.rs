@@ -12,14 +12,20 @@
 
 pub mod access;
 pub mod apptainer;
+pub mod backend;
+pub mod image;
+pub mod intake;
 pub mod native;
 pub mod oras;
 pub mod planner;
 pub mod platform;
+pub mod queue;
 pub mod ready;
+pub mod resolve;
+pub mod sif_path;
+pub mod status;
 pub mod worker;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -168,10 +174,7 @@ impl Farm {
     }
 
     pub fn backend_name(&self) -> &'static str {
-        match self.config.backend {
-            Backend::Native => "native",
-            Backend::Apptainer => "apptainer",
-        }
+        worker::backend(self.config.backend).name()
     }
 }
 
@@ -195,15 +198,4 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
-}
-
-/// Where a build's result and scratch files go before the SIF becomes a blob.
-pub struct Workspace {
-    pub dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    pub fn sif_path(&self) -> PathBuf {
-        self.dir.path().join("image.sif")
-    }
 }

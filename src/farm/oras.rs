@@ -242,7 +242,7 @@ async fn put_artifact(
     let config_digest = Algorithm::Sha256.digest(EMPTY_CONFIG);
     // Both blobs are linked (a 'deleting' one resurrected) below: hold their GC locks from the
     // file checks to the commit so a prune cannot unlink them in between.
-    let _locked = crate::lifecycle::guard::lock_all(&[config_digest.as_str(), sif]).await;
+    let _locked = crate::storage::guard::lock_all(&[config_digest.as_str(), sif]).await;
     let store = farm.store.clone();
     let (cd, sd) = (config_digest.clone(), Digest::parse(sif)?);
     let sif_present = tokio::task::spawn_blocking(move || {

@@ -34,12 +34,20 @@ pub async fn run(farm: Arc<Farm>) {
     }
 }
 
-/// Handles one batch of pending events; returns how many.
+/// Handles one batch of pending events; returns how many. An event that cannot be planned (an
+/// unreadable config, a corrupt blob) is set aside, as a failed job with its reason where it
+/// named an image, and the batch goes on: one bad image never holds up every later push.
 pub async fn process_pending(farm: &Arc<Farm>) -> anyhow::Result<usize> {
     let events = farm.db.read(|c| meta::pending_events(c, 0, BATCH)).await?;
     let n = events.len();
     for event in events {
-        handle(farm, &event).await?;
+        if let Err(e) = handle(farm, &event).await {
+            // The metadata store failing is no fault of this event: the batch is replayed later.
+            if e.downcast_ref::<meta::MetaError>().is_some() {
+                return Err(e);
+            }
+            set_aside(farm, &event, &e).await?;
+        }
         let id = event.id;
         farm.db
             .write(move |tx| meta::mark_event_consumed(tx, id))
@@ -48,36 +56,50 @@ pub async fn process_pending(farm: &Arc<Farm>) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// Records why `event` could not be handled: a pushed image gets a failed job (listed by
+/// `admin builds`, retried by `admin builds retry`); other events are logged.
+async fn set_aside(farm: &Arc<Farm>, event: &Event, error: &anyhow::Error) -> anyhow::Result<()> {
+    let reason = format!("cannot plan a SIF build for {}: {error:#}", event.digest);
+    tracing::error!(event = event.id, kind = %event.kind, repository = %event.repository, "{reason}");
+    if event.kind == "manifest_pushed" {
+        let (d, r) = (event.digest.clone(), event.repository.clone());
+        farm.db
+            .write(move |tx| meta::record_unplannable(tx, &d, &r, &reason))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Plans one pushed image of `repository`: queues its job if it is a runnable image of a
+/// configured platform, else does nothing. An error means it could not be planned.
+pub async fn plan_image(farm: &Arc<Farm>, repository: &str, digest: &str) -> anyhow::Result<()> {
+    let platform = match buildable_platform(farm, repository, digest).await {
+        Ok(platform) => platform,
+        // An image the farm may not read gets no job; later events still run.
+        Err(e) if e.is::<access::Refused>() => {
+            tracing::warn!(%repository, %digest, "no SIF build: {e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(platform) = platform.filter(|p| farm.wants_platform(p)) else {
+        return Ok(());
+    };
+    let (d, p, r) = (digest.to_owned(), platform.clone(), repository.to_owned());
+    if farm
+        .db
+        .write(move |tx| meta::enqueue_build(tx, &d, &p, &r))
+        .await?
+    {
+        tracing::info!(%digest, %platform, %repository, "SIF build queued");
+        farm.jobs.notify_waiters();
+    }
+    Ok(())
+}
+
 async fn handle(farm: &Arc<Farm>, event: &Event) -> anyhow::Result<()> {
     match event.kind.as_str() {
-        "manifest_pushed" => {
-            let platform = match buildable_platform(farm, &event.repository, &event.digest).await {
-                Ok(platform) => platform,
-                // An image the farm may not read gets no job; later events still run.
-                Err(e) if e.is::<access::Refused>() => {
-                    tracing::warn!(repository = %event.repository, digest = %event.digest, "no SIF build: {e}");
-                    None
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(platform) = platform {
-                if farm.wants_platform(&platform) {
-                    let (d, p, r) = (
-                        event.digest.clone(),
-                        platform.clone(),
-                        event.repository.clone(),
-                    );
-                    if farm
-                        .db
-                        .write(move |tx| meta::enqueue_build(tx, &d, &p, &r))
-                        .await?
-                    {
-                        tracing::info!(digest = %event.digest, %platform, repository = %event.repository, "SIF build queued");
-                        farm.jobs.notify_waiters();
-                    }
-                }
-            }
-        }
+        "manifest_pushed" => plan_image(farm, &event.repository, &event.digest).await?,
         "tag_pushed" => {
             if let Some(tag) = &event.tag {
                 if !oras::is_derived_tag(tag) {

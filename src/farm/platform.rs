@@ -12,6 +12,15 @@ pub fn matches(wanted: &str, actual: &str) -> bool {
     !has_variant(wanted) || w.2 == a.2
 }
 
+/// `os/arch[/variant]` of an index entry's platform.
+pub fn of_oci(p: &oci_spec::image::Platform) -> String {
+    let base = format!("{}/{}", p.os(), p.architecture());
+    match p.variant().as_deref() {
+        Some(v) if !v.is_empty() => format!("{base}/{v}"),
+        _ => base,
+    }
+}
+
 fn has_variant(platform: &str) -> bool {
     platform.split('/').nth(2).is_some_and(|v| !v.is_empty())
 }

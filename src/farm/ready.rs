@@ -62,14 +62,16 @@ impl ReadySifs {
         image: &str,
         platform: Option<&str>,
         ready: ReadySif,
-    ) {
+    ) -> Arc<ReadySif> {
+        let ready = Arc::new(ready);
         let mut entries = self.lock();
         // A full index starts over rather than tracking recency: the working set of a cluster
         // is small, and refilling costs one slow-path request per SIF.
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(key(repository, image, platform), Arc::new(ready));
+        entries.insert(key(repository, image, platform), Arc::clone(&ready));
+        ready
     }
 
     pub fn forget(&self, repository: &RepositoryName, image: &str, platform: Option<&str>) {

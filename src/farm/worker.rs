@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{apptainer, native, oras, Farm};
+use super::backend::{self, Built, Failure};
+use super::{apptainer, intake, native, oras, Farm};
 use crate::config::Backend;
 use crate::meta::{self, Job, JobState, Sif};
 use crate::registry::names::Digest;
@@ -14,39 +15,11 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Longest build log kept per job; the tail is what explains a failure.
 const MAX_LOG: usize = 64 * 1024;
 
-/// What a backend produced.
-pub struct Built {
-    pub workspace: super::Workspace,
-    pub log: String,
-    pub compression: String,
-}
-
-/// Why a build failed: a one-line reason for the status API and the full log.
-pub struct Failure {
-    pub reason: String,
-    pub log: String,
-    /// Retrying cannot help (the image asks for blobs its repository does not hold, or it is
-    /// over a limit of the image's own making): the job fails for good at once.
-    pub permanent: bool,
-}
-
-impl Failure {
-    /// A failure that may go away on retry (I/O, a crash, a lost lease), with `log` as its log.
-    pub fn transient(reason: String, log: String) -> Failure {
-        Failure {
-            reason,
-            log,
-            permanent: false,
-        }
-    }
-
-    /// A failure that the same image will always hit; the reason is the log.
-    pub fn permanent(reason: String) -> Failure {
-        Failure {
-            log: reason.clone(),
-            reason,
-            permanent: true,
-        }
+/// The backend `[farm] backend` names.
+pub fn backend(kind: Backend) -> &'static dyn backend::Backend {
+    match kind {
+        Backend::Native => &native::Native,
+        Backend::Apptainer => &apptainer::Apptainer,
     }
 }
 
@@ -75,15 +48,20 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     tracing::info!(job = job.id, digest = %job.manifest_digest, platform = %job.platform, attempt = job.attempts, "SIF build started");
     let started = Instant::now();
     audit_build(farm, &job, "build.start", "started", None, None).await;
-    let heartbeat = tokio::spawn(keep_lease(
+    let mut heartbeat = tokio::spawn(keep_lease(
         Arc::clone(farm),
         job.id,
         owner.to_owned(),
         started,
     ));
-    let result = match farm.config.backend {
-        Backend::Native => native::build(farm, &job).await,
-        Backend::Apptainer => apptainer::build(farm, &job).await,
+    // The heartbeat ends only when the lease is gone (an admin cancelled the job, or it was
+    // re-queued after missed heartbeats): then the build stops, its result would not count.
+    let result = tokio::select! {
+        built = backend(farm.config.backend).build(farm, &job) => built,
+        _ = &mut heartbeat => Err(Failure::transient(
+            "the build lost its lease (cancelled, or re-queued after missed heartbeats)".into(),
+            "",
+        )),
     };
     heartbeat.abort();
     let duration_ms = started.elapsed().as_millis() as i64;
@@ -138,7 +116,9 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
             // `failed` for good, `retry` when another attempt follows.
             let outcome = match state {
                 Ok(Some(JobState::Failed)) => "failed",
-                Ok(_) => "retry",
+                Ok(Some(_)) => "retry",
+                // The job was no longer this worker's (cancelled or re-queued).
+                Ok(None) => "lost",
                 Err(_) => "error",
             };
             let detail = Some(failure.reason.chars().take(512).collect());
@@ -147,8 +127,11 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
                 Ok(Some(JobState::Failed)) => {
                     tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed for good")
                 }
-                Ok(_) => {
+                Ok(Some(_)) => {
                     tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed; will retry")
+                }
+                Ok(None) => {
+                    tracing::warn!(job = job.id, reason = %failure.reason, "SIF build stopped: the job is no longer this worker's")
                 }
                 Err(e) => tracing::error!(job = job.id, "cannot record build failure: {e}"),
             }
@@ -168,7 +151,7 @@ async fn finish(
     let fail = |reason: String| Failure::transient(reason, built.log.clone());
     let path = built.workspace.sif_path();
     let store = farm.store.clone();
-    let inspected = tokio::task::spawn_blocking(move || native::inspect_sif(&store, &path))
+    let inspected = tokio::task::spawn_blocking(move || intake::import_sif(&store, &path))
         .await
         .map_err(|e| fail(format!("SIF import task: {e}")))?
         .map_err(|e| fail(format!("the built SIF is unusable: {e}")))?;
@@ -195,7 +178,7 @@ async fn finish(
     let namespace = repo.split('/').next().unwrap_or(&repo).to_owned();
     // A reproducible build of a re-pushed image yields the very SIF GC may be removing: under
     // the digest's lock, the file must still be there when the blob is linked (resurrected).
-    let _locked = crate::lifecycle::guard::lock(&sif.digest).await;
+    let _locked = crate::storage::guard::lock(&sif.digest).await;
     let sif_file = Digest::parse(&sif.digest)
         .map_err(|e| fail(format!("SIF digest: {e}")))
         .and_then(|d| {

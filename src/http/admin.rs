@@ -10,6 +10,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::admin_ops::OpRoute;
 use super::auth::{query_map, AuditSlot};
 use super::App;
 use crate::auth::manage::{self, Caller, ManageError, Op};

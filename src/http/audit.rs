@@ -21,7 +21,7 @@ use super::auth::{query_map, AuditContext, AuditSlot};
 use super::routes::{self, Route};
 use super::App;
 use crate::audit::{self, query::Params, Record};
-use crate::auth::{pat, Principal};
+use crate::auth::Principal;
 use crate::registry::names::Digest;
 
 /// The header a batch job sets to its `SLURM_JOB_ID`.
@@ -76,26 +76,7 @@ impl RequestInfo {
 
 /// `password`, `token`, `bearer`, `munge` or `other` for an Authorization header value.
 fn scheme_of(value: &str) -> &'static str {
-    use base64::Engine;
-    let (scheme, cred) = value.trim().split_once(' ').unwrap_or((value, ""));
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => {
-            let secret = base64::engine::general_purpose::STANDARD
-                .decode(cred.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|t| t.split_once(':').map(|(_, s)| pat::looks_like_token(s)));
-            if secret == Some(true) {
-                "token"
-            } else {
-                "password"
-            }
-        }
-        "bearer" if pat::looks_like_token(cred.trim()) => "token",
-        "bearer" => "bearer",
-        "munge" => "munge",
-        _ => "other",
-    }
+    crate::auth::Credential::kind(value)
 }
 
 /// Middleware: runs the request, then queues its audit records.
@@ -288,25 +269,19 @@ fn sif_record(
     reply: &ReplyInfo,
     ctx: &AuditContext,
 ) -> Option<Record> {
+    use crate::farm::sif_path::{SifPath, View};
+    let path = SifPath::parse(rest);
     // HEAD, status and log reads, and "still building" answers are not fetches.
     if info.method != Method::GET
         || reply.status == StatusCode::ACCEPTED.as_u16()
-        || rest.ends_with("/status")
-        || rest.ends_with("/log")
+        || matches!(path.view, View::Status | View::Log)
     {
         return None;
     }
-    let (reference, squashfs) = match rest.strip_suffix("/squashfs") {
-        Some(r) => (r, true),
-        None => (rest, false),
-    };
+    let squashfs = path.view == View::Squashfs;
     let mut r = base("sif.fetch", info, reply, ctx);
-    if Digest::parse(reference).is_err() {
-        if let Some((name, _)) = reference.rsplit_once(':') {
-            r.repository = Some(name.to_owned());
-        }
-    }
-    r.reference = Some(reference.chars().take(256).collect());
+    r.repository = path.repository().map(str::to_owned);
+    r.reference = Some(path.reference.chars().take(256).collect());
     // The SIF's own digest (its ETag) when one was served.
     r.digest = reply.digest.clone().filter(|_| reply.status < 300);
     r.bytes = reply.content_length.filter(|_| reply.status < 300);

@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::routes::{self, Route};
 use super::App;
-use crate::auth::{jwt, Anonymous, Principal};
+use crate::auth::{jwt, Anonymous, Credential, Principal};
 use crate::registry::error::Error;
-use crate::registry::names::{Digest, RepositoryName};
+use crate::registry::names::RepositoryName;
 
 /// What the request's authentication found, for the audit trail: filled by the auth middleware
 /// (or `/token`), readable after the handler ran by any outer middleware.
@@ -80,6 +80,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
+/// The `Authorization` header's value: `Ok(None)` without one, an error for one that is not text.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))
+        })
+        .transpose()
+}
+
+/// The user name a request's Basic credentials name, if any (for the audit trail of a failure).
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    Credential::basic_user(authorization(headers).ok()??)
+}
+
 fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -104,10 +120,10 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
             scope_of(req.method(), &path),
         ))
     };
-    let outcome = app
-        .access
-        .authenticate(req.headers(), client, read_route)
-        .await;
+    let outcome = match authorization(req.headers()) {
+        Ok(value) => app.access.authenticate(value, client, read_route).await,
+        Err(e) => Err(e),
+    };
     let principal = match outcome {
         Ok(p) => p,
         Err(e) => {
@@ -190,31 +206,9 @@ fn scope_of(method: &Method, path: &str) -> Option<String> {
         let name = RepositoryName::parse(name).ok()?;
         return Some(format!("repository:{name}:{actions}"));
     }
-    let rest = path.strip_prefix("/sif/")?;
-    let reference = ["/status", "/log", "/squashfs"]
-        .iter()
-        .find_map(|s| rest.strip_suffix(s))
-        .unwrap_or(rest);
-    if Digest::parse(reference).is_ok() {
-        return None;
-    }
-    let (name, _) = reference.rsplit_once(':')?;
+    let name = crate::farm::sif_path::SifPath::of_request(path)?.repository()?;
     let name = RepositoryName::parse(name).ok()?;
     Some(format!("repository:{name}:pull"))
-}
-
-fn basic_user(headers: &HeaderMap) -> Option<String> {
-    use base64::Engine;
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, cred) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(cred.trim())
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    Some(text.split_once(':')?.0.to_owned())
 }
 
 /// `GET /token?service=hpc-registry&scope=repository:alice/x:pull,push[&scope=...]`: exchanges
@@ -235,7 +229,11 @@ pub async fn token(State(app): State<Arc<App>>, req: Request) -> Response {
         Err(e) => return query_error(e).into_response(),
     };
     let principal = if headers.contains_key(header::AUTHORIZATION) {
-        match app.access.authenticate(headers, client, false).await {
+        let outcome = match authorization(headers) {
+            Ok(value) => app.access.authenticate(value, client, false).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(p) => p,
             Err(e) => {
                 if let Some(slot) = &slot {

@@ -261,9 +261,9 @@ impl Request<'_> {
         }
         let blob = self.app.registry.open_blob(repo, digest).await?;
         let served = files::Served {
-            file: blob.file,
-            offset: 0,
             len: blob.size,
+            blob,
+            offset: 0,
             etag: digest.as_str().to_owned(),
             content_type: "application/octet-stream",
             extra: vec![("docker-content-digest", digest.as_str().to_owned())],
@@ -301,16 +301,10 @@ impl Request<'_> {
             .get("digest")
             .map(|d| Digest::parse(d))
             .transpose()?;
-        if digest.is_some() {
-            let incoming = content_length(&self.headers);
-            if let Err(e) = registry
-                .precheck_upload(repo, None, digest.as_ref(), incoming)
-                .await
-            {
-                drain(body).await;
-                return Err(e);
-            }
-        }
+        let body = match digest {
+            Some(_) => self.precheck(repo, None, digest.as_ref(), body).await?,
+            None => body,
+        };
         let session = registry
             .start_upload(repo, self.principal.user.as_deref())
             .await?;
@@ -357,15 +351,7 @@ impl Request<'_> {
                 )));
             }
         }
-        if let Err(e) = self
-            .app
-            .registry
-            .precheck_upload(repo, Some(session), None, content_length(&self.headers))
-            .await
-        {
-            drain(body).await;
-            return Err(e);
-        }
+        let body = self.precheck(repo, Some(session), None, body).await?;
         let len = self
             .app
             .registry
@@ -400,25 +386,38 @@ impl Request<'_> {
                 });
             }
         }
-        if let Err(e) = self
-            .app
-            .registry
-            .precheck_upload(
-                repo,
-                Some(session),
-                Some(&digest),
-                content_length(&self.headers),
-            )
-            .await
-        {
-            drain(body).await;
-            return Err(e);
-        }
+        let body = self
+            .precheck(repo, Some(session), Some(&digest), body)
+            .await?;
         self.app
             .registry
             .finish_upload(repo, session, &digest, body.into_data_stream())
             .await?;
         blob_created(repo, &digest)
+    }
+
+    /// The quota pre-check of an upload's declared length: the body back if it may go on;
+    /// otherwise the error, after reading the body away (see [`drain`]).
+    async fn precheck(
+        &self,
+        repo: &RepositoryName,
+        session: Option<&str>,
+        digest: Option<&Digest>,
+        body: Body,
+    ) -> Result<Body> {
+        let incoming = content_length(&self.headers);
+        match self
+            .app
+            .registry
+            .precheck_upload(repo, session, digest, incoming)
+            .await
+        {
+            Ok(()) => Ok(body),
+            Err(e) => {
+                drain(body).await;
+                Err(e)
+            }
+        }
     }
 
     async fn cancel_upload(&self, repo: &RepositoryName, session: &str) -> Result<Response> {

@@ -1,4 +1,4 @@
-//! Streams a byte range of a file as an HTTP response, with `Range` (single and suffix ranges →
+//! Streams a byte range of a blob as an HTTP response, with `Range` (single and suffix ranges →
 //! 206), `ETag`/`If-None-Match` (304) and immutable caching. Blobs and SIFs both use it.
 
 use axum::body::Body;
@@ -7,10 +7,10 @@ use axum::response::Response;
 
 use crate::registry::error::{Error, Result};
 
-/// A file (or a window of one) to serve.
+/// A blob (or a window of one) to serve.
 pub struct Served {
-    pub file: std::fs::File,
-    /// Where the served content starts in the file (non-zero for a SIF's squashfs partition).
+    pub blob: crate::storage::Blob,
+    /// Where the served content starts in the blob (non-zero for a SIF's squashfs partition).
     pub offset: u64,
     pub len: u64,
     /// Strong validator, already quoted-free (e.g. the digest).
@@ -50,7 +50,7 @@ pub async fn respond(method: &Method, request: &HeaderMap, served: Served) -> Re
     }
     // Positioned reads, never a mapping: a bad disk read fails this response, not the process
     // (see storage::ranges).
-    let stream = crate::storage::ranges::stream(served.file, served.offset + start, len);
+    let stream = crate::storage::ranges::stream(served.blob, served.offset + start, len);
     build(builder, Body::from_stream(stream))
 }
 

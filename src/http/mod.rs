@@ -2,8 +2,10 @@
 //! registry's plain types. Nothing below this module knows about HTTP.
 
 pub mod admin;
+pub mod admin_ops;
 pub mod audit;
 pub mod auth;
+pub mod builds;
 pub mod distribution;
 pub mod errors;
 pub mod files;
@@ -28,7 +30,7 @@ use crate::registry::Registry;
 
 /// Everything a request handler may touch.
 pub struct App {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub access: Arc<Access>,
     pub farm: Arc<Farm>,
     /// The audit trail's writer.
@@ -37,6 +39,10 @@ pub struct App {
     pub pruner: Arc<Pruner>,
     /// What `/readyz` checks (and the storage metrics read).
     pub health: Arc<crate::health::Health>,
+    /// Namespace quotas and usage, for the admin API.
+    pub quotas: crate::quota::Quotas,
+    /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
+    pub scrub_rate: u64,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -55,6 +61,15 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(storage_admin::clear_quota),
         )
         .route("/admin/scrub", axum::routing::post(storage_admin::scrub))
+        .route("/admin/builds", get(builds::list))
+        .route(
+            "/admin/builds/retry-failed",
+            axum::routing::post(builds::retry_failed),
+        )
+        .route(
+            "/admin/builds/{id}/{action}",
+            axum::routing::post(builds::act),
+        )
         .route("/admin/{*rest}", any(admin::dispatch))
         // Inside authentication (it reads the principal): read-only credentials only look.
         .route_layer(axum::middleware::from_fn(admin::read_only_guard));

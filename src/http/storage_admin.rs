@@ -18,13 +18,12 @@ use super::auth::query_map;
 use super::App;
 use crate::auth::{AuthMethod, Principal};
 use crate::lifecycle::scrub::{self, ScrubError};
-use crate::meta;
-use crate::quota::{self, parse_size};
+use crate::quota::parse_size;
 use crate::registry::error::Error;
 use crate::registry::names::RepositoryName;
 
 /// The caller must have logged in the way the admin API accepts.
-fn authenticated(p: &Principal) -> Result<(), Error> {
+pub(super) fn authenticated(p: &Principal) -> Result<(), Error> {
     if !p.is_authenticated() {
         return Err(Error::Unauthorized(
             "the admin API needs a user name and password or access token".into(),
@@ -40,7 +39,7 @@ fn authenticated(p: &Principal) -> Result<(), Error> {
 }
 
 /// An admin credential that may change things.
-fn admin_writer(p: &Principal, what: &str) -> Result<(), Error> {
+pub(super) fn admin_writer(p: &Principal, what: &str) -> Result<(), Error> {
     authenticated(p)?;
     if !p.admin {
         return Err(Error::Denied(format!("only administrators may {what}")));
@@ -83,7 +82,6 @@ pub async fn usage(State(app): State<Arc<App>>, principal: Principal, uri: Uri) 
                 )));
             }
         }
-        let defaults = app.registry.limits.quota;
         // Admins may ask for everything at once; anyone else gets exactly their own namespaces,
         // each with its own (indexed) query rather than a filtered registry-wide one.
         let wanted: Option<Vec<String>> = match (namespace, principal.admin) {
@@ -98,20 +96,7 @@ pub async fn usage(State(app): State<Arc<App>>, principal: Principal, uri: Uri) 
                     .collect(),
             ),
         };
-        let reports = app
-            .registry
-            .db
-            .read(move |c| match wanted {
-                None => quota::usage_report(c, &defaults, None),
-                Some(list) => {
-                    let mut out = Vec::new();
-                    for ns in list {
-                        out.extend(quota::usage_report(c, &defaults, Some(&ns))?);
-                    }
-                    Ok(out)
-                }
-            })
-            .await?;
+        let reports = app.quotas.usage(wanted).await?;
         Ok(json!({ "namespaces": reports }))
     }
     .await;
@@ -127,8 +112,8 @@ pub async fn list_quotas(State(app): State<Arc<App>>, principal: Principal) -> R
                 "only administrators may list quotas; ask for your own with GET /admin/quotas/NAMESPACE".into(),
             ));
         }
-        let rows = app.registry.db.read(meta::list_quotas).await?;
-        let d = app.registry.limits.quota;
+        let rows = app.quotas.overrides().await?;
+        let d = app.quotas.defaults();
         Ok(json!({
             "overrides": rows,
             "default_user_bytes": d.user,
@@ -160,14 +145,10 @@ pub async fn get_quota(
 }
 
 async fn quota_of(app: &App, ns: String) -> Result<Value, Error> {
-    let defaults = app.registry.limits.quota;
-    let mut reports = app
-        .registry
-        .db
-        .read(move |c| quota::usage_report(c, &defaults, Some(&ns)))
-        .await?;
-    let report = reports
-        .pop()
+    let report = app
+        .quotas
+        .report(ns)
+        .await?
         .ok_or_else(|| Error::Internal("usage report of a namespace came back empty".into()))?;
     serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))
 }
@@ -207,11 +188,7 @@ pub async fn set_quota(
             .transpose()
             .map_err(|_| Error::SizeInvalid("limit is too large".into()))?;
         let who = principal.user.clone().unwrap_or_default();
-        let (n, w) = (ns.clone(), who.clone());
-        app.registry
-            .db
-            .write(move |tx| meta::set_quota(tx, &n, limit, &w))
-            .await?;
+        app.quotas.set(ns.clone(), limit, who.clone()).await?;
         tracing::info!(user = %who, namespace = %ns, limit = ?limit, "quota set");
         quota_of(&app, ns).await
     }
@@ -228,12 +205,7 @@ pub async fn clear_quota(
     let result = async {
         admin_writer(&principal, "change quotas")?;
         let ns = parse_namespace(&namespace)?;
-        let n = ns.clone();
-        let cleared = app
-            .registry
-            .db
-            .write(move |tx| meta::clear_quota(tx, &n))
-            .await?;
+        let cleared = app.quotas.clear(ns.clone()).await?;
         let who = principal.user.clone().unwrap_or_default();
         tracing::info!(user = %who, namespace = %ns, cleared, "quota override cleared");
         let mut v = quota_of(&app, ns).await?;
@@ -251,7 +223,7 @@ pub async fn scrub(State(app): State<Arc<App>>, principal: Principal, uri: Uri) 
         admin_writer(&principal, "scrub the store")?;
         let rate = match query_map(&uri)?.remove("rate") {
             Some(r) => parse_size(&r).map_err(|e| Error::SizeInvalid(format!("rate: {e}")))?,
-            None => app.registry.limits.scrub_rate,
+            None => app.scrub_rate,
         };
         let who = principal.user.clone().unwrap_or_default();
         tracing::info!(user = %who, rate, "scrub started");

@@ -23,16 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::Transaction;
 use serde::Serialize;
 
 use super::retention::{expired_tags, human};
 use super::settings::{Settings, MIN_UPLOAD_AGE_SECS};
-use super::{guard, LifecycleError};
+use super::LifecycleError;
 use crate::meta::{self, Anchor, Db};
 use crate::registry::names::Digest;
 use crate::registry::Registry;
-use crate::storage::BlobStore;
+use crate::storage::{guard, BlobStore};
 
 /// Rows handled per transaction: short enough that pushes never wait long on the writer.
 const BATCH: i64 = 256;
@@ -280,8 +279,7 @@ fn plan(db: &Db, ctx: &Ctx) -> Result<Report, LifecycleError> {
                 }
                 for b in blobs {
                     if meta::mark_blob_deleting(tx, &b.digest, ctx.blob_cutoff())? {
-                        let (bytes, disk_bytes) =
-                            blob_file(ctx.store, &b.digest).map_or((0, 0), |p| measure(&p));
+                        let (bytes, disk_bytes) = measure_blob(ctx.store, &b.digest);
                         meta::forget_deleted_blob(tx, &b.digest)?;
                         report.push(blob_action(&b.digest, bytes, disk_bytes, ctx));
                     }
@@ -345,10 +343,7 @@ fn sweep(db: &Db, ctx: &Ctx) -> Result<Report, LifecycleError> {
             {
                 continue;
             }
-            let (bytes, disk_bytes) = match blob_file(ctx.store, &digest) {
-                Some(path) => remove_measured(&path)?,
-                None => (0, 0),
-            };
+            let (bytes, disk_bytes) = remove_blob(ctx.store, &digest)?;
             removed.push((digest, bytes, disk_bytes));
         }
         db.write_blocking(|tx| {
@@ -372,7 +367,7 @@ fn recover_interrupted(db: &Db, ctx: &Ctx) -> Result<(), LifecycleError> {
         }
         for digest in &stuck {
             let _locked = guard::lock_blocking(digest);
-            let present = blob_file(ctx.store, digest).is_some_and(|p| p.exists());
+            let present = blob_present(ctx.store, digest);
             db.write_blocking(|tx| {
                 if present {
                     meta::revive_blob(tx, digest)
@@ -386,7 +381,7 @@ fn recover_interrupted(db: &Db, ctx: &Ctx) -> Result<(), LifecycleError> {
 
 /// Retention for up to 64 repositories after `after`; true while more may follow.
 fn retention_batch(
-    tx: &Transaction,
+    tx: &meta::Tx,
     ctx: &Ctx,
     after: &mut String,
     report: &mut Report,
@@ -424,7 +419,7 @@ fn retention_batch(
 }
 
 /// One full pass over the due manifest candidates inside `tx` (dry runs); returns deletions.
-fn manifest_pass(tx: &Transaction, ctx: &Ctx, report: &mut Report) -> meta::Result<usize> {
+fn manifest_pass(tx: &meta::Tx, ctx: &Ctx, report: &mut Report) -> meta::Result<usize> {
     let mut cursor = None;
     let mut deleted = 0;
     loop {
@@ -438,7 +433,7 @@ fn manifest_pass(tx: &Transaction, ctx: &Ctx, report: &mut Report) -> meta::Resu
 
 /// Up to BATCH due candidates after `cursor`: (seen, deleted).
 fn manifest_batch(
-    tx: &Transaction,
+    tx: &meta::Tx,
     ctx: &Ctx,
     cursor: &mut Option<(i64, i64, String)>,
     report: &mut Report,
@@ -488,7 +483,7 @@ fn manifest_batch(
 }
 
 /// Up to BATCH image candidates after `after`; true while more may follow.
-fn image_batch(tx: &Transaction, after: &mut String, report: &mut Report) -> meta::Result<bool> {
+fn image_batch(tx: &meta::Tx, after: &mut String, report: &mut Report) -> meta::Result<bool> {
     let images = meta::image_candidates(tx, after, BATCH)?;
     for image in &images {
         after.clone_from(image);
@@ -527,23 +522,31 @@ fn blob_action(digest: &str, bytes: u64, disk_bytes: u64, ctx: &Ctx) -> Action {
     }
 }
 
-fn blob_file(store: &BlobStore, digest: &str) -> Option<PathBuf> {
-    // A row whose digest does not parse cannot name a file; its row still goes.
-    Digest::parse(digest).ok().map(|d| store.blob_path(&d))
+// A row whose digest does not parse cannot name stored bytes; its row still goes.
+
+/// (size, disk bytes) of a blob's stored bytes; zeros if they are missing.
+fn measure_blob(store: &BlobStore, digest: &str) -> (u64, u64) {
+    Digest::parse(digest)
+        .ok()
+        .and_then(|d| store.stat(&d).ok().flatten())
+        .map_or((0, 0), |s| (s.size, s.disk_bytes))
+}
+
+fn blob_present(store: &BlobStore, digest: &str) -> bool {
+    Digest::parse(digest).is_ok_and(|d| store.stat(&d).is_ok_and(|s| s.is_some()))
+}
+
+/// Removes a blob's stored bytes; what they occupied (zeros if they were already gone).
+fn remove_blob(store: &BlobStore, digest: &str) -> std::io::Result<(u64, u64)> {
+    let Ok(d) = Digest::parse(digest) else {
+        return Ok((0, 0));
+    };
+    Ok(store.delete(&d)?.map_or((0, 0), |s| (s.size, s.disk_bytes)))
 }
 
 /// (st_size, st_blocks * 512) of a file; zeros if it is missing.
 fn measure(path: &Path) -> (u64, u64) {
     std::fs::metadata(path).map_or((0, 0), |m| (m.len(), m.blocks() * 512))
-}
-
-fn remove_measured(path: &Path) -> std::io::Result<(u64, u64)> {
-    let measured = measure(path);
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(measured),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, 0)),
-        Err(e) => Err(e),
-    }
 }
 
 /// Upload sessions (id, bytes, disk bytes, counting the `.repo` file) last written before `cutoff`.

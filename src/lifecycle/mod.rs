@@ -4,7 +4,6 @@
 //! - `retention.rs`: which tags a policy deletes, and why (pure, unit-tested).
 //! - `gc.rs`: the [`Pruner`]: retention, then the sweep of unanchored manifests, orphaned SIFs,
 //!   unreferenced blobs and stale uploads; a dry run is the same code rolled back.
-//! - `guard.rs`: per-digest locks between a blob's removal and a commit of the same bytes.
 //! - `schedule.rs`: the background prune (interval and time window).
 //! - `scrub.rs`: re-hashing every stored blob, quarantining corrupt ones (SIFs are rebuilt).
 //!
@@ -12,7 +11,6 @@
 //! protocol ('live' → 'deleting' → gone) keeps concurrent pushes consistent.
 
 pub mod gc;
-pub mod guard;
 pub mod retention;
 pub mod schedule;
 pub mod scrub;

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::App;
+use super::Pruner;
+use crate::registry::Registry;
 
 /// How often the loop looks at the clock (the window's resolution).
 const TICK: Duration = Duration::from_secs(30);
 
-pub async fn run(app: Arc<App>) {
-    let settings = app.pruner.settings().clone();
+/// Runs until aborted. Takes the two things a prune needs, not the HTTP layer's state.
+pub async fn run(pruner: Arc<Pruner>, registry: Arc<Registry>) {
+    let settings = pruner.settings().clone();
     if settings.interval_secs <= 0 {
         tracing::info!("background prune disabled ([gc] interval = 0s)");
         return;
@@ -28,7 +30,7 @@ pub async fn run(app: Arc<App>) {
             continue;
         }
         last = Instant::now();
-        if let Err(e) = app.pruner.run(&app.registry, false).await {
+        if let Err(e) = pruner.run(&registry, false).await {
             tracing::warn!("background prune failed: {e}");
         }
     }

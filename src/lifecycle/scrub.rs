@@ -9,38 +9,24 @@
 //! corrupt SIF also loses its `sifs` record and its build job goes back to the queue, so the
 //! farm rebuilds it; a corrupt layer is only reported (its owner must push it again).
 
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ScrubConfig;
 use crate::meta::{self, Db};
-use crate::registry::names::{Digest, Hasher};
+use crate::registry::names::Digest;
 use crate::storage::BlobStore;
 
-/// 200 MiB/s: a fraction of a local NVMe or a parallel filesystem client.
-pub const DEFAULT_RATE: u64 = 200 << 20;
 /// Blobs listed per metadata query.
 const PAGE: i64 = 500;
-/// Bytes read (and hashed) at a time.
-const CHUNK: usize = 1 << 20;
 
-/// `[scrub]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScrubConfig {
-    /// Read rate limit, e.g. "200MiB" (per second).
-    pub rate: String,
-}
-
-impl Default for ScrubConfig {
-    fn default() -> Self {
-        ScrubConfig {
-            rate: "200MiB".into(),
-        }
-    }
+/// `[scrub] rate` in bytes per second (the default, 200 MiB/s, is a fraction of a local NVMe or
+/// a parallel filesystem client).
+pub fn rate_from_config(config: &ScrubConfig) -> Result<u64, crate::quota::SizeError> {
+    crate::quota::parse_size(&config.rate)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +184,7 @@ fn check_blob(
     if actual == expected && actual_size as i64 == size {
         return Ok(());
     }
-    let path = match store.quarantine_blob(&expected, meta::now()) {
+    let path = match store.quarantine(&expected, meta::now()) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(%digest, "scrub: blob is corrupt but cannot be quarantined: {e}");
@@ -206,7 +192,7 @@ fn check_blob(
             return Ok(());
         }
     };
-    let shown = path.display().to_string();
+    let shown = path;
     let (d, a, p) = (digest.to_owned(), actual.to_string(), shown.clone());
     let source = db.write_blocking(move |tx| meta::quarantine_blob(tx, &d, &a, &p))?;
     let repositories = db.read_blocking(|c| meta::repositories_linking(c, digest))?;
@@ -236,21 +222,12 @@ fn hash_file(
     digest: &Digest,
     throttle: &mut Throttle,
 ) -> std::io::Result<Option<(Digest, u64)>> {
-    let Some(mut blob) = store.open_blob(digest)? else {
+    let Some(blob) = store.open(digest)? else {
         return Ok(None);
     };
-    let mut hasher = Hasher::new(digest.algorithm());
-    let mut buf = vec![0u8; CHUNK];
-    let mut len = 0u64;
-    loop {
-        let n = blob.file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(Some((hasher.finish(), len)));
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-        throttle.consumed(n as u64);
-    }
+    let (hasher, len) =
+        crate::storage::hash_reader(blob.reader(), digest.algorithm(), |n| throttle.consumed(n))?;
+    Ok(Some((hasher.finish(), len)))
 }
 
 /// Keeps the average read rate at or below `rate` bytes/s by sleeping when ahead of schedule.

@@ -84,28 +84,9 @@ impl Settings {
     }
 }
 
-/// `90s`, `30m`, `2h`, `7d`, `1w` (a bare number is seconds).
+/// `90s`, `30m`, `2h`, `7d`, `1w` (a bare number is seconds): [`crate::timefmt`]'s one parser.
 pub fn parse_duration(s: &str) -> Result<i64, LifecycleError> {
-    let bad = || {
-        LifecycleError::Config(format!(
-            "{s:?} is not a duration: write a number followed by s, m, h, d or w (e.g. \"2h\", \"90d\")"
-        ))
-    };
-    let s = s.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: i64 = digits.parse().map_err(|_| bad())?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(factor).ok_or_else(bad)
+    crate::timefmt::parse_duration_secs(s).map_err(|e| LifecycleError::Config(e.to_string()))
 }
 
 /// `HH:MM-HH:MM` → minutes after midnight.

@@ -4,6 +4,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{now, Result};
 
+/// A read connection as the farm passes it from `Db::read` to the meta functions it calls:
+/// named here so that nothing outside `meta` names the SQL crate.
+pub use rusqlite::Connection as ReadConnection;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     Queued,
@@ -20,6 +24,18 @@ impl JobState {
             JobState::Ready => "ready",
             JobState::Failed => "failed",
         }
+    }
+
+    /// A state's name as the admin API takes it.
+    pub fn from_name(s: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Building,
+            JobState::Ready,
+            JobState::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
     }
 
     fn parse(s: &str) -> JobState {
@@ -377,5 +393,92 @@ pub fn sif_tags(conn: &Connection, repository: &str) -> Result<Vec<String>> {
              WHERE r.name = ?1 AND t.origin = 'registry'",
         )?
         .query_map([repository], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// The platform of a job recorded for an image the planner could not plan (its config could not
+/// be read, so its platform is unknown). Such a job is failed from the start; a retry plans the
+/// image again.
+pub const UNPLANNED_PLATFORM: &str = "unknown";
+
+/// Records that the image `manifest_digest` of `repository` could not be planned, as a failed
+/// job with `reason` (kept up to date when it happens again; a job being built is left alone).
+pub fn record_unplannable(
+    tx: &Transaction,
+    manifest_digest: &str,
+    repository: &str,
+    reason: &str,
+) -> Result<()> {
+    let t = now();
+    tx.prepare_cached(
+        "INSERT INTO build_jobs (manifest_digest, platform, repository, state, failure, log,
+                                 created_at, finished_at)
+         VALUES (?1, ?2, ?3, 'failed', ?4, ?4, ?5, ?5)
+         ON CONFLICT (manifest_digest, platform) DO UPDATE SET state = 'failed',
+             repository = excluded.repository, failure = excluded.failure, log = excluded.log,
+             finished_at = excluded.finished_at
+         WHERE build_jobs.state <> 'building'",
+    )?
+    .execute(params![
+        manifest_digest,
+        UNPLANNED_PLATFORM,
+        repository,
+        reason,
+        t
+    ])?;
+    Ok(())
+}
+
+/// Jobs, newest first, optionally only those in `state`.
+pub fn list_jobs(conn: &Connection, state: Option<JobState>, limit: i64) -> Result<Vec<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM build_jobs WHERE (?1 IS NULL OR state = ?1)
+             ORDER BY id DESC LIMIT ?2"
+        ))?
+        .query_map(params![state.map(JobState::as_str), limit], job)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Ids of every failed job (for an admin's `retry --failed`).
+pub fn failed_job_ids(conn: &Connection) -> Result<Vec<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM build_jobs WHERE state = 'failed' ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Ends a queued or building job as failed with `reason` (an admin's cancel); its lease goes,
+/// so a worker still building it cannot record a result. Returns the state it had, `None` if
+/// it was neither queued nor building.
+pub fn cancel_job(tx: &Transaction, id: i64, reason: &str) -> Result<Option<JobState>> {
+    let Some(before) = job_by_id(tx, id)? else {
+        return Ok(None);
+    };
+    let n = tx
+        .prepare_cached(
+            "UPDATE build_jobs SET state = 'failed', failure = ?2, finished_at = ?3,
+                 lease_owner = NULL, lease_expires = NULL, progress = NULL
+             WHERE id = ?1 AND state IN ('queued', 'building')",
+        )?
+        .execute(params![id, reason, now()])?;
+    Ok((n > 0).then_some(before.state))
+}
+
+/// Removes a failed job (an unplanned one, before its image is planned again).
+pub fn delete_failed_job(tx: &Transaction, id: i64) -> Result<bool> {
+    let n = tx
+        .prepare_cached("DELETE FROM build_jobs WHERE id = ?1 AND state = 'failed'")?
+        .execute([id])?;
+    Ok(n > 0)
+}
+
+/// Every job of image `manifest_digest` (one per platform), newest first.
+pub fn jobs_for_manifest(conn: &Connection, manifest_digest: &str) -> Result<Vec<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM build_jobs WHERE manifest_digest = ?1 ORDER BY id DESC"
+        ))?
+        .query_map([manifest_digest], job)?
         .collect::<rusqlite::Result<_>>()?)
 }

@@ -8,15 +8,17 @@
 mod audit;
 mod gc;
 mod jobs;
+mod migrate;
 mod queries;
 mod quota;
 mod stats;
 mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use audit::*;
 pub use gc::*;
@@ -27,7 +29,8 @@ pub use stats::*;
 pub use users::*;
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+use migrate::migrate;
+pub use migrate::SCHEMA_VERSION;
 /// Reader connections kept open. Async reads wait for one of them rather than opening more:
 /// opening a connection costs more than a typical query, and a burst of connections only adds
 /// threads on a machine whose cores are already busy. (Blocking callers outside the async path
@@ -48,18 +51,34 @@ pub enum MetaError {
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
+/// A read of the metadata, as [`Db::read`] hands it out. Code outside `meta` that runs several
+/// meta functions in one snapshot names this, never the SQL engine, and only passes it on to
+/// meta functions (tests/architecture.rs checks that nothing outside meta runs SQL on it).
+pub type Conn = Connection;
+/// A write transaction of the metadata, as [`Db::write`] hands it out (see [`Conn`]): a quota
+/// check inside the commit it guards, a batch of GC steps.
+pub type Tx<'c> = Transaction<'c>;
+
 pub struct Db {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Bounds concurrent [`Db::read`]s to the pool's size.
     read_slots: tokio::sync::Semaphore,
+    /// See [`Db::identity_generation`].
+    identity: AtomicU64,
+    /// Set by the writer connection's update hook when a row of [`IDENTITY_TABLES`] changes.
+    identity_touched: Arc<AtomicBool>,
 }
+
+/// The tables that say who a caller is and what they may do: authentication caches resolved
+/// callers until one of them changes (see [`Db::identity_generation`]).
+const IDENTITY_TABLES: [&str; 4] = ["users", "user_groups", "group_members", "access_tokens"];
 
 impl Db {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Arc<Db>> {
-        let writer = connect(path, true)?;
+        let mut writer = connect(path, true)?;
         // Password and token hashes live here: owner-only, like token.key. SQLite gives the
         // -wal and -shm files the database file's mode.
         {
@@ -68,21 +87,48 @@ impl Db {
                 .map_err(|e| MetaError::Io(path.to_path_buf(), e))?;
         }
         migrate(&writer, path)?;
+        // Every write goes through this one connection, so its hook sees every identity change,
+        // whichever module made it (and cascaded deletes change a parent table too).
+        let identity_touched = Arc::new(AtomicBool::new(false));
+        let touched = Arc::clone(&identity_touched);
+        writer.update_hook(Some(
+            move |_: rusqlite::hooks::Action, _: &str, table: &str, _| {
+                if IDENTITY_TABLES.contains(&table) {
+                    touched.store(true, Ordering::SeqCst);
+                }
+            },
+        ))?;
         Ok(Arc::new(Db {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             read_slots: tokio::sync::Semaphore::new(READER_POOL),
+            identity: AtomicU64::new(0),
+            identity_touched,
         }))
+    }
+
+    /// A number that grows after every committed write to users, groups, memberships or access
+    /// tokens. Read it *before* reading identities: what was read stays true while it is unchanged.
+    pub fn identity_generation(&self) -> u64 {
+        self.identity.load(Ordering::SeqCst)
     }
 
     /// Runs `f` in one write transaction, committed if `f` returns `Ok`.
     pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        // After the commit (or the rollback: a harmless extra bump), so that a reader that read
+        // the generation before the old rows always sees it change.
+        if self.identity_touched.swap(false, Ordering::SeqCst) {
+            self.identity.fetch_add(1, Ordering::SeqCst);
+        }
+        out
     }
 
     /// Runs `f` on a pooled read connection.
@@ -141,90 +187,6 @@ fn connect(path: &Path, writer: bool) -> Result<Connection> {
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
-}
-
-/// Columns added to existing tables after version 1 shipped, with the statement that fills them
-/// in for rows written by the older build. `CREATE TABLE IF NOT EXISTS` leaves an existing table
-/// as it was, so a store made by an older build gets these here. Guarded by a probe rather than
-/// `ADD COLUMN IF NOT EXISTS` (PostgreSQL has it, SQLite does not). Numbered migrations will
-/// replace this list; until then each entry must stay idempotent.
-const ADDED_COLUMNS: &[AddedColumn] = &[AddedColumn {
-    table: "tags",
-    column: "origin",
-    definition: "TEXT NOT NULL DEFAULT 'client'",
-    // Older builds refused client pushes to `*.sif` tags, so every such tag on a registry-made
-    // manifest is one of the farm's derived ORAS tags.
-    backfill: "UPDATE tags SET origin = 'registry' WHERE name LIKE '%.sif' AND EXISTS (
-                   SELECT 1 FROM manifests m WHERE m.repository_id = tags.repository_id
-                   AND m.digest = tags.digest AND m.origin = 'registry')",
-}];
-
-struct AddedColumn {
-    table: &'static str,
-    column: &'static str,
-    definition: &'static str,
-    backfill: &'static str,
-}
-
-fn add_missing_columns(conn: &Connection) -> Result<()> {
-    for c in ADDED_COLUMNS {
-        // The table exists (SCHEMA ran first); only the column can be missing.
-        let probe = format!("SELECT {} FROM {} LIMIT 0", c.column, c.table);
-        if conn.prepare(&probe).is_ok() {
-            continue;
-        }
-        // Runs inside `migrate`'s transaction: the column and its backfill land together.
-        conn.execute_batch(&format!(
-            "ALTER TABLE {} ADD COLUMN {} {}; {};",
-            c.table, c.column, c.definition, c.backfill
-        ))?;
-    }
-    Ok(())
-}
-
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    // One transaction: a crash between creating the usage counters and filling them must not
-    // leave an empty table that the next start would take for filled.
-    let tx = conn.unchecked_transaction()?;
-    let had_counters = tx
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'namespace_usage'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    tx.execute_batch(SCHEMA)?;
-    add_missing_columns(&tx)?;
-    if !had_counters {
-        // A store made before the counters existed (or a new one: nothing to count).
-        quota::backfill_usage(&tx)?;
-    }
-    check_version(&tx, path)?;
-    tx.commit()?;
-    Ok(())
-}
-
-fn check_version(conn: &Connection, path: &Path) -> Result<()> {
-    let found: Option<i64> = conn
-        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-        .unwrap_or(None);
-    match found {
-        None => {
-            conn.execute(
-                "INSERT INTO schema_version (version) VALUES (?1)",
-                [SCHEMA_VERSION],
-            )?;
-        }
-        Some(v) if v > SCHEMA_VERSION => {
-            return Err(MetaError::SchemaTooNew {
-                path: path.to_path_buf(),
-                found: v,
-            })
-        }
-        Some(_) => {}
-    }
-    Ok(())
 }
 
 /// Current time in Unix seconds, the unit of every timestamp column.

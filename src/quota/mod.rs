@@ -13,21 +13,13 @@
 
 pub mod size;
 
-use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use crate::meta;
+use serde::Serialize;
+
+use crate::config::QuotaConfig;
+use crate::meta::{self, Conn, Db, QuotaRow};
 pub use size::{format_size, parse_size, SizeError};
-
-/// `[quota]`: defaults for namespaces without an admin-set override. Unset: unlimited.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QuotaConfig {
-    /// Limit of every user's namespace, e.g. "50GiB".
-    pub default_user: Option<String>,
-    /// Limit of every group's namespace, e.g. "1TiB".
-    pub default_group: Option<String>,
-}
 
 /// The parsed defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,12 +28,13 @@ pub struct QuotaDefaults {
     pub group: Option<u64>,
 }
 
-impl QuotaConfig {
-    pub fn defaults(&self) -> Result<QuotaDefaults, SizeError> {
+impl QuotaDefaults {
+    /// Parses `[quota]`.
+    pub fn from_config(config: &QuotaConfig) -> Result<QuotaDefaults, SizeError> {
         let parse = |v: &Option<String>| v.as_deref().map(parse_size).transpose();
         Ok(QuotaDefaults {
-            user: parse(&self.default_user)?,
-            group: parse(&self.default_group)?,
+            user: parse(&config.default_user)?,
+            group: parse(&config.default_group)?,
         })
     }
 }
@@ -60,7 +53,7 @@ pub enum LimitSource {
 
 /// The limit of a namespace (`None`: unlimited) and where it comes from.
 pub fn limit_for(
-    conn: &Connection,
+    conn: &Conn,
     defaults: &QuotaDefaults,
     namespace: &str,
 ) -> meta::Result<(Option<u64>, LimitSource)> {
@@ -90,7 +83,7 @@ pub struct Exceeded {
 /// Whether `needs` more bytes fit in `namespace`. Nothing new (`needs == 0`: a digest the
 /// namespace already holds) always fits, even over the limit, so re-tags and re-pushes work.
 pub fn check(
-    conn: &Connection,
+    conn: &Conn,
     defaults: &QuotaDefaults,
     namespace: &str,
     needs: u64,
@@ -116,7 +109,7 @@ pub fn check(
 
 /// [`check`] for linking blob `digest` of `size` bytes into `namespace`.
 pub fn check_blob(
-    conn: &Connection,
+    conn: &Conn,
     defaults: &QuotaDefaults,
     namespace: &str,
     digest: &str,
@@ -132,7 +125,7 @@ pub fn check_blob(
 
 /// [`check`] for storing manifest `digest` of `size` bytes in `namespace`.
 pub fn check_manifest(
-    conn: &Connection,
+    conn: &Conn,
     defaults: &QuotaDefaults,
     namespace: &str,
     digest: &str,
@@ -160,7 +153,7 @@ pub struct UsageReport {
 /// Usage (and limits) of one namespace or all; a namespace with a quota but no repository yet
 /// is reported with zero usage when asked for by name.
 pub fn usage_report(
-    conn: &Connection,
+    conn: &Conn,
     defaults: &QuotaDefaults,
     namespace: Option<&str>,
 ) -> meta::Result<Vec<UsageReport>> {
@@ -183,6 +176,65 @@ pub fn usage_report(
             })
         })
         .collect()
+}
+
+/// The quota operations of the admin API, in plain types: handlers authorise and translate,
+/// this reads and writes.
+pub struct Quotas {
+    db: Arc<Db>,
+    defaults: QuotaDefaults,
+}
+
+impl Quotas {
+    pub fn new(db: Arc<Db>, defaults: QuotaDefaults) -> Quotas {
+        Quotas { db, defaults }
+    }
+
+    /// The configured defaults (`[quota]`).
+    pub fn defaults(&self) -> QuotaDefaults {
+        self.defaults
+    }
+
+    /// Usage reports of every namespace (`None`), or of each listed one.
+    pub async fn usage(&self, namespaces: Option<Vec<String>>) -> meta::Result<Vec<UsageReport>> {
+        let defaults = self.defaults;
+        self.db
+            .read(move |c| match namespaces {
+                None => usage_report(c, &defaults, None),
+                Some(list) => {
+                    let mut out = Vec::new();
+                    for ns in list {
+                        out.extend(usage_report(c, &defaults, Some(&ns))?);
+                    }
+                    Ok(out)
+                }
+            })
+            .await
+    }
+
+    /// The usage report of one namespace (zero usage if it has no repository yet).
+    pub async fn report(&self, namespace: String) -> meta::Result<Option<UsageReport>> {
+        Ok(self.usage(Some(vec![namespace])).await?.pop())
+    }
+
+    /// The admin-set overrides.
+    pub async fn overrides(&self) -> meta::Result<Vec<QuotaRow>> {
+        self.db.read(meta::list_quotas).await
+    }
+
+    /// Sets `namespace`'s override (`None`: unlimited), recording who set it.
+    pub async fn set(&self, namespace: String, limit: Option<i64>, by: String) -> meta::Result<()> {
+        self.db
+            .write(move |tx| meta::set_quota(tx, &namespace, limit, &by))
+            .await
+    }
+
+    /// Drops `namespace`'s override; whether there was one.
+    pub async fn clear(&self, namespace: String) -> meta::Result<bool> {
+        self.db
+            .write(move |tx| meta::clear_quota(tx, &namespace))
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,16 @@
 
 pub mod error;
 pub mod manifests;
-pub mod names;
+/// Names live below the registry (the blob store names files by digest); re-exported here for
+/// the paths that grew up with them.
+pub use crate::names;
 pub mod pulls;
 pub mod uploads;
 
 use std::sync::Arc;
 
 use crate::meta::{self, Db, NewManifest, StoredManifest};
-use crate::storage::{BlobFile, BlobStore};
+use crate::storage::{Blob, BlobStore};
 use error::{Error, Result};
 use names::{Algorithm, Digest, Reference, RepositoryName, Tag};
 use uploads::blocking;
@@ -23,8 +25,6 @@ pub struct Limits {
     pub max_page: usize,
     /// Namespace quotas that apply without an admin override (`[quota]`).
     pub quota: crate::quota::QuotaDefaults,
-    /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
-    pub scrub_rate: u64,
     /// Upload sessions one user may hold open; 0: no limit.
     pub max_upload_sessions_per_user: usize,
 }
@@ -35,7 +35,6 @@ impl Default for Limits {
             max_manifest_bytes: 4 * 1024 * 1024,
             max_page: 10_000,
             quota: Default::default(),
-            scrub_rate: crate::lifecycle::scrub::DEFAULT_RATE,
             max_upload_sessions_per_user: 64,
         }
     }
@@ -88,17 +87,15 @@ impl Registry {
     }
 
     /// Opens `digest` for reading through `repo`.
-    pub async fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobFile> {
+    pub async fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<Blob> {
         let recorded = self.blob_size(repo, digest).await?;
         let (store, d) = (self.store.clone(), digest.clone());
-        let blob = blocking(move || store.open_blob(&d))
-            .await?
-            .ok_or_else(|| {
-                // Metadata says present, bytes are gone: report it, never serve something else.
-                Error::Internal(format!(
+        let blob = blocking(move || store.open(&d)).await?.ok_or_else(|| {
+            // Metadata says present, bytes are gone: report it, never serve something else.
+            Error::Internal(format!(
                 "blob {digest} is recorded but its file is missing; run `hpc-registry admin scrub`"
             ))
-            })?;
+        })?;
         // A file cut short (or grown) on disk is not the blob: refuse before sending a byte.
         if blob.size != recorded {
             return Err(Error::Internal(format!(

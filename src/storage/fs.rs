@@ -1,23 +1,27 @@
-//! The filesystem blob store.
+//! The filesystem blob store, the first [`Storage`] implementation.
 //!
 //! Layout under the data directory:
 //! - `blobs/<alg>/<first two hex>/<hex>`: committed, verified, immutable blobs;
 //! - `uploads/<session id>`: bytes of an upload in progress, on the same filesystem so that
 //!   committing is an atomic `rename(2)`;
 //! - `uploads/<session id>.repo`: the repository the session belongs to, so a session survives a
-//!   restart without a metadata write per upload.
+//!   restart without a metadata write per upload;
+//! - `uploads/scratch-*`: build scratch directories (built SIFs are imported by a rename);
+//! - `quarantine/<alg>/<hex>.<time>`: corrupt bytes a scrub moved away.
 //!
 //! A blob becomes visible only after its bytes were hashed, matched the client's digest, were
-//! fsynced and renamed into place, and the directory entry was fsynced.
+//! fsynced and renamed into place, and the directory entry was fsynced. Reads are `pread(2)` on
+//! the open file (see `ranges`), so an open blob stays readable after it is unlinked.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::registry::names::{Algorithm, Digest, Hasher};
+use bytes::Bytes;
 
-/// Size of reads when re-hashing a staged upload after a restart.
-const REHASH_CHUNK: usize = 1 << 20;
+use super::{Blob, BlobRead, Listed, Staged, Stat, Storage};
+use crate::registry::names::{Algorithm, Digest};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -25,21 +29,24 @@ pub struct FsStore {
     uploads: PathBuf,
 }
 
-/// An open, committed blob and its size.
-pub struct BlobFile {
-    pub file: File,
-    pub size: u64,
-}
-
-/// The staging file of an upload session, opened for appending. Writes are buffered so that the
-/// small frames HTTP delivers become large writes; call [`UploadFile::flush`] when done.
-pub struct UploadFile {
-    file: BufWriter<File>,
+/// An upload's staging file, opened for appending. Unbuffered: the pipeline hands over
+/// megabyte batches of body frames, written with one `writev(2)` each, no copy in between.
+struct StagedFile {
+    file: File,
     len: u64,
 }
 
-/// Write buffer of an upload in progress.
-const UPLOAD_BUFFER: usize = 1 << 20;
+/// A committed blob's open file.
+struct BlobFile(File);
+
+impl BlobRead for BlobFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.0.read_at(buf, offset)
+    }
+}
+
+/// The most iovecs one `writev(2)` takes (Linux `IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
 
 impl FsStore {
     /// Opens (creating if needed) the store below `data_dir`.
@@ -55,7 +62,7 @@ impl FsStore {
         Ok(store)
     }
 
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.blobs
             .join(digest.algorithm().name())
@@ -71,48 +78,123 @@ impl FsStore {
         self.uploads.join(format!("{session}.repo"))
     }
 
-    /// Size of a committed blob, if its bytes are present.
-    pub fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
+    /// `DATA/quarantine`: corrupt bytes a scrub moved away, kept for inspection.
+    fn quarantine_dir(&self) -> PathBuf {
+        self.blobs
+            .parent()
+            .unwrap_or(&self.blobs)
+            .join("quarantine")
+    }
+
+    /// Renames `staged` into place as blob `digest` and makes both durable; if the blob is
+    /// already there (deduplication), `staged` is removed instead.
+    fn publish(&self, staged: &Path, digest: &Digest) -> io::Result<()> {
+        let target = self.blob_path(digest);
+        if target.exists() {
+            return remove_if_present(staged);
+        }
+        File::open(staged)?.sync_all()?;
+        let dir = target.parent().unwrap_or(&self.blobs).to_path_buf();
+        fs::create_dir_all(&dir)?;
+        fs::rename(staged, &target)?;
+        File::open(&dir)?.sync_all()
+    }
+}
+
+impl Storage for FsStore {
+    fn stat(&self, digest: &Digest) -> io::Result<Option<Stat>> {
         match fs::metadata(self.blob_path(digest)) {
-            Ok(m) => Ok(Some(m.len())),
+            Ok(m) => Ok(Some(stat_of(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Opens a committed blob for reading.
-    pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<BlobFile>> {
+    fn open(&self, digest: &Digest) -> io::Result<Option<Blob>> {
         match File::open(self.blob_path(digest)) {
             Ok(file) => {
                 let size = file.metadata()?.len();
-                Ok(Some(BlobFile { file, size }))
+                Ok(Some(Blob::new(size, BlobFile(file))))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Removes a committed blob's bytes. Only garbage collection calls this, after the
-    /// metadata says nothing references the blob.
-    pub fn delete_blob(&self, digest: &Digest) -> io::Result<u64> {
+    fn delete(&self, digest: &Digest) -> io::Result<Option<Stat>> {
         let path = self.blob_path(digest);
-        let size = match fs::metadata(&path) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        let stat = match fs::metadata(&path) {
+            Ok(m) => stat_of(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        fs::remove_file(&path)?;
-        Ok(size)
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(Some(stat)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Starts the staging file of a new upload session for `repository`.
-    pub fn create_upload(&self, session: &str, repository: &str) -> io::Result<()> {
+    fn list(&self, after: Option<&Digest>, limit: usize) -> io::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        // Algorithms, prefix directories and file names each sort like the digests they make.
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            if after.is_some_and(|a| a.algorithm() > alg) {
+                continue;
+            }
+            let floor = after.filter(|a| a.algorithm() == alg).map(Digest::hex);
+            for prefix in sorted_names(&self.blobs.join(alg.name()))? {
+                if floor.is_some_and(|f| prefix.as_str() < &f[..2]) {
+                    continue;
+                }
+                let dir = self.blobs.join(alg.name()).join(&prefix);
+                for hex in sorted_names(&dir)? {
+                    if floor.is_some_and(|f| hex.as_str() <= f) {
+                        continue;
+                    }
+                    // Anything that is not a digest's file (an admin's stray copy) is no blob.
+                    let Ok(digest) = Digest::parse(&format!("{}:{hex}", alg.name())) else {
+                        continue;
+                    };
+                    if !hex.starts_with(&prefix) {
+                        continue;
+                    }
+                    let Some(stat) = self.stat(&digest)? else {
+                        continue;
+                    };
+                    out.push(Listed {
+                        digest,
+                        size: stat.size,
+                    });
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// To `DATA/quarantine/<alg>/<hex>.<unix seconds>` (same filesystem: a rename).
+    fn quarantine(&self, digest: &Digest, now: i64) -> io::Result<String> {
+        let dir = self.quarantine_dir().join(digest.algorithm().name());
+        fs::create_dir_all(&dir)?;
+        let target = dir.join(format!("{}.{now}", digest.hex()));
+        let source = self.blob_path(digest);
+        fs::rename(&source, &target)?;
+        if let Some(parent) = source.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+        File::open(&dir)?.sync_all()?;
+        Ok(target.display().to_string())
+    }
+
+    fn create_upload(&self, session: &str, repository: &str) -> io::Result<()> {
         File::create(self.upload_path(session))?;
         fs::write(self.upload_repo_path(session), repository)
     }
 
-    /// The repository and current length of an upload session, or `None` if it does not exist.
-    pub fn upload_state(&self, session: &str) -> io::Result<Option<(String, u64)>> {
+    fn upload_state(&self, session: &str) -> io::Result<Option<(String, u64)>> {
         let repository = match fs::read_to_string(self.upload_repo_path(session)) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -125,139 +207,33 @@ impl FsStore {
         }
     }
 
-    /// Opens an upload's staging file for appending at its current end.
-    pub fn open_upload(&self, session: &str) -> io::Result<UploadFile> {
+    fn open_upload(&self, session: &str) -> io::Result<Box<dyn Staged>> {
         let mut file = OpenOptions::new()
-            .read(true)
             .write(true)
             .open(self.upload_path(session))?;
         let len = file.seek(SeekFrom::End(0))?;
-        Ok(UploadFile {
-            file: BufWriter::with_capacity(UPLOAD_BUFFER, file),
-            len,
-        })
+        Ok(Box::new(StagedFile { file, len }))
     }
 
-    /// Recomputes the running hash of a staged upload, after a restart lost the in-memory state.
-    pub fn rehash_upload(&self, session: &str, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
-        let mut file = File::open(self.upload_path(session))?;
-        let mut hasher = Hasher::new(algorithm);
-        let mut buf = vec![0u8; REHASH_CHUNK];
-        let mut len = 0u64;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok((hasher, len));
-            }
-            hasher.update(&buf[..n]);
-            len += n as u64;
-        }
+    fn read_upload(&self, session: &str) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(Box::new(File::open(self.upload_path(session))?))
     }
 
-    /// Flushes a staged upload's data to disk (before the short commit that renames it).
-    pub fn sync_upload(&self, session: &str) -> io::Result<()> {
+    fn sync_upload(&self, session: &str) -> io::Result<()> {
         File::open(self.upload_path(session))?.sync_all()
     }
 
-    /// Moves a committed blob's bytes out of the store, to
-    /// `DATA/quarantine/<alg>/<hex>.<unix seconds>` (same filesystem: a rename), for a scrub that
-    /// found them corrupt. Returns where they went.
-    pub fn quarantine_blob(&self, digest: &Digest, now: i64) -> io::Result<PathBuf> {
-        let dir = self.quarantine_dir().join(digest.algorithm().name());
-        fs::create_dir_all(&dir)?;
-        let target = dir.join(format!("{}.{now}", digest.hex()));
-        let source = self.blob_path(digest);
-        fs::rename(&source, &target)?;
-        if let Some(parent) = source.parent() {
-            File::open(parent)?.sync_all()?;
-        }
-        File::open(&dir)?.sync_all()?;
-        Ok(target)
-    }
-
-    /// `DATA/quarantine`: corrupt bytes a scrub moved away, kept for inspection.
-    pub fn quarantine_dir(&self) -> PathBuf {
-        self.blobs
-            .parent()
-            .unwrap_or(&self.blobs)
-            .join("quarantine")
-    }
-
-    /// Makes a verified upload visible as blob `digest`: fsync, rename into place, fsync the
-    /// directory. If the blob already exists (deduplication), the staged copy is dropped.
-    pub fn commit_upload(&self, session: &str, digest: &Digest) -> io::Result<()> {
-        let staged = self.upload_path(session);
-        let target = self.blob_path(digest);
-        let dir = target.parent().unwrap_or(&self.blobs).to_path_buf();
-        if target.exists() {
-            self.discard_upload(session)?;
-            return Ok(());
-        }
-        File::open(&staged)?.sync_all()?;
-        fs::create_dir_all(&dir)?;
-        fs::rename(&staged, &target)?;
-        File::open(&dir)?.sync_all()?;
+    fn commit_upload(&self, session: &str, digest: &Digest) -> io::Result<()> {
+        self.publish(&self.upload_path(session), digest)?;
         remove_if_present(&self.upload_repo_path(session))
     }
 
-    /// A scratch directory on the blob store's filesystem, for files that will be imported as
-    /// blobs (built SIFs) or that only live during one build.
-    pub fn scratch_dir(&self) -> io::Result<tempfile::TempDir> {
-        tempfile::Builder::new()
-            .prefix("scratch-")
-            .tempdir_in(&self.uploads)
-    }
-
-    /// Removes every build scratch directory. Called at start-up, under the data-directory lock,
-    /// when no build can be running: whatever is there was left by a crash.
-    pub fn remove_scratch_dirs(&self) -> io::Result<usize> {
-        let mut removed = 0;
-        for entry in fs::read_dir(&self.uploads)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir()
-                && entry.file_name().to_string_lossy().starts_with("scratch-")
-            {
-                fs::remove_dir_all(entry.path())?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Makes a file the store did not receive through an upload (a built SIF) a blob. The caller
-    /// computed `digest` from the file's bytes.
-    pub fn import_file(&self, path: &Path, digest: &Digest) -> io::Result<()> {
-        let target = self.blob_path(digest);
-        if target.exists() {
-            return remove_if_present(path);
-        }
-        File::open(path)?.sync_all()?;
-        let dir = target.parent().unwrap_or(&self.blobs).to_path_buf();
-        fs::create_dir_all(&dir)?;
-        fs::rename(path, &target)?;
-        File::open(&dir)?.sync_all()
-    }
-
-    /// Writes a small blob (e.g. the `{}` config of an ORAS artifact) if it is not there yet.
-    pub fn put_small(&self, bytes: &[u8], digest: &Digest) -> io::Result<()> {
-        if self.blob_path(digest).exists() {
-            return Ok(());
-        }
-        let mut staged = tempfile::NamedTempFile::new_in(&self.uploads)?;
-        staged.write_all(bytes)?;
-        let (_, path) = staged.keep().map_err(|e| e.error)?;
-        self.import_file(&path, digest)
-    }
-
-    /// Drops an upload session's files (cancel, failed verification, expiry).
-    pub fn discard_upload(&self, session: &str) -> io::Result<()> {
+    fn discard_upload(&self, session: &str) -> io::Result<()> {
         remove_if_present(&self.upload_path(session))?;
         remove_if_present(&self.upload_repo_path(session))
     }
 
-    /// Upload sessions whose staging file was last written before `cutoff` (Unix seconds).
-    /// Build scratch directories that old (left behind by a crash) are removed on the way.
-    pub fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<String>> {
+    fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<String>> {
         let mut stale = Vec::new();
         for entry in fs::read_dir(&self.uploads)? {
             let entry = entry?;
@@ -277,26 +253,111 @@ impl FsStore {
         }
         Ok(stale)
     }
+
+    fn scratch_dir(&self) -> io::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix("scratch-")
+            .tempdir_in(&self.uploads)
+    }
+
+    fn remove_scratch_dirs(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.uploads)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir()
+                && entry.file_name().to_string_lossy().starts_with("scratch-")
+            {
+                fs::remove_dir_all(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn import_file(&self, path: &Path, digest: &Digest) -> io::Result<()> {
+        self.publish(path, digest)
+    }
+
+    fn put_small(&self, bytes: &[u8], digest: &Digest) -> io::Result<()> {
+        if self.blob_path(digest).exists() {
+            return Ok(());
+        }
+        let mut staged = tempfile::NamedTempFile::new_in(&self.uploads)?;
+        staged.write_all(bytes)?;
+        let (_, path) = staged.keep().map_err(|e| e.error)?;
+        self.publish(&path, digest)
+    }
+
+    /// A hard link: no copy, when `target` is on the store's filesystem (a build's scratch
+    /// directory is); a copy otherwise.
+    fn materialize(&self, digest: &Digest, target: &Path) -> io::Result<bool> {
+        let source = self.blob_path(digest);
+        match fs::hard_link(&source, target) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !source.exists() => Ok(false),
+            Err(_) => match fs::copy(&source, target) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            },
+        }
+    }
 }
 
-impl UploadFile {
-    pub fn len(&self) -> u64 {
+impl Staged for StagedFile {
+    fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.len += bytes.len() as u64;
+    fn append(&mut self, parts: &[Bytes]) -> io::Result<()> {
+        for group in parts.chunks(MAX_IOVECS) {
+            let mut slices: Vec<IoSlice<'_>> = group.iter().map(|b| IoSlice::new(b)).collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                match self.file.write_vectored(rest) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.len += n as u64;
+                        IoSlice::advance_slices(&mut rest, n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(())
     }
+}
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+fn stat_of(m: &fs::Metadata) -> Stat {
+    Stat {
+        size: m.len(),
+        disk_bytes: m.blocks() * 512,
     }
+}
+
+/// The entry names of `dir` in byte order; none if it does not exist or is not a directory.
+fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
 }
 
 fn modified_secs(entry: &fs::DirEntry) -> io::Result<i64> {
@@ -317,43 +378,137 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
+    use crate::storage::BlobStore;
+
+    fn store() -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(FsStore::open(dir.path()).unwrap());
+        (dir, store)
+    }
+
+    fn stage(store: &BlobStore, session: &str, parts: &[&'static [u8]]) {
+        store.create_upload(session, "alice/x").unwrap();
+        let mut up = store.open_upload(session).unwrap();
+        let parts: Vec<Bytes> = parts.iter().map(|p| Bytes::from_static(p)).collect();
+        up.append(&parts).unwrap();
+    }
 
     #[test]
     fn upload_commit_dedup_and_restart_rehash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::open(dir.path()).unwrap();
-        store.create_upload("s1", "alice/x").unwrap();
-        let mut up = store.open_upload("s1").unwrap();
-        up.append(b"hello ").unwrap();
-        up.append(b"world").unwrap();
-        up.flush().unwrap();
-        drop(up);
+        let (dir, store) = store();
+        stage(&store, "s1", &[b"hello ", b"world"]);
         assert_eq!(
             store.upload_state("s1").unwrap(),
             Some(("alice/x".into(), 11))
         );
+        // Appending again continues at the end.
+        assert_eq!(store.open_upload("s1").unwrap().len(), 11);
         let (hasher, len) = store.rehash_upload("s1", Algorithm::Sha256).unwrap();
         let digest = hasher.finish();
         assert_eq!(len, 11);
         assert_eq!(digest, Algorithm::Sha256.digest(b"hello world"));
         store.commit_upload("s1", &digest).unwrap();
-        assert_eq!(store.stat(&digest).unwrap(), Some(11));
+        assert_eq!(store.size(&digest).unwrap(), Some(11));
         assert_eq!(store.upload_state("s1").unwrap(), None);
         // A second upload of the same bytes is deduplicated and its staging file removed.
-        store.create_upload("s2", "bob/y").unwrap();
-        let mut up = store.open_upload("s2").unwrap();
-        up.append(b"hello world").unwrap();
-        up.flush().unwrap();
+        stage(&store, "s2", &[b"hello world"]);
         store.commit_upload("s2", &digest).unwrap();
         assert_eq!(store.upload_state("s2").unwrap(), None);
         assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
     }
 
     #[test]
+    fn many_small_parts_are_written_in_order() {
+        let (_dir, store) = store();
+        store.create_upload("s", "alice/x").unwrap();
+        let mut up = store.open_upload("s").unwrap();
+        // More parts than one writev takes.
+        let parts: Vec<Bytes> = (0..3000u32)
+            .map(|i| Bytes::from(i.to_le_bytes().to_vec()))
+            .collect();
+        up.append(&parts).unwrap();
+        assert_eq!(up.len(), 12_000);
+        let mut staged = Vec::new();
+        store
+            .read_upload("s")
+            .unwrap()
+            .read_to_end(&mut staged)
+            .unwrap();
+        let expected: Vec<u8> = (0..3000u32).flat_map(|i| i.to_le_bytes()).collect();
+        assert_eq!(staged, expected);
+    }
+
+    #[test]
+    fn blobs_read_list_materialize_and_delete() {
+        let (dir, store) = store();
+        let mut digests = Vec::new();
+        for content in [&b"one"[..], b"two", b"three"] {
+            let d = Algorithm::Sha256.digest(content);
+            store.put_small(content, &d).unwrap();
+            digests.push(d);
+        }
+        let d512 = Algorithm::Sha512.digest(b"four");
+        store.put_small(b"four", &d512).unwrap();
+        digests.push(d512);
+        digests.sort();
+        // A stray file in the store is not a blob.
+        fs::write(dir.path().join("blobs/sha256/stray"), b"x").unwrap();
+        let all: Vec<Digest> = store
+            .list(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.digest)
+            .collect();
+        assert_eq!(all, digests);
+        let page = store.list(Some(&digests[1]), 2).unwrap();
+        assert_eq!(
+            page.iter().map(|l| &l.digest).collect::<Vec<_>>(),
+            vec![&digests[2], &digests[3]]
+        );
+
+        let three = Algorithm::Sha256.digest(b"three");
+        let blob = store.open(&three).unwrap().unwrap();
+        assert_eq!(blob.size, 5);
+        let mut read = String::new();
+        blob.reader().read_to_string(&mut read).unwrap();
+        assert_eq!(read, "three");
+        let mut two = [0u8; 2];
+        blob.read_exact_at(&mut two, 3).unwrap();
+        assert_eq!(&two, b"ee");
+        assert!(blob.read_exact_at(&mut two, 4).is_err(), "past the end");
+
+        let linked = dir.path().join("uploads/linked");
+        assert!(store.materialize(&three, &linked).unwrap());
+        assert_eq!(fs::read(&linked).unwrap(), b"three");
+        let absent = Algorithm::Sha256.digest(b"absent");
+        assert!(!store
+            .materialize(&absent, &dir.path().join("uploads/none"))
+            .unwrap());
+
+        let removed = store.delete(&three).unwrap().unwrap();
+        assert_eq!(removed.size, 5);
+        assert!(removed.disk_bytes > 0);
+        assert_eq!(store.delete(&three).unwrap(), None);
+        assert_eq!(store.stat(&three).unwrap(), None);
+        // The open handle still reads the unlinked blob (a download in flight finishes).
+        blob.read_exact_at(&mut two, 0).unwrap();
+        assert_eq!(&two, b"th");
+        // The copy that `materialize` makes for a backend without hard links.
+        let one = store
+            .open(&Algorithm::Sha256.digest(b"one"))
+            .unwrap()
+            .unwrap();
+        let copied = dir.path().join("uploads/copied");
+        crate::storage::write_local_copy(&one, &copied).unwrap();
+        assert_eq!(fs::read(&copied).unwrap(), b"one");
+    }
+
+    #[test]
     fn stale_uploads_and_crash_scratch_dirs_are_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsStore::open(dir.path()).unwrap();
+        let (dir, store) = store();
         store.create_upload("old", "alice/x").unwrap();
         let scratch = store.scratch_dir().unwrap().keep();
         let future = crate::meta::now() + 10;

@@ -1,4 +1,4 @@
-//! Streams a byte range of a file with positioned reads into pooled buffers.
+//! Streams a byte range of a blob with positioned reads into pooled buffers.
 //!
 //! Downloads used to map the file (`mmap`) and hand the mapped window to hyper without a copy.
 //! A mapping turns an I/O error into a signal: a blob file truncated on disk, or a page an NFS or
@@ -13,13 +13,13 @@
 //! 2 MiB, one for a whole small SIF). Memory stays flat however large the file: at most two
 //! windows are in flight per response.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures_util::Stream;
+
+use super::Blob;
 
 /// Bytes read at once per response.
 pub const WINDOW: usize = 2 << 20;
@@ -55,26 +55,25 @@ impl Drop for Pooled {
     }
 }
 
-/// The bytes `[start, start + len)` of `file`, in windows of at most [`WINDOW`]. A read error
-/// (or a file shorter than the range) ends the stream with that error.
-pub fn stream(file: File, start: u64, len: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
-    let file = Arc::new(file);
+/// The bytes `[start, start + len)` of `blob`, in windows of at most [`WINDOW`]. A read error
+/// (or a blob shorter than the range) ends the stream with that error.
+pub fn stream(blob: Blob, start: u64, len: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
     let end = start + len;
     futures_util::stream::unfold(start, move |pos| {
-        let file = Arc::clone(&file);
+        let blob = blob.clone();
         async move {
             if pos >= end {
                 return None;
             }
             let window_end = end.min(pos + WINDOW as u64);
-            let chunk = tokio::task::spawn_blocking(move || read_window(&file, pos, window_end))
+            let chunk = tokio::task::spawn_blocking(move || read_window(&blob, pos, window_end))
                 .await
                 .unwrap_or_else(|e| Err(io::Error::other(e)));
             match chunk {
                 Ok(bytes) => Some((Ok(bytes), window_end)),
                 Err(e) => {
                     tracing::warn!(
-                        "download stopped: reading bytes {pos}..{window_end} of the file failed: {e}"
+                        "download stopped: reading bytes {pos}..{window_end} of the blob failed: {e}"
                     );
                     // Nothing after a failed window: the response ends here.
                     Some((Err(e), end))
@@ -84,29 +83,14 @@ pub fn stream(file: File, start: u64, len: u64) -> impl Stream<Item = io::Result
     })
 }
 
-/// Reads `[from, to)` of `file` into a pooled buffer.
-fn read_window(file: &File, from: u64, to: u64) -> io::Result<Bytes> {
+/// Reads `[from, to)` of `blob` into a pooled buffer.
+fn read_window(blob: &Blob, from: u64, to: u64) -> io::Result<Bytes> {
     let want = (to - from) as usize;
     let mut buf = pool()
         .pop()
         .unwrap_or_else(|| vec![0u8; WINDOW].into_boxed_slice());
-    let mut got = 0;
-    while got < want {
-        match file.read_at(&mut buf[got..want], from + got as u64) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                    "the file ends at byte {} but {to} bytes were expected (truncated on disk?)",
-                    from + got as u64
-                ),
-                ))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    // On an error the buffer is dropped rather than pooled: rare, and it keeps this simple.
+    blob.read_exact_at(&mut buf[..want], from)?;
     Ok(Bytes::from_owner(Pooled {
         buf: Some(buf),
         len: want,
@@ -115,15 +99,29 @@ fn read_window(file: &File, from: u64, to: u64) -> io::Result<Bytes> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
     use std::io::Write;
 
     use futures_util::StreamExt;
 
     use super::*;
 
+    struct TestFile(File);
+
+    impl crate::storage::BlobRead for TestFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
+        }
+    }
+
+    fn blob(file: File) -> Blob {
+        let size = file.metadata().unwrap().len();
+        Blob::new(size, TestFile(file))
+    }
+
     async fn collect(file: File, start: u64, len: u64) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        let mut s = std::pin::pin!(stream(file, start, len));
+        let mut s = std::pin::pin!(stream(blob(file), start, len));
         while let Some(chunk) = s.next().await {
             let chunk = chunk?;
             assert!(chunk.len() <= WINDOW);
@@ -176,7 +174,7 @@ mod tests {
         let reader = f.try_clone().unwrap();
         // Truncated after the size was recorded: the second window is short.
         f.set_len(WINDOW as u64 + 10).unwrap();
-        let mut s = std::pin::pin!(stream(reader, 0, WINDOW as u64 + 100));
+        let mut s = std::pin::pin!(stream(blob(reader), 0, WINDOW as u64 + 100));
         assert_eq!(s.next().await.unwrap().unwrap().len(), WINDOW);
         let err = s.next().await.unwrap().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");

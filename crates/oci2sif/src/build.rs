@@ -7,10 +7,14 @@
 
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
 
 use crate::layers::{self, LayerError, LimitSettings, Limits};
-use crate::sif::{self, ContainerOptions, FsType, ObjectInput, ObjectKind, PartType, SifError};
+use crate::readahead;
+use crate::sif::{self, ContainerOptions, SifError};
 use crate::singularity::{self, ImageConfigFile, SingularityError};
 use crate::squashfs::{self, SquashfsError, SquashfsOptions};
 use crate::tree::{Spool, Tree};
@@ -72,6 +76,22 @@ pub struct BuildReport {
     pub files: u64,
     /// Layers applied (entries without a layer media type are skipped).
     pub layers: usize,
+    /// SHA-256 of the SIF file, lowercase hex, computed while it was written.
+    pub sif_sha256: String,
+    /// Where the build's time went.
+    pub timings: BuildTimings,
+}
+
+/// Wall time of each step of a build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildTimings {
+    /// Decompressing and applying the layers (the decompressor runs a bounded distance ahead
+    /// on its own thread).
+    pub unpack: Duration,
+    /// Adding `/.singularity.d`, then writing the squashfs (compression on `threads` threads).
+    pub squashfs: Duration,
+    /// Writing (and hashing) the SIF around the squashfs.
+    pub sif: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +167,9 @@ pub fn build_sif<W: Write + Seek>(
     let mut spool = Spool::new_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
 
     let mut limits = Limits::with(opts.limits);
+    let started = Instant::now();
     let layer_count = apply_layers(&mut tree, &mut spool, input.layers, &mut limits)?;
+    let unpacked = Instant::now();
 
     let arch = singularity::detect_arch(&tree, &spool, &config.architecture)?;
     let metadata = singularity::add(
@@ -162,6 +184,7 @@ pub fn build_sif<W: Write + Seek>(
     )?;
 
     let (mut squashfs_file, squashfs_size) = write_squashfs_scratch(&tree, &spool, opts, &clock)?;
+    let squashed = Instant::now();
     // The spool is no longer needed: free its disk space before the SIF copy needs as much again.
     drop(spool);
     let partition = Partition {
@@ -170,12 +193,16 @@ pub fn build_sif<W: Write + Seek>(
         arch: &arch,
     };
     // The scratch squashfs stays on disk while the SIF is written next to it.
-    let mut out = ScratchMeter::new(
-        out,
-        opts.limits.max_scratch_bytes.saturating_sub(squashfs_size),
-    );
+    out.seek(SeekFrom::Start(0))?;
+    let mut out = Sha256Writer {
+        inner: ScratchMeter::new(
+            out,
+            opts.limits.max_scratch_bytes.saturating_sub(squashfs_size),
+        ),
+        hasher: Sha256::new(),
+    };
     let written = write_sif(&mut out, &metadata, partition, &clock);
-    let sif_size = written.map_err(|e| scratch_error(out.exceeded, opts, e))?;
+    let sif_size = written.map_err(|e| scratch_error(out.inner.exceeded, opts, e))?;
     Ok(BuildReport {
         arch,
         sif_size,
@@ -183,6 +210,12 @@ pub fn build_sif<W: Write + Seek>(
         unpacked_bytes: limits.unpacked_bytes,
         files: count_entries(&tree),
         layers: layer_count,
+        sif_sha256: hex::encode(out.hasher.finalize()),
+        timings: BuildTimings {
+            unpack: unpacked - started,
+            squashfs: squashed - unpacked,
+            sif: squashed.elapsed(),
+        },
     })
 }
 
@@ -242,13 +275,33 @@ fn apply_layers(
             source,
         };
         let tar = layers::decompress(&layer.media_type, layer.reader).map_err(layer_error)?;
-        layers::apply_layer(tree, spool, tar, limits).map_err(layer_error)?;
+        apply_read_ahead(tree, spool, tar, limits).map_err(layer_error)?;
         applied += 1;
     }
     if applied == 0 {
         return Err(BuildError::NoLayers { count });
     }
     Ok(applied)
+}
+
+/// Applies one decompressed layer while a second thread decompresses ahead of it.
+fn apply_read_ahead(
+    tree: &mut Tree,
+    spool: &mut Spool,
+    tar: Box<dyn Read + Send + '_>,
+    limits: &mut Limits,
+) -> Result<(), LayerError> {
+    thread::scope(|scope| {
+        let (reader, decompressor) = readahead::spawn(scope, tar);
+        // The reader is dropped when apply_layer returns, which ends the decompressor thread
+        // even when the layer failed half way.
+        let applied = layers::apply_layer(tree, spool, reader, limits);
+        let joined = decompressor.join();
+        applied?;
+        joined.map_err(|_| {
+            LayerError::Read(io::Error::other("the layer decompressor thread panicked"))
+        })
+    })
 }
 
 fn write_squashfs_scratch(
@@ -339,8 +392,8 @@ struct Partition<'a> {
     arch: &'a str,
 }
 
-/// Writes the four objects of an `apptainer build` SIF, streaming the squashfs in.
-fn write_sif<W: Write + Seek>(
+/// Writes the four objects of an `apptainer build` SIF front to back, streaming the squashfs in.
+fn write_sif<W: Write>(
     out: &mut W,
     metadata: &singularity::SifMetadata,
     squashfs: Partition<'_>,
@@ -351,39 +404,41 @@ fn write_sif<W: Write + Seek>(
     let mut deffile = &metadata.deffile[..];
     let mut inspect = &metadata.inspect_metadata_json[..];
     let mut oci_config = &metadata.oci_config_json[..];
+    let sizes = [
+        deffile.len() as u64,
+        inspect.len() as u64,
+        oci_config.len() as u64,
+        squashfs.size,
+    ];
     // Exactly the image the writer reported, whatever the scratch file holds beyond it.
     let mut partition = squashfs.file.take(squashfs.size);
-    let layout = sif::write_container(
-        out,
-        &clock.sif,
-        &mut [
-            ObjectInput {
-                kind: ObjectKind::Deffile,
-                name: "",
-                data: &mut deffile,
-            },
-            ObjectInput {
-                kind: ObjectKind::GenericJson,
-                name: "inspect-metadata.json",
-                data: &mut inspect,
-            },
-            ObjectInput {
-                kind: ObjectKind::GenericJson,
-                name: "oci-config.json",
-                data: &mut oci_config,
-            },
-            ObjectInput {
-                kind: ObjectKind::Partition {
-                    fs: FsType::Squashfs,
-                    part: PartType::PrimSys,
-                    arch: arch_code,
-                },
-                name: "",
-                data: &mut partition,
-            },
-        ],
-    )?;
+    let objects = sif::ApptainerObjects {
+        deffile: &mut deffile,
+        inspect_metadata: &mut inspect,
+        oci_config: &mut oci_config,
+        squashfs: &mut partition,
+        arch: arch_code,
+    };
+    let layout = sif::write_container_sized(out, &clock.sif, &mut objects.into_inputs(), &sizes)?;
     Ok(layout.total_size)
+}
+
+/// Hashes what goes through it: the SIF's digest comes with the file, without reading it again.
+struct Sha256Writer<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn count_entries(tree: &Tree) -> u64 {

@@ -72,21 +72,17 @@
 //! already emptied of lower entries (repeated or nested opaque whiteouts were O(N²)).
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 use std::rc::Rc;
 
+use crate::tree::resolve::{self, Rules};
 use crate::tree::{is_plain_name, InodeId, Kind, Meta, Spool, Tree, ROOT};
 
 /// Basename prefix marking a whiteout entry.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Basename of an opaque-directory whiteout.
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
-/// Symlinks followed while resolving one path (`filepath-securejoin`'s limit).
-const MAX_SYMLINK_HOPS: usize = 255;
-/// Path components processed while resolving one path, so that symlink chains with long targets
-/// cannot turn each entry into seconds of work.
-const MAX_RESOLVE_STEPS: usize = 16 * 1024;
 /// Longest single name (`NAME_MAX`; squashfs stores at most 256).
 const NAME_MAX: usize = 255;
 /// Longest path inside the tree and longest symlink target (`PATH_MAX`).
@@ -930,47 +926,13 @@ struct Resolved {
 }
 
 /// Resolves `components` from the root following symlinks inside the tree, the way
-/// `securejoin.SecureJoinVFS` does on disk: a symlink's target replaces the symlink component
-/// (absolute targets restart from the root), `..` is applied lexically to the already resolved
-/// prefix and stops at the root, and missing components (or components under a non-directory)
-/// are kept as they are, so the result may name something that does not exist yet.
+/// `securejoin.SecureJoinVFS` does on disk (see [`Rules::SECURE_JOIN`]): the result may name
+/// something that does not exist yet. `None` on a symlink loop.
 fn secure_join(tree: &Tree, components: &[&[u8]]) -> Option<Resolved> {
-    let mut pending: VecDeque<Vec<u8>> = components.iter().map(|c| c.to_vec()).collect();
-    // Each resolved component with its inode (None once the path leaves the existing tree).
-    let mut resolved: Vec<(Vec<u8>, Option<InodeId>)> = Vec::new();
-    let mut hops = 0;
-    let mut steps = pending.len();
-    while let Some(part) = pending.pop_front() {
-        match part.as_slice() {
-            b"" | b"." => continue,
-            b".." => {
-                resolved.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let parent = resolved.last().map_or(Some(ROOT), |(_, inode)| *inode);
-        let found = parent.and_then(|dir| tree.lookup(dir, &part));
-        let Some(Kind::Symlink(target)) = found.map(|id| &tree.inode(id).kind) else {
-            resolved.push((part, found));
-            continue;
-        };
-        hops += 1;
-        let target_parts: Vec<&[u8]> = target.split(|b| *b == b'/').collect();
-        steps += target_parts.len();
-        if hops > MAX_SYMLINK_HOPS || steps > MAX_RESOLVE_STEPS {
-            return None;
-        }
-        if target.starts_with(b"/") {
-            resolved.clear();
-        }
-        for target_part in target_parts.into_iter().rev() {
-            pending.push_front(target_part.to_vec());
-        }
-    }
-    let inode = resolved.last().map_or(Some(ROOT), |(_, inode)| *inode);
+    let walked = resolve::walk_components(tree, components, Rules::SECURE_JOIN).ok()?;
+    let inode = walked.inode();
     Some(Resolved {
-        components: resolved.into_iter().map(|(name, _)| name).collect(),
+        components: walked.names(),
         inode,
     })
 }

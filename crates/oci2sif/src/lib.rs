@@ -14,11 +14,13 @@ pub mod build;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layers;
+mod readahead;
 pub mod sif;
 pub mod singularity;
 pub mod squashfs;
 pub mod tree;
 
 pub use build::{
-    build_sif, BuildError, BuildInput, BuildOptions, BuildReport, Compression, LayerInput,
+    build_sif, BuildError, BuildInput, BuildOptions, BuildReport, BuildTimings, Compression,
+    LayerInput,
 };

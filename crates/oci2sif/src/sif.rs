@@ -57,6 +57,12 @@ pub enum SifError {
     NameTooLong(usize),
     #[error("a SIF file can hold only one primary system partition")]
     SecondPrimaryPartition,
+    #[error("SIF object {index} was announced as {expected} bytes but its reader gave {got}")]
+    ObjectSizeMismatch {
+        index: usize,
+        expected: u64,
+        got: u64,
+    },
 }
 
 /// Data object types (`DataType` in the library), numbered from 0x4001.
@@ -311,6 +317,51 @@ pub struct ObjectInput<'a> {
     pub data: &'a mut dyn Read,
 }
 
+/// The contents of the four objects `apptainer build` writes, in its order.
+pub struct ApptainerObjects<'a> {
+    /// Descriptor 1 (Def.FILE).
+    pub deffile: &'a mut dyn Read,
+    /// Descriptor 2 (JSON.Generic `inspect-metadata.json`).
+    pub inspect_metadata: &'a mut dyn Read,
+    /// Descriptor 3 (JSON.Generic `oci-config.json`).
+    pub oci_config: &'a mut dyn Read,
+    /// Descriptor 4: the squashfs system partition, for the CPU of SIF code `arch`.
+    pub squashfs: &'a mut dyn Read,
+    pub arch: [u8; 3],
+}
+
+impl<'a> ApptainerObjects<'a> {
+    /// The objects as [`write_container`] takes them.
+    pub fn into_inputs(self) -> [ObjectInput<'a>; 4] {
+        [
+            ObjectInput {
+                kind: ObjectKind::Deffile,
+                name: "",
+                data: self.deffile,
+            },
+            ObjectInput {
+                kind: ObjectKind::GenericJson,
+                name: "inspect-metadata.json",
+                data: self.inspect_metadata,
+            },
+            ObjectInput {
+                kind: ObjectKind::GenericJson,
+                name: "oci-config.json",
+                data: self.oci_config,
+            },
+            ObjectInput {
+                kind: ObjectKind::Partition {
+                    fs: FsType::Squashfs,
+                    part: PartType::PrimSys,
+                    arch: self.arch,
+                },
+                name: "",
+                data: self.squashfs,
+            },
+        ]
+    }
+}
+
 /// Where the writer put each object (absolute offsets in the output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SifLayout {
@@ -475,36 +526,112 @@ pub fn write_container<W: Write + Seek>(
     out.seek(SeekFrom::Start(0))?;
     write_zeros(out, DATA_OFFSET)?;
 
-    let mut descriptors = Vec::with_capacity(objects.len());
-    let mut placements = Vec::with_capacity(objects.len());
-    let mut end = DATA_OFFSET;
-    for (index, object) in objects.iter_mut().enumerate() {
-        let id = index as u32 + 1;
-        let start = align_up(end, object.kind.alignment());
-        write_zeros(out, start - end)?;
+    let mut placer = Placer::new(opts.time);
+    for object in objects.iter_mut() {
+        write_zeros(out, placer.next_start(object) - placer.end)?;
         let size = copy_all(&mut object.data, out)?;
-        descriptors.push(descriptor_for(object, id, start, end, size, opts.time));
-        placements.push(ObjectPlacement {
+        placer.place(object, size);
+    }
+
+    let header = header_for(objects, opts, placer.end - DATA_OFFSET);
+    out.seek(SeekFrom::Start(0))?;
+    out.write_all(&header.to_bytes())?;
+    out.seek(SeekFrom::Start(DESCRIPTORS_OFFSET))?;
+    for descriptor in &placer.descriptors {
+        out.write_all(&descriptor.to_bytes())?;
+    }
+    out.seek(SeekFrom::Start(placer.end))?;
+    out.flush()?;
+    Ok(placer.layout())
+}
+
+/// [`write_container`] for objects whose sizes are known up front (`sizes[i]` bytes from
+/// `objects[i]`): the file is written strictly front to back, header first, so `out` needs no
+/// `Seek` and a hash or a network stream can follow it as it is written.
+pub fn write_container_sized<W: Write>(
+    out: &mut W,
+    opts: &ContainerOptions,
+    objects: &mut [ObjectInput<'_>],
+    sizes: &[u64],
+) -> Result<SifLayout, SifError> {
+    check_objects(objects)?;
+    assert_eq!(objects.len(), sizes.len(), "one size per object");
+    let mut placer = Placer::new(opts.time);
+    for (object, &size) in objects.iter().zip(sizes) {
+        placer.place(object, size);
+    }
+    let mut head = vec![0u8; DATA_OFFSET as usize];
+    let header = header_for(objects, opts, placer.end - DATA_OFFSET).to_bytes();
+    head[..header.len()].copy_from_slice(&header);
+    let mut at = DESCRIPTORS_OFFSET as usize;
+    for descriptor in &placer.descriptors {
+        let bytes = descriptor.to_bytes();
+        head[at..at + bytes.len()].copy_from_slice(&bytes);
+        at += bytes.len();
+    }
+    out.write_all(&head)?;
+    let layout = placer.layout();
+    let mut written = DATA_OFFSET;
+    for (index, (object, placement)) in objects.iter_mut().zip(&layout.objects).enumerate() {
+        write_zeros(out, placement.offset - written)?;
+        let got = copy_all(&mut (&mut *object.data).take(placement.size), out)?;
+        if got != placement.size {
+            return Err(SifError::ObjectSizeMismatch {
+                index,
+                expected: placement.size,
+                got,
+            });
+        }
+        written = placement.offset + placement.size;
+    }
+    out.flush()?;
+    Ok(layout)
+}
+
+/// Lays objects out one after the other from [`DATA_OFFSET`], each at its alignment, as the Go
+/// library does, and records their descriptors.
+struct Placer {
+    descriptors: Vec<Descriptor>,
+    placements: Vec<ObjectPlacement>,
+    /// The end of the last object placed.
+    end: u64,
+    time: i64,
+}
+
+impl Placer {
+    fn new(time: i64) -> Self {
+        Placer {
+            descriptors: Vec::new(),
+            placements: Vec::new(),
+            end: DATA_OFFSET,
+            time,
+        }
+    }
+
+    /// Where `object` starts if it is placed next.
+    fn next_start(&self, object: &ObjectInput<'_>) -> u64 {
+        align_up(self.end, object.kind.alignment())
+    }
+
+    fn place(&mut self, object: &ObjectInput<'_>, size: u64) {
+        let id = self.placements.len() as u32 + 1;
+        let start = self.next_start(object);
+        self.descriptors
+            .push(descriptor_for(object, id, start, self.end, size, self.time));
+        self.placements.push(ObjectPlacement {
             id,
             offset: start,
             size,
         });
-        end = start + size;
+        self.end = start + size;
     }
 
-    let header = header_for(objects, opts, end - DATA_OFFSET);
-    out.seek(SeekFrom::Start(0))?;
-    out.write_all(&header.to_bytes())?;
-    out.seek(SeekFrom::Start(DESCRIPTORS_OFFSET))?;
-    for descriptor in &descriptors {
-        out.write_all(&descriptor.to_bytes())?;
+    fn layout(&self) -> SifLayout {
+        SifLayout {
+            objects: self.placements.clone(),
+            total_size: self.end,
+        }
     }
-    out.seek(SeekFrom::Start(end))?;
-    out.flush()?;
-    Ok(SifLayout {
-        objects: placements,
-        total_size: end,
-    })
 }
 
 fn check_objects(objects: &[ObjectInput<'_>]) -> Result<(), SifError> {
@@ -798,43 +925,69 @@ mod tests {
         }
     }
 
+    /// Tiny stand-ins for the four objects `apptainer build` writes.
+    const SAMPLE: [&[u8]; 4] = [
+        b"bootstrap: docker\nfrom: x\n\n",
+        b"{\"a\":1}",
+        b"{}",
+        &[7u8; 5000],
+    ];
+
+    /// Writes [`SAMPLE`] with `write`, given the objects and their sizes.
+    fn write_sample<T>(write: impl FnOnce(&mut [ObjectInput<'_>], &[u64]) -> T) -> T {
+        let [mut def, mut inspect, mut config, mut part] = SAMPLE;
+        let sizes = SAMPLE.map(|o| o.len() as u64);
+        let objects = ApptainerObjects {
+            deffile: &mut def,
+            inspect_metadata: &mut inspect,
+            oci_config: &mut config,
+            squashfs: &mut part,
+            arch: arch_code("amd64").unwrap(),
+        };
+        write(&mut objects.into_inputs(), &sizes)
+    }
+
     /// Writes the four objects `apptainer build` writes, with tiny stand-in contents.
     fn sample(opts: &ContainerOptions) -> (Vec<u8>, SifLayout) {
         let mut out = Cursor::new(Vec::new());
-        let (mut def, mut inspect, mut config, mut part) = (
-            &b"bootstrap: docker\nfrom: x\n\n"[..],
-            &b"{\"a\":1}"[..],
-            &b"{}"[..],
-            &[7u8; 5000][..],
-        );
-        let layout = write_container(
-            &mut out,
-            opts,
-            &mut [
-                ObjectInput {
-                    kind: ObjectKind::Deffile,
-                    name: "",
-                    data: &mut def,
-                },
-                ObjectInput {
-                    kind: ObjectKind::GenericJson,
-                    name: "inspect-metadata.json",
-                    data: &mut inspect,
-                },
-                ObjectInput {
-                    kind: ObjectKind::GenericJson,
-                    name: "oci-config.json",
-                    data: &mut config,
-                },
-                ObjectInput {
-                    kind: squash_kind(),
-                    name: "",
-                    data: &mut part,
-                },
-            ],
-        )
-        .unwrap();
+        let layout = write_sample(|objects, _| write_container(&mut out, opts, objects).unwrap());
         (out.into_inner(), layout)
+    }
+
+    #[test]
+    fn sized_writer_writes_the_same_bytes_front_to_back() {
+        let opts = ContainerOptions::deterministic();
+        let (seeking, layout) = sample(&opts);
+        // A plain Vec: no Seek.
+        let mut sequential = Vec::new();
+        let sized = write_sample(|objects, sizes| {
+            write_container_sized(&mut sequential, &opts, objects, sizes).unwrap()
+        });
+        assert_eq!(sized, layout);
+        assert_eq!(sequential, seeking);
+
+        let (mut def, mut part) = (&b"x"[..], &[7u8; 10][..]);
+        let mut short = [
+            ObjectInput {
+                kind: ObjectKind::Deffile,
+                name: "",
+                data: &mut def,
+            },
+            ObjectInput {
+                kind: squash_kind(),
+                name: "",
+                data: &mut part,
+            },
+        ];
+        let err = write_container_sized(&mut Vec::new(), &opts, &mut short, &[1, 11]).unwrap_err();
+        assert!(matches!(
+            err,
+            SifError::ObjectSizeMismatch {
+                index: 1,
+                expected: 11,
+                got: 10
+            }
+        ));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+pub mod resolve;
+
 /// Index of an inode in [`Tree::inodes`].
 pub type InodeId = usize;
 
@@ -169,15 +171,9 @@ impl Tree {
     /// Resolves a `/`-separated path from the root without following any symlink. Empty
     /// components and `.` are skipped; `..` is refused (returns `None`).
     pub fn resolve(&self, path: &[u8]) -> Option<InodeId> {
-        let mut at = ROOT;
-        for part in path.split(|b| *b == b'/') {
-            match part {
-                b"" | b"." => continue,
-                b".." => return None,
-                name => at = self.lookup(at, name)?,
-            }
-        }
-        Some(at)
+        resolve::walk(self, path, resolve::Rules::LITERAL)
+            .ok()?
+            .inode()
     }
 
     /// Links `child` into directory `dir` under `name`, replacing (and unlinking) whatever was

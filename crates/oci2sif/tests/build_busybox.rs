@@ -322,3 +322,15 @@ fn reproducible_builds_are_byte_identical() {
         .iter()
         .all(|o| o.created_at == sif::GO_ZERO_TIME));
 }
+
+#[test]
+fn the_reported_digest_is_the_sha256_of_the_file() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let image = make_busybox_image(dir.path());
+    let path = dir.path().join("a.sif");
+    let report = build(&image, &path, false);
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(report.sif_sha256, hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(bytes.len() as u64, report.sif_size);
+}

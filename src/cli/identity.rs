@@ -1,0 +1,389 @@
+//! `hpc-registry user|group|token ...`: identity management from the command line.
+//!
+//! Two modes, the same operations ([`crate::auth::manage::Op`]):
+//! * **online** (`--server URL` or `HPC_REGISTRY_SERVER`): through the running server's admin API,
+//!   authenticated with `HPC_REGISTRY_USER` + `HPC_REGISTRY_PASSWORD`, or `HPC_REGISTRY_TOKEN`
+//!   (an access token). Users can change their own password and tokens this way.
+//! * **offline** (default): directly on the data directory while no server runs. It takes the
+//!   data-directory lock, so it refuses (naming the server's URL) while a server holds it. Whoever
+//!   can write the data directory is trusted like an admin.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::output::{table, yes};
+use super::prompt::read_password;
+use super::target::{Backend, Target};
+use crate::auth::manage::{
+    CreatedToken, GroupInfo, ImportReport, MemberInfo, Op, TokenInfo, UserInfo,
+};
+use crate::auth::pat::TokenScope;
+use crate::auth::rfc3339;
+
+/// The identity-management commands (flattened into the binary's subcommands).
+#[derive(Subcommand, Debug)]
+pub enum IdentityCommand {
+    /// Manage users: add, del, passwd, list, import-htpasswd.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Manage groups and their members.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Manage personal access tokens (for CI and batch jobs).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user (password prompted for, or read from stdin).
+    Add {
+        name: String,
+        /// POSIX uid, for MUNGE credentials from cluster nodes.
+        #[arg(long)]
+        uid: Option<i64>,
+        /// Administrator: may do everything.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// No password: the user authenticates with MUNGE or access tokens only.
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+    },
+    /// Delete a user (with their tokens and memberships; their repositories stay).
+    Del { name: String },
+    /// Set a user's password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the bcrypt entries of an Apache htpasswd file as users (`htpasswd -B`).
+    ImportHtpasswd { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Create a group; its members share the namespace `<group>/…`.
+    Add { name: String },
+    /// Delete a group (its repositories stay).
+    Del { name: String },
+    /// List groups.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a group's members, after adding or removing some.
+    Members {
+        group: String,
+        /// Add (or make read-write) these users.
+        #[arg(long, value_name = "USER")]
+        add: Vec<String>,
+        /// Add (or make read-only) these users: they pull but never push.
+        #[arg(long, value_name = "USER")]
+        add_read_only: Vec<String>,
+        #[arg(long, value_name = "USER")]
+        remove: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once, on standard output.
+    Create {
+        /// Whose token [default: the logged-in user; required offline].
+        #[arg(long)]
+        user: Option<String>,
+        /// read or read-write.
+        #[arg(long, default_value = "read-write", value_parser = parse_scope)]
+        scope: TokenScope,
+        /// Days until it expires; 0: never [default: 90].
+        #[arg(long)]
+        expires_days: Option<u32>,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Whose tokens [default: the logged-in user's; offline: everybody's].
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+fn parse_scope(s: &str) -> Result<TokenScope, String> {
+    TokenScope::parse(s).ok_or_else(|| format!("{s:?} is not one of read, read-write"))
+}
+
+/// Runs one command.
+pub fn run(command: IdentityCommand) -> anyhow::Result<()> {
+    let (target, backend_command) = match command {
+        IdentityCommand::User { command, target } => (target, Identity::User(command)),
+        IdentityCommand::Group { command, target } => (target, Identity::Group(command)),
+        IdentityCommand::Token { command, target } => (target, Identity::Token(command)),
+    };
+    let backend = Backend::open(&target)?;
+    match backend_command {
+        Identity::User(command) => user(&backend, command),
+        Identity::Group(command) => group(&backend, command),
+        Identity::Token(command) => token(&backend, command),
+    }
+}
+
+/// The commands that run [`Op`]s.
+enum Identity {
+    User(UserCommand),
+    Group(GroupCommand),
+    Token(TokenCommand),
+}
+
+fn user(backend: &Backend, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            uid,
+            admin,
+            password_stdin,
+            no_password,
+        } => {
+            let password = if no_password {
+                None
+            } else {
+                Some(read_password(
+                    password_stdin,
+                    &format!("password for {name}"),
+                )?)
+            };
+            backend.run(Op::AddUser {
+                name: name.clone(),
+                uid,
+                admin,
+                password,
+            })?;
+            eprintln!("added user {name}{}", if admin { " (admin)" } else { "" });
+        }
+        UserCommand::Del { name } => {
+            backend.run(Op::DeleteUser { name: name.clone() })?;
+            eprintln!("deleted user {name}");
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin, &format!("new password for {name}"))?;
+            backend.run(Op::SetPassword {
+                name: name.clone(),
+                password,
+            })?;
+            eprintln!("password of {name} changed");
+        }
+        UserCommand::List { json } => {
+            let v = backend.run(Op::ListUsers)?;
+            if json {
+                println!("{v:#}");
+            } else {
+                let users: Vec<UserInfo> = serde_json::from_value(v)?;
+                let rows = users.into_iter().map(|u| {
+                    vec![
+                        u.name,
+                        u.uid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                        yes(u.admin),
+                        yes(u.password),
+                        if u.groups.is_empty() {
+                            "-".into()
+                        } else {
+                            u.groups.join(",")
+                        },
+                        rfc3339(u.created_at),
+                    ]
+                });
+                table(
+                    &["NAME", "UID", "ADMIN", "PASSWORD", "GROUPS", "CREATED"],
+                    rows,
+                );
+            }
+        }
+        UserCommand::ImportHtpasswd { file } => {
+            let content = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let report: ImportReport =
+                serde_json::from_value(backend.run(Op::ImportHtpasswd { content })?)?;
+            for name in &report.added {
+                println!("added {name}");
+            }
+            for (what, why) in &report.skipped {
+                eprintln!("skipped {what}: {why}");
+            }
+            eprintln!(
+                "{} users added, {} entries skipped",
+                report.added.len(),
+                report.skipped.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn group(backend: &Backend, command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::Add { name } => {
+            backend.run(Op::AddGroup { name: name.clone() })?;
+            eprintln!("added group {name}");
+        }
+        GroupCommand::Del { name } => {
+            backend.run(Op::DeleteGroup { name: name.clone() })?;
+            eprintln!("deleted group {name}");
+        }
+        GroupCommand::List { json } => {
+            let v = backend.run(Op::ListGroups)?;
+            if json {
+                println!("{v:#}");
+            } else {
+                let groups: Vec<GroupInfo> = serde_json::from_value(v)?;
+                let rows = groups
+                    .into_iter()
+                    .map(|g| vec![g.name, g.members.to_string(), rfc3339(g.created_at)]);
+                table(&["NAME", "MEMBERS", "CREATED"], rows);
+            }
+        }
+        GroupCommand::Members {
+            group,
+            add,
+            add_read_only,
+            remove,
+            json,
+        } => {
+            for (users, read_only) in [(add, false), (add_read_only, true)] {
+                for user in users {
+                    backend.run(Op::SetMember {
+                        group: group.clone(),
+                        user,
+                        read_only,
+                    })?;
+                }
+            }
+            for user in remove {
+                backend.run(Op::RemoveMember {
+                    group: group.clone(),
+                    user,
+                })?;
+            }
+            let v = backend.run(Op::GroupMembers { group })?;
+            if json {
+                println!("{v:#}");
+            } else {
+                let members: Vec<MemberInfo> = serde_json::from_value(v)?;
+                let rows = members.into_iter().map(|m| {
+                    vec![
+                        m.user,
+                        if m.read_only {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        }
+                        .to_owned(),
+                        rfc3339(m.added_at),
+                    ]
+                });
+                table(&["USER", "ROLE", "ADDED"], rows);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token(backend: &Backend, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            user,
+            scope,
+            expires_days,
+            description,
+        } => {
+            let created: CreatedToken = serde_json::from_value(backend.run(Op::CreateToken {
+                user,
+                scope,
+                expires_days,
+                description,
+            })?)?;
+            println!("{}", created.token);
+            eprintln!(
+                "token {} for {} ({}), {}: store it now, it is never shown again",
+                created.info.id,
+                created.info.user,
+                created.info.scope,
+                created
+                    .info
+                    .expires_at
+                    .map(|e| format!("expires {}", rfc3339(e)))
+                    .unwrap_or_else(|| "never expires".into())
+            );
+        }
+        TokenCommand::List { user, json } => {
+            let v = backend.run(Op::ListTokens { user })?;
+            if json {
+                println!("{v:#}");
+            } else {
+                let tokens: Vec<TokenInfo> = serde_json::from_value(v)?;
+                let date =
+                    |d: Option<i64>, none: &str| d.map(rfc3339).unwrap_or_else(|| none.into());
+                let rows = tokens.into_iter().map(|t| {
+                    vec![
+                        t.id,
+                        t.user,
+                        t.scope,
+                        rfc3339(t.created_at),
+                        date(t.expires_at, "never"),
+                        date(t.last_used_at, "-"),
+                        t.description,
+                    ]
+                });
+                table(
+                    &[
+                        "ID",
+                        "USER",
+                        "SCOPE",
+                        "CREATED",
+                        "EXPIRES",
+                        "LAST USED",
+                        "DESCRIPTION",
+                    ],
+                    rows,
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            backend.run(Op::RevokeToken { id: id.clone() })?;
+            eprintln!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
