@@ -4,7 +4,7 @@ set -euo pipefail
 packages=(
   docker.io skopeo umoci busybox-static buildah podman siftool squashfs-tools squashfs-tools-ng curl
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
-  sqlite3
+  sqlite3 prometheus  # promtool for the metrics and alert-rule tests
   wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
 )
 missing=()

@@ -1,6 +1,6 @@
-//! Liveness (`GET /healthz`) and readiness (`GET /readyz`) for load balancers, systemd and
-//! monitoring. Both answer without authentication and say nothing private: no path, user or
-//! repository, only whether each condition holds.
+//! What readiness (`GET /readyz`, served by `http::observability`) checks, for load balancers,
+//! systemd and monitoring. The answer says nothing private: no path, user or repository, only
+//! whether each condition holds.
 //!
 //! Ready means the registry can take a push and turn it into a SIF: the metadata database takes a
 //! write, the data directory's filesystem has more than `[health] min_free` left, and at least one
@@ -9,9 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 
 use crate::farm::Farm;
 use crate::meta::Db;
@@ -181,34 +178,6 @@ pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
         total_bytes: st.f_blocks.saturating_mul(unit),
         free_bytes: st.f_bavail.saturating_mul(unit),
     })
-}
-
-/// `GET /healthz`: the process answers requests.
-pub async fn healthz() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "ok\n",
-    )
-        .into_response()
-}
-
-/// `GET /readyz`: 200 when every condition holds, else 503 with the failing ones.
-pub async fn readyz(health: &Health) -> Response {
-    let readiness = health.check().await;
-    let status = if readiness.ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        readiness.to_text(),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

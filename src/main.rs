@@ -16,6 +16,15 @@ use hpc_registry::config::Config;
     about = "An OCI registry that turns every pushed image into an Apptainer SIF"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "HPC_REGISTRY_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: hpc_registry::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,14 +126,8 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HPC_REGISTRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    hpc_registry::logging::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => {
             hpc_registry::memory::tune_allocator();

@@ -119,6 +119,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     crate::telemetry::install();
     farm.start().await?;
+    crate::notify::ready_and_watch(&format!("listening on {scheme}://{addr}"));
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
     let expirer = tokio::spawn(expire_uploads_periodically(
         Arc::clone(&app),
@@ -133,6 +134,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::listener::serve(listener, tls, router, bounds, shutdown_signal())
         .await
         .context("server failed")?;
+    crate::notify::stopping();
     flusher.abort();
     expirer.abort();
     pruner.abort();
@@ -167,6 +169,14 @@ fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
 /// Says where the first-start admin password is, never the password itself: stderr ends up in
 /// journald and log collectors, which keep it for anyone who may read the logs.
 fn announce_first_admin(path: &std::path::Path) {
+    if crate::logging::is_json() {
+        // Log shippers want every line as JSON: the same notice, as one record.
+        tracing::warn!(
+            password_file = %path.display(),
+            "first start: no users existed, so the administrator `admin` was created; its one-time password is in the file named here (mode 0600): change it with `hpc-registry user passwd admin --server URL`, then delete that file"
+        );
+        return;
+    }
     eprintln!(
         "\n\
          ==================== hpc-registry: first start ====================\n\

@@ -30,7 +30,8 @@ const FULL_WAIT: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_millis(25);
 
 enum Msg {
-    Record(Box<Record>),
+    /// A record and when it was queued (the writer's lag is measured from there).
+    Record(Box<Record>, std::time::Instant),
     /// Answered once everything queued before it is on disk and indexed.
     Flush(oneshot::Sender<()>),
 }
@@ -58,10 +59,14 @@ impl Auditor {
                     }
                     let mut batch = Vec::new();
                     let mut waiting = Vec::new();
+                    let mut oldest: Option<std::time::Instant> = None;
                     let mut next = Some(first);
                     while let Some(m) = next.take() {
                         match m {
-                            Msg::Record(r) => batch.push(*r),
+                            Msg::Record(r, queued_at) => {
+                                oldest.get_or_insert(queued_at);
+                                batch.push(*r)
+                            }
                             Msg::Flush(done) => waiting.push(done),
                         }
                         if batch.len() < MAX_BATCH {
@@ -74,6 +79,9 @@ impl Auditor {
                         tracing::error!("audit: {n} records could not be written: {e}");
                     } else if n > 0 {
                         metrics::counter!("hpc_registry_audit_records_total").increment(n as u64);
+                    }
+                    if let Some(t) = oldest {
+                        crate::telemetry::audit_written(t.elapsed());
                     }
                     for done in waiting {
                         let _ = done.send(());
@@ -95,12 +103,19 @@ impl Auditor {
                         return;
                     };
                     for r in t.take_summaries(false) {
-                        let _ = tx.send(Msg::Record(Box::new(r))).await;
+                        let _ = tx
+                            .send(Msg::Record(Box::new(r), std::time::Instant::now()))
+                            .await;
                     }
                 }
             });
         }
         Auditor { tx, path, throttle }
+    }
+
+    /// Messages waiting for the writer (the audit queue gauge).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -125,7 +140,7 @@ impl Auditor {
     /// (see the module docs).
     pub async fn record(&self, mut record: Record) {
         super::bound::bound(&mut record);
-        let msg = Msg::Record(Box::new(record));
+        let msg = Msg::Record(Box::new(record), std::time::Instant::now());
         let msg = match self.tx.try_send(msg) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(m)) => m,

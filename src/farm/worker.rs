@@ -74,8 +74,14 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     };
     heartbeat.abort();
     let duration_ms = started.elapsed().as_millis() as i64;
+    crate::telemetry::build_phase("convert", started.elapsed());
     let outcome = match result {
-        Ok(built) => finish(farm, owner, &job, built, duration_ms).await,
+        Ok(built) => {
+            let importing = Instant::now();
+            let finished = finish(farm, owner, &job, built, duration_ms).await;
+            crate::telemetry::build_phase("import", importing.elapsed());
+            finished
+        }
         Err(failure) => Err(failure),
     };
     match outcome {
@@ -98,6 +104,7 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
         }
         Err(failure) => {
             crate::telemetry::build_finished("failed", started.elapsed());
+            crate::telemetry::build_failed(failure.permanent);
             let (id, o, reason, log) = (
                 job.id,
                 owner.to_owned(),

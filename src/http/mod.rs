@@ -9,6 +9,7 @@ pub mod builds;
 pub mod distribution;
 pub mod errors;
 pub mod files;
+pub mod observability;
 pub mod panic;
 pub mod routes;
 pub mod sif;
@@ -76,7 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
-        .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+        .merge(sif_routes())
         .merge(admin)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -85,9 +86,9 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(authenticated)
         .route("/token", any(auth::token))
-        .route("/healthz", get(crate::health::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::telemetry::render))
+        .route("/healthz", get(observability::healthz))
+        .route("/readyz", get(observability::readyz))
+        .route("/metrics", get(observability::metrics))
         // Innermost, so the metrics, the audit middleware and the trace see a panic as a 500.
         .layer(panic::layer())
         .layer(axum::middleware::map_response(api_version_header))
@@ -97,6 +98,7 @@ pub fn router(app: Arc<App>) -> Router {
             audit::record,
         ))
         .layer(axum::middleware::from_fn(auth::audit_seam))
+        .layer(axum::middleware::from_fn(observability::track_latency))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }
@@ -110,6 +112,9 @@ async fn api_version_header(method: axum::http::Method, mut response: Response) 
     response
 }
 
-async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
-    crate::health::readyz(&app.health).await
+/// `/sif`, with the download metrics inside authentication (they count by auth method).
+fn sif_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/sif/{*rest}", get(sif::dispatch).head(sif::dispatch))
+        .route_layer(axum::middleware::from_fn(observability::track_sif))
 }

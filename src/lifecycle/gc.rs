@@ -193,6 +193,9 @@ impl Pruner {
             {}
         }
         report.dry_run = dry_run;
+        if !dry_run {
+            crate::telemetry::gc_freed(report.disk_bytes_freed);
+        }
         report.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             dry_run,

@@ -96,6 +96,7 @@ pub fn check(
     };
     let used = meta::counted_usage(conn, namespace)?.max(0) as u64;
     if used.saturating_add(needs) > limit {
+        crate::telemetry::quota_rejected();
         return Ok(Err(Exceeded {
             namespace: namespace.to_owned(),
             limit,

@@ -544,6 +544,7 @@ impl Registry {
                     if let Some((limit, used)) = room {
                         let staged = charge.namespace.load(Ordering::Acquire).saturating_add(n);
                         if used.saturating_add(staged) > limit {
+                            crate::telemetry::quota_rejected();
                             over_quota = Some(crate::quota::Exceeded {
                                 namespace: repo.namespace().to_owned(),
                                 limit,

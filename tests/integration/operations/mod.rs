@@ -1,6 +1,9 @@
 //! Operations: health and readiness probes, Prometheus metrics, structured logs, systemd.
 
 mod health;
+mod logs;
+mod metrics;
+mod systemd;
 
 use std::path::PathBuf;
 

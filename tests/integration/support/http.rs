@@ -386,6 +386,33 @@ impl PushedImage {
     }
 }
 
+/// Pushes a linux/amd64 OCI image whose one layer is `layer` (labelled `media_type`), so the
+/// farm builds it when the layer is a real tar; returns the manifest digest.
+pub fn push_single_layer_image(
+    server: &Server,
+    repo: &str,
+    tag: &str,
+    media_type: &str,
+    layer: &[u8],
+) -> String {
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/sh"], "Labels": {"nonce": super::unique("c")}},
+        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
+    }))
+    .expect("config JSON");
+    push_blob(server, repo, &config);
+    push_blob(server, repo, layer);
+    let manifest = oci_manifest_bytes(
+        &descriptor(OCI_CONFIG, &config),
+        &[descriptor(media_type, layer)],
+        None,
+    );
+    put_manifest_ok(server, repo, tag, OCI_MANIFEST, &manifest)
+}
+
 /// Pushes a small OCI image (config + `layer_sizes.len()` random layers) and tags it.
 pub fn push_random_image(
     server: &Server,
