@@ -29,9 +29,20 @@ const HTTP_CRATES: &[&str] = &[
 ];
 
 /// The modules at the HTTP edge: the server's HTTP layer, its assembly and accept loop, the
-/// `/metrics` exporter, the CLI (an HTTP client of the admin API) and the fuzz entry points of
-/// the HTTP parsers. Everything else is "below http".
-const HTTP_EDGE: &[&str] = &["cli", "fuzzing", "http", "listener", "server", "telemetry"];
+/// `/metrics` exporter, the CLI (an HTTP client of the admin API), `client` (the one outbound HTTP
+/// client, shared by the CLI and the compute-node commands), `fetch` (the compute-node side of the
+/// `/sif` protocol: ranges, `If-Range`, ETags, `Retry-After`) and the fuzz entry points of the HTTP
+/// parsers. Everything else is "below http".
+const HTTP_EDGE: &[&str] = &[
+    "cli",
+    "client",
+    "fetch",
+    "fuzzing",
+    "http",
+    "listener",
+    "server",
+    "telemetry",
+];
 
 /// One reference from a module to a path, and where it stands.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{Blob, BlobRead, Listed, Staged, Stat, Storage};
-use crate::registry::names::{Algorithm, Digest};
+use crate::names::{Algorithm, Digest};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {

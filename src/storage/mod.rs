@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use blob::{Blob, BlobRead, Staged};
 
-use crate::registry::names::{Algorithm, Digest, Hasher};
+use crate::names::{Algorithm, Digest, Hasher};
 
 /// What a committed blob occupies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const UNITS: [&str; 4] = [
+const UNITS: [&str; 3] = [
     "hpc-registry.service",
-    "hpc-registry-builder.service",
     "hpc-registry-cache-clean.service",
     "hpc-registry-cache-clean.timer",
 ];
