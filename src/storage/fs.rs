@@ -6,7 +6,9 @@
 //!   committing is an atomic `rename(2)`;
 //! - `uploads/<session id>.repo`: the repository the session belongs to, so a session survives a
 //!   restart without a metadata write per upload;
-//! - `uploads/scratch-*`: build scratch directories (built SIFs are imported by a rename);
+//! - `scratch/scratch-*`: build scratch directories, apart from upload sessions (a running build
+//!   never looks like a leftover upload) but on the same filesystem (built SIFs are imported by a
+//!   rename);
 //! - `quarantine/<alg>/<hex>.<time>`: corrupt bytes a scrub moved away.
 //!
 //! A blob becomes visible only after its bytes were hashed, matched the client's digest, were
@@ -25,6 +27,7 @@ use crate::names::{Algorithm, Digest};
 pub struct FsStore {
     blobs: PathBuf,
     uploads: PathBuf,
+    scratch: PathBuf,
 }
 
 /// An upload's staging file, opened for appending. Unbuffered: the pipeline hands over
@@ -49,11 +52,13 @@ impl FsStore {
         let store = FsStore {
             blobs: data_dir.join("blobs"),
             uploads: data_dir.join("uploads"),
+            scratch: data_dir.join("scratch"),
         };
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
             fs::create_dir_all(store.blobs.join(alg.name()))?;
         }
         fs::create_dir_all(&store.uploads)?;
+        fs::create_dir_all(&store.scratch)?;
         Ok(store)
     }
 
@@ -229,17 +234,19 @@ impl Storage for FsStore {
     }
 
     fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<String>> {
+        // Build scratch left behind by a crash (older stores kept it in `uploads/`).
+        for dir in [&self.scratch, &self.uploads] {
+            for entry in scratch_entries(dir)? {
+                if modified_secs(&entry)? < cutoff {
+                    fs::remove_dir_all(entry.path())?;
+                }
+            }
+        }
         let mut stale = Vec::new();
         for entry in fs::read_dir(&self.uploads)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() {
-                if name.starts_with("scratch-") && modified_secs(&entry)? < cutoff {
-                    fs::remove_dir_all(entry.path())?;
-                }
-                continue;
-            }
-            if name.ends_with(".repo") {
+            if entry.file_type()?.is_dir() || name.ends_with(".repo") {
                 continue;
             }
             if modified_secs(&entry)? < cutoff {
@@ -252,16 +259,13 @@ impl Storage for FsStore {
     fn scratch_dir(&self) -> io::Result<tempfile::TempDir> {
         tempfile::Builder::new()
             .prefix("scratch-")
-            .tempdir_in(&self.uploads)
+            .tempdir_in(&self.scratch)
     }
 
     fn remove_scratch_dirs(&self) -> io::Result<usize> {
         let mut removed = 0;
-        for entry in fs::read_dir(&self.uploads)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir()
-                && entry.file_name().to_string_lossy().starts_with("scratch-")
-            {
+        for dir in [&self.scratch, &self.uploads] {
+            for entry in scratch_entries(dir)? {
                 fs::remove_dir_all(entry.path())?;
                 removed += 1;
             }
@@ -366,6 +370,20 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// The build scratch directories (`scratch-*`) directly in `dir`.
+fn scratch_entries(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir()
+            && entry.file_name().to_string_lossy().starts_with("scratch-")
+        {
+            found.push(entry);
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
