@@ -313,8 +313,9 @@ fn a_build_over_the_time_limit_is_killed_and_fails_with_that_reason() {
 #[test]
 fn a_building_job_reports_its_phase_layers_bytes_eta_and_builder() {
     let server = FarmServer::start("workers = 1");
-    // Tens of seconds of unpacking, so that the status is seen mid-build.
-    let layer = distinct_entries(300_000);
+    // Seconds of unpacking even on an idle machine (progress is reported every 2 s), so that
+    // the status is seen mid-build.
+    let layer = distinct_entries(1_000_000);
     push_layer_image(&server, "dev/progress", "1", &layer);
     let until = std::time::Instant::now() + BUILD_DEADLINE;
     let mut phases = std::collections::BTreeSet::new();

@@ -11,19 +11,14 @@ use crate::support::node::*;
 use crate::support::slurm::SlurmCluster;
 use crate::support::*;
 
+/// A file of `deploy/`, where alice (and slurmd) can read it.
 fn deploy(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(path)
+    user_deploy(path)
 }
 
 /// The directory of the binary under test, for PATH.
 fn bin_dir() -> String {
-    Path::new(SERVER_BIN)
-        .parent()
-        .unwrap()
-        .display()
-        .to_string()
+    user_bin().parent().unwrap().display().to_string()
 }
 
 /// A site client config every user can read: the registry's URL and the node cache.
@@ -65,7 +60,8 @@ fn the_prolog_prefetches_as_the_jobs_user_so_that_the_jobs_fetch_is_a_cache_hit(
     fs::write(
         &prolog,
         format!(
-            "#!/bin/sh\nexport HPC_REGISTRY_CLIENT_CONFIG={config} HPC_REGISTRY_BIN={SERVER_BIN} HPC_REGISTRY_PREFETCH_TIMEOUT=240\nexec {} \"$@\"\n",
+            "#!/bin/sh\nexport HPC_REGISTRY_CLIENT_CONFIG={config} HPC_REGISTRY_BIN={} HPC_REGISTRY_PREFETCH_TIMEOUT=240\nexec {} \"$@\"\n",
+            user_bin().display(),
             deploy("slurm/prolog.d/hpc-registry-prefetch").display()
         ),
     )
@@ -208,7 +204,7 @@ fn the_pyxis_importer_prints_only_a_squashfs_path_and_fails_cleanly() {
             &[
                 ("SLURM_JOB_ID", "31"),
                 ("SLURM_STEP_ID", "0"),
-                ("HPC_REGISTRY_BIN", SERVER_BIN),
+                ("HPC_REGISTRY_BIN", user_bin().to_str().unwrap()),
             ],
         );
         // command_as ends with the binary: run the importer instead, with the same environment.

@@ -12,6 +12,58 @@ use tempfile::TempDir;
 use super::users::*;
 use super::*;
 
+/// The binary under test and the repository's `deploy/` tree, copied once per test process into
+/// a directory every host user can traverse: the tests run them as alice and bob, and must not
+/// depend on the permissions of the checkout (a clone below a 0700 directory is unreadable to
+/// them). Removed when the test binary exits.
+fn shared_copy() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    extern "C" fn remove_at_exit() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(format!("/var/tmp/hpcreg-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).expect("shared test dir");
+        std::fs::copy(SERVER_BIN, dir.join("bin/hpc-registry")).expect("copy the binary");
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(&deploy)
+            .arg(dir.join("deploy"))
+            .status()
+            .expect("cp deploy/");
+        assert!(status.success(), "cannot copy {}", deploy.display());
+        let status = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&dir)
+            .status()
+            .expect("chmod");
+        assert!(
+            status.success(),
+            "cannot open {} to every user",
+            dir.display()
+        );
+        // SAFETY: registers a plain function; it only removes a directory.
+        unsafe {
+            libc::atexit(remove_at_exit);
+        }
+        dir
+    })
+}
+
+/// The binary under test, where every host user can run it.
+pub fn user_bin() -> PathBuf {
+    shared_copy().join("bin/hpc-registry")
+}
+
+/// A file of the repository's `deploy/` tree, where every host user can read it.
+pub fn user_deploy(path: &str) -> PathBuf {
+    shared_copy().join("deploy").join(path)
+}
+
 /// A node: a cache root that every user may use, and the registry's URL.
 pub struct Node {
     pub url: String,
@@ -69,7 +121,7 @@ impl Node {
         for (k, v) in envs {
             cmd.arg(format!("{k}={v}"));
         }
-        cmd.arg(SERVER_BIN).args(args);
+        cmd.arg(user_bin()).args(args);
         cmd
     }
 
