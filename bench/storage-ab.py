@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import cpu_seconds, drop_caches, loadavg, log, machine_info, median, which_or_die, wrk  # noqa: E402
-from registry import OCI_MANIFEST, Conn, push_blob, sha256  # noqa: E402
+from registry import OCI_MANIFEST, Conn, NoAuth, push_blob, sha256  # noqa: E402
 
 MIB = 1 << 20
 
@@ -44,7 +44,7 @@ def fresh(buf, tag):
 def push(server, buf, tag, chunk):
     drop_caches()
     digest = fresh(buf, tag)
-    conn = Conn(server.port)
+    conn = Conn(server)
     cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
     push_blob(conn, "big/blob", buf, digest, chunk=chunk)
     secs = time.perf_counter() - t0
@@ -54,7 +54,7 @@ def push(server, buf, tag, chunk):
 
 
 def pull(server, digest, into):
-    conn = Conn(server.port)
+    conn = Conn(server)
     t0 = time.perf_counter()
     _, n = conn.req("GET", f"/v2/big/blob/blobs/{digest}", expect=(200,), into=memoryview(into))
     secs = time.perf_counter() - t0
@@ -88,7 +88,7 @@ def sif_image(seed, mib):
 
 
 def push_image(server, repo, image):
-    conn = Conn(server.port)
+    conn = Conn(server)
     config, layer, manifest = image
     for blob in (config, layer):
         push_blob(conn, repo, blob, sha256(blob))
@@ -129,6 +129,8 @@ def main():
         dist = common.start_distribution(work)
         servers = [base, new, dist]
         for s in servers:
+            s.auth = NoAuth()  # anonymous: both builds run --dev, distribution without auth
+        for s in servers:
             res[s.name] = {}
 
         def add(s, k, v):
@@ -150,7 +152,7 @@ def main():
         wrk_blob = {}
         for s in servers:
             d = fresh(wbuf, f"wrk-{s.name}")
-            conn = Conn(s.port)
+            conn = Conn(s)
             push_blob(conn, "big/blob", wbuf, d)
             conn.close()
             wrk_blob[s.name] = f"/v2/big/blob/blobs/{d}"
