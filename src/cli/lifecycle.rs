@@ -95,7 +95,7 @@ where
     let store = crate::storage::BlobStore::open(&data_dir)
         .with_context(|| format!("cannot open blob store in {}", data_dir.display()))?;
     let settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
-    let pruner = Arc::new(Pruner::new(settings, &data_dir));
+    let pruner = Arc::new(Pruner::new(settings));
     let registry = Arc::new(Registry::new(
         Arc::clone(&data.db),
         store,
