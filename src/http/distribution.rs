@@ -42,6 +42,11 @@ pub async fn dispatch(
     let Some(route) = routes::parse(rest) else {
         return Error::NameUnknown(format!("no such route: {path}")).into_response();
     };
+    let audit = audit.map(|Extension(slot)| slot);
+    if let Some(event) = audit_event(&route, &method, &headers) {
+        // Named before anything can fail; the handler completes it with what it served.
+        super::auth::emit(audit.as_ref(), event);
+    }
     let query = match super::auth::query_map(&uri) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
@@ -52,7 +57,7 @@ pub async fn dispatch(
         query,
         headers,
         principal,
-        audit: audit.map(|Extension(slot)| slot),
+        audit,
     };
     request
         .handle(route, body)
@@ -84,7 +89,6 @@ impl Request<'_> {
             Route::Catalog if read => self.catalog().await,
             Route::Tags { name } if read => self.tags(&repository(name)?).await,
             Route::Manifest { name, reference } => {
-                self.audit_manifest(name, reference);
                 let repo = repository(name)?;
                 let reference = match Reference::parse(reference) {
                     Ok(r) => r,
@@ -106,10 +110,6 @@ impl Request<'_> {
                 }
             }
             Route::Blob { name, digest } => {
-                if is(&Method::DELETE) {
-                    let event = Event::repository(RepositoryAction::BlobDelete, name, digest, None);
-                    self.emit(event);
-                }
                 let repo = repository(name)?;
                 let digest = Digest::parse(digest)?;
                 match *m {
@@ -143,24 +143,6 @@ impl Request<'_> {
             }
             _ => unsupported(m),
         }
-    }
-
-    fn emit(&self, event: Event) {
-        super::auth::emit(self.audit.as_ref(), event);
-    }
-
-    /// Names a manifest request's audit event, before anything can fail: the repository and
-    /// reference as the request gave them, and a push's declared length.
-    fn audit_manifest(&self, name: &str, reference: &str) {
-        let Some(action) = manifest_action(&self.method, reference) else {
-            return;
-        };
-        let pushed = matches!(
-            action,
-            RepositoryAction::ManifestPush | RepositoryAction::TagPush
-        );
-        let bytes = content_length(&self.headers).filter(|_| pushed);
-        self.emit(Event::repository(action, name, reference, bytes));
     }
 
     /// Completes the audit event with the manifest served or stored (and a pull's size).
@@ -489,6 +471,30 @@ impl Request<'_> {
             response = response.header(OCI_FILTERS_APPLIED, "artifactType");
         }
         build(response, Body::from(body))
+    }
+}
+
+/// The audit event of a `/v2` request, if it is one the trail records: a manifest read, push or
+/// delete, or a blob delete, with the repository and reference as the request gave them (valid
+/// or not) and a push's declared length.
+fn audit_event(route: &Route, method: &Method, headers: &HeaderMap) -> Option<Event> {
+    match *route {
+        Route::Manifest { name, reference } => {
+            let action = manifest_action(method, reference)?;
+            let pushed = matches!(
+                action,
+                RepositoryAction::ManifestPush | RepositoryAction::TagPush
+            );
+            let bytes = content_length(headers).filter(|_| pushed);
+            Some(Event::repository(action, name, reference, bytes))
+        }
+        Route::Blob { name, digest } if *method == Method::DELETE => Some(Event::repository(
+            RepositoryAction::BlobDelete,
+            name,
+            digest,
+            None,
+        )),
+        _ => None,
     }
 }
 
