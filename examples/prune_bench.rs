@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     match phase {
         "setup" => push_images(&db, &dir, 0, n),
         "change" => change(&db, &dir, n),
-        "prune" => prune(db, store, &dir),
+        "prune" => prune(db, store),
         other => bail!("unknown phase {other}"),
     }
 }
@@ -122,12 +122,12 @@ fn change(db: &Db, dir: &std::path::Path, percent: usize) -> anyhow::Result<()> 
     push_images(db, dir, total, count)
 }
 
-fn prune(db: Arc<Db>, store: BlobStore, dir: &std::path::Path) -> anyhow::Result<()> {
+fn prune(db: Arc<Db>, store: BlobStore) -> anyhow::Result<()> {
     let gc = GcConfig {
         grace: "0s".into(),
         ..GcConfig::default()
     };
-    let pruner = Pruner::new(Settings::from_config(&gc, &[])?, dir);
+    let pruner = Pruner::new(Settings::from_config(&gc, &[])?);
     let registry = Registry::new(db, store, Limits::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -77,7 +77,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let audit = crate::audit::Auditor::start(audit);
     let registry = Arc::new(Registry::new(Arc::clone(&db), store.clone(), limits));
     let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
-    let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings, &data_dir));
+    let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings));
     let quota_defaults = registry.limits.quota;
     let farm = Farm::new(
         Arc::clone(&db),
@@ -199,17 +199,22 @@ async fn flush_pulls_periodically(app: Arc<App>) {
     }
 }
 
-/// Abandoned uploads are swept hourly, or four times per lifetime when that is shorter (and once
-/// at start-up, for sessions a crash left behind).
+/// Abandoned uploads (and build scratch a dead build left) are swept hourly, or four times per
+/// lifetime when that is shorter (and once at start-up, for sessions a crash left behind).
 async fn expire_uploads_periodically(app: Arc<App>, max_age_secs: u64) {
     let every = (max_age_secs / 4).clamp(1, 3600);
     let mut tick = tokio::time::interval(Duration::from_secs(every));
     loop {
         tick.tick().await;
-        match app.registry.expire_uploads(max_age_secs).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("removed {n} abandoned upload sessions"),
+        match app.registry.expire_uploads(max_age_secs, false).await {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => tracing::info!("removed {} abandoned upload sessions", gone.len()),
             Err(e) => tracing::warn!("cannot expire upload sessions: {e}"),
+        }
+        match app.registry.remove_stale_scratch(max_age_secs).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} build scratch directories left by a dead build"),
+            Err(e) => tracing::warn!("cannot remove stale build scratch directories: {e}"),
         }
     }
 }

@@ -626,6 +626,54 @@ fn config_is_plain_data() {
     );
 }
 
+/// Internal references from modules whose top level is `from` into `to` that `bad` picks out.
+fn refs_into(
+    krate: &Crate,
+    from: &str,
+    to: &[&str],
+    bad: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let found: BTreeSet<String> = krate
+        .refs
+        .iter()
+        .filter(|r| r.internal && r.from.first().is_some_and(|m| m == from))
+        .filter(|r| r.path.len() >= to.len() && r.path[..to.len()] == *to)
+        .filter(|r| bad(&r.path))
+        .map(|r| format!("{} names crate::{}", r.at, r.path.join("::")))
+        .collect();
+    found.into_iter().collect()
+}
+
+#[test]
+fn handlers_call_no_meta_function() {
+    // The HTTP layer translates; the work is a plain-type service's (registry, farm, quota,
+    // lifecycle, auth). A handler may name meta's plain types (`JobState`), never a function
+    // of it (nor the module, which is how one would reach them).
+    let krate = read_crate();
+    let found = refs_into(&krate, "http", &["meta"], |path| {
+        path.last()
+            .and_then(|s| s.chars().next())
+            .is_some_and(char::is_lowercase)
+    });
+    assert_none("meta called from the HTTP layer", found);
+}
+
+#[test]
+fn the_blob_store_is_reached_through_its_interface() {
+    // Callers hold a `storage::BlobStore` (the `Storage` trait), never the filesystem store,
+    // so none can reach for a blob path and a second backend could sit beside it.
+    let krate = read_crate();
+    let mut found = Vec::new();
+    for top in krate.modules.iter().filter_map(|m| m.first()) {
+        if top != "storage" {
+            found.extend(refs_into(&krate, top, &["storage", "fs"], |_| true));
+        }
+    }
+    found.sort();
+    found.dedup();
+    assert_none("the filesystem store named outside src/storage", found);
+}
+
 /// The reader itself: a known graph with one cycle is reported as exactly that cycle, and
 /// every kind of path the collector must see is seen.
 #[test]

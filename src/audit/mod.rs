@@ -2,6 +2,7 @@
 //! pushes, deletes, manifest pulls, SIF fetches, identity changes, admin actions, builds).
 //!
 //! * [`chain`]: the hash chain over records, and `verify` (the tamper check, on the file alone).
+//! * [`event`]: what a request did, as its handler names it, and the record it makes.
 //! * [`log`]: the append-only JSON-lines file `DATA/audit/audit.jsonl` and its database index.
 //! * [`writer`]: the [`Auditor`] handle the server uses; one thread owns the file.
 //! * [`query`]: filters (`--user`, `--repo`, `--action`, `--since`, `--until`) in SQL.
@@ -12,6 +13,7 @@
 
 pub mod bound;
 pub mod chain;
+pub mod event;
 pub mod log;
 pub mod ops;
 pub mod query;

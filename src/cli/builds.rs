@@ -56,7 +56,7 @@ pub fn run(args: BuildsArgs) -> anyhow::Result<()> {
         Some(BuildsAction::Cancel { id }) => (Method::POST, format!("/admin/builds/{id}/cancel")),
     };
     let what = method.to_string();
-    let v = client.request(method, &path, None, &what)?;
+    let v = client.json(method, &path, None, &what)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

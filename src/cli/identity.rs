@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::output::{table, yes};
+use super::output::{list, yes};
 use super::prompt::read_password;
 use super::target::{Backend, Target};
 use crate::auth::manage::{
@@ -206,30 +206,21 @@ fn user(backend: &Backend, command: UserCommand) -> anyhow::Result<()> {
             eprintln!("password of {name} changed");
         }
         UserCommand::List { json } => {
-            let v = backend.run(Op::ListUsers)?;
-            if json {
-                println!("{v:#}");
-            } else {
-                let users: Vec<UserInfo> = serde_json::from_value(v)?;
-                let rows = users.into_iter().map(|u| {
-                    vec![
-                        u.name,
-                        u.uid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
-                        yes(u.admin),
-                        yes(u.password),
-                        if u.groups.is_empty() {
-                            "-".into()
-                        } else {
-                            u.groups.join(",")
-                        },
-                        rfc3339(u.created_at),
-                    ]
-                });
-                table(
-                    &["NAME", "UID", "ADMIN", "PASSWORD", "GROUPS", "CREATED"],
-                    rows,
-                );
-            }
+            let header = ["NAME", "UID", "ADMIN", "PASSWORD", "GROUPS", "CREATED"];
+            list(backend.run(Op::ListUsers)?, json, &header, |u: UserInfo| {
+                vec![
+                    u.name,
+                    u.uid.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+                    yes(u.admin),
+                    yes(u.password),
+                    if u.groups.is_empty() {
+                        "-".into()
+                    } else {
+                        u.groups.join(",")
+                    },
+                    rfc3339(u.created_at),
+                ]
+            })?;
         }
         UserCommand::ImportHtpasswd { file } => {
             let content = std::fs::read_to_string(&file)
@@ -263,16 +254,13 @@ fn group(backend: &Backend, command: GroupCommand) -> anyhow::Result<()> {
             eprintln!("deleted group {name}");
         }
         GroupCommand::List { json } => {
-            let v = backend.run(Op::ListGroups)?;
-            if json {
-                println!("{v:#}");
-            } else {
-                let groups: Vec<GroupInfo> = serde_json::from_value(v)?;
-                let rows = groups
-                    .into_iter()
-                    .map(|g| vec![g.name, g.members.to_string(), rfc3339(g.created_at)]);
-                table(&["NAME", "MEMBERS", "CREATED"], rows);
-            }
+            let header = ["NAME", "MEMBERS", "CREATED"];
+            list(
+                backend.run(Op::ListGroups)?,
+                json,
+                &header,
+                |g: GroupInfo| vec![g.name, g.members.to_string(), rfc3339(g.created_at)],
+            )?;
         }
         GroupCommand::Members {
             group,
@@ -297,24 +285,14 @@ fn group(backend: &Backend, command: GroupCommand) -> anyhow::Result<()> {
                 })?;
             }
             let v = backend.run(Op::GroupMembers { group })?;
-            if json {
-                println!("{v:#}");
-            } else {
-                let members: Vec<MemberInfo> = serde_json::from_value(v)?;
-                let rows = members.into_iter().map(|m| {
-                    vec![
-                        m.user,
-                        if m.read_only {
-                            "read-only"
-                        } else {
-                            "read-write"
-                        }
-                        .to_owned(),
-                        rfc3339(m.added_at),
-                    ]
-                });
-                table(&["USER", "ROLE", "ADDED"], rows);
-            }
+            list(v, json, &["USER", "ROLE", "ADDED"], |m: MemberInfo| {
+                let role = if m.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                };
+                vec![m.user, role.to_owned(), rfc3339(m.added_at)]
+            })?;
         }
     }
     Ok(())
@@ -348,14 +326,21 @@ fn token(backend: &Backend, command: TokenCommand) -> anyhow::Result<()> {
             );
         }
         TokenCommand::List { user, json } => {
-            let v = backend.run(Op::ListTokens { user })?;
-            if json {
-                println!("{v:#}");
-            } else {
-                let tokens: Vec<TokenInfo> = serde_json::from_value(v)?;
-                let date =
-                    |d: Option<i64>, none: &str| d.map(rfc3339).unwrap_or_else(|| none.into());
-                let rows = tokens.into_iter().map(|t| {
+            let header = [
+                "ID",
+                "USER",
+                "SCOPE",
+                "CREATED",
+                "EXPIRES",
+                "LAST USED",
+                "DESCRIPTION",
+            ];
+            let date = |d: Option<i64>, none: &str| d.map(rfc3339).unwrap_or_else(|| none.into());
+            list(
+                backend.run(Op::ListTokens { user })?,
+                json,
+                &header,
+                |t: TokenInfo| {
                     vec![
                         t.id,
                         t.user,
@@ -365,20 +350,8 @@ fn token(backend: &Backend, command: TokenCommand) -> anyhow::Result<()> {
                         date(t.last_used_at, "-"),
                         t.description,
                     ]
-                });
-                table(
-                    &[
-                        "ID",
-                        "USER",
-                        "SCOPE",
-                        "CREATED",
-                        "EXPIRES",
-                        "LAST USED",
-                        "DESCRIPTION",
-                    ],
-                    rows,
-                );
-            }
+                },
+            )?;
         }
         TokenCommand::Revoke { id } => {
             backend.run(Op::RevokeToken { id: id.clone() })?;

@@ -27,21 +27,18 @@ pub enum RepoCommand {
 
 /// `admin prune [--dry-run]`.
 pub fn prune(dry_run: bool, json: bool, target: &Target) -> anyhow::Result<()> {
-    let report = match target.remote.online()? {
-        Some(api) => api.json(
+    let report = online_or_offline(
+        target,
+        (
             Method::POST,
-            &format!("/admin/prune?dry_run={dry_run}"),
-            None,
+            format!("/admin/prune?dry_run={dry_run}"),
             "prune",
-        )?,
-        None => offline(
-            target,
-            ("admin.prune", Some(format!("dry_run={dry_run}"))),
-            move |pruner, registry| async move {
-                Ok(serde_json::to_value(pruner.run(&registry, dry_run).await?)?)
-            },
-        )?,
-    };
+        ),
+        ("admin.prune", Some(format!("dry_run={dry_run}"))),
+        move |pruner, registry| async move {
+            Ok(serde_json::to_value(pruner.run(&registry, dry_run).await?)?)
+        },
+    )?;
     print_prune_report(&report, json)
 }
 
@@ -49,23 +46,20 @@ pub fn prune(dry_run: bool, json: bool, target: &Target) -> anyhow::Result<()> {
 pub fn repo(command: RepoCommand, target: &Target) -> anyhow::Result<()> {
     let RepoCommand::Delete { name, json } = command;
     crate::registry::names::RepositoryName::parse(&name)?;
-    let deleted = match target.remote.online()? {
-        Some(api) => api.json(
+    let deleted = online_or_offline(
+        target,
+        (
             Method::DELETE,
-            &format!("/admin/repositories/{name}"),
-            None,
+            format!("/admin/repositories/{name}"),
             "repo delete",
-        )?,
-        None => offline(
-            target,
-            ("repository.delete", Some(name.clone())),
-            move |pruner, registry| async move {
-                Ok(serde_json::to_value(
-                    pruner.delete_repository(&registry, &name).await?,
-                )?)
-            },
-        )?,
-    };
+        ),
+        ("repository.delete", Some(name.clone())),
+        move |pruner, registry| async move {
+            Ok(serde_json::to_value(
+                pruner.delete_repository(&registry, &name).await?,
+            )?)
+        },
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&deleted)?);
     } else {
@@ -78,24 +72,31 @@ pub fn repo(command: RepoCommand, target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `f` on the data directory under its lock (no server may run meanwhile), and records
-/// `(action, reference)` in the audit trail as the OS user, like every offline change.
-fn offline<F, Fut>(
+/// Runs a command through `--server`'s admin API (`method path`, named `what` in errors), or,
+/// without a server, `f` on the data directory under its lock (no server may run meanwhile),
+/// recording `audit` (action, reference) in the audit trail as the OS user, like every offline
+/// change.
+fn online_or_offline<F, Fut>(
     target: &Target,
-    (action, reference): (&str, Option<String>),
+    (method, path, what): (Method, String, &str),
+    audit: (&str, Option<String>),
     f: F,
 ) -> anyhow::Result<Value>
 where
     F: FnOnce(Arc<Pruner>, Arc<Registry>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Value>>,
 {
+    if let Some(api) = target.remote.online()? {
+        return api.json(method, &path, None, what);
+    }
+    let (action, reference) = audit;
     let config = target.config()?;
     let data = Offline::open(target)?;
     let data_dir = target.data_dir.clone().unwrap_or(config.data_dir.clone());
     let store = crate::storage::BlobStore::open(&data_dir)
         .with_context(|| format!("cannot open blob store in {}", data_dir.display()))?;
     let settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
-    let pruner = Arc::new(Pruner::new(settings, &data_dir));
+    let pruner = Arc::new(Pruner::new(settings));
     let registry = Arc::new(Registry::new(
         Arc::clone(&data.db),
         store,

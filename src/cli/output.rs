@@ -32,6 +32,23 @@ pub fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     }
 }
 
+/// A list the server answered: as it came with `--json`, else a table of `header` with one
+/// row per item.
+pub fn list<T: serde::de::DeserializeOwned>(
+    value: Value,
+    json: bool,
+    header: &[&str],
+    row: impl Fn(T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{value:#}");
+        return Ok(());
+    }
+    let items: Vec<T> = serde_json::from_value(value)?;
+    table(header, items.into_iter().map(row));
+    Ok(())
+}
+
 pub fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())

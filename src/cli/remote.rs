@@ -77,17 +77,6 @@ impl AdminApi {
         self.client.json(method, path, body, &what)
     }
 
-    /// Any admin API call with a JSON answer; `what` names it in errors.
-    pub fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        what: &str,
-    ) -> anyhow::Result<Value> {
-        self.client.json(method, path, body, what)
-    }
-
     /// One identity operation through its admin API route.
     pub fn run(&self, op: &Op) -> anyhow::Result<Value> {
         let (method, path, body) = op.to_http();

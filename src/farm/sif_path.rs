@@ -1,6 +1,6 @@
-//! The one parser of `/sif/<reference>[/<view>]` paths, shared by the `/sif` handlers, the
-//! authentication middleware (which repository a challenge names) and the audit middleware
-//! (what a request fetched).
+//! The one parser of `/sif/<reference>[/<view>]` paths, shared by the `/sif` handlers (what a
+//! request asks for, and what its audit event names) and the authentication middleware (which
+//! repository a challenge names).
 
 use crate::registry::names::Digest;
 

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::admin_ops::OpRoute;
 use super::auth::{query_map, AuditSlot};
 use super::App;
+use crate::audit::event::Event;
 use crate::auth::manage::{self, Caller, ManageError, Op};
 use crate::auth::{AuthMethod, Principal};
 use crate::registry::error::Error;
@@ -38,6 +39,32 @@ pub async fn read_only_guard(principal: Principal, req: Request, next: Next) -> 
         )));
     }
     next.run(req).await
+}
+
+/// The audit event of an `/admin` request no handler named. The store-maintenance routes
+/// (prune, usage, quotas, scrub, repository deletes) are audited by their route: their action
+/// and object follow from the method and path alone, refused or not. Any other request that
+/// reached no handler naming it (refused by [`read_only_guard`] or before its operation was
+/// known, or on no route) is an `admin.request`.
+pub fn route_event(method: &Method, path: &str) -> Event {
+    let rest = path.trim_start_matches("/admin/");
+    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let tail: String = tail.chars().take(256).collect();
+    let (action, repository, reference) = match (first, method) {
+        ("repositories", &Method::DELETE) => ("repository.delete", Some(tail), None),
+        ("quotas", &Method::PUT) if !tail.is_empty() => ("quota.set", None, Some(tail)),
+        ("quotas", &Method::DELETE) if !tail.is_empty() => ("quota.delete", None, Some(tail)),
+        ("prune", _) => ("admin.prune", None, None),
+        ("usage", _) => ("admin.usage", None, None),
+        ("quotas", _) => ("admin.quotas", None, None),
+        ("scrub", _) => ("admin.scrub", None, None),
+        _ => ("admin.request", None, None),
+    };
+    Event::Admin {
+        action: action.to_owned(),
+        repository,
+        reference,
+    }
 }
 
 pub async fn dispatch(State(app): State<Arc<App>>, principal: Principal, req: Request) -> Response {

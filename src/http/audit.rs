@@ -1,7 +1,10 @@
-//! The audit trail at the HTTP edge: the middleware that turns each finished request into typed
-//! [`Event`]s (from the typed route, the status, the [`AuditSlot`] the auth middleware and the
-//! handlers filled, and a few headers), each written down as one record, and the admin-only
-//! `/admin/audit` API.
+//! The audit trail at the HTTP edge: the middleware that writes each finished request's
+//! [`Event`]s down as records, and the admin-only `/admin/audit` API.
+//!
+//! Handlers say what a request did: they emit typed events into the request's [`AuditSlot`]
+//! (authentication emits logins and their failures). This middleware only adds what every
+//! request has — who and from where (the slot), when, the client's `User-Agent` and
+//! `X-Slurm-Job-Id`, and the status — and queues the records, after the response is made.
 //!
 //! What is recorded (see README "Audit trail"): every authentication failure (429s included),
 //! `auth.success` for `/token` and admin API logins (other requests carry `user` and `auth`
@@ -19,11 +22,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::{query_map, AuditContext, AuditSlot};
-use super::routes::{self, Route};
 use super::App;
+use crate::audit::event::{Event, RequestContext};
 use crate::audit::{self, query::Params, Record};
 use crate::auth::Principal;
-use crate::registry::names::Digest;
 
 /// The header a batch job sets to its `SLURM_JOB_ID`.
 const SLURM_JOB_ID: &str = "x-slurm-job-id";
@@ -37,19 +39,6 @@ pub struct RequestInfo {
     pub path: String,
     pub user_agent: Option<String>,
     pub slurm_job_id: Option<String>,
-    pub content_length: Option<u64>,
-    /// The credential kind tried, from the Authorization header (for failures).
-    pub scheme: Option<&'static str>,
-}
-
-/// What the middleware keeps of the response.
-#[derive(Debug, Clone)]
-pub struct ReplyInfo {
-    pub status: u16,
-    /// Set when the answer is a caught panic (see [`super::panic`]): its message.
-    pub panic: Option<String>,
-    pub digest: Option<String>,
-    pub content_length: Option<u64>,
 }
 
 impl RequestInfo {
@@ -69,13 +58,25 @@ impl RequestInfo {
                             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
                 })
                 .map(str::to_owned),
-            content_length: text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok()),
-            scheme: text(header::AUTHORIZATION.as_str()).map(scheme_of),
         }
+    }
+
+    /// The record of `event` for this request, answered with `status`, by `ctx`'s caller.
+    pub fn record(&self, event: &Event, status: u16, ctx: &AuditContext) -> Record {
+        event.record(&RequestContext {
+            method: self.method.as_str(),
+            path: &self.path,
+            status,
+            principal: ctx.principal.as_ref(),
+            client: ctx.client.map(|c| c.ip()),
+            user_agent: self.user_agent.as_deref(),
+            slurm_job_id: self.slurm_job_id.as_deref(),
+        })
     }
 }
 
 /// `password`, `token`, `bearer`, `munge` or `other` for an Authorization header value.
+#[cfg(test)]
 fn scheme_of(value: &str) -> &'static str {
     crate::auth::Credential::kind(value)
 }
@@ -85,27 +86,14 @@ pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     let info = RequestInfo::of(req.method(), req.uri().path(), req.headers());
     let slot = req.extensions().get::<AuditSlot>().cloned();
     let response = next.run(req).await;
-    let headers = response.headers();
-    let digest = headers
-        .get("docker-content-digest")
-        .or_else(|| headers.get(header::ETAG))
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_matches('"').to_owned())
-        .filter(|d| Digest::parse(d).is_ok());
-    let reply = ReplyInfo {
-        panic: response
-            .extensions()
-            .get::<super::panic::Panicked>()
-            .map(|p| p.0.clone()),
-        status: response.status().as_u16(),
-        digest,
-        content_length: headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()),
-    };
+    let panic = response
+        .extensions()
+        .get::<super::panic::Panicked>()
+        .map(|p| p.0.clone());
+    let status = response.status().as_u16();
     let ctx = slot.map(|s| s.get()).unwrap_or_default();
-    for r in records(&info, &reply, &ctx) {
+    for event in events(&info, panic, status, &ctx) {
+        let r = info.record(&event, status, &ctx);
         if r.outcome == "ok" {
             app.audit.record(r).await;
         } else {
@@ -117,263 +105,30 @@ pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     response
 }
 
-/// What a finished request did, in the audit trail's terms. [`events`] decides it once, from
-/// the typed route, the status and what authentication and the handler put in the
-/// [`AuditSlot`]; [`Event::record`] writes it down. Nothing else looks at the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event<'a> {
-    /// A handler panicked (whatever the route: it is a bug, and the trail must show it).
-    Panic { message: &'a str },
-    /// Authentication failed: the user name tried, if any, and why.
-    AuthFailure { user: Option<&'a str>, why: &'a str },
-    /// `/token`: a login, which issued a token or not.
-    TokenLogin { issued: bool },
-    /// An authenticated `/admin` call: its login, recorded beside what it did.
-    AdminLogin { path: &'a str },
-    /// An `/admin` call: what the handler named (or the route says) and its object.
-    Admin {
-        action: &'a str,
-        repository: Option<String>,
-        reference: String,
-    },
-    /// A manifest read, push or delete, or a blob delete (`action`: `manifest.pull`, …).
-    Repository {
-        action: &'static str,
-        repository: &'a str,
-        reference: &'a str,
-        bytes: Option<u64>,
-    },
-    /// A SIF (or its squashfs partition) served or refused.
-    SifFetch {
-        repository: Option<&'a str>,
-        reference: &'a str,
-        squashfs: bool,
-    },
-}
-
-impl Event<'_> {
-    /// The record of this event, with what every record carries (status, client, agent, job, who).
-    pub fn record(&self, info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Record {
-        let (action, outcome) = match self {
-            Event::Panic { .. } => ("request.panic", None),
-            Event::AuthFailure { .. } => ("auth.failure", None),
-            Event::TokenLogin { issued: true } => ("auth.success", None),
-            Event::TokenLogin { issued: false } => ("auth.failure", None),
-            Event::AdminLogin { .. } => ("auth.success", Some("ok")),
-            Event::Admin { action, .. } => (*action, None),
-            Event::Repository { action, .. } => (*action, None),
-            Event::SifFetch { .. } => ("sif.fetch", None),
-        };
-        let mut r = Record::new(
-            action,
-            outcome.unwrap_or(audit::outcome_of_status(reply.status)),
-        );
-        r.status = Some(reply.status);
-        r.client = ctx.client.map(|c| c.ip().to_string());
-        r.user_agent = info.user_agent.clone();
-        r.slurm_job_id = info.slurm_job_id.clone();
-        if let Some(p) = &ctx.principal {
-            r.user = p.user.clone();
-            r.uid = p.uid;
-            r.auth = Some(p.method.as_str().to_owned());
-        }
-        match self {
-            Event::Panic { message } => {
-                r.reference = Some(format!("{} {}", info.method, info.path));
-                r.detail = Some((*message).to_owned());
-            }
-            Event::AuthFailure { user, why } => {
-                r.user = user.map(str::to_owned);
-                r.auth = info.scheme.map(str::to_owned);
-                r.detail = Some((*why).to_owned());
-                r.reference = Some(info.path.chars().take(256).collect());
-            }
-            Event::TokenLogin { issued } => {
-                if !issued {
-                    r.auth = info.scheme.map(str::to_owned);
-                }
-            }
-            Event::AdminLogin { path } => r.reference = Some((*path).to_owned()),
-            Event::Admin {
-                repository,
-                reference,
-                ..
-            } => {
-                r.repository = repository.clone();
-                r.reference = (repository.is_none()).then(|| reference.clone());
-            }
-            Event::Repository {
-                repository,
-                reference,
-                bytes,
-                ..
-            } => {
-                r.repository = Some((*repository).to_owned());
-                r.reference = Some((*reference).to_owned());
-                r.digest = reply
-                    .digest
-                    .clone()
-                    .or_else(|| Digest::parse(reference).ok().map(|d| d.as_str().to_owned()));
-                r.bytes = *bytes;
-            }
-            Event::SifFetch {
-                repository,
-                reference,
-                squashfs,
-            } => {
-                r.repository = repository.map(str::to_owned);
-                r.reference = Some(reference.chars().take(256).collect());
-                // The SIF's own digest (its ETag) when one was served.
-                r.digest = reply.digest.clone().filter(|_| reply.status < 300);
-                r.bytes = reply.content_length.filter(|_| reply.status < 300);
-                if *squashfs {
-                    r.detail = Some("squashfs partition".into());
-                }
-            }
-        }
-        r
-    }
-}
-
-/// The records of one finished request (usually none or one).
-pub fn records(info: &RequestInfo, reply: &ReplyInfo, ctx: &AuditContext) -> Vec<Record> {
-    events(info, reply, ctx)
-        .iter()
-        .map(|e| e.record(info, reply, ctx))
-        .collect()
-}
-
-/// What one finished request did (usually nothing to record, or one event).
-pub fn events<'a>(
-    info: &'a RequestInfo,
-    reply: &'a ReplyInfo,
-    ctx: &'a AuditContext,
-) -> Vec<Event<'a>> {
-    if let Some(message) = &reply.panic {
+/// The events of one finished request (usually none or one): a panic whatever the request
+/// did, else the admin login and what the request did. An admin API request no handler named
+/// (refused before its handler ran, or on a route whose action is its path) is named by
+/// [`super::admin::route_event`].
+pub fn events(
+    info: &RequestInfo,
+    panic: Option<String>,
+    status: u16,
+    ctx: &AuditContext,
+) -> Vec<Event> {
+    if let Some(message) = panic {
         return vec![Event::Panic { message }];
     }
-    if let Some((user, why)) = &ctx.failure {
-        // 401 → denied, 429 → rate-limited, 500 (munged unreachable) → error.
-        return vec![Event::AuthFailure {
-            user: user.as_deref(),
-            why,
-        }];
-    }
-    let path = info.path.as_str();
-    if path == "/token" {
-        return vec![Event::TokenLogin {
-            issued: reply.status == 200,
-        }];
-    }
-    if path.starts_with("/admin/") {
-        return admin_events(path, info, reply, ctx);
-    }
-    if let Some(rest) = path.strip_prefix("/v2/") {
-        return v2_event(rest, &info.method, info, reply)
-            .into_iter()
-            .collect();
-    }
-    if let Some(rest) = path.strip_prefix("/sif/") {
-        return sif_event(rest, &info.method, reply).into_iter().collect();
-    }
-    Vec::new()
-}
-
-fn admin_events<'a>(
-    path: &'a str,
-    info: &RequestInfo,
-    reply: &ReplyInfo,
-    ctx: &'a AuditContext,
-) -> Vec<Event<'a>> {
-    let mut out = Vec::new();
-    let authenticated = ctx
-        .principal
-        .as_ref()
-        .is_some_and(Principal::is_authenticated);
-    if authenticated && reply.status != 401 {
-        out.push(Event::AdminLogin { path });
-    }
-    let default_reference = || {
-        ctx.reference
-            .clone()
-            .unwrap_or_else(|| format!("{} {path}", info.method))
-    };
-    if let Some(action) = ctx.action.as_deref() {
-        out.push(Event::Admin {
-            action,
-            repository: None,
-            reference: default_reference(),
-        });
-        return out;
-    }
-    // The store-maintenance routes (src/lifecycle, storage_admin) are known by their paths.
-    let rest = path.trim_start_matches("/admin/");
-    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let tail: String = tail.chars().take(256).collect();
-    let (action, repository, reference) = match (first, &info.method) {
-        ("repositories", &Method::DELETE) => ("repository.delete", Some(tail), String::new()),
-        ("quotas", &Method::PUT) if !tail.is_empty() => ("quota.set", None, tail),
-        ("quotas", &Method::DELETE) if !tail.is_empty() => ("quota.delete", None, tail),
-        ("prune", _) => ("admin.prune", None, default_reference()),
-        ("usage", _) => ("admin.usage", None, default_reference()),
-        ("quotas", _) => ("admin.quotas", None, default_reference()),
-        ("scrub", _) => ("admin.scrub", None, default_reference()),
-        _ => ("admin.request", None, default_reference()),
-    };
-    out.push(Event::Admin {
-        action,
-        repository,
-        reference,
+    let event = ctx.event.clone().or_else(|| {
+        info.path
+            .starts_with("/admin/")
+            .then(|| super::admin::route_event(&info.method, &info.path))
     });
-    out
-}
-
-fn v2_event<'a>(
-    rest: &'a str,
-    m: &Method,
-    info: &RequestInfo,
-    reply: &ReplyInfo,
-) -> Option<Event<'a>> {
-    let (repository, reference, action, bytes) = match routes::parse(rest)? {
-        Route::Manifest { name, reference } => {
-            let by_digest = Digest::parse(reference).is_ok();
-            let (action, bytes) = match *m {
-                Method::GET => ("manifest.pull", reply.content_length),
-                Method::HEAD => ("manifest.head", None),
-                Method::PUT if by_digest => ("manifest.push", info.content_length),
-                Method::PUT => ("tag.push", info.content_length),
-                Method::DELETE if by_digest => ("manifest.delete", None),
-                Method::DELETE => ("tag.delete", None),
-                _ => return None,
-            };
-            (name, reference, action, bytes)
-        }
-        Route::Blob { name, digest } if *m == Method::DELETE => (name, digest, "blob.delete", None),
-        _ => return None,
-    };
-    Some(Event::Repository {
-        action,
-        repository,
-        reference,
-        bytes,
-    })
-}
-
-fn sif_event<'a>(rest: &'a str, m: &Method, reply: &ReplyInfo) -> Option<Event<'a>> {
-    use crate::farm::sif_path::{SifPath, View};
-    let path = SifPath::parse(rest);
-    // HEAD, status and log reads, and "still building" answers are not fetches.
-    if *m != Method::GET
-        || reply.status == StatusCode::ACCEPTED.as_u16()
-        || matches!(path.view, View::Status | View::Log)
-    {
-        return None;
-    }
-    Some(Event::SifFetch {
-        repository: path.repository(),
-        reference: path.reference,
-        squashfs: path.view == View::Squashfs,
-    })
+    ctx.login
+        .iter()
+        .filter(|login| login.is_recorded(status))
+        .cloned()
+        .chain(event)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,6 +221,7 @@ fn json_error(status: StatusCode, code: &str, message: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::event::RepositoryAction;
     use crate::auth::AuthMethod;
 
     fn ctx(user: Option<&str>) -> AuditContext {
@@ -481,6 +237,12 @@ mod tests {
         }
     }
 
+    /// `ctx` after its handler emitted `event`.
+    fn emitted(mut c: AuditContext, event: Event) -> AuditContext {
+        c.event = Some(event);
+        c
+    }
+
     fn req(method: Method, path: &str) -> RequestInfo {
         let mut h = HeaderMap::new();
         h.insert(header::USER_AGENT, "docker/27".parse().unwrap());
@@ -489,29 +251,58 @@ mod tests {
         RequestInfo::of(&method, path, &h)
     }
 
-    fn reply(status: u16, digest: Option<&str>, len: Option<u64>) -> ReplyInfo {
-        ReplyInfo {
-            panic: None,
-            status,
-            digest: digest.map(str::to_owned),
-            content_length: len,
+    /// The records the middleware writes for a request answered with `status`.
+    fn records(
+        info: &RequestInfo,
+        panic: Option<&str>,
+        status: u16,
+        ctx: &AuditContext,
+    ) -> Vec<Record> {
+        events(info, panic.map(str::to_owned), status, ctx)
+            .iter()
+            .map(|e| info.record(e, status, ctx))
+            .collect()
+    }
+
+    /// The event a `/v2` handler emits for a manifest or blob request, completed with what it
+    /// served (`digest`, and a pull's `bytes`).
+    fn repo_event(
+        action: RepositoryAction,
+        path: (&str, &str),
+        pushed: Option<u64>,
+        served: Option<(&str, Option<u64>)>,
+    ) -> Event {
+        let mut e = Event::repository(action, path.0, path.1, pushed);
+        if let Some((digest, bytes)) = served {
+            e.served(digest, bytes);
+        }
+        e
+    }
+
+    fn sif_event(reference: &str, served: Option<(&str, u64)>) -> Event {
+        Event::SifFetch {
+            repository: crate::farm::sif_path::SifPath::parse(reference)
+                .repository()
+                .map(str::to_owned),
+            reference: reference.to_owned(),
+            digest: served.map(|s| s.0.to_owned()),
+            bytes: served.map(|s| s.1),
+            squashfs: false,
         }
     }
 
     #[test]
     fn a_caught_panic_is_recorded_on_any_route() {
-        let mut panicked = reply(500, None, None);
-        panicked.panic = Some("index out of bounds".into());
         let d = format!("sha256:{}", "a".repeat(64));
-        // A blob GET is otherwise never recorded.
+        // A blob GET is otherwise never recorded (its handler emits nothing).
         let path = format!("/v2/a/b/blobs/{d}");
-        assert!(records(
+        assert!(records(&req(Method::GET, &path), None, 500, &ctx(None)).is_empty());
+        let r = records(
             &req(Method::GET, &path),
-            &reply(500, None, None),
-            &ctx(None)
-        )
-        .is_empty());
-        let r = records(&req(Method::GET, &path), &panicked, &ctx(Some("alice")));
+            Some("index out of bounds"),
+            500,
+            &ctx(Some("alice")),
+        );
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].action, "request.panic");
         assert_eq!(r[0].outcome, "error");
@@ -520,19 +311,25 @@ mod tests {
     }
 
     #[test]
-    fn classifies_requests() {
+    fn records_what_handlers_emit() {
+        use RepositoryAction::*;
         let d = format!("sha256:{}", "a".repeat(64));
-        let one = |m: Method, p: &str, rep: ReplyInfo| {
-            let v = records(&req(m, p), &rep, &ctx(Some("alice")));
+        let one = |m: Method, p: &str, status: u16, event: Option<Event>| {
+            let c = match event {
+                Some(e) => emitted(ctx(Some("alice")), e),
+                None => ctx(Some("alice")),
+            };
+            let v = records(&req(m, p), None, status, &c);
             assert!(v.len() <= 1, "{v:?}");
             v.into_iter().next()
         };
-        let r = one(
-            Method::GET,
-            "/v2/alice/tool/manifests/1",
-            reply(200, Some(&d), Some(900)),
-        )
-        .unwrap();
+        let pulled = repo_event(
+            ManifestPull,
+            ("alice/tool", "1"),
+            None,
+            Some((&d, Some(900))),
+        );
+        let r = one(Method::GET, "/v2/alice/tool/manifests/1", 200, Some(pulled)).unwrap();
         assert_eq!(
             (
                 r.action.as_str(),
@@ -562,71 +359,52 @@ mod tests {
             (r.user_agent.as_deref(), r.slurm_job_id.as_deref()),
             (Some("docker/27"), Some("4711"))
         );
+        let tagged = repo_event(TagPush, ("a/b", "1"), Some(512), Some((&d, None)));
         assert_eq!(
-            one(
-                Method::PUT,
-                "/v2/a/b/manifests/1",
-                reply(201, Some(&d), None)
-            )
-            .unwrap()
-            .action,
+            one(Method::PUT, "/v2/a/b/manifests/1", 201, Some(tagged))
+                .unwrap()
+                .action,
             "tag.push"
         );
+        let pushed = repo_event(ManifestPush, ("a/b", &d), Some(512), Some((&d, None)));
         let r = one(
             Method::PUT,
             &format!("/v2/a/b/manifests/{d}"),
-            reply(201, Some(&d), None),
+            201,
+            Some(pushed),
         )
         .unwrap();
         assert_eq!((r.action.as_str(), r.bytes), ("manifest.push", Some(512)));
+        let untagged = repo_event(TagDelete, ("a/b", "1"), None, None);
         assert_eq!(
-            one(
-                Method::DELETE,
-                "/v2/a/b/manifests/1",
-                reply(202, None, None)
-            )
-            .unwrap()
-            .action,
+            one(Method::DELETE, "/v2/a/b/manifests/1", 202, Some(untagged))
+                .unwrap()
+                .action,
             "tag.delete"
         );
+        let deleted = repo_event(ManifestDelete, ("a/b", &d), None, None);
         let r = one(
             Method::DELETE,
             &format!("/v2/a/b/manifests/{d}"),
-            reply(202, None, None),
+            202,
+            Some(deleted),
         )
         .unwrap();
         assert_eq!(
             (r.action.as_str(), r.digest.as_deref()),
             ("manifest.delete", Some(d.as_str()))
         );
+        let blob = repo_event(BlobDelete, ("a", &d), None, None);
         assert_eq!(
-            one(
-                Method::DELETE,
-                &format!("/v2/a/blobs/{d}"),
-                reply(202, None, None)
-            )
-            .unwrap()
-            .action,
+            one(Method::DELETE, &format!("/v2/a/blobs/{d}"), 202, Some(blob))
+                .unwrap()
+                .action,
             "blob.delete"
         );
-        assert!(one(
-            Method::GET,
-            &format!("/v2/a/blobs/{d}"),
-            reply(200, Some(&d), Some(5))
-        )
-        .is_none());
-        assert!(one(
-            Method::PATCH,
-            "/v2/a/blobs/uploads/x",
-            reply(202, None, None)
-        )
-        .is_none());
-        let r = one(
-            Method::GET,
-            "/sif/alice/tool:1",
-            reply(206, Some(&d), Some(100)),
-        )
-        .unwrap();
+        assert!(one(Method::GET, &format!("/v2/a/blobs/{d}"), 200, None).is_none());
+        assert!(one(Method::PATCH, "/v2/a/blobs/uploads/x", 202, None).is_none());
+        let fetched = sif_event("alice/tool:1", Some((&d, 100)));
+        let r = one(Method::GET, "/sif/alice/tool:1", 206, Some(fetched)).unwrap();
         assert_eq!(
             (
                 r.action.as_str(),
@@ -643,17 +421,15 @@ mod tests {
                 "ok"
             )
         );
-        assert!(one(Method::GET, "/sif/alice/tool:1", reply(202, None, Some(80))).is_none());
-        assert!(one(
-            Method::GET,
-            "/sif/alice/tool:1/status",
-            reply(200, None, None)
-        )
-        .is_none());
+        // "Still building" and status reads: the /sif handler emits nothing.
+        assert!(one(Method::GET, "/sif/alice/tool:1", 202, None).is_none());
+        assert!(one(Method::GET, "/sif/alice/tool:1/status", 200, None).is_none());
+        let missing = repo_event(ManifestPull, ("alice/tool", "1"), None, None);
         let r = one(
             Method::GET,
             "/v2/alice/tool/manifests/1",
-            reply(404, None, None),
+            404,
+            Some(missing),
         )
         .unwrap();
         assert_eq!(r.outcome, "not-found");
@@ -661,9 +437,15 @@ mod tests {
 
     #[test]
     fn failures_and_logins() {
-        let mut c = ctx(None);
-        c.failure = Some((Some("alice".into()), "wrong".into()));
-        let v = records(&req(Method::GET, "/v2/"), &reply(429, None, None), &c);
+        let c = emitted(
+            ctx(None),
+            Event::AuthFailure {
+                user: Some("alice".into()),
+                why: "wrong".into(),
+                scheme: Some("password"),
+            },
+        );
+        let v = records(&req(Method::GET, "/v2/"), None, 429, &c);
         assert_eq!(v.len(), 1);
         assert_eq!(
             (
@@ -673,30 +455,47 @@ mod tests {
             ),
             ("auth.failure", "rate-limited", Some("alice"))
         );
+        let login = Event::TokenLogin {
+            issued: true,
+            scheme: Some("password"),
+        };
         let v = records(
             &req(Method::GET, "/token"),
-            &reply(200, None, None),
-            &ctx(Some("bob")),
+            None,
+            200,
+            &emitted(ctx(Some("bob")), login),
         );
         assert_eq!(
             (v[0].action.as_str(), v[0].user.as_deref()),
             ("auth.success", Some("bob"))
         );
-        let mut c = ctx(Some("boss"));
-        c.action = Some("user.add".into());
-        c.reference = Some("carol".into());
+        // An admin call: authentication emitted its login, the handler what it did.
+        let admin = |user: &str, event: Option<Event>| {
+            let mut c = ctx(Some(user));
+            c.login = Some(Event::AdminLogin);
+            c.event = event;
+            c
+        };
+        let added = Event::Admin {
+            action: "user.add".into(),
+            repository: None,
+            reference: Some("carol".into()),
+        };
         let v = records(
             &req(Method::POST, "/admin/users"),
-            &reply(201, None, None),
-            &c,
+            None,
+            201,
+            &admin("boss", Some(added)),
         );
         let actions: Vec<&str> = v.iter().map(|r| r.action.as_str()).collect();
         assert_eq!(actions, vec!["auth.success", "user.add"]);
         assert_eq!(v[1].reference.as_deref(), Some("carol"));
+        // The store-maintenance routes are named by their route.
         let v = records(
             &req(Method::DELETE, "/admin/repositories/alice/old"),
-            &reply(200, None, None),
-            &ctx(Some("boss")),
+            None,
+            200,
+            &admin("boss", None),
         );
         assert_eq!(
             (v[1].action.as_str(), v[1].repository.as_deref()),
@@ -704,19 +503,27 @@ mod tests {
         );
         let v = records(
             &req(Method::PUT, "/admin/quotas/proj-x"),
-            &reply(200, None, None),
-            &ctx(Some("boss")),
+            None,
+            200,
+            &admin("boss", None),
         );
         assert_eq!(
             (v[1].action.as_str(), v[1].reference.as_deref()),
             ("quota.set", Some("proj-x"))
         );
-        assert!(records(
-            &req(Method::GET, "/v2/"),
-            &reply(200, None, None),
-            &ctx(Some("a"))
-        )
-        .is_empty());
+        // A login refused with 401 is no success; a request no handler named is still audited.
+        let v = records(
+            &req(Method::GET, "/admin/nothing"),
+            None,
+            401,
+            &admin("boss", None),
+        );
+        let v: Vec<(&str, Option<&str>)> = v
+            .iter()
+            .map(|r| (r.action.as_str(), r.reference.as_deref()))
+            .collect();
+        assert_eq!(v, vec![("admin.request", Some("GET /admin/nothing"))]);
+        assert!(records(&req(Method::GET, "/v2/"), None, 200, &ctx(Some("a"))).is_empty());
     }
 
     #[test]

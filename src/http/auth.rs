@@ -14,22 +14,23 @@ use axum::response::{IntoResponse, Response};
 
 use super::routes::{self, Route};
 use super::App;
+use crate::audit::event::Event;
 use crate::auth::{jwt, Anonymous, Credential, Principal};
 use crate::registry::error::Error;
 use crate::registry::names::RepositoryName;
 
-/// What the request's authentication found, for the audit trail: filled by the auth middleware
-/// (or `/token`), readable after the handler ran by any outer middleware.
+/// What the audit trail will say of a request: who, from where (filled by authentication), and
+/// what it did (the [`Event`] its handler, or authentication, emitted). Readable after the
+/// handler ran by the audit middleware, which adds the status.
 #[derive(Debug, Clone, Default)]
 pub struct AuditContext {
     pub client: Option<SocketAddr>,
     pub principal: Option<Principal>,
-    /// Set when authentication failed: the user name tried (if any) and why.
-    pub failure: Option<(Option<String>, String)>,
-    /// Set by handlers whose route alone does not say what was done (the admin API):
-    /// the audit action and its object.
-    pub action: Option<String>,
-    pub reference: Option<String>,
+    /// An authenticated admin API call's login, recorded before what it did.
+    pub login: Option<Event>,
+    /// What the request did. A later emission replaces an earlier one: a handler names its
+    /// action before it can fail, and completes it once it knows what it served.
+    pub event: Option<Event>,
 }
 
 /// The request-scoped slot holding [`AuditContext`], in the request's extensions.
@@ -41,16 +42,52 @@ impl AuditSlot {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Names the audit action of this request (and its object), for the audit middleware.
-    pub fn note(&self, action: &str, reference: Option<String>) {
+    /// Says what this request did (replacing what it said before).
+    pub fn emit(&self, event: Event) {
+        self.update(|c| c.event = Some(event));
+    }
+
+    /// Completes the event emitted before (the handler learnt what it served).
+    pub fn amend(&self, f: impl FnOnce(&mut Event)) {
         self.update(|c| {
-            c.action = Some(action.to_owned());
-            c.reference = reference;
+            if let Some(e) = c.event.as_mut() {
+                f(e)
+            }
+        });
+    }
+
+    /// Names an admin API call's action and its object (the request line when `None`).
+    pub fn note(&self, action: &str, reference: Option<String>) {
+        self.emit(Event::Admin {
+            action: action.to_owned(),
+            repository: None,
+            reference,
         });
     }
 
     pub fn get(&self) -> AuditContext {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Emits `event` into the request's slot, if it has one.
+pub fn emit(slot: Option<&AuditSlot>, event: Event) {
+    if let Some(slot) = slot {
+        slot.emit(event);
+    }
+}
+
+/// The kind of credential a request's `Authorization` header holds, for the audit trail.
+fn scheme(headers: &HeaderMap) -> Option<&'static str> {
+    authorization(headers).ok().flatten().map(Credential::kind)
+}
+
+/// The audit event of a failed authentication.
+fn auth_failure(headers: &HeaderMap, e: &Error) -> Event {
+    Event::AuthFailure {
+        user: basic_user(headers),
+        why: e.to_string(),
+        scheme: scheme(headers),
     }
 }
 
@@ -127,15 +164,17 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
     let principal = match outcome {
         Ok(p) => p,
         Err(e) => {
-            if let Some(slot) = &slot {
-                let user = basic_user(req.headers());
-                slot.update(|c| c.failure = Some((user, e.to_string())));
-            }
+            emit(slot.as_ref(), auth_failure(req.headers(), &e));
             return with_challenge(e.into_response(), challenge);
         }
     };
     if let Some(slot) = &slot {
-        slot.update(|c| c.principal = Some(principal.clone()));
+        let login = (path.starts_with("/admin/") && principal.is_authenticated())
+            .then_some(Event::AdminLogin);
+        slot.update(|c| {
+            c.principal = Some(principal.clone());
+            c.login = login;
+        });
     }
     req.extensions_mut().insert(principal);
     with_challenge(next.run(req).await, challenge)
@@ -216,17 +255,37 @@ fn scope_of(method: &Method, path: &str) -> Option<String> {
 /// policy allows of the requested scopes. Without credentials, an anonymous token when anonymous
 /// access is on.
 pub async fn token(State(app): State<Arc<App>>, req: Request) -> Response {
-    let client = client_ip(&req);
     let slot = req.extensions().get::<AuditSlot>().cloned();
+    let client = client_ip(&req);
     let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+    let (response, failed) =
+        token_response(&app, method, uri, headers, client, slot.as_ref()).await;
+    let event = failed.unwrap_or_else(|| Event::TokenLogin {
+        issued: response.status() == StatusCode::OK,
+        scheme: scheme(headers),
+    });
+    emit(slot.as_ref(), event);
+    response
+}
+
+/// `/token`'s answer, and the audit event of a failed authentication if that was the answer.
+async fn token_response(
+    app: &App,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+    slot: Option<&AuditSlot>,
+) -> (Response, Option<Event>) {
     let basic = || HeaderValue::from_static("Basic realm=\"hpc-registry\"");
     if method != Method::GET && method != Method::HEAD {
-        return Error::Unsupported(format!("{method} /token: use GET")).into_response();
+        let e = Error::Unsupported(format!("{method} /token: use GET"));
+        return (e.into_response(), None);
     }
     // Bad syntax is answered before credentials are looked at: it is the same 400 for everyone.
     let scopes = match crate::urlcode::form_values(uri.query().unwrap_or("").as_bytes(), "scope") {
         Ok(s) => s,
-        Err(e) => return query_error(e).into_response(),
+        Err(e) => return (query_error(e).into_response(), None),
     };
     let principal = if headers.contains_key(header::AUTHORIZATION) {
         let outcome = match authorization(headers) {
@@ -236,26 +295,27 @@ pub async fn token(State(app): State<Arc<App>>, req: Request) -> Response {
         match outcome {
             Ok(p) => p,
             Err(e) => {
-                if let Some(slot) = &slot {
-                    let user = basic_user(headers);
-                    slot.update(|c| c.failure = Some((user, e.to_string())));
-                }
-                return with_challenge(e.into_response(), Some(basic()));
+                let failed = auth_failure(headers, &e);
+                return (
+                    with_challenge(e.into_response(), Some(basic())),
+                    Some(failed),
+                );
             }
         }
     } else if app.access.policy().anonymous != Anonymous::None {
         Principal::anonymous()
     } else {
         let e = Error::Unauthorized("log in: /token needs Basic credentials".into());
-        return with_challenge(e.into_response(), Some(basic()));
+        return (with_challenge(e.into_response(), Some(basic())), None);
     };
-    if let Some(slot) = &slot {
+    if let Some(slot) = slot {
         slot.update(|c| c.principal = Some(principal.clone()));
     }
-    match app.access.issue_token(&principal, &scopes) {
+    let response = match app.access.issue_token(&principal, &scopes) {
         Ok(t) => (StatusCode::OK, axum::Json(t)).into_response(),
         Err(e) => e.into_response(),
-    }
+    };
+    (response, None)
 }
 
 /// Parses the query of a URI into single values (last one wins), for handlers that need no

@@ -7,11 +7,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
+use super::auth::AuditSlot;
 use super::errors::range_value;
 use super::files;
 use super::routes::{self, Route};
 use super::App;
+use crate::audit::event::{Event, RepositoryAction};
 use crate::auth::{Action, Principal};
 use crate::registry::error::{Error, Result};
 use crate::registry::names::{Digest, Reference, RepositoryName};
@@ -30,6 +33,7 @@ pub async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     principal: Principal,
+    audit: Option<Extension<AuditSlot>>,
     body: Body,
 ) -> Response {
     let path = uri.path();
@@ -38,6 +42,11 @@ pub async fn dispatch(
     let Some(route) = routes::parse(rest) else {
         return Error::NameUnknown(format!("no such route: {path}")).into_response();
     };
+    let audit = audit.map(|Extension(slot)| slot);
+    if let Some(event) = audit_event(&route, &method, &headers) {
+        // Named before anything can fail; the handler completes it with what it served.
+        super::auth::emit(audit.as_ref(), event);
+    }
     let query = match super::auth::query_map(&uri) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
@@ -48,6 +57,7 @@ pub async fn dispatch(
         query,
         headers,
         principal,
+        audit,
     };
     request
         .handle(route, body)
@@ -62,6 +72,8 @@ struct Request<'a> {
     headers: HeaderMap,
     /// The caller, authenticated by the auth middleware.
     principal: Principal,
+    /// Where this request's audit event goes.
+    audit: Option<AuditSlot>,
 }
 
 impl Request<'_> {
@@ -111,6 +123,13 @@ impl Request<'_> {
             }
             Route::Upload { name, session } => {
                 let repo = repository(name)?;
+                // Every method of a session is part of a push (status polls included).
+                if matches!(
+                    *m,
+                    Method::GET | Method::PATCH | Method::PUT | Method::DELETE
+                ) {
+                    self.check(&repo, Action::Push)?;
+                }
                 match *m {
                     Method::GET => self.upload_status(&repo, session).await,
                     Method::PATCH => self.patch_upload(&repo, session, body).await,
@@ -123,6 +142,13 @@ impl Request<'_> {
                 self.referrers(&repository(name)?, digest).await
             }
             _ => unsupported(m),
+        }
+    }
+
+    /// Completes the audit event with the manifest served or stored (and a pull's size).
+    fn audit_served(&self, digest: &str, bytes: Option<u64>) {
+        if let Some(slot) = &self.audit {
+            slot.amend(|e| e.served(digest, bytes));
         }
     }
 
@@ -186,6 +212,8 @@ impl Request<'_> {
             return Err(reg::manifest_unknown(repo, reference));
         }
         let m = self.app.registry.get_manifest(repo, reference).await?;
+        let pulled = (self.method == Method::GET).then_some(m.content.len() as u64);
+        self.audit_served(&m.digest, pulled);
         let response = Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, &m.media_type)
@@ -232,6 +260,7 @@ impl Request<'_> {
             .registry
             .put_manifest(repo, reference, content_type, bytes.to_vec())
             .await?;
+        self.audit_served(put.digest.as_str(), None);
         let mut response = Response::builder()
             .status(StatusCode::CREATED)
             .header(
@@ -330,7 +359,6 @@ impl Request<'_> {
     }
 
     async fn upload_status(&self, repo: &RepositoryName, session: &str) -> Result<Response> {
-        self.check(repo, Action::Push)?;
         let len = self.app.registry.upload_status(repo, session).await?;
         upload_progress(StatusCode::NO_CONTENT, repo, session, len)
     }
@@ -341,7 +369,6 @@ impl Request<'_> {
         session: &str,
         body: Body,
     ) -> Result<Response> {
-        self.check(repo, Action::Push)?;
         let range = content_range(&self.headers)?;
         if let (Some(r), Some(len)) = (range, content_length(&self.headers)) {
             if !chunk_matches_length(&r, len) {
@@ -372,7 +399,6 @@ impl Request<'_> {
         session: &str,
         body: Body,
     ) -> Result<Response> {
-        self.check(repo, Action::Push)?;
         let digest = self.query.get("digest").ok_or_else(|| {
             Error::DigestInvalid("PUT to finish an upload needs ?digest=<digest>".into())
         })?;
@@ -421,7 +447,6 @@ impl Request<'_> {
     }
 
     async fn cancel_upload(&self, repo: &RepositoryName, session: &str) -> Result<Response> {
-        self.check(repo, Action::Push)?;
         self.app.registry.cancel_upload(repo, session).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -447,6 +472,46 @@ impl Request<'_> {
         }
         build(response, Body::from(body))
     }
+}
+
+/// The audit event of a `/v2` request, if it is one the trail records: a manifest read, push or
+/// delete, or a blob delete, with the repository and reference as the request gave them (valid
+/// or not) and a push's declared length.
+fn audit_event(route: &Route, method: &Method, headers: &HeaderMap) -> Option<Event> {
+    match *route {
+        Route::Manifest { name, reference } => {
+            let action = manifest_action(method, reference)?;
+            let pushed = matches!(
+                action,
+                RepositoryAction::ManifestPush | RepositoryAction::TagPush
+            );
+            let bytes = content_length(headers).filter(|_| pushed);
+            Some(Event::repository(action, name, reference, bytes))
+        }
+        Route::Blob { name, digest } if *method == Method::DELETE => Some(Event::repository(
+            RepositoryAction::BlobDelete,
+            name,
+            digest,
+            None,
+        )),
+        _ => None,
+    }
+}
+
+/// What a manifest request under `reference` does, for the audit trail (`None`: nothing
+/// audited, a method the route does not have).
+fn manifest_action(method: &Method, reference: &str) -> Option<RepositoryAction> {
+    use RepositoryAction::*;
+    let by_digest = Digest::parse(reference).is_ok();
+    Some(match *method {
+        Method::GET => ManifestPull,
+        Method::HEAD => ManifestHead,
+        Method::PUT if by_digest => ManifestPush,
+        Method::PUT => TagPush,
+        Method::DELETE if by_digest => ManifestDelete,
+        Method::DELETE => TagDelete,
+        _ => return None,
+    })
 }
 
 fn repository(name: &str) -> Result<RepositoryName> {
@@ -557,4 +622,22 @@ fn with_link(mut response: Response, link: Option<String>) -> Response {
 /// over quota (see [`crate::registry::uploads::DRAIN_LIMIT`]).
 async fn drain(body: Body) {
     crate::registry::uploads::drain(body.into_data_stream()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_requests_name_their_audit_action() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let name = |m: Method, r: &str| manifest_action(&m, r).map(RepositoryAction::name);
+        assert_eq!(name(Method::GET, "1"), Some("manifest.pull"));
+        assert_eq!(name(Method::HEAD, &d), Some("manifest.head"));
+        assert_eq!(name(Method::PUT, "1"), Some("tag.push"));
+        assert_eq!(name(Method::PUT, &d), Some("manifest.push"));
+        assert_eq!(name(Method::DELETE, "1"), Some("tag.delete"));
+        assert_eq!(name(Method::DELETE, &d), Some("manifest.delete"));
+        assert_eq!(name(Method::PATCH, "1"), None);
+    }
 }

@@ -14,8 +14,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
+use super::auth::AuditSlot;
 use super::{files, App};
+use crate::audit::event::Event;
 use crate::auth::Principal;
 use crate::farm::ready::ReadySif;
 use crate::farm::resolve::{Answer, SifService};
@@ -30,12 +33,33 @@ const RETRY_AFTER_SECS: u64 = 2;
 pub async fn dispatch(
     State(app): State<Arc<App>>,
     principal: Principal,
+    audit: Option<Extension<AuditSlot>>,
     request: Request,
 ) -> Response {
     let (method, uri, headers) = (request.method(), request.uri(), request.headers());
-    respond(&app, method, uri, headers, &principal)
+    let path = SifPath::of_request(uri.path()).unwrap_or(SifPath::parse(""));
+    let mut served = None;
+    let response = respond(&app, method, uri, headers, &principal, path, &mut served)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    // A fetch is a GET of the SIF or its squashfs that was not answered "still building".
+    let fetch = *method == Method::GET && matches!(path.view, View::Sif | View::Squashfs);
+    if fetch && response.status() != StatusCode::ACCEPTED {
+        let ok = response.status().as_u16() < 300;
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let event = Event::SifFetch {
+            repository: path.repository().map(str::to_owned),
+            reference: path.reference.chars().take(256).collect(),
+            digest: served.filter(|_| ok),
+            bytes: bytes.filter(|_| ok),
+            squashfs: path.view == View::Squashfs,
+        };
+        super::auth::emit(audit.as_ref().map(|Extension(slot)| slot), event);
+    }
+    response
 }
 
 async fn respond(
@@ -44,6 +68,8 @@ async fn respond(
     uri: &Uri,
     headers: &HeaderMap,
     principal: &Principal,
+    path: SifPath<'_>,
+    served: &mut Option<String>,
 ) -> Result<Response> {
     if method != Method::GET && method != Method::HEAD {
         return Err(Error::Unsupported(format!(
@@ -51,7 +77,6 @@ async fn respond(
         )));
     }
     let mut query = super::auth::query_map(uri)?;
-    let path = SifPath::of_request(uri.path()).unwrap_or(SifPath::parse(""));
     let service = SifService {
         farm: &app.farm,
         access: &app.access,
@@ -61,7 +86,13 @@ async fn respond(
         .answer(principal, path, query.remove("platform"))
         .await?
     {
-        Answer::Sif { ready, file } => serve(method, headers, &ready, file, path.view).await,
+        Answer::Sif { ready, file } => {
+            // The SIF's own digest names what was fetched (the squashfs alone has none).
+            if path.view == View::Sif {
+                *served = Some(ready.sif.digest.clone());
+            }
+            serve(method, headers, &ready, file, path.view).await
+        }
         Answer::Status(status) => Ok(json(StatusCode::OK, &status)),
         Answer::Log(log) => {
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())

@@ -12,14 +12,13 @@
 //!    still being unreferenced), unlink under the digest's lock, drop the row and its links. A
 //!    manifest PUT naming a 'deleting' blob fails with BLOB_UNKNOWN; an upload of the same bytes
 //!    resurrects it (the lock orders it against the unlink).
-//! 5. Upload sessions older than the grace period (never younger than ten minutes) go.
+//! 5. Upload sessions older than the grace period (never younger than ten minutes) go, by the
+//!    registry's one expiry rule (`Registry::expire_uploads`, which the server's sweep uses too).
 //!
 //! A dry run executes 1–4 in one transaction inside a savepoint that is rolled back, stat-ing
 //! files instead of unlinking them: its plan is exactly what the real run would do now.
 //! Freed bytes are measured with `stat` before each unlink: `st_size` and `st_blocks * 512`.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,7 +98,6 @@ pub struct RepositoryDeleted {
 
 pub struct Pruner {
     settings: Arc<Settings>,
-    uploads_dir: PathBuf,
     /// One prune at a time (background and admin runs alike).
     running: tokio::sync::Mutex<()>,
 }
@@ -118,10 +116,9 @@ impl Ctx<'_> {
 }
 
 impl Pruner {
-    pub fn new(settings: Settings, data_dir: &Path) -> Pruner {
+    pub fn new(settings: Settings) -> Pruner {
         Pruner {
             settings: Arc::new(settings),
-            uploads_dir: data_dir.join("uploads"),
             running: tokio::sync::Mutex::new(()),
         }
     }
@@ -158,29 +155,23 @@ impl Pruner {
         })
         .await
         .map_err(|e| LifecycleError::Task(e.to_string()))??;
-        let cutoff = meta::now() - self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS);
-        let dir = self.uploads_dir.clone();
-        let stale = tokio::task::spawn_blocking(move || stale_uploads(&dir, cutoff))
+        let upload_age = self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS);
+        let stale = registry
+            .expire_uploads(upload_age.max(0) as u64, dry_run)
             .await
-            .map_err(|e| LifecycleError::Task(e.to_string()))??;
+            .map_err(|e| LifecycleError::Registry(e.to_string()))?;
         let reason = format!(
             "upload session untouched for more than {}",
-            human(self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS))
+            human(upload_age)
         );
-        for (id, bytes, disk_bytes) in stale {
-            if !dry_run {
-                registry
-                    .discard_upload(&id)
-                    .await
-                    .map_err(|e| LifecycleError::Registry(e.to_string()))?;
-            }
+        for upload in stale {
             report.push(Action {
                 kind: "upload",
                 repository: None,
-                reference: id,
+                reference: upload.session,
                 reason: reason.clone(),
-                bytes,
-                disk_bytes,
+                bytes: upload.size,
+                disk_bytes: upload.disk_bytes,
             });
         }
         if !dry_run {
@@ -542,35 +533,4 @@ fn remove_blob(store: &BlobStore, digest: &str) -> std::io::Result<(u64, u64)> {
         return Ok((0, 0));
     };
     Ok(store.delete(&d)?.map_or((0, 0), |s| (s.size, s.disk_bytes)))
-}
-
-/// (st_size, st_blocks * 512) of a file; zeros if it is missing.
-fn measure(path: &Path) -> (u64, u64) {
-    std::fs::metadata(path).map_or((0, 0), |m| (m.len(), m.blocks() * 512))
-}
-
-/// Upload sessions (id, bytes, disk bytes, counting the `.repo` file) last written before `cutoff`.
-fn stale_uploads(dir: &Path, cutoff: i64) -> std::io::Result<Vec<(String, u64, u64)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Sessions are UUIDs; scratch directories and `.repo` files are not sessions.
-        if uuid::Uuid::parse_str(&name).is_err() {
-            continue;
-        }
-        // Uploads finish (rename) and start all the time: a vanished entry is not an error.
-        let m = match entry.metadata() {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if !m.is_file() || m.mtime() >= cutoff {
-            continue;
-        }
-        let (repo_bytes, repo_disk) = measure(&dir.join(format!("{name}.repo")));
-        out.push((name, m.len() + repo_bytes, m.blocks() * 512 + repo_disk));
-    }
-    out.sort();
-    Ok(out)
 }

@@ -438,26 +438,17 @@ mod tests {
     };
 
     fn manifest(digest: &str, refs: &[(&str, ReferenceKind)], tag: Option<&str>) -> NewManifest {
+        let references = refs
+            .iter()
+            .map(|(d, kind)| Reference {
+                digest: (*d).into(),
+                size: 1,
+                kind: *kind,
+            })
+            .collect();
         NewManifest {
-            repository: "alice/x".into(),
-            namespace: "alice".into(),
-            digest: digest.into(),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            kind: "image",
-            registry_made: false,
-            artifact_type: None,
-            subject: None,
-            annotations: None,
             content: b"{}".to_vec(),
-            references: refs
-                .iter()
-                .map(|(d, kind)| Reference {
-                    digest: (*d).into(),
-                    size: 1,
-                    kind: *kind,
-                })
-                .collect(),
-            tag: tag.map(str::to_owned),
+            ..crate::meta::testing::image_manifest("alice/x", digest, references, tag)
         }
     }
 

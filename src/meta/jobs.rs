@@ -355,13 +355,7 @@ pub fn tags_for_digest(conn: &Connection, repository: &str, digest: &str) -> Res
 
 /// Indexes in `repository` that list `child` (to publish `T.sif` for an index tag `T`).
 pub fn parents_of(conn: &Connection, repository: &str, child: &str) -> Result<Vec<String>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT mr.manifest_digest FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
-             WHERE r.name = ?1 AND mr.target_digest = ?2 AND mr.target_kind = 'manifest'",
-        )?
-        .query_map([repository, child], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+    index_links(conn, IndexSide::Parents, repository, child)
 }
 
 /// Ready SIFs built from manifest `digest` (one per platform).
@@ -376,11 +370,32 @@ pub fn sifs_for_manifest(conn: &Connection, digest: &str) -> Result<Vec<(String,
 
 /// Child manifests listed by index `digest` in `repository`.
 pub fn children_of(conn: &Connection, repository: &str, digest: &str) -> Result<Vec<String>> {
+    index_links(conn, IndexSide::Children, repository, digest)
+}
+
+/// Which end of an index → child reference [`index_links`] looks for.
+#[derive(Clone, Copy)]
+enum IndexSide {
+    Parents,
+    Children,
+}
+
+/// The manifests at `side` of `repository`'s index references whose other end is `digest`.
+fn index_links(
+    conn: &Connection,
+    side: IndexSide,
+    repository: &str,
+    digest: &str,
+) -> Result<Vec<String>> {
+    let (wanted, known) = match side {
+        IndexSide::Parents => ("manifest_digest", "target_digest"),
+        IndexSide::Children => ("target_digest", "manifest_digest"),
+    };
     Ok(conn
-        .prepare_cached(
-            "SELECT mr.target_digest FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
-             WHERE r.name = ?1 AND mr.manifest_digest = ?2 AND mr.target_kind = 'manifest'",
-        )?
+        .prepare_cached(&format!(
+            "SELECT mr.{wanted} FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+             WHERE r.name = ?1 AND mr.{known} = ?2 AND mr.target_kind = 'manifest'"
+        ))?
         .query_map([repository, digest], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?)
 }

@@ -12,6 +12,8 @@ mod migrate;
 mod queries;
 mod quota;
 mod stats;
+#[cfg(test)]
+mod testing;
 mod users;
 
 use std::path::{Path, PathBuf};

@@ -618,27 +618,15 @@ mod tests {
         blobs: &[(&str, i64)],
         tag: Option<&str>,
     ) -> crate::meta::NewManifest {
-        crate::meta::NewManifest {
-            repository: repo.into(),
-            namespace: repo.split('/').next().unwrap_or(repo).into(),
-            digest: digest.into(),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            kind: "image",
-            registry_made: false,
-            artifact_type: None,
-            subject: None,
-            annotations: None,
-            content: format!("{{\"m\":\"{digest}\"}}").into_bytes(),
-            references: blobs
-                .iter()
-                .map(|(d, size)| crate::meta::Reference {
-                    digest: (*d).into(),
-                    size: *size,
-                    kind: crate::meta::ReferenceKind::Blob,
-                })
-                .collect(),
-            tag: tag.map(str::to_owned),
-        }
+        let references = blobs
+            .iter()
+            .map(|(d, size)| crate::meta::Reference {
+                digest: (*d).into(),
+                size: *size,
+                kind: crate::meta::ReferenceKind::Blob,
+            })
+            .collect();
+        crate::meta::testing::image_manifest(repo, digest, references, tag)
     }
 
     #[test]
@@ -813,8 +801,14 @@ mod tests {
                         let c = std::time::Instant::now();
                         match variant {
                             0 => assert!(namespace_usage(tx, Some("big"))?[0].total() > 0),
-                            1 => crate::quota::check_blob(tx, &defaults, "big", &digest, 100)?
-                                .unwrap(),
+                            1 => crate::quota::check_stored(
+                                tx,
+                                &defaults,
+                                "big",
+                                crate::quota::Stored::Blob(&digest),
+                                100,
+                            )?
+                            .unwrap(),
                             _ => {}
                         }
                         let check = c.elapsed();

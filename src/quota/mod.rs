@@ -107,27 +107,28 @@ pub fn check(
     Ok(Ok(()))
 }
 
-/// [`check`] for linking blob `digest` of `size` bytes into `namespace`.
-pub fn check_blob(
-    conn: &Conn,
-    defaults: &QuotaDefaults,
-    namespace: &str,
-    digest: &str,
-    size: u64,
-) -> meta::Result<Result<(), Exceeded>> {
-    let held = meta::blob_linked_in_namespace(conn, namespace, digest)?;
-    check(conn, defaults, namespace, if held { 0 } else { size })
+/// What a commit stores in a namespace, by digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored<'a> {
+    /// A blob linked into one of the namespace's repositories.
+    Blob(&'a str),
+    /// A manifest stored in one of them.
+    Manifest(&'a str),
 }
 
-/// [`check`] for storing manifest `digest` of `size` bytes in `namespace`.
-pub fn check_manifest(
+/// [`check`] for storing `what`, of `size` bytes, in `namespace`: free when the namespace
+/// already holds that digest.
+pub fn check_stored(
     conn: &Conn,
     defaults: &QuotaDefaults,
     namespace: &str,
-    digest: &str,
+    what: Stored,
     size: u64,
 ) -> meta::Result<Result<(), Exceeded>> {
-    let held = meta::manifest_in_namespace(conn, namespace, digest)?;
+    let held = match what {
+        Stored::Blob(digest) => meta::blob_linked_in_namespace(conn, namespace, digest)?,
+        Stored::Manifest(digest) => meta::manifest_in_namespace(conn, namespace, digest)?,
+    };
     check(conn, defaults, namespace, if held { 0 } else { size })
 }
 

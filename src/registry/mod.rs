@@ -185,9 +185,13 @@ impl Registry {
             .db
             .write(move |tx| {
                 let size = new.content.len() as u64;
-                if let Err(e) =
-                    crate::quota::check_manifest(tx, &defaults, &new.namespace, &new.digest, size)?
-                {
+                if let Err(e) = crate::quota::check_stored(
+                    tx,
+                    &defaults,
+                    &new.namespace,
+                    crate::quota::Stored::Manifest(&new.digest),
+                    size,
+                )? {
                     return Ok(Err(e));
                 }
                 meta::put_manifest(tx, &new).map(Ok)

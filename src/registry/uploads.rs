@@ -30,6 +30,8 @@ use super::error::{Error, Result};
 use super::names::{Algorithm, Digest, Hasher, RepositoryName};
 use super::Registry;
 use crate::meta;
+use crate::quota::Stored;
+use crate::storage::StaleUpload;
 
 /// Body bytes gathered before they go to the writer thread at once.
 const BATCH_BYTES: usize = 1 << 20;
@@ -220,9 +222,13 @@ impl Registry {
                 let Some(size) = meta::blob_in_repository(tx, &from_name, &d)? else {
                     return Ok(Ok(false));
                 };
-                if let Err(e) =
-                    crate::quota::check_blob(tx, &defaults, &ns, &d, size.max(0) as u64)?
-                {
+                if let Err(e) = crate::quota::check_stored(
+                    tx,
+                    &defaults,
+                    &ns,
+                    Stored::Blob(&d),
+                    size.max(0) as u64,
+                )? {
                     return Ok(Err(e));
                 }
                 meta::link_blob(tx, &name, &ns, &d, size)?;
@@ -257,9 +263,13 @@ impl Registry {
         let outcome = self
             .db
             .write(move |tx| {
-                if let Err(e) =
-                    crate::quota::check_blob(tx, &defaults, &ns, d.as_str(), size.max(0) as u64)?
-                {
+                if let Err(e) = crate::quota::check_stored(
+                    tx,
+                    &defaults,
+                    &ns,
+                    Stored::Blob(d.as_str()),
+                    size.max(0) as u64,
+                )? {
                     return Ok(Outcome::OverQuota(e));
                 }
                 if let Err(e) = place(&d) {
@@ -304,7 +314,7 @@ impl Registry {
         let verdict = self
             .db
             .read(move |c| match d {
-                Some(d) => crate::quota::check_blob(c, &defaults, &ns, &d, needs),
+                Some(d) => crate::quota::check_stored(c, &defaults, &ns, Stored::Blob(&d), needs),
                 None => crate::quota::check(c, &defaults, &ns, needs),
             })
             .await?;
@@ -450,22 +460,29 @@ impl Registry {
         self.discard(id).await
     }
 
-    /// Removes upload sessions (and build scratch directories left by a crash) untouched for
-    /// `max_age_secs`. Returns how many went.
-    pub async fn expire_uploads(&self, max_age_secs: u64) -> Result<usize> {
-        let cutoff = meta::now() - max_age_secs as i64;
-        let store = self.store.clone();
+    /// Upload sessions untouched for `max_age_secs`, as [`crate::storage::Storage::stale_uploads`]
+    /// finds them, discarded unless `dry_run`: the one expiry rule, for the server's periodic
+    /// sweep and for every prune (whose dry run only reports them).
+    pub async fn expire_uploads(
+        &self,
+        max_age_secs: u64,
+        dry_run: bool,
+    ) -> Result<Vec<StaleUpload>> {
+        let (cutoff, store) = (age_cutoff(max_age_secs), self.store.clone());
         let stale = blocking(move || store.stale_uploads(cutoff)).await?;
-        let n = stale.len();
-        for id in stale {
-            self.discard(&id).await?;
+        if !dry_run {
+            for upload in &stale {
+                self.discard(&upload.session).await?;
+            }
         }
-        Ok(n)
+        Ok(stale)
     }
 
-    /// Drops an upload session (garbage collection of stale sessions).
-    pub async fn discard_upload(&self, id: &str) -> Result<()> {
-        self.discard(id).await
+    /// Removes build scratch directories untouched for `max_age_secs` (a build that died without
+    /// cleaning up); returns how many went. Not uploads, but swept on the same schedule.
+    pub async fn remove_stale_scratch(&self, max_age_secs: u64) -> Result<usize> {
+        let (cutoff, store) = (age_cutoff(max_age_secs), self.store.clone());
+        blocking(move || store.remove_stale_scratch_dirs(cutoff)).await
     }
 
     async fn discard(&self, id: &str) -> Result<()> {
@@ -621,6 +638,11 @@ where
 }
 
 /// Runs blocking storage work off the async threads.
+/// The Unix time `max_age_secs` ago.
+fn age_cutoff(max_age_secs: u64) -> i64 {
+    meta::now().saturating_sub(i64::try_from(max_age_secs).unwrap_or(i64::MAX))
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T> {

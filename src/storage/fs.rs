@@ -20,7 +20,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{Blob, BlobRead, Listed, Staged, Stat, Storage};
+use super::{Blob, BlobRead, Listed, Staged, StaleUpload, Stat, Storage};
 use crate::names::{Algorithm, Digest};
 
 #[derive(Debug, Clone)]
@@ -233,27 +233,55 @@ impl Storage for FsStore {
         remove_if_present(&self.upload_repo_path(session))
     }
 
-    fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<String>> {
-        // Build scratch left behind by a crash (older stores kept it in `uploads/`).
-        for dir in [&self.scratch, &self.uploads] {
-            for entry in scratch_entries(dir)? {
-                if modified_secs(&entry)? < cutoff {
-                    fs::remove_dir_all(entry.path())?;
-                }
-            }
-        }
+    fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<StaleUpload>> {
         let mut stale = Vec::new();
         for entry in fs::read_dir(&self.uploads)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() || name.ends_with(".repo") {
+            if name.ends_with(".repo") {
                 continue;
             }
-            if modified_secs(&entry)? < cutoff {
-                stale.push(name);
+            // Uploads finish (rename) and start all the time: a vanished entry is not an error.
+            let Some(m) = metadata_if_present(&entry)? else {
+                continue;
+            };
+            if !m.is_file() || mtime_secs(&m) >= cutoff {
+                continue;
+            }
+            let repo = match fs::metadata(self.upload_repo_path(&name)) {
+                Ok(r) => stat_of(&r),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Stat {
+                    size: 0,
+                    disk_bytes: 0,
+                },
+                Err(e) => return Err(e),
+            };
+            let own = stat_of(&m);
+            stale.push(StaleUpload {
+                session: name,
+                size: own.size + repo.size,
+                disk_bytes: own.disk_bytes + repo.disk_bytes,
+            });
+        }
+        stale.sort();
+        Ok(stale)
+    }
+
+    fn remove_stale_scratch_dirs(&self, cutoff: i64) -> io::Result<usize> {
+        let mut removed = 0;
+        // Older stores kept build scratch in `uploads/`.
+        for dir in [&self.scratch, &self.uploads] {
+            for entry in scratch_entries(dir)? {
+                let Some(m) = metadata_if_present(&entry)? else {
+                    continue;
+                };
+                if mtime_secs(&m) < cutoff {
+                    fs::remove_dir_all(entry.path())?;
+                    removed += 1;
+                }
             }
         }
-        Ok(stale)
+        Ok(removed)
     }
 
     fn scratch_dir(&self) -> io::Result<tempfile::TempDir> {
@@ -356,13 +384,21 @@ fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-fn modified_secs(entry: &fs::DirEntry) -> io::Result<i64> {
-    Ok(entry
-        .metadata()?
-        .modified()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0))
+/// An entry's metadata, or `None` if it vanished since the directory was read.
+fn metadata_if_present(entry: &fs::DirEntry) -> io::Result<Option<fs::Metadata>> {
+    match entry.metadata() {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Last modification, in Unix seconds (0 for a time before the epoch).
+fn mtime_secs(m: &fs::Metadata) -> i64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -519,11 +555,22 @@ mod tests {
         store.create_upload("old", "alice/x").unwrap();
         let scratch = store.scratch_dir().unwrap().keep();
         let future = crate::meta::now() + 10;
+        let stale = |cutoff| -> Vec<String> {
+            let found = store.stale_uploads(cutoff).unwrap();
+            found.into_iter().map(|s| s.session).collect()
+        };
+        assert_eq!(stale(future - 3600), Vec::<String>::new());
+        assert_eq!(stale(future), vec!["old".to_owned()]);
+        // Finding stale uploads only looks (a dry-run prune calls it): scratch is no upload.
+        assert!(scratch.exists(), "listing removed a scratch dir");
+        let found = store.stale_uploads(future).unwrap();
         assert_eq!(
-            store.stale_uploads(future - 3600).unwrap(),
-            Vec::<String>::new()
+            found[0].size,
+            "alice/x".len() as u64,
+            "the .repo file counts"
         );
-        assert_eq!(store.stale_uploads(future).unwrap(), vec!["old".to_owned()]);
+        assert_eq!(store.remove_stale_scratch_dirs(future - 3600).unwrap(), 0);
+        assert_eq!(store.remove_stale_scratch_dirs(future).unwrap(), 1);
         assert!(
             !scratch.exists(),
             "a crashed build's scratch dir is removed"

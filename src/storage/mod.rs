@@ -34,6 +34,16 @@ pub struct Stat {
     pub disk_bytes: u64,
 }
 
+/// An upload session [`Storage::stale_uploads`] found: what discarding it gives back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StaleUpload {
+    pub session: String,
+    /// Staged bytes plus the session's bookkeeping (its repository file on a filesystem).
+    pub size: u64,
+    /// The space all that takes in the backend, as far as known.
+    pub disk_bytes: u64,
+}
+
 /// One page of [`Storage::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -88,9 +98,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Drops an upload session (cancel, failed verification, expiry).
     fn discard_upload(&self, session: &str) -> io::Result<()>;
 
-    /// Upload sessions last written before `cutoff` (Unix seconds). Build scratch directories
-    /// that old (left behind by a crash) are removed on the way.
-    fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<String>>;
+    /// Upload sessions last written before `cutoff` (Unix seconds), in session order, with
+    /// what each occupies. Only looks: the one expiry rule, used by the server's sweep and by
+    /// every prune (whose dry run reports them), which discard them with
+    /// [`Storage::discard_upload`]. Build scratch is not an upload (see below).
+    fn stale_uploads(&self, cutoff: i64) -> io::Result<Vec<StaleUpload>>;
+
+    /// Removes build scratch directories last changed before `cutoff` (left behind by a build
+    /// that died without cleaning up); returns how many went.
+    fn remove_stale_scratch_dirs(&self, cutoff: i64) -> io::Result<usize>;
 
     /// A local scratch directory for one build, on the same filesystem as the store when the
     /// store is a filesystem (so that [`Storage::import_file`] is a rename).
