@@ -50,8 +50,8 @@ pub fn lines(script: &str) -> Vec<Line<'_>> {
                 } else {
                     Kind::NearDirective
                 }
-            } else if trimmed.starts_with('#') {
-                if !seen_command && looks_like_directive(&trimmed[1..]) {
+            } else if let Some(after_hash) = trimmed.strip_prefix('#') {
+                if !seen_command && looks_like_directive(after_hash) {
                     Kind::NearDirective
                 } else {
                     Kind::Comment

@@ -148,7 +148,7 @@ mod tests {
             "plain", "a b", "it's", "$(x)", "\"q\"", "a\\b", "*", "#SBATCH", "", "~",
         ] {
             let q = quote("a value", text).unwrap();
-            assert_eq!(bash_args(&[q.clone()]).join("\n"), text, "{q}");
+            assert_eq!(bash_args(std::slice::from_ref(&q)).join("\n"), text, "{q}");
         }
         assert!(quote("a value", "a\nb").is_err());
         assert!(quote("a value", "a\u{1b}[2J").is_err());
