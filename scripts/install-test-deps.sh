@@ -6,6 +6,7 @@ packages=(
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
   sqlite3 prometheus  # promtool for the metrics and alert-rule tests
   wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
+  chromium chromium-driver python3-selenium  # the web UI's headless-browser tests (tests/browser)
 )
 missing=()
 for p in "${packages[@]}"; do

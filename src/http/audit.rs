@@ -268,6 +268,23 @@ pub fn events<'a>(
     if path.starts_with("/admin/") {
         return admin_events(path, info, reply, ctx);
     }
+    if path.starts_with("/ui/") {
+        // The web UI names what a request did (a login, a token or build operation); pages
+        // and polls are not recorded.
+        return ctx
+            .action
+            .as_deref()
+            .map(|action| Event::Admin {
+                action,
+                repository: None,
+                reference: ctx
+                    .reference
+                    .clone()
+                    .unwrap_or_else(|| format!("{} {path}", info.method)),
+            })
+            .into_iter()
+            .collect();
+    }
     if let Some(rest) = path.strip_prefix("/v2/") {
         return v2_event(rest, &info.method, info, reply)
             .into_iter()
