@@ -29,4 +29,5 @@ pub mod storage;
 pub mod telemetry;
 pub mod timefmt;
 pub mod tls;
+pub mod ui;
 pub mod urlcode;

@@ -132,7 +132,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&app.pruner),
         Arc::clone(&app.registry),
     ));
-    let router = http::router(Arc::clone(&app));
+    let ui = Arc::new(crate::ui::Ui::new(
+        crate::ui::session::Lifetimes::default(),
+        tls.is_some(),
+    ));
+    let router = http::router_with(Arc::clone(&app), crate::ui::router(ui));
     let bounds = crate::listener::Bounds::from_config(&config.server);
     crate::listener::serve(listener, tls, router, bounds, shutdown_signal())
         .await

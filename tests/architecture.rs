@@ -42,6 +42,8 @@ const HTTP_EDGE: &[&str] = &[
     "listener",
     "server",
     "telemetry",
+    // The web UI: HTML pages and their forms, cookies and security headers.
+    "ui",
 ];
 
 /// One reference from a module to a path, and where it stands.

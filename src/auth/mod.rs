@@ -16,6 +16,7 @@ pub mod pat;
 pub mod policy;
 pub mod posix_groups;
 pub mod principal_cache;
+pub mod session;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -51,6 +51,11 @@ pub struct App {
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
 pub fn router(app: Arc<App>) -> Router {
+    router_with(app, Router::new())
+}
+
+/// [`router`] with more routes (the web UI's) inside the same middleware: audit, metrics, trace.
+pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
     // Routes that act for a caller: authenticated once per request by the middleware.
     let admin = Router::new()
         .route("/admin/prune", any(admin::prune))
@@ -89,6 +94,7 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     Router::new()
         .merge(authenticated)
+        .merge(pages)
         .route("/token", any(auth::token))
         .route("/healthz", get(observability::healthz))
         .route("/readyz", get(observability::readyz))

@@ -23,3 +23,4 @@ mod quota;
 mod security_auth;
 mod slurm;
 mod storage_faults;
+mod ui;
