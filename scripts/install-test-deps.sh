@@ -6,6 +6,7 @@ packages=(
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
   sqlite3 prometheus  # promtool for the metrics and alert-rule tests
   wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
+  python3-aiosmtpd  # the real SMTP server of tests/integration/notifications.rs
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -13,6 +13,7 @@ mod builds;
 pub mod identity;
 pub mod lifecycle;
 pub mod node;
+mod notifications;
 mod output;
 mod prompt;
 pub mod remote;
@@ -52,6 +53,8 @@ pub enum AdminCommand {
     Storage(storage::StorageCommand),
     /// The SIF build queue: list jobs, `retry ID|--failed`, `cancel ID`.
     Builds(builds::BuildsArgs),
+    /// The mail/webhook notification outbox (`--failed`: given up on, with the last error).
+    Notifications(notifications::NotificationsArgs),
 }
 
 /// Runs one `admin …` command.
@@ -66,5 +69,6 @@ pub fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Audit(args) => audit::run(*args),
         AdminCommand::Storage(command) => storage::run(command),
         AdminCommand::Builds(args) => builds::run(args),
+        AdminCommand::Notifications(args) => notifications::run(args),
     }
 }

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod notifications;
+pub use notifications::*;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -34,6 +37,8 @@ pub struct Config {
     pub retention: Vec<RetentionRule>,
     /// `[health]`: what `/readyz` requires.
     pub health: HealthConfig,
+    /// `[notifications]`: mail and webhooks when a SIF is ready or failed.
+    pub notifications: NotificationsConfig,
 }
 
 /// Online garbage collection (`[gc]`). Durations are written like `90s`, `30m`, `2h`, `7d`.
@@ -344,6 +349,7 @@ impl Default for Config {
             quota: Default::default(),
             scrub: Default::default(),
             health: HealthConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }

@@ -230,7 +230,13 @@ impl Request<'_> {
         let put = self
             .app
             .registry
-            .put_manifest(repo, reference, content_type, bytes.to_vec())
+            .put_manifest(
+                repo,
+                reference,
+                content_type,
+                bytes.to_vec(),
+                self.principal.user.as_deref(),
+            )
             .await?;
         let mut response = Response::builder()
             .status(StatusCode::CREATED)

@@ -9,6 +9,7 @@ pub mod builds;
 pub mod distribution;
 pub mod errors;
 pub mod files;
+pub mod notifications;
 pub mod observability;
 pub mod panic;
 pub mod routes;
@@ -70,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/admin/builds/{id}/{action}",
             axum::routing::post(builds::act),
         )
+        .route("/admin/notifications", get(notifications::list))
         .route("/admin/{*rest}", any(admin::dispatch))
         // Inside authentication (it reads the principal): read-only credentials only look.
         .route_layer(axum::middleware::from_fn(admin::read_only_guard));
