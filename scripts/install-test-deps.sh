@@ -8,6 +8,7 @@ packages=(
   wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
   rsync  # the fast-storage batch scripts (src/jobscript) stage files with it
   chromium chromium-driver python3-selenium  # the web UI's headless-browser tests (tests/browser)
+  python3-aiosmtpd  # the real SMTP server of tests/integration/notifications.rs
 )
 missing=()
 for p in "${packages[@]}"; do

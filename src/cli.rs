@@ -15,6 +15,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod lint;
 pub mod node;
+mod notifications;
 mod output;
 mod prompt;
 pub mod remote;
@@ -55,6 +56,8 @@ pub enum AdminCommand {
     Storage(storage::StorageCommand),
     /// The SIF build queue: list jobs, `retry ID|--failed`, `cancel ID`.
     Builds(builds::BuildsArgs),
+    /// The mail/webhook notification outbox (`--failed`: given up on, with the last error).
+    Notifications(notifications::NotificationsArgs),
 }
 
 /// Runs one `admin …` command.
@@ -69,5 +72,6 @@ pub fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Audit(args) => audit::run(*args),
         AdminCommand::Storage(command) => storage::run(command),
         AdminCommand::Builds(args) => builds::run(args),
+        AdminCommand::Notifications(args) => notifications::run(args),
     }
 }

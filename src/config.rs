@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod notifications;
+pub use notifications::*;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -36,6 +39,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// `[ui]`: the web UI's sessions and the batch-script generator's site templates.
     pub ui: UiConfig,
+    /// `[notifications]`: mail and webhooks when a SIF is ready or failed.
+    pub notifications: NotificationsConfig,
 }
 
 /// Online garbage collection (`[gc]`). Durations are written like `90s`, `30m`, `2h`, `7d`.
@@ -347,6 +352,7 @@ impl Default for Config {
             scrub: Default::default(),
             health: HealthConfig::default(),
             ui: UiConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }

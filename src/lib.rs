@@ -21,6 +21,7 @@ pub mod memory;
 pub mod meta;
 pub mod names;
 pub mod node_cache;
+pub mod notifications;
 pub mod notify;
 pub mod quota;
 pub mod registry;

@@ -120,8 +120,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     lock.record(Some(&format!("{scheme}://{addr}")))
         .context("cannot write the data-directory lock file")?;
 
+    let notifier = crate::notifications::Notifier::new(
+        Arc::clone(&farm),
+        &config.notifications,
+        &format!("{scheme}://{addr}"),
+    )
+    .context("[notifications] in the configuration is unusable")?;
+    tracing::info!(channels = ?notifier.channels(), "build notifications");
+
     crate::telemetry::install();
     farm.start().await?;
+    let notifications = tokio::spawn(notifier.run());
     crate::notify::ready_and_watch(&format!("listening on {scheme}://{addr}"));
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
     let expirer = tokio::spawn(expire_uploads_periodically(
@@ -145,6 +154,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     flusher.abort();
     expirer.abort();
     pruner.abort();
+    notifications.abort();
     app.registry.flush_pulls().await?;
     app.audit.flush().await;
     tracing::info!("stopped");

@@ -32,7 +32,8 @@ const HTTP_CRATES: &[&str] = &[
 /// `/metrics` exporter, the CLI (an HTTP client of the admin API), `client` (the one outbound HTTP
 /// client, shared by the CLI and the compute-node commands), `fetch` (the compute-node side of the
 /// `/sif` protocol: ranges, `If-Range`, ETags, `Retry-After`) and the fuzz entry points of the HTTP
-/// parsers. Everything else is "below http".
+/// parsers, and `notifications` (POSTs the build-outcome webhooks with reqwest). Everything else is
+/// "below http".
 const HTTP_EDGE: &[&str] = &[
     "cli",
     "client",
@@ -40,6 +41,7 @@ const HTTP_EDGE: &[&str] = &[
     "fuzzing",
     "http",
     "listener",
+    "notifications",
     "server",
     "telemetry",
     // The web UI: HTML pages and their forms, cookies and security headers.

@@ -9,6 +9,7 @@ pub fn describe(op: &Op) -> (&'static str, Option<String>) {
     match op {
         Op::ListUsers => ("user.list", None),
         Op::AddUser { name, .. } => ("user.add", Some(name.clone())),
+        Op::ModifyUser { name, .. } => ("user.mod", Some(name.clone())),
         Op::DeleteUser { name } => ("user.del", Some(name.clone())),
         Op::SetPassword { name, .. } => ("user.passwd", Some(name.clone())),
         Op::ImportHtpasswd { .. } => ("user.import-htpasswd", None),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pat::{self, TokenScope};
 use super::{password, AuthError, Principal};
-use crate::meta::{self, Db, MetaError, UserRow};
+use crate::meta::{self, Db, MetaError, NotifyChannels, UserRow};
 use crate::registry::names::RepositoryName;
 
 /// Longest user or group name (it is the first component of repository names).
@@ -30,6 +30,15 @@ pub enum Op {
         admin: bool,
         /// `None`: no password login (MUNGE or tokens only).
         password: Option<String>,
+    },
+    /// Changes a user's notification settings (`user mod`); `None` leaves one as it is.
+    ModifyUser {
+        name: String,
+        email: Option<String>,
+        /// Removes the address (`--no-email`).
+        #[serde(default)]
+        clear_email: bool,
+        notify: Option<NotifyChannels>,
     },
     DeleteUser {
         name: String,
@@ -101,6 +110,11 @@ pub struct UserInfo {
     pub password: bool,
     pub created_at: i64,
     pub groups: Vec<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The channels the user is told by when a SIF is ready or failed.
+    #[serde(default)]
+    pub notify: NotifyChannels,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +187,7 @@ impl Op {
         match self {
             Op::ListUsers => "list-users",
             Op::AddUser { .. } => "add-user",
+            Op::ModifyUser { .. } => "modify-user",
             Op::DeleteUser { .. } => "delete-user",
             Op::SetPassword { .. } => "set-password",
             Op::ImportHtpasswd { .. } => "import-htpasswd",
@@ -209,7 +224,7 @@ impl Op {
         }
         let me = p.user.as_deref();
         match self {
-            Op::SetPassword { name, .. } => me == Some(name.as_str()),
+            Op::SetPassword { name, .. } | Op::ModifyUser { name, .. } => me == Some(name.as_str()),
             Op::ListTokens { user } | Op::CreateToken { user, .. } => {
                 user.is_none() || user.as_deref() == me
             }
@@ -224,7 +239,7 @@ impl Op {
 pub fn execute(db: &Arc<Db>, caller: &Caller, op: Op) -> Result<serde_json::Value, ManageError> {
     if !op.permitted(caller) {
         return Err(ManageError::Forbidden(
-            "only an administrator may do this (users may change their own password and tokens)"
+            "only an administrator may do this (users may change their own password, notification settings and tokens)"
                 .into(),
         ));
     }
@@ -245,6 +260,31 @@ pub fn execute(db: &Arc<Db>, caller: &Caller, op: Op) -> Result<serde_json::Valu
             admin,
             password.as_deref(),
         )?)),
+        Op::ModifyUser {
+            name,
+            email,
+            clear_email,
+            notify,
+        } => {
+            let change = super::contact::ContactChange {
+                email: match (email, clear_email) {
+                    (Some(_), true) => {
+                        return Err(ManageError::Invalid(
+                            "--email and --no-email contradict each other".into(),
+                        ))
+                    }
+                    (Some(a), false) => Some(Some(a)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+                notify,
+            };
+            if !super::contact::apply(db, &name, &change)? {
+                return Err(no_user(&name));
+            }
+            let info = list_users(db)?.into_iter().find(|u| u.name == name);
+            to_json(serde_json::to_value(info.ok_or_else(|| no_user(&name))?))
+        }
         Op::DeleteUser { name } => {
             if db.write_blocking(|tx| meta::delete_user(tx, &name))? {
                 Ok(serde_json::json!({ "deleted": name }))
@@ -452,6 +492,7 @@ fn list_users(db: &Arc<Db>) -> Result<Vec<UserInfo>, ManageError> {
                         }
                     })
                     .collect();
+                let contact = meta::user_contact(c, &u.name)?.unwrap_or_default();
                 Ok(UserInfo {
                     name: u.name,
                     uid: u.uid,
@@ -459,6 +500,8 @@ fn list_users(db: &Arc<Db>) -> Result<Vec<UserInfo>, ManageError> {
                     password: u.password_hash.is_some(),
                     created_at: u.created_at,
                     groups,
+                    email: contact.email,
+                    notify: contact.notify,
                 })
             })
             .collect::<Result<Vec<_>, MetaError>>()
@@ -528,6 +571,8 @@ fn insert_user_row(
         password: row.password_hash.is_some(),
         created_at: row.created_at,
         groups: Vec::new(),
+        email: None,
+        notify: NotifyChannels::None,
     })
 }
 
@@ -626,6 +671,18 @@ pub(crate) mod tests {
             },
             Op::DeleteUser {
                 name: "alice".into(),
+            },
+            Op::ModifyUser {
+                name: "alice".into(),
+                email: Some("alice@example.org".into()),
+                clear_email: false,
+                notify: Some(NotifyChannels::Both),
+            },
+            Op::ModifyUser {
+                name: "alice".into(),
+                email: None,
+                clear_email: true,
+                notify: None,
             },
             Op::SetPassword {
                 name: "alice".into(),

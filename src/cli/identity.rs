@@ -21,11 +21,12 @@ use crate::auth::manage::{
 };
 use crate::auth::pat::TokenScope;
 use crate::auth::rfc3339;
+use crate::meta::NotifyChannels;
 
 /// The identity-management commands (flattened into the binary's subcommands).
 #[derive(Subcommand, Debug)]
 pub enum IdentityCommand {
-    /// Manage users: add, del, passwd, list, import-htpasswd.
+    /// Manage users: add, mod, del, passwd, list, import-htpasswd.
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -65,6 +66,23 @@ pub enum UserCommand {
         /// No password: the user authenticates with MUNGE or access tokens only.
         #[arg(long, conflicts_with = "password_stdin")]
         no_password: bool,
+        /// E-mail address for SIF ready/failed notices (they also need `user mod --notify`).
+        #[arg(long, value_name = "ADDR")]
+        email: Option<String>,
+    },
+    /// Change a user's notification settings (users may change their own).
+    Mod {
+        name: String,
+        /// E-mail address for SIF ready/failed notices.
+        #[arg(long, value_name = "ADDR")]
+        email: Option<String>,
+        /// Remove the e-mail address.
+        #[arg(long, conflicts_with = "email")]
+        no_email: bool,
+        /// How to be told when a SIF of an image you pushed is ready or failed: mail,
+        /// webhook, both or none (the default: nothing).
+        #[arg(long, value_name = "CHANNELS", value_parser = parse_notify)]
+        notify: Option<NotifyChannels>,
     },
     /// Delete a user (with their tokens and memberships; their repositories stay).
     Del { name: String },
@@ -139,6 +157,10 @@ pub enum TokenCommand {
     Revoke { id: String },
 }
 
+fn parse_notify(s: &str) -> Result<NotifyChannels, String> {
+    crate::auth::contact::parse_channels(s).map_err(|e| e.to_string())
+}
+
 fn parse_scope(s: &str) -> Result<TokenScope, String> {
     TokenScope::parse(s).ok_or_else(|| format!("{s:?} is not one of read, read-write"))
 }
@@ -173,7 +195,13 @@ fn user(backend: &Backend, command: UserCommand) -> anyhow::Result<()> {
             admin,
             password_stdin,
             no_password,
+            email,
         } => {
+            // Checked before the user exists, so a typo does not leave a half-made user.
+            let email = email
+                .as_deref()
+                .map(crate::auth::contact::check_email)
+                .transpose()?;
             let password = if no_password {
                 None
             } else {
@@ -188,7 +216,37 @@ fn user(backend: &Backend, command: UserCommand) -> anyhow::Result<()> {
                 admin,
                 password,
             })?;
+            if email.is_some() {
+                backend.run(Op::ModifyUser {
+                    name: name.clone(),
+                    email: email.clone(),
+                    clear_email: false,
+                    notify: None,
+                })?;
+            }
             eprintln!("added user {name}{}", if admin { " (admin)" } else { "" });
+        }
+        UserCommand::Mod {
+            name,
+            email,
+            no_email,
+            notify,
+        } => {
+            if email.is_none() && !no_email && notify.is_none() {
+                anyhow::bail!("user mod {name}: nothing to change (--email, --no-email, --notify)");
+            }
+            let v = backend.run(Op::ModifyUser {
+                name: name.clone(),
+                email,
+                clear_email: no_email,
+                notify,
+            })?;
+            let u: UserInfo = serde_json::from_value(v)?;
+            eprintln!(
+                "user {name}: e-mail {}, notified by {}",
+                u.email.as_deref().unwrap_or("none"),
+                u.notify.as_str()
+            );
         }
         UserCommand::Del { name } => {
             backend.run(Op::DeleteUser { name: name.clone() })?;
@@ -206,7 +264,9 @@ fn user(backend: &Backend, command: UserCommand) -> anyhow::Result<()> {
             eprintln!("password of {name} changed");
         }
         UserCommand::List { json } => {
-            let header = ["NAME", "UID", "ADMIN", "PASSWORD", "GROUPS", "CREATED"];
+            let header = [
+                "NAME", "UID", "ADMIN", "PASSWORD", "GROUPS", "EMAIL", "NOTIFY", "CREATED",
+            ];
             list(backend.run(Op::ListUsers)?, json, &header, |u: UserInfo| {
                 vec![
                     u.name,
@@ -218,6 +278,8 @@ fn user(backend: &Backend, command: UserCommand) -> anyhow::Result<()> {
                     } else {
                         u.groups.join(",")
                     },
+                    u.email.unwrap_or_else(|| "-".into()),
+                    u.notify.as_str().to_owned(),
                     rfc3339(u.created_at),
                 ]
             })?;

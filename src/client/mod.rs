@@ -69,19 +69,7 @@ impl Client {
         if base.host_str().is_none_or(str::is_empty) {
             bail!("{what} {:?} has no host", base.as_str());
         }
-        // Plain HTTP needs no trust anchors (and the system bundle may be absent on a node).
-        let tls = if https {
-            tls::client_config(cacert)?
-        } else {
-            tls::client_config_without_roots()
-        };
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(timeouts.connect)
-            .read_timeout(timeouts.read)
-            .user_agent(user_agent())
-            .build()
-            .context("cannot set up the HTTP client")?;
+        let http = async_http_client(https, cacert, timeouts)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -195,6 +183,29 @@ impl Client {
         }
         anyhow!("talking to {} failed: {cause}{hint}", self.base)
     }
+}
+
+/// The async `reqwest` client under [`Client`], for callers already on a runtime (the server's
+/// webhook notifications): rustls with `cacert` or the system bundle for `https`, the timeouts,
+/// the user agent and the environment's proxies.
+pub fn async_http_client(
+    https: bool,
+    cacert: Option<&Path>,
+    timeouts: Timeouts,
+) -> anyhow::Result<reqwest::Client> {
+    // Plain HTTP needs no trust anchors (and the system bundle may be absent on a node).
+    let tls = if https {
+        tls::client_config(cacert)?
+    } else {
+        tls::client_config_without_roots()
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.read)
+        .user_agent(user_agent())
+        .build()
+        .context("cannot set up the HTTP client")
 }
 
 /// `hpc-registry/VERSION`, with `(NOTE)` from `HPC_REGISTRY_USER_AGENT_NOTE` (the prolog and the

@@ -40,6 +40,16 @@ impl OpRoute for Op {
             Op::DeleteUser { name } => {
                 (Method::DELETE, format!("/admin/users/{}", seg(name)), None)
             }
+            Op::ModifyUser {
+                name,
+                email,
+                clear_email,
+                notify,
+            } => (
+                Method::PATCH,
+                format!("/admin/users/{}", seg(name)),
+                Some(json!({"email": email, "clear_email": clear_email, "notify": notify})),
+            ),
             Op::SetPassword { name, password } => (
                 Method::PUT,
                 format!("/admin/users/{}/password", seg(name)),
@@ -117,6 +127,13 @@ impl OpRoute for Op {
             password: Option<String>,
         }
         #[derive(Deserialize)]
+        struct ModifyUser {
+            email: Option<String>,
+            #[serde(default)]
+            clear_email: bool,
+            notify: Option<crate::meta::NotifyChannels>,
+        }
+        #[derive(Deserialize)]
         struct Password {
             password: String,
         }
@@ -171,6 +188,15 @@ impl OpRoute for Op {
             (Method::DELETE, ["users", name]) => Op::DeleteUser {
                 name: (*name).to_owned(),
             },
+            (Method::PATCH, ["users", name]) => {
+                let b: ModifyUser = json(body)?;
+                Op::ModifyUser {
+                    name: (*name).to_owned(),
+                    email: b.email,
+                    clear_email: b.clear_email,
+                    notify: b.notify,
+                }
+            }
             (Method::PUT, ["users", name, "password"]) => Op::SetPassword {
                 name: (*name).to_owned(),
                 password: json::<Password>(body)?.password,

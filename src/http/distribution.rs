@@ -258,7 +258,13 @@ impl Request<'_> {
         let put = self
             .app
             .registry
-            .put_manifest(repo, reference, content_type, bytes.to_vec())
+            .put_manifest(
+                repo,
+                reference,
+                content_type,
+                bytes.to_vec(),
+                self.principal.user.as_deref(),
+            )
             .await?;
         self.audit_served(put.digest.as_str(), None);
         let mut response = Response::builder()

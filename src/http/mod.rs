@@ -10,6 +10,7 @@ pub mod distribution;
 pub mod errors;
 pub mod files;
 pub mod jobscript;
+pub mod notifications;
 pub mod observability;
 pub mod panic;
 pub mod routes;
@@ -78,6 +79,7 @@ pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
             "/admin/builds/{id}/{action}",
             axum::routing::post(builds::act),
         )
+        .route("/admin/notifications", get(notifications::list))
         .route("/admin/{*rest}", any(admin::dispatch))
         // Inside authentication (it reads the principal): read-only credentials only look.
         .route_layer(axum::middleware::from_fn(admin::read_only_guard));

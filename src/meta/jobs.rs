@@ -234,6 +234,8 @@ pub fn complete_job(tx: &Transaction, id: i64, owner: &str, sif: &Sif, log: &str
         }
         Ok(())
     })?;
+    // In this transaction: a ready SIF is never left untold by a crash.
+    super::enqueue_build_outcome(tx, id, super::BuildOutcome::Ready)?;
     Ok(true)
 }
 
@@ -266,6 +268,9 @@ pub fn fail_job(
          WHERE id = ?1",
     )?
     .execute(params![id, state.as_str(), reason, log, now(), now() + retry_after])?;
+    if state == JobState::Failed {
+        super::enqueue_build_outcome(tx, id, super::BuildOutcome::Failed)?;
+    }
     Ok(Some(state))
 }
 

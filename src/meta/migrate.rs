@@ -36,6 +36,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         apply: to_2_everything_added_while_the_schema_said_1,
     },
+    Migration {
+        version: 3,
+        apply: to_3_notifications,
+    },
 ];
 
 /// A new store: the whole current schema (later migrations have nothing left to do).
@@ -61,6 +65,14 @@ fn to_2_everything_added_while_the_schema_said_1(tx: &Transaction) -> Result<()>
              SELECT 1 FROM manifests m WHERE m.repository_id = tags.repository_id
              AND m.digest = tags.digest AND m.origin = 'registry')",
     )
+}
+
+/// Notifications: the users' e-mail address and channels (none by default: opt-in), and the
+/// pushers and outbox tables (created by `restore_missing` from `schema.sql`).
+fn to_3_notifications(tx: &Transaction) -> Result<()> {
+    restore_missing(tx)?;
+    add_column(tx, "users", "email", "TEXT", "")?;
+    add_column(tx, "users", "notify", "TEXT NOT NULL DEFAULT 'none'", "")
 }
 
 /// Creates every table and index of `schema.sql` that is missing, and fills the usage counters

@@ -145,7 +145,10 @@ CREATE TABLE IF NOT EXISTS users (
     uid            BIGINT UNIQUE,                -- POSIX uid for MUNGE; NULL when not a host user
     password_hash  TEXT,                         -- PHC argon2id, or bcrypt from an htpasswd import; NULL: no password login
     is_admin       BIGINT NOT NULL DEFAULT 0,    -- 0 | 1 (portable boolean)
-    created_at     BIGINT NOT NULL
+    created_at     BIGINT NOT NULL,
+    -- Notifications (src/meta/notifications.rs; migration 3 adds both to older stores).
+    email          TEXT,                         -- where SIF ready/failed mail goes; NULL: none
+    notify         TEXT NOT NULL DEFAULT 'none'  -- 'none' | 'mail' | 'webhook' | 'both'
 );
 
 CREATE TABLE IF NOT EXISTS user_groups (           -- "groups" is a keyword in PostgreSQL >= 11
@@ -243,3 +246,42 @@ CREATE TABLE IF NOT EXISTS blob_quarantine (
     path           TEXT NOT NULL,                -- where they went, under the data directory
     detected_at    BIGINT NOT NULL
 );
+
+-- Notifications (src/notifications, src/meta/notifications.rs).
+-- Who pushed each manifest (the latest push), so the farm can tell them when its SIF is ready
+-- or failed. Goes with the manifest.
+CREATE TABLE IF NOT EXISTS manifest_pushers (
+    repository_id  BIGINT NOT NULL,
+    digest         TEXT NOT NULL,
+    user_name      TEXT NOT NULL,
+    pushed_at      BIGINT NOT NULL,
+    PRIMARY KEY (repository_id, digest),
+    FOREIGN KEY (repository_id, digest) REFERENCES manifests (repository_id, digest) ON DELETE CASCADE
+);
+-- The notification outbox: rows written in the same transaction as the build outcome they
+-- announce, one per channel, delivered (at least once) and retried with back-off by the server.
+CREATE TABLE IF NOT EXISTS notification_outbox (
+    id               INTEGER PRIMARY KEY,        -- PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY
+    event_id         TEXT NOT NULL,              -- CloudEvents id / Message-ID, shared by the channels of one event
+    channel          TEXT NOT NULL,              -- 'mail' | 'webhook'
+    event            TEXT NOT NULL,              -- 'ready' | 'failed'
+    user_name        TEXT NOT NULL,              -- the pusher told
+    address          TEXT,                       -- mail: the recipient when the event happened
+    job_id           BIGINT NOT NULL,
+    repository       TEXT NOT NULL,
+    tag              TEXT,
+    manifest_digest  TEXT NOT NULL,
+    platform         TEXT NOT NULL,
+    sif_digest       TEXT,
+    sif_size         BIGINT,
+    reason           TEXT,
+    log_tail         TEXT,
+    state            TEXT NOT NULL,              -- 'pending' | 'delivered' | 'failed' | 'skipped'
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT NOT NULL,
+    last_error       TEXT,                       -- never a secret: transport errors only
+    created_at       BIGINT NOT NULL,
+    finished_at      BIGINT,
+    UNIQUE (event_id, channel)
+);
+CREATE INDEX IF NOT EXISTS notification_outbox_due ON notification_outbox (state, next_attempt_at, id);

@@ -141,13 +141,15 @@ impl Registry {
         Ok(m)
     }
 
-    /// Validates and stores a manifest (exact bytes), its tag and its "pushed" event.
+    /// Validates and stores a manifest (exact bytes), its tag and its "pushed" event, and who
+    /// pushed it (`pusher`, told when its SIF is ready or failed).
     pub async fn put_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
         content_type: Option<&str>,
         body: Vec<u8>,
+        pusher: Option<&str>,
     ) -> Result<PutManifest> {
         let parsed = manifests::parse(content_type, &body)?;
         let algorithm = match reference {
@@ -181,6 +183,7 @@ impl Registry {
             tag,
         };
         let defaults = self.limits.quota;
+        let pusher = pusher.map(str::to_owned);
         let outcome = self
             .db
             .write(move |tx| {
@@ -194,7 +197,11 @@ impl Registry {
                 )? {
                     return Ok(Err(e));
                 }
-                meta::put_manifest(tx, &new).map(Ok)
+                let stored = meta::put_manifest(tx, &new)?;
+                if let (Ok(()), Some(user)) = (&stored, &pusher) {
+                    meta::record_pusher(tx, &new.repository, &new.digest, user)?;
+                }
+                Ok(Ok(stored))
             })
             .await?;
         let outcome = match outcome {

@@ -18,6 +18,7 @@ mod farm_queue;
 mod lifecycle;
 mod migrations;
 mod node_slurm;
+mod notifications;
 mod operations;
 mod quota;
 mod security_auth;

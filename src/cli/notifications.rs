@@ -1,0 +1,77 @@
+//! `hpc-registry admin notifications [--failed | --state S] [--json]`: the notification outbox
+//! of a running server, through its admin API (`/admin/notifications`).
+
+use axum::http::Method;
+use clap::Args;
+use serde_json::Value;
+
+use super::remote::ServerTarget;
+
+#[derive(Args, Debug)]
+pub struct NotificationsArgs {
+    /// Only notifications given up on after their last attempt (same as `--state failed`).
+    #[arg(long, conflicts_with = "state")]
+    pub failed: bool,
+    /// Only notifications in this state: pending, delivered, failed or skipped.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: ServerTarget,
+}
+
+pub fn run(args: NotificationsArgs) -> anyhow::Result<()> {
+    let client = args.target.require()?;
+    let state = if args.failed {
+        Some("failed".to_owned())
+    } else {
+        args.state
+    };
+    let path = match &state {
+        Some(s) => format!("/admin/notifications?state={}", crate::urlcode::encode(s)),
+        None => "/admin/notifications".to_owned(),
+    };
+    let v = client.request(Method::GET, &path, None, "GET")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows = v["notifications"].as_array().cloned().unwrap_or_default();
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let image = |n: &Value| match n["tag"].as_str() {
+        Some(t) => format!("{}:{t}", text(&n["repository"])),
+        None => format!("{}@{}", text(&n["repository"]), text(&n["manifest_digest"])),
+    };
+    super::output::table(
+        &[
+            "ID",
+            "STATE",
+            "CHANNEL",
+            "EVENT",
+            "USER",
+            "IMAGE",
+            "ATTEMPTS",
+            "CREATED",
+            "LAST ERROR",
+        ],
+        rows.iter().map(|n| {
+            vec![
+                n["id"].to_string(),
+                text(&n["state"]),
+                text(&n["channel"]),
+                text(&n["event"]),
+                text(&n["user"]),
+                image(n),
+                n["attempts"].to_string(),
+                n["created_at"]
+                    .as_i64()
+                    .map(crate::timefmt::rfc3339)
+                    .unwrap_or_else(|| "-".into()),
+                text(&n["last_error"]),
+            ]
+        }),
+    );
+    Ok(())
+}
