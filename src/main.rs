@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: hpc_registry::cli::AdminCommand,
     },
+    /// Run a build host: claim SIF builds from a registry and build them.
+    Builder(hpc_registry::cli::builder::BuilderArgs),
+    /// Builder credentials: create, list, revoke (administrators).
+    #[command(name = "builder-token", subcommand)]
+    BuilderToken(hpc_registry::cli::builder::BuilderTokenCommand),
     /// One SIF build in its own process, started by the server (`farm::sandbox`).
     #[command(name = "build-child", hide = true)]
     BuildChild { spec: PathBuf },
@@ -141,6 +146,8 @@ fn main() -> anyhow::Result<()> {
         Command::Identity(command) => hpc_registry::cli::identity::run(command),
         Command::Node(command) => hpc_registry::cli::node::run(command),
         Command::Admin { command } => hpc_registry::cli::run_admin(command),
+        Command::Builder(args) => hpc_registry::cli::builder::run_builder(args),
+        Command::BuilderToken(command) => hpc_registry::cli::builder::run_token(command),
         Command::BuildChild { spec } => {
             std::process::exit(hpc_registry::farm::build_child::main(&spec))
         }

@@ -118,7 +118,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot write the data-directory lock file")?;
 
     crate::telemetry::install();
-    farm.start().await?;
+    // The Slurm executor's build jobs reach the server at this URL unless [farm.slurm] says.
+    farm.start(&format!("{scheme}://{addr}"), &data_dir).await?;
     crate::notify::ready_and_watch(&format!("listening on {scheme}://{addr}"));
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
     let expirer = tokio::spawn(expire_uploads_periodically(

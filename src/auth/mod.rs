@@ -6,6 +6,7 @@
 //! [`Access::readable`] for reads that must hide what the caller may not see) before acting. Every
 //! decision goes through [`policy::Policy::may`].
 
+pub mod builder;
 pub mod credential_cache;
 pub mod jwt;
 pub mod limiter;

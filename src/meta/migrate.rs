@@ -36,6 +36,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         apply: to_2_everything_added_while_the_schema_said_1,
     },
+    Migration {
+        version: 3,
+        apply: to_3_builders_and_slurm_jobs,
+    },
 ];
 
 /// A new store: the whole current schema (later migrations have nothing left to do).
@@ -61,6 +65,13 @@ fn to_2_everything_added_while_the_schema_said_1(tx: &Transaction) -> Result<()>
              SELECT 1 FROM manifests m WHERE m.repository_id = tags.repository_id
              AND m.digest = tags.digest AND m.origin = 'registry')",
     )
+}
+
+/// Remote builder credentials (`builders`) and the Slurm jobs builds run as (`slurm_builds`):
+/// new tables only, at the end of `schema.sql`, which creates what is missing.
+fn to_3_builders_and_slurm_jobs(tx: &Transaction) -> Result<()> {
+    tx.execute_batch(SCHEMA)?;
+    Ok(())
 }
 
 /// Creates every table and index of `schema.sql` that is missing, and fills the usage counters

@@ -6,6 +6,7 @@
 //! [`Db::read`] / [`Db::write`], which run them on tokio's blocking pool.
 
 mod audit;
+mod builders;
 mod gc;
 mod jobs;
 mod migrate;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use audit::*;
+pub use builders::*;
 pub use gc::*;
 pub use jobs::*;
 pub use queries::*;
