@@ -10,6 +10,7 @@
 //! * [`output`]: tables and JSON; [`prompt`]: passwords.
 
 mod audit;
+pub mod builder;
 mod builds;
 pub mod identity;
 pub mod lifecycle;

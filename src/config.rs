@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 mod notifications;
 pub use notifications::*;
+mod executor;
+pub use executor::{Executor, SlurmConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -136,6 +138,14 @@ pub struct FarmConfig {
     pub sched_idle: bool,
     /// A delegated cgroup v2 directory; each build gets a child cgroup with `memory.max` there.
     pub cgroup: Option<PathBuf>,
+    /// Where builds run: `local`, `remote` (builder hosts only) or `slurm`.
+    pub executor: Executor,
+    /// Largest SIF a remote builder may upload.
+    pub max_sif_bytes: u64,
+    /// How long a remote builder's claim waits for a job before answering "none".
+    pub claim_wait_secs: u64,
+    /// `[farm.slurm]`, for `executor = "slurm"`.
+    pub slurm: SlurmConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +194,10 @@ impl Default for FarmConfig {
             nice: 10,
             sched_idle: false,
             cgroup: None,
+            executor: Executor::Local,
+            max_sif_bytes: 64 << 30,
+            claim_wait_secs: 20,
+            slurm: SlurmConfig::default(),
         }
     }
 }

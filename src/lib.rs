@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: hpc_registry::cli::AdminCommand,
     },
+    /// Run a build host: claim SIF builds from a registry and build them.
+    Builder(hpc_registry::cli::builder::BuilderArgs),
+    /// Builder credentials: create, list, revoke (administrators).
+    #[command(name = "builder-token", subcommand)]
+    BuilderToken(hpc_registry::cli::builder::BuilderTokenCommand),
     /// One SIF build in its own process, started by the server (`farm::sandbox`).
     #[command(name = "build-child", hide = true)]
     BuildChild { spec: PathBuf },
@@ -147,6 +152,8 @@ fn main() -> anyhow::Result<()> {
         Command::Script(args) => hpc_registry::cli::script::run(*args),
         Command::Lint(args) => hpc_registry::cli::lint::run(args),
         Command::Admin { command } => hpc_registry::cli::run_admin(command),
+        Command::Builder(args) => hpc_registry::cli::builder::run_builder(args),
+        Command::BuilderToken(command) => hpc_registry::cli::builder::run_token(command),
         Command::BuildChild { spec } => {
             std::process::exit(hpc_registry::farm::build_child::main(&spec))
         }

@@ -129,7 +129,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(channels = ?notifier.channels(), "build notifications");
 
     crate::telemetry::install();
-    farm.start().await?;
+    // The Slurm executor's build jobs reach the server at this URL unless [farm.slurm] says.
+    farm.start(&format!("{scheme}://{addr}"), &data_dir).await?;
     let notifications = tokio::spawn(notifier.run());
     crate::notify::ready_and_watch(&format!("listening on {scheme}://{addr}"));
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));

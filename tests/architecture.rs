@@ -31,10 +31,11 @@ const HTTP_CRATES: &[&str] = &[
 /// The modules at the HTTP edge: the server's HTTP layer, its assembly and accept loop, the
 /// `/metrics` exporter, the CLI (an HTTP client of the admin API), `client` (the one outbound HTTP
 /// client, shared by the CLI and the compute-node commands), `fetch` (the compute-node side of the
-/// `/sif` protocol: ranges, `If-Range`, ETags, `Retry-After`) and the fuzz entry points of the HTTP
-/// parsers, and `notifications` (POSTs the build-outcome webhooks with reqwest). Everything else is
-/// "below http".
+/// `/sif` protocol: ranges, `If-Range`, ETags, `Retry-After`), `builder` (the build host's side of
+/// the `/builder/v1` protocol, on `client`), `notifications` (POSTs the build-outcome webhooks
+/// with reqwest) and the fuzz entry points of the HTTP parsers. Everything else is "below http".
 const HTTP_EDGE: &[&str] = &[
+    "builder",
     "cli",
     "client",
     "fetch",

@@ -7,6 +7,7 @@
 //! decision goes through [`policy::Policy::may`].
 
 pub mod contact;
+pub mod builder;
 pub mod credential_cache;
 pub mod jwt;
 pub mod limiter;

@@ -51,3 +51,49 @@ pub fn import_sif(store: &BlobStore, path: &Path) -> Result<InspectedSif, String
         squashfs_size,
     })
 }
+
+/// Checks a SIF a remote builder uploaded for a job of `platform` before it is imported: it
+/// parses as a SIF (bounds included), holds the objects Apptainer writes (a definition file,
+/// the inspect metadata, the image config and a primary squashfs partition), and the
+/// partition's and the header's architecture are the job's.
+pub fn verify_remote(path: &Path, platform: &str) -> Result<(), String> {
+    use oci2sif::sif::{DataType, FsType};
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    let info =
+        oci2sif::sif::read_descriptors(&mut file).map_err(|e| format!("it is not a SIF: {e}"))?;
+    let part = info
+        .primary_partition()
+        .ok_or("it has no primary system partition")?;
+    let partition = part
+        .partition
+        .as_ref()
+        .ok_or("its primary partition has no partition data")?;
+    if partition.fs_type != FsType::Squashfs {
+        return Err(format!(
+            "its primary partition is {:?}, not squashfs",
+            partition.fs_type
+        ));
+    }
+    for (wanted, what) in [
+        (DataType::Deffile, "definition file"),
+        (DataType::GenericJson, "inspect metadata (JSON.Generic)"),
+    ] {
+        if !info.objects.iter().any(|o| o.data_type == wanted) {
+            return Err(format!("it has no {what} object"));
+        }
+    }
+    let want_arch = platform.split('/').nth(1).unwrap_or("");
+    let found = partition.arch.unwrap_or("unknown");
+    if found != want_arch {
+        return Err(format!(
+            "its partition is built for {found}, but the job is for {platform}"
+        ));
+    }
+    if info.arch.is_some_and(|a| a != want_arch) {
+        return Err(format!(
+            "its header names architecture {}, but the job is for {platform}",
+            info.arch.unwrap_or("unknown")
+        ));
+    }
+    Ok(())
+}

@@ -7,8 +7,9 @@
 //! - [`native`] and [`apptainer`] are the two build backends.
 //! - [`oras`] publishes each ready SIF as an ORAS artifact (`T.sif`) next to its image.
 //!
-//! The claim/heartbeat/complete calls are plain functions over the metadata database, so remote
-//! builder hosts and Slurm-job builders can use them through an HTTP API later.
+//! - [`remote`] is the builder hosts' side (claim, heartbeat, log, blobs, upload, fail) that
+//!   `http::builder_api` serves at `/builder/v1`; `[farm] executor` says whether builds run in
+//!   in-process workers (`local`), on builder hosts only (`remote`) or as Slurm jobs (`slurm`).
 
 pub mod access;
 pub mod apptainer;
@@ -18,14 +19,17 @@ pub mod image;
 pub mod intake;
 pub mod native;
 pub mod oras;
+pub mod owner;
 pub mod planner;
 pub mod platform;
 pub mod progress;
 pub mod queue;
 pub mod ready;
+pub mod remote;
 pub mod resolve;
 pub mod sandbox;
 pub mod sif_path;
+pub mod slurm;
 pub mod status;
 pub mod worker;
 
@@ -34,7 +38,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::{Backend, FarmConfig};
+use crate::config::{Backend, Executor, FarmConfig};
 use crate::meta::Db;
 use crate::storage::BlobStore;
 
@@ -101,8 +105,13 @@ impl Farm {
         platform::matches(self.default_platform(), platform)
     }
 
-    /// Starts the planner, the lease reaper and the in-process workers.
-    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+    /// Starts the planner, the lease reaper and the in-process workers (or the Slurm
+    /// executor); `url` is where this server listens, `data_dir` its data directory.
+    pub async fn start(
+        self: &Arc<Self>,
+        url: &str,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<()> {
         if self.config.backend == Backend::Apptainer {
             match apptainer::check(&self.config.apptainer).await {
                 Ok(version) => tracing::info!("SIF builds use {version}"),
@@ -118,7 +127,13 @@ impl Farm {
         }
         tokio::spawn(planner::run(Arc::clone(self)));
         tokio::spawn(worker::reap_expired_leases(Arc::clone(self)));
-        for n in 0..self.config.workers {
+        // Only the local executor builds in this process; the others leave every job to
+        // builder hosts (remote) or to the builders the Slurm jobs run.
+        let workers = match self.config.executor {
+            Executor::Local => self.config.workers,
+            Executor::Remote | Executor::Slurm => 0,
+        };
+        for n in 0..workers {
             let alive = LiveWorker::enter(&self.live_workers);
             let run = worker::run(Arc::clone(self), format!("{}{n}", self.owner_prefix));
             tokio::spawn(async move {
@@ -127,8 +142,13 @@ impl Farm {
                 run.await
             });
         }
+        if self.config.executor == Executor::Slurm {
+            let work_dir = data_dir.join("slurm");
+            tokio::spawn(slurm::run(Arc::clone(self), url.to_owned(), work_dir));
+        }
         tracing::info!(
-            workers = self.config.workers,
+            workers,
+            executor = ?self.config.executor,
             backend = ?self.config.backend,
             platforms = ?self.config.platforms,
             "SIF build farm started"

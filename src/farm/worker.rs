@@ -50,7 +50,7 @@ pub async fn run(farm: Arc<Farm>, owner: String) {
 async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     tracing::info!(job = job.id, digest = %job.manifest_digest, platform = %job.platform, attempt = job.attempts, "SIF build started");
     let started = Instant::now();
-    audit_build(farm, &job, "build.start", "started", None, None).await;
+    audit_build(farm, owner, &job, "build.start", "started", None, None).await;
     let progress = ProgressCell::default();
     let mut heartbeat = tokio::spawn(keep_lease(
         Arc::clone(farm),
@@ -73,12 +73,26 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
         )),
     };
     heartbeat.abort();
-    let duration_ms = started.elapsed().as_millis() as i64;
-    crate::telemetry::build_phase("convert", started.elapsed());
+    settle(farm, owner, &job, started.elapsed(), result).await;
+}
+
+/// Records the end of one attempt, whoever built it (an in-process worker or a remote builder
+/// holding the lease as `owner`): imports a built SIF and marks the job ready, then publishes
+/// the ORAS artifacts; or records the failure (retried or failed for good). Audited and
+/// counted either way. Returns the SIF when the job became ready.
+pub(super) async fn settle(
+    farm: &Arc<Farm>,
+    owner: &str,
+    job: &Job,
+    elapsed: Duration,
+    result: Result<Built, Failure>,
+) -> Option<Sif> {
+    let duration_ms = elapsed.as_millis() as i64;
+    crate::telemetry::build_phase("convert", elapsed);
     let outcome = match result {
         Ok(built) => {
             let importing = Instant::now();
-            let finished = finish(farm, owner, &job, built, duration_ms).await;
+            let finished = finish(farm, owner, job, built, duration_ms).await;
             crate::telemetry::build_phase("import", importing.elapsed());
             finished
         }
@@ -86,12 +100,13 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     };
     match outcome {
         Ok(sif) => {
-            crate::telemetry::build_finished("ready", started.elapsed());
-            tracing::info!(job = job.id, sif = %sif.digest, size = sif.size, duration_ms, "SIF ready");
+            crate::telemetry::build_finished("ready", elapsed);
+            tracing::info!(job = job.id, sif = %sif.digest, size = sif.size, duration_ms, builder = owner, "SIF ready");
             let detail = format!("sif {} in {duration_ms} ms", sif.digest);
             audit_build(
                 farm,
-                &job,
+                owner,
+                job,
                 "build.end",
                 "ready",
                 Some(sif.size as u64),
@@ -101,9 +116,10 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
             if let Err(e) = oras::publish_for_image(farm, &job.manifest_digest).await {
                 tracing::error!(job = job.id, "publishing the ORAS artifact failed: {e:#}");
             }
+            Some(sif)
         }
         Err(failure) => {
-            crate::telemetry::build_finished("failed", started.elapsed());
+            crate::telemetry::build_finished("failed", elapsed);
             crate::telemetry::build_failed(failure.permanent);
             let (id, o, reason, log) = (
                 job.id,
@@ -131,7 +147,7 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
                 Err(_) => "error",
             };
             let detail = Some(failure.reason.chars().take(512).collect());
-            audit_build(farm, &job, "build.end", outcome, None, detail).await;
+            audit_build(farm, owner, job, "build.end", outcome, None, detail).await;
             match state {
                 Ok(Some(JobState::Failed)) => {
                     tracing::warn!(job = job.id, reason = %failure.reason, "SIF build failed for good")
@@ -144,6 +160,7 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
                 }
                 Err(e) => tracing::error!(job = job.id, "cannot record build failure: {e}"),
             }
+            None
         }
     }
 }
@@ -224,10 +241,12 @@ async fn finish(
     Ok(sif)
 }
 
-/// One build record: `user` is `system`, `digest` the image's manifest digest, `reference` its
+/// One build record: `user` is `system` for an in-process worker, the builder's name (auth
+/// `builder`) for a remote one; `digest` the image's manifest digest, `reference` its
 /// platform, `bytes` the SIF's size.
-async fn audit_build(
+pub(super) async fn audit_build(
     farm: &Farm,
+    owner: &str,
     job: &Job,
     action: &str,
     outcome: &str,
@@ -238,9 +257,18 @@ async fn audit_build(
         return;
     };
     let mut r = crate::audit::Record::new(action, outcome);
-    r.user = Some("system".into());
-    r.auth = Some("system".into());
-    r.client = Some("local".into());
+    match super::owner::builder_of(owner) {
+        Some(builder) => {
+            r.user = Some(builder.to_owned());
+            r.auth = Some("builder".into());
+            r.client = Some("remote".into());
+        }
+        None => {
+            r.user = Some("system".into());
+            r.auth = Some("system".into());
+            r.client = Some("local".into());
+        }
+    }
     r.repository = Some(job.repository.clone());
     r.reference = Some(job.platform.clone());
     r.digest = Some(job.manifest_digest.clone());
@@ -276,7 +304,7 @@ async fn keep_lease(
 
 /// Extends `owner`'s lease on job `id` and records `progress`; false once the job is no longer
 /// this owner's.
-async fn renew_lease(farm: &Farm, id: i64, owner: &str, progress: String) -> bool {
+pub(super) async fn renew_lease(farm: &Farm, id: i64, owner: &str, progress: String) -> bool {
     let (o, lease) = (owner.to_owned(), farm.config.lease_secs);
     match farm
         .db
@@ -307,7 +335,7 @@ pub async fn reap_expired_leases(farm: Arc<Farm>) {
     }
 }
 
-fn tail(log: &str) -> String {
+pub(super) fn tail(log: &str) -> String {
     if log.len() <= MAX_LOG {
         return log.to_owned();
     }

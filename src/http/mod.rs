@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_ops;
 pub mod audit;
 pub mod auth;
+pub mod builder_api;
 pub mod builds;
 pub mod distribution;
 pub mod errors;
@@ -80,6 +81,14 @@ pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
             axum::routing::post(builds::act),
         )
         .route("/admin/notifications", get(notifications::list))
+        .route(
+            "/admin/builders",
+            get(builder_api::list).post(builder_api::create),
+        )
+        .route(
+            "/admin/builders/{name}",
+            axum::routing::delete(builder_api::revoke),
+        )
         .route("/admin/{*rest}", any(admin::dispatch))
         // Inside authentication (it reads the principal): read-only credentials only look.
         .route_layer(axum::middleware::from_fn(admin::read_only_guard));
@@ -98,6 +107,7 @@ pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
         .merge(authenticated)
         .merge(pages)
         .route("/token", any(auth::token))
+        .merge(builder_routes())
         .route("/healthz", get(observability::healthz))
         .route("/readyz", get(observability::readyz))
         .route("/metrics", get(observability::metrics))
@@ -122,6 +132,26 @@ async fn api_version_header(method: axum::http::Method, mut response: Response) 
         .headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     response
+}
+
+/// `/builder/v1` (outside the main authentication: builders authenticate with their own
+/// credential, which nothing else accepts; see `builder_api`).
+fn builder_routes() -> Router<Arc<App>> {
+    use axum::routing::post;
+    Router::new()
+        .route("/builder/v1/claim", post(builder_api::claim))
+        .route(
+            "/builder/v1/jobs/{id}/blobs/{digest}",
+            get(builder_api::blob).head(builder_api::blob),
+        )
+        .route(
+            "/builder/v1/jobs/{id}/sif",
+            axum::routing::put(builder_api::upload),
+        )
+        .route(
+            "/builder/v1/jobs/{id}/{action}",
+            post(builder_api::job_action),
+        )
 }
 
 /// `/sif`, with the download metrics inside authentication (they count by auth method).

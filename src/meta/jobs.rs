@@ -502,3 +502,84 @@ pub fn jobs_for_manifest(conn: &Connection, manifest_digest: &str) -> Result<Vec
         .query_map([manifest_digest], job)?
         .collect::<rusqlite::Result<_>>()?)
 }
+
+/// Like [`claim_job`], for a builder that takes only some jobs (a remote builder's platforms, a
+/// one-job credential): the oldest runnable queued job `accepts` takes, among the first
+/// `scan` runnable ones. The build log starts empty (a remote builder appends to it).
+pub fn claim_job_matching(
+    tx: &Transaction,
+    owner: &str,
+    backend: &str,
+    lease_secs: i64,
+    scan: i64,
+    accepts: &dyn Fn(&Job) -> bool,
+) -> Result<Option<Job>> {
+    let candidates: Vec<Job> = tx
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM build_jobs WHERE state = 'queued' AND not_before <= ?1
+             ORDER BY id LIMIT ?2"
+        ))?
+        .query_map(params![now(), scan], job)?
+        .collect::<rusqlite::Result<_>>()?;
+    let Some(chosen) = candidates.into_iter().find(|j| accepts(j)) else {
+        return Ok(None);
+    };
+    let t = now();
+    tx.prepare_cached(
+        "UPDATE build_jobs SET state = 'building', attempts = attempts + 1, lease_owner = ?2,
+             lease_expires = ?3, started_at = ?4, backend = ?5, builder = ?2, progress = 'claimed',
+             failure = NULL, log = ''
+         WHERE id = ?1 AND state = 'queued'",
+    )?
+    .execute(params![chosen.id, owner, t + lease_secs, t, backend])?;
+    job_by_id(tx, chosen.id)
+}
+
+/// Job `id` if it is being built under `owner`'s lease.
+pub fn job_leased_to(conn: &Connection, id: i64, owner: &str) -> Result<Option<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM build_jobs
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'"
+        ))?
+        .query_row(params![id, owner], job)
+        .optional()?)
+}
+
+/// Appends `text` to the log of job `id` while `owner` holds it, keeping the last `max_chars`
+/// characters; false once the job is no longer `owner`'s.
+pub fn append_job_log(
+    tx: &Transaction,
+    id: i64,
+    owner: &str,
+    text: &str,
+    max_chars: i64,
+) -> Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE build_jobs SET log = substr(coalesce(log, '') || ?3, -?4)
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
+        )?
+        .execute(params![id, owner, text, max_chars])?;
+    Ok(n > 0)
+}
+
+/// Queued jobs that are runnable now, oldest first (what the Slurm executor submits).
+pub fn runnable_jobs(conn: &Connection, limit: i64) -> Result<Vec<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM build_jobs WHERE state = 'queued' AND not_before <= ?1
+             ORDER BY id LIMIT ?2"
+        ))?
+        .query_map(params![now(), limit], job)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Who holds the lease on job `id`, if it is being built.
+pub fn lease_owner_of(conn: &Connection, id: i64) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT lease_owner FROM build_jobs WHERE id = ?1 AND state = 'building'")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .flatten())
+}

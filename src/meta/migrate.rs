@@ -40,6 +40,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         apply: to_3_notifications,
     },
+    Migration {
+        version: 4,
+        apply: to_4_builders_and_slurm_jobs,
+    },
 ];
 
 /// A new store: the whole current schema (later migrations have nothing left to do).
@@ -73,6 +77,13 @@ fn to_3_notifications(tx: &Transaction) -> Result<()> {
     restore_missing(tx)?;
     add_column(tx, "users", "email", "TEXT", "")?;
     add_column(tx, "users", "notify", "TEXT NOT NULL DEFAULT 'none'", "")
+}
+
+/// Remote builder credentials (`builders`) and the Slurm jobs builds run as (`slurm_builds`):
+/// new tables only, at the end of `schema.sql`, which creates what is missing.
+fn to_4_builders_and_slurm_jobs(tx: &Transaction) -> Result<()> {
+    tx.execute_batch(SCHEMA)?;
+    Ok(())
 }
 
 /// Creates every table and index of `schema.sql` that is missing, and fills the usage counters

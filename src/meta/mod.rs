@@ -7,6 +7,7 @@
 
 mod audit;
 mod browse;
+mod builders;
 mod gc;
 mod jobs;
 mod migrate;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use audit::*;
 pub use browse::*;
+pub use builders::*;
 pub use gc::*;
 pub use jobs::*;
 pub use notifications::*;

@@ -285,3 +285,24 @@ CREATE TABLE IF NOT EXISTS notification_outbox (
     UNIQUE (event_id, channel)
 );
 CREATE INDEX IF NOT EXISTS notification_outbox_due ON notification_outbox (state, next_attempt_at, id);
+-- Remote builders (src/meta/builders.rs, src/auth/builder.rs): credentials that can do nothing
+-- but build, over /builder/v1. `hpcb_<token_id>_<secret>`; only SHA-256(secret) is stored.
+CREATE TABLE IF NOT EXISTS builders (
+    name           TEXT PRIMARY KEY,
+    token_id       TEXT NOT NULL UNIQUE,
+    secret_sha256  TEXT NOT NULL,
+    platforms      TEXT NOT NULL,                -- comma-separated os/arch[/variant]
+    job_id         BIGINT,                       -- set: a one-job credential (Slurm executor)
+    created_by     TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT,
+    last_used_at   BIGINT
+);
+
+-- Builds submitted as Slurm jobs (src/farm/slurm.rs): one row while the Slurm job may run.
+CREATE TABLE IF NOT EXISTS slurm_builds (
+    job_id         BIGINT PRIMARY KEY,           -- build_jobs.id
+    slurm_job      TEXT NOT NULL,
+    builder        TEXT NOT NULL,                -- the one-job credential's name
+    submitted_at   BIGINT NOT NULL
+);

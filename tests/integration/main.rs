@@ -15,6 +15,8 @@ mod farm;
 mod farm_isolation;
 mod farm_limits;
 mod farm_queue;
+mod farm_remote;
+mod farm_slurm;
 mod lifecycle;
 mod migrations;
 mod node_slurm;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 4] = [
     "hpc-registry.service",
+    "hpc-registry-builder.service",
     "hpc-registry-cache-clean.service",
     "hpc-registry-cache-clean.timer",
 ];

@@ -14,6 +14,7 @@
 //! `PR_SET_PDEATHSIG`, so nothing outlives the test binary even when it is killed.
 #![allow(dead_code)]
 
+pub mod builder;
 mod data;
 mod docker;
 mod http;

@@ -137,6 +137,11 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         cmd
     }
 
+    /// This cluster's `slurm.conf` (for `SLURM_CONF`).
+    pub fn conf_path(&self) -> &Path {
+        &self.conf
+    }
+
     /// Where job owners may write.
     pub fn out_dir(&self) -> PathBuf {
         self.dir.path().join("out")
