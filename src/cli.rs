@@ -9,12 +9,15 @@
 //! * [`output`]: tables and JSON; [`prompt`]: passwords.
 
 mod audit;
+mod backup;
 mod builds;
 pub mod identity;
+mod jobs;
 pub mod lifecycle;
 pub mod node;
 mod output;
 mod prompt;
+mod reload;
 pub mod remote;
 pub mod storage;
 pub mod target;
@@ -52,6 +55,14 @@ pub enum AdminCommand {
     Storage(storage::StorageCommand),
     /// The SIF build queue: list jobs, `retry ID|--failed`, `cancel ID`.
     Builds(builds::BuildsArgs),
+    /// Back the store up into DEST while the server serves (incremental: only new blobs copied).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a fresh data directory, then verify it.
+    Restore(backup::RestoreArgs),
+    /// Make a running server re-read its configuration (as SIGHUP does) and report the outcome.
+    Reload(reload::ReloadArgs),
+    /// Background admin jobs (scrub): list, `ID` for one, `cancel ID`.
+    Jobs(jobs::JobsArgs),
 }
 
 /// Runs one `admin …` command.
@@ -66,5 +77,9 @@ pub fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Audit(args) => audit::run(*args),
         AdminCommand::Storage(command) => storage::run(command),
         AdminCommand::Builds(args) => builds::run(args),
+        AdminCommand::Backup(args) => backup::backup(args),
+        AdminCommand::Restore(args) => backup::restore(args),
+        AdminCommand::Reload(args) => reload::run(args),
+        AdminCommand::Jobs(args) => jobs::run(args),
     }
 }

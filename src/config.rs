@@ -34,6 +34,10 @@ pub struct Config {
     pub retention: Vec<RetentionRule>,
     /// `[health]`: what `/readyz` requires.
     pub health: HealthConfig,
+    /// `[audit]`: rotation of the audit file.
+    pub audit: AuditConfig,
+    /// `[log]`: the log level (re-read on reload).
+    pub log: LogConfig,
 }
 
 /// Online garbage collection (`[gc]`). Durations are written like `90s`, `30m`, `2h`, `7d`.
@@ -344,6 +348,8 @@ impl Default for Config {
             quota: Default::default(),
             scrub: Default::default(),
             health: HealthConfig::default(),
+            audit: AuditConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -440,4 +446,35 @@ impl Default for HealthConfig {
             min_free: "1GiB".to_owned(),
         }
     }
+}
+
+/// `[audit]`: rotation of `DATA/audit/audit.jsonl`. Unset: never rotated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Rotate once the active file reaches this size, e.g. "100MiB".
+    pub rotate_bytes: Option<String>,
+    /// Rotate once the active file's first record is this old, e.g. "1d".
+    pub rotate_age: Option<String>,
+    /// How rotated files are compressed: "zstd" (default), "gzip" or "none".
+    pub compress: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            rotate_bytes: None,
+            rotate_age: None,
+            compress: "zstd".to_owned(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive such as "info" or "info,hpc_registry::farm=debug"; unset: the
+    /// `HPC_REGISTRY_LOG` variable, else "info". Applied at start and by every reload.
+    pub level: Option<String>,
 }

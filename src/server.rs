@@ -11,14 +11,28 @@ use crate::farm::Farm;
 use crate::http::{self, App};
 use crate::lock::DataLock;
 use crate::meta::Db;
-use crate::quota::{QuotaDefaults, Quotas};
+use crate::quota::{LiveDefaults, QuotaDefaults, Quotas};
 use crate::registry::{Limits, Registry};
+use crate::reload::{ConfigSource, Reloader};
 use crate::storage::BlobStore;
 
 /// How often batched last-pull times are written out.
 const PULL_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Serves `config` until a shutdown signal; a reload (SIGHUP, `admin reload`) has nothing to
+/// re-read.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_with(config, None).await
+}
+
+/// Serves `config` until a shutdown signal; a reload calls `source` for the configuration anew.
+pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow::Result<()> {
+    if let Some(level) = config.log.level.as_deref() {
+        let filter = crate::logging::parse_level(Some(level)).map_err(anyhow::Error::msg)?;
+        if let Err(e) = crate::logging::set_level(filter) {
+            tracing::warn!("[log] level not applied: {e}");
+        }
+    }
     crate::storage::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let data_dir = config.data_dir.canonicalize().with_context(|| {
@@ -54,17 +68,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })?;
         announce_first_admin(&path);
     }
-    let tls = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
-        (None, None) => None,
+    let (tls, cert_reloader) = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => {
+            let (acceptor, reloader) = crate::tls::reloadable_acceptor(cert, key)?;
+            (Some(acceptor), Some(reloader))
+        }
+        (None, None) => (None, None),
         _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
     };
     let access = Access::new(&config.auth, Arc::clone(&db), &data_dir, tls.is_some())
         .context("cannot set up authentication")?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_bytes,
-        quota: QuotaDefaults::from_config(&config.quota)
-            .context("[quota] in the configuration is invalid")?,
+        quota: LiveDefaults::new(
+            QuotaDefaults::from_config(&config.quota)
+                .context("[quota] in the configuration is invalid")?,
+        ),
         max_upload_sessions_per_user: config.registry.max_upload_sessions_per_user,
         ..Limits::default()
     };
@@ -74,11 +93,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await?
             .context("cannot open the audit log")?
     };
-    let audit = crate::audit::Auditor::start(audit);
+    let rotation =
+        crate::audit::rotation::Policy::from_config(&config.audit).map_err(anyhow::Error::msg)?;
+    let audit = crate::audit::Auditor::start_with(audit, rotation);
     let registry = Arc::new(Registry::new(Arc::clone(&db), store.clone(), limits));
     let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
     let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings, &data_dir));
-    let quota_defaults = registry.limits.quota;
+    let quota_defaults = registry.limits.quota.clone();
     let farm = Farm::new(
         Arc::clone(&db),
         store,
@@ -92,16 +113,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &config.health,
     )?;
     let _ = farm.audit.set(audit.clone());
+    let jobs =
+        crate::admin_jobs::Jobs::new(Arc::clone(&db), registry.store.clone(), Arc::clone(&farm));
     let app = Arc::new(App {
         registry,
         access: Arc::new(access),
         farm: Arc::clone(&farm),
-        audit,
-        pruner,
+        audit: audit.clone(),
+        pruner: Arc::clone(&pruner),
         health: Arc::new(health),
-        quotas: Quotas::new(Arc::clone(&db), quota_defaults),
+        quotas: Quotas::new(Arc::clone(&db), quota_defaults.clone()),
+        reloader: Arc::new(Reloader::new(
+            source,
+            config.clone(),
+            Arc::clone(&pruner),
+            quota_defaults,
+            audit.clone(),
+            cert_reloader,
+        )),
         scrub_rate: crate::lifecycle::scrub::rate_from_config(&config.scrub)
             .context("[scrub] rate in the configuration is invalid")?,
+        jobs,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -119,6 +151,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     crate::telemetry::install();
     farm.start().await?;
+    match app.jobs.resume().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("resumed {n} admin jobs from their checkpoints"),
+        Err(e) => tracing::warn!("cannot resume admin jobs: {e}"),
+    }
     crate::notify::ready_and_watch(&format!("listening on {scheme}://{addr}"));
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
     let expirer = tokio::spawn(expire_uploads_periodically(
@@ -129,6 +166,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&app.pruner),
         Arc::clone(&app.registry),
     ));
+    let reloads = tokio::spawn(reload_on_sighup(Arc::clone(&app.reloader)));
     let router = http::router(Arc::clone(&app));
     let bounds = crate::listener::Bounds::from_config(&config.server);
     crate::listener::serve(listener, tls, router, bounds, shutdown_signal())
@@ -138,6 +176,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     flusher.abort();
     expirer.abort();
     pruner.abort();
+    reloads.abort();
     app.registry.flush_pulls().await?;
     app.audit.flush().await;
     tracing::info!("stopped");
@@ -210,6 +249,22 @@ async fn expire_uploads_periodically(app: Arc<App>, max_age_secs: u64) {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} abandoned upload sessions"),
             Err(e) => tracing::warn!("cannot expire upload sessions: {e}"),
+        }
+    }
+}
+
+/// SIGHUP re-reads the configuration (`systemctl reload`); the outcome goes to the log.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: reload with `hpc-registry admin reload` instead");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let r = Arc::clone(&reloader);
+        match tokio::task::spawn_blocking(move || r.reload()).await {
+            Ok(Ok(outcome)) => outcome.log(),
+            Ok(Err(refused)) => tracing::error!("SIGHUP: {refused}"),
+            Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
         }
     }
 }

@@ -9,8 +9,10 @@ pub mod builds;
 pub mod distribution;
 pub mod errors;
 pub mod files;
+pub mod jobs;
 pub mod observability;
 pub mod panic;
+pub mod reload;
 pub mod routes;
 pub mod sif;
 pub mod storage_admin;
@@ -43,6 +45,10 @@ pub struct App {
     pub quotas: crate::quota::Quotas,
     /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
     pub scrub_rate: u64,
+    /// Live reload of the configuration (`POST /admin/reload`, SIGHUP).
+    pub reloader: Arc<crate::reload::Reloader>,
+    /// Background admin jobs (`/admin/jobs`: scrub).
+    pub jobs: Arc<crate::admin_jobs::Jobs>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -69,6 +75,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/admin/builds/{id}/{action}",
             axum::routing::post(builds::act),
+        )
+        .route("/admin/reload", axum::routing::post(reload::reload))
+        .route("/admin/jobs", get(jobs::list).post(jobs::start))
+        .route("/admin/jobs/{id}", get(jobs::get))
+        .route(
+            "/admin/jobs/{id}/{action}",
+            axum::routing::post(jobs::cancel),
         )
         .route("/admin/{*rest}", any(admin::dispatch))
         // Inside authentication (it reads the principal): read-only credentials only look.

@@ -98,7 +98,8 @@ pub struct RepositoryDeleted {
 }
 
 pub struct Pruner {
-    settings: Arc<Settings>,
+    /// Replaced whole by a reload; a running prune keeps the settings it started with.
+    settings: std::sync::RwLock<Arc<Settings>>,
     uploads_dir: PathBuf,
     /// One prune at a time (background and admin runs alike).
     running: tokio::sync::Mutex<()>,
@@ -120,14 +121,19 @@ impl Ctx<'_> {
 impl Pruner {
     pub fn new(settings: Settings, data_dir: &Path) -> Pruner {
         Pruner {
-            settings: Arc::new(settings),
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             uploads_dir: data_dir.join("uploads"),
             running: tokio::sync::Mutex::new(()),
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// New `[gc]`/`[[retention]]` settings (a reload): the next prune uses them.
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
     }
 
     /// Runs a prune (or plans one with `dry_run`). Waits for a running prune to finish first.
@@ -142,8 +148,9 @@ impl Pruner {
         let (db, store, settings) = (
             Arc::clone(&registry.db),
             registry.store.clone(),
-            Arc::clone(&self.settings),
+            self.settings(),
         );
+        let grace_secs = settings.grace_secs;
         let mut report = tokio::task::spawn_blocking(move || {
             let ctx = Ctx {
                 settings: &settings,
@@ -158,14 +165,14 @@ impl Pruner {
         })
         .await
         .map_err(|e| LifecycleError::Task(e.to_string()))??;
-        let cutoff = meta::now() - self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS);
+        let cutoff = meta::now() - grace_secs.max(MIN_UPLOAD_AGE_SECS);
         let dir = self.uploads_dir.clone();
         let stale = tokio::task::spawn_blocking(move || stale_uploads(&dir, cutoff))
             .await
             .map_err(|e| LifecycleError::Task(e.to_string()))??;
         let reason = format!(
             "upload session untouched for more than {}",
-            human(self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS))
+            human(grace_secs.max(MIN_UPLOAD_AGE_SECS))
         );
         for (id, bytes, disk_bytes) in stale {
             if !dry_run {
