@@ -102,6 +102,8 @@ pub struct Jobs {
     farm: Arc<Farm>,
     /// Cancel flags of the jobs running in this process.
     running: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    /// Notified whenever a job ends, for the callers waiting on one.
+    ended: tokio::sync::Notify,
 }
 
 impl Jobs {
@@ -111,6 +113,7 @@ impl Jobs {
             store,
             farm,
             running: Mutex::new(HashMap::new()),
+            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -203,6 +206,7 @@ impl Jobs {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            jobs.ended.notify_waiters();
         });
     }
 
@@ -279,11 +283,34 @@ impl Jobs {
     /// Waits until job `id` has finished (the synchronous `POST /admin/scrub`).
     pub async fn wait(&self, id: i64) -> Result<JobView, JobError> {
         loop {
-            let job = self.get(id).await?.ok_or(JobError::NotFound(id))?;
-            if job.finished() {
-                return Ok(job);
+            if let Some(job) = self.wait_for(id, Duration::from_secs(3600)).await? {
+                if job.finished() {
+                    return Ok(job);
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Job `id` once it has finished, or as it is after `timeout` (a long poll); `None` if
+    /// there is no such job.
+    pub async fn wait_for(&self, id: i64, timeout: Duration) -> Result<Option<JobView>, JobError> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the read, so an end between the two is not missed.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let job = self.get(id).await?;
+            match &job {
+                Some(j) if !j.finished() && tokio::time::Instant::now() < until => {}
+                _ => return Ok(job),
+            }
+            // Also wakes now and then: a job ended by another process shows in its row only.
+            let _ = tokio::time::timeout_at(
+                until.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+                ended,
+            )
+            .await;
         }
     }
 }

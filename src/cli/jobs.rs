@@ -2,8 +2,6 @@
 //! (scrub). `admin scrub` starts one and waits for it here ([`scrub_and_wait`]), polling its
 //! progress instead of holding one HTTP request open for as long as the scrub takes.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -127,9 +125,10 @@ pub fn scrub_and_wait(api: &AdminApi, rate: Option<&str>) -> anyhow::Result<Valu
         bail!("the server answered no job id: {job}");
     };
     loop {
-        let j = api.get_json(&format!("/admin/jobs/{id}"))?;
+        // A long poll: the server answers as soon as the job ends.
+        let j = api.get_json(&format!("/admin/jobs/{id}?wait=30"))?;
         match j["state"].as_str() {
-            Some("running") => std::thread::sleep(Duration::from_millis(500)),
+            Some("running") => {}
             Some("done") => return Ok(j["result"].clone()),
             state => bail!(
                 "scrub job {id} {}: {}",

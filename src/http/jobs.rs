@@ -3,6 +3,7 @@
 //! `{"kind": "scrub", "rate": "200MiB"}` (202 and the job), `POST /admin/jobs/ID/cancel`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
@@ -70,10 +71,13 @@ pub async fn list(State(app): State<Arc<App>>, principal: Principal, uri: Uri) -
     }
 }
 
+/// `GET /admin/jobs/ID[?wait=SECS]`: with `wait`, answers once the job has ended or after at
+/// most SECS (up to 60) seconds, so a client waiting for a job hears of its end at once.
 pub async fn get(
     State(app): State<Arc<App>>,
     principal: Principal,
     Path(id): Path<String>,
+    uri: Uri,
 ) -> Response {
     if let Err(e) = admin_reader(&principal) {
         return e.into_response();
@@ -81,7 +85,22 @@ pub async fn get(
     let Ok(id) = id.parse::<i64>() else {
         return job_error(JobError::NotFound(-1));
     };
-    match app.jobs.get(id).await {
+    let wait = match query_map(&uri).map(|mut q| q.remove("wait")) {
+        Ok(None) => 0,
+        Ok(Some(w)) => match w.parse::<u64>() {
+            Ok(n) if n <= 60 => n,
+            _ => {
+                return Error::SizeInvalid(format!("wait {w:?}: use 0 to 60 seconds"))
+                    .into_response()
+            }
+        },
+        Err(e) => return e.into_response(),
+    };
+    let found = match wait {
+        0 => app.jobs.get(id).await,
+        secs => app.jobs.wait_for(id, Duration::from_secs(secs)).await,
+    };
+    match found {
         Ok(Some(job)) => view(job, StatusCode::OK),
         Ok(None) => job_error(JobError::NotFound(id)),
         Err(e) => job_error(e),
