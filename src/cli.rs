@@ -11,14 +11,17 @@
 
 mod audit;
 pub mod builder;
+mod backup;
 mod builds;
 pub mod identity;
+mod jobs;
 pub mod lifecycle;
 pub mod lint;
 pub mod node;
 mod notifications;
 mod output;
 mod prompt;
+mod reload;
 pub mod remote;
 pub mod script;
 pub mod storage;
@@ -59,6 +62,14 @@ pub enum AdminCommand {
     Builds(builds::BuildsArgs),
     /// The mail/webhook notification outbox (`--failed`: given up on, with the last error).
     Notifications(notifications::NotificationsArgs),
+    /// Back the store up into DEST while the server serves (incremental: only new blobs copied).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a fresh data directory, then verify it.
+    Restore(backup::RestoreArgs),
+    /// Make a running server re-read its configuration (as SIGHUP does) and report the outcome.
+    Reload(reload::ReloadArgs),
+    /// Background admin jobs (scrub): list, `ID` for one, `cancel ID`.
+    Jobs(jobs::JobsArgs),
 }
 
 /// Runs one `admin …` command.
@@ -74,5 +85,9 @@ pub fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Storage(command) => storage::run(command),
         AdminCommand::Builds(args) => builds::run(args),
         AdminCommand::Notifications(args) => notifications::run(args),
+        AdminCommand::Backup(args) => backup::backup(args),
+        AdminCommand::Restore(args) => backup::restore(args),
+        AdminCommand::Reload(args) => reload::run(args),
+        AdminCommand::Jobs(args) => jobs::run(args),
     }
 }

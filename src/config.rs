@@ -43,6 +43,10 @@ pub struct Config {
     pub ui: UiConfig,
     /// `[notifications]`: mail and webhooks when a SIF is ready or failed.
     pub notifications: NotificationsConfig,
+    /// `[audit]`: rotation of the audit file.
+    pub audit: AuditConfig,
+    /// `[log]`: the log level (re-read on reload).
+    pub log: LogConfig,
 }
 
 /// Online garbage collection (`[gc]`). Durations are written like `90s`, `30m`, `2h`, `7d`.
@@ -367,6 +371,8 @@ impl Default for Config {
             health: HealthConfig::default(),
             ui: UiConfig::default(),
             notifications: NotificationsConfig::default(),
+            audit: AuditConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -484,6 +490,24 @@ impl Default for UiConfig {
             templates: Vec::new(),
             session_idle_secs: 3600,
             session_max_secs: 12 * 3600,
+/// `[audit]`: rotation of `DATA/audit/audit.jsonl`. Unset: never rotated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Rotate once the active file reaches this size, e.g. "100MiB".
+    pub rotate_bytes: Option<String>,
+    /// Rotate once the active file's first record is this old, e.g. "1d".
+    pub rotate_age: Option<String>,
+    /// How rotated files are compressed: "zstd" (default), "gzip" or "none".
+    pub compress: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            rotate_bytes: None,
+            rotate_age: None,
+            compress: "zstd".to_owned(),
         }
     }
 }
@@ -505,4 +529,11 @@ pub struct TemplateConfig {
     /// `--gres`, e.g. `gpu:1` or `gpu:a100:1`.
     #[serde(default)]
     pub gres: Option<String>,
+/// `[log]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive such as "info" or "info,hpc_registry::farm=debug"; unset: the
+    /// `HPC_REGISTRY_LOG` variable, else "info". Applied at start and by every reload.
+    pub level: Option<String>,
 }

@@ -1,9 +1,11 @@
 //! hpc-registry: an OCI distribution-spec v1.1 registry for HPC sites that turns every pushed
 //! image into a ready-to-run Apptainer SIF. See ARCHITECTURE.md for the map of the modules.
 
+pub mod admin_jobs;
 pub mod audit;
 pub mod auth;
 pub mod builder;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod notifications;
 pub mod notify;
 pub mod quota;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -56,7 +56,7 @@ enum Command {
     BuildChild { spec: PathBuf },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ServeArgs {
     /// TOML config file; flags and HPC_REGISTRY_* variables override it.
     #[arg(long, env = "HPC_REGISTRY_CONFIG")]
@@ -140,12 +140,15 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             hpc_registry::memory::tune_allocator();
-            let config = args.into_config()?;
+            let config = args.clone().into_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(hpc_registry::server::serve(config))
+            // A reload re-reads the file and applies the same flags and variables again.
+            let source: hpc_registry::reload::ConfigSource =
+                Box::new(move || args.clone().into_config());
+            runtime.block_on(hpc_registry::server::serve_with(config, Some(source)))
         }
         Command::Identity(command) => hpc_registry::cli::identity::run(command),
         Command::Node(command) => hpc_registry::cli::node::run(command),

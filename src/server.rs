@@ -11,14 +11,28 @@ use crate::farm::Farm;
 use crate::http::{self, App};
 use crate::lock::DataLock;
 use crate::meta::Db;
-use crate::quota::{QuotaDefaults, Quotas};
+use crate::quota::{LiveDefaults, QuotaDefaults, Quotas};
 use crate::registry::{Limits, Registry};
+use crate::reload::{ConfigSource, Reloader};
 use crate::storage::BlobStore;
 
 /// How often batched last-pull times are written out.
 const PULL_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Serves `config` until a shutdown signal; a reload (SIGHUP, `admin reload`) has nothing to
+/// re-read.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_with(config, None).await
+}
+
+/// Serves `config` until a shutdown signal; a reload calls `source` for the configuration anew.
+pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow::Result<()> {
+    if let Some(level) = config.log.level.as_deref() {
+        let filter = crate::logging::parse_level(Some(level)).map_err(anyhow::Error::msg)?;
+        if let Err(e) = crate::logging::set_level(filter) {
+            tracing::warn!("[log] level not applied: {e}");
+        }
+    }
     let templates = crate::jobscript::templates_from_config(&config.ui)
         .context("[ui] in the configuration is invalid")?;
     crate::storage::create_private_dir(&config.data_dir)
@@ -56,17 +70,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })?;
         announce_first_admin(&path);
     }
-    let tls = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
-        (None, None) => None,
+    let (tls, cert_reloader) = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => {
+            let (acceptor, reloader) = crate::tls::reloadable_acceptor(cert, key)?;
+            (Some(acceptor), Some(reloader))
+        }
+        (None, None) => (None, None),
         _ => anyhow::bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
     };
     let access = Access::new(&config.auth, Arc::clone(&db), &data_dir, tls.is_some())
         .context("cannot set up authentication")?;
     let limits = Limits {
         max_manifest_bytes: config.registry.max_manifest_bytes,
-        quota: QuotaDefaults::from_config(&config.quota)
-            .context("[quota] in the configuration is invalid")?,
+        quota: LiveDefaults::new(
+            QuotaDefaults::from_config(&config.quota)
+                .context("[quota] in the configuration is invalid")?,
+        ),
         max_upload_sessions_per_user: config.registry.max_upload_sessions_per_user,
         ..Limits::default()
     };
@@ -76,11 +95,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await?
             .context("cannot open the audit log")?
     };
-    let audit = crate::audit::Auditor::start(audit);
+    let rotation =
+        crate::audit::rotation::Policy::from_config(&config.audit).map_err(anyhow::Error::msg)?;
+    let audit = crate::audit::Auditor::start_with(audit, rotation);
     let registry = Arc::new(Registry::new(Arc::clone(&db), store.clone(), limits));
     let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
     let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings));
-    let quota_defaults = registry.limits.quota;
+    let quota_defaults = registry.limits.quota.clone();
     let farm = Farm::new(
         Arc::clone(&db),
         store,
@@ -94,17 +115,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &config.health,
     )?;
     let _ = farm.audit.set(audit.clone());
+    let jobs =
+        crate::admin_jobs::Jobs::new(Arc::clone(&db), registry.store.clone(), Arc::clone(&farm));
     let app = Arc::new(App {
         registry,
         access: Arc::new(access),
         farm: Arc::clone(&farm),
-        audit,
-        pruner,
+        audit: audit.clone(),
+        pruner: Arc::clone(&pruner),
         health: Arc::new(health),
-        quotas: Quotas::new(Arc::clone(&db), quota_defaults),
+        quotas: Quotas::new(Arc::clone(&db), quota_defaults.clone()),
+        reloader: Arc::new(Reloader::new(
+            source,
+            config.clone(),
+            Arc::clone(&pruner),
+            quota_defaults,
+            audit.clone(),
+            cert_reloader,
+        )),
         scrub_rate: crate::lifecycle::scrub::rate_from_config(&config.scrub)
             .context("[scrub] rate in the configuration is invalid")?,
         templates: Arc::new(templates),
+        jobs,
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -132,6 +164,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The Slurm executor's build jobs reach the server at this URL unless [farm.slurm] says.
     farm.start(&format!("{scheme}://{addr}"), &data_dir).await?;
     let notifications = tokio::spawn(notifier.run());
+    match app.jobs.resume().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("resumed {n} admin jobs from their checkpoints"),
+        Err(e) => tracing::warn!("cannot resume admin jobs: {e}"),
+    }
     crate::notify::ready_and_watch(&format!("listening on {scheme}://{addr}"));
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
     let expirer = tokio::spawn(expire_uploads_periodically(
@@ -142,6 +179,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&app.pruner),
         Arc::clone(&app.registry),
     ));
+    let reloads = tokio::spawn(reload_on_sighup(Arc::clone(&app.reloader)));
     let ui = Arc::new(crate::ui::Ui::new(
         crate::ui::session::Lifetimes::default(),
         tls.is_some(),
@@ -156,6 +194,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     expirer.abort();
     pruner.abort();
     notifications.abort();
+    reloads.abort();
     app.registry.flush_pulls().await?;
     app.audit.flush().await;
     tracing::info!("stopped");
@@ -233,6 +272,22 @@ async fn expire_uploads_periodically(app: Arc<App>, max_age_secs: u64) {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} build scratch directories left by a dead build"),
             Err(e) => tracing::warn!("cannot remove stale build scratch directories: {e}"),
+        }
+    }
+}
+
+/// SIGHUP re-reads the configuration (`systemctl reload`); the outcome goes to the log.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: reload with `hpc-registry admin reload` instead");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let r = Arc::clone(&reloader);
+        match tokio::task::spawn_blocking(move || r.reload()).await {
+            Ok(Ok(outcome)) => outcome.log(),
+            Ok(Err(refused)) => tracing::error!("SIGHUP: {refused}"),
+            Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
         }
     }
 }

@@ -67,11 +67,24 @@ pub fn seal(record: &mut Record, prev_seq: u64, prev_hash: &str) -> Result<(), s
     Ok(())
 }
 
-/// One thing wrong with the file, by 1-based line number.
+/// One thing wrong with the log, by file and 1-based line number within that file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Problem {
+    /// The file's name (`audit.jsonl`, `audit-000000001001.jsonl.zst`), when several were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     pub line: u64,
     pub message: String,
+}
+
+impl Problem {
+    /// `audit-000000001001.jsonl.zst line 7` or `line 7`.
+    pub fn place(&self) -> String {
+        match &self.file {
+            Some(f) => format!("{f} line {}", self.line),
+            None => format!("line {}", self.line),
+        }
+    }
 }
 
 /// What [`verify`] found.
@@ -85,69 +98,144 @@ pub struct Report {
     /// A final line without its newline: a write in progress or a crash mid-write (not tampering;
     /// the server drops it at its next start).
     pub incomplete_tail: bool,
+    /// The files read, oldest first (rotated ones, then the active file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// The seq of the first record read, when it is not 1: older rotated files were archived
+    /// elsewhere, and the first record present was checked against the index instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at_seq: Option<u64>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// Records a problem, at most [`MAX_PROBLEMS`] of them.
+    pub fn problem(&mut self, file: Option<&str>, line: u64, message: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem {
+                file: file.map(str::to_owned),
+                line,
+                message,
+            });
+        }
+    }
 }
 
 /// At most this many problems are listed (one edit is one problem, a shredded file many).
 const MAX_PROBLEMS: usize = 100;
 
-/// Checks the chain of a JSON-lines stream. Each record is checked against the *stored* hash of
-/// its predecessor, so one edited or removed line is reported once, at its own line.
-pub fn verify(reader: impl BufRead) -> std::io::Result<Report> {
-    let mut report = Report {
-        last_hash: GENESIS.to_owned(),
-        ..Report::default()
-    };
-    let problem = |report: &mut Report, line: u64, message: String| {
-        if report.problems.len() < MAX_PROBLEMS {
-            report.problems.push(Problem { line, message });
+/// Where the chain a [`Verifier`] reads begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// At seq 1, linking [`GENESIS`]: a whole log.
+    Genesis,
+    /// Wherever the first record says: one rotated file checked alone, or a log whose oldest
+    /// files were archived (its first record's `prev` is then checked by the caller).
+    AsFound,
+}
+
+/// Checks the chain over one or more JSON-lines files read in order (rotated files, then the
+/// active one): the first record of each file must link the last record of the one before.
+/// Each record is checked against the *stored* hash of its predecessor, so one edited or removed
+/// line is reported once, at its own line.
+pub struct Verifier {
+    report: Report,
+    prev_seq: u64,
+    /// `None` once a line could not be parsed (its hash is unknown), or before the first record
+    /// of a chain read [`Start::AsFound`].
+    prev_hash: Option<String>,
+    seen_any: bool,
+    start: Start,
+}
+
+impl Verifier {
+    pub fn new(start: Start) -> Verifier {
+        Verifier {
+            report: Report {
+                last_hash: GENESIS.to_owned(),
+                ..Report::default()
+            },
+            prev_seq: 0,
+            prev_hash: Some(GENESIS.to_owned()),
+            seen_any: false,
+            start,
         }
-    };
-    let mut reader = reader;
-    let mut line = Vec::new();
-    let mut n = 0u64;
-    let mut prev_seq = 0u64;
-    let mut prev_hash = Some(GENESIS.to_owned());
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
+    }
+
+    /// Reads the next file of the chain; `name` labels its problems (`None`: a single stream).
+    pub fn feed(&mut self, name: Option<&str>, mut reader: impl BufRead) -> std::io::Result<()> {
+        if let Some(n) = name {
+            self.report.files.push(n.to_owned());
         }
-        if line.pop() != Some(b'\n') {
-            // The last line has no newline yet.
-            report.incomplete_tail = true;
-            break;
+        if self.report.incomplete_tail {
+            // A file follows one whose last line was cut off: that was no write in progress.
+            let last = self.report.files.len().saturating_sub(2);
+            let file = self.report.files.get(last).cloned();
+            self.report.problem(
+                file.as_deref(),
+                0,
+                "the file ends with an incomplete line, but a newer file follows it".into(),
+            );
+            self.report.incomplete_tail = false;
         }
-        n += 1;
-        report.records = n;
-        let record: Links = match serde_json::from_slice(&line) {
+        let mut line = Vec::new();
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if line.pop() != Some(b'\n') {
+                // The last line has no newline yet.
+                self.report.incomplete_tail = true;
+                break;
+            }
+            n += 1;
+            self.report.records += 1;
+            self.check_line(name, n, &line);
+        }
+        self.report.last_seq = self.prev_seq;
+        self.report.last_hash = self.prev_hash.clone().unwrap_or_default();
+        Ok(())
+    }
+
+    fn check_line(&mut self, file: Option<&str>, n: u64, line: &[u8]) {
+        let record: Links = match serde_json::from_slice(line) {
             Ok(r) => r,
             Err(e) => {
-                problem(&mut report, n, format!("not an audit record: {e}"));
-                prev_seq += 1;
+                self.report
+                    .problem(file, n, format!("not an audit record: {e}"));
+                self.prev_seq += 1;
                 // Its hash is unknown: the next record's `prev` cannot be checked.
-                prev_hash = None;
-                continue;
+                self.prev_hash = None;
+                self.seen_any = true;
+                return;
             }
         };
-        if record.seq != prev_seq + 1 {
-            problem(
-                &mut report,
+        if !self.seen_any && self.start == Start::AsFound && record.seq != 1 {
+            // The chain starts here: its predecessor is not in what was read.
+            self.prev_seq = record.seq.saturating_sub(1);
+            self.prev_hash = Some(record.prev.clone());
+            self.report.starts_at_seq = Some(record.seq);
+        }
+        self.seen_any = true;
+        if record.seq != self.prev_seq + 1 {
+            self.report.problem(
+                file,
                 n,
                 format!(
-                    "seq {} follows seq {prev_seq}: {} record(s) missing or reordered",
+                    "seq {} follows seq {}: {} record(s) missing or reordered",
                     record.seq,
-                    record.seq.abs_diff(prev_seq + 1)
+                    self.prev_seq,
+                    record.seq.abs_diff(self.prev_seq + 1)
                 ),
             );
-        } else if prev_hash.as_ref().is_some_and(|h| *h != record.prev) {
-            problem(
-                &mut report,
+        } else if self.prev_hash.as_ref().is_some_and(|h| *h != record.prev) {
+            self.report.problem(
+                file,
                 n,
                 format!(
                     "seq {}: prev does not match the previous record's hash: a record before it was removed or altered",
@@ -155,25 +243,33 @@ pub fn verify(reader: impl BufRead) -> std::io::Result<Report> {
                 ),
             );
         }
-        match line_hash(&record.prev, &line) {
+        match line_hash(&record.prev, line) {
             Some(h) if h == record.hash => {}
-            Some(_) => problem(
-                &mut report,
+            Some(_) => self.report.problem(
+                file,
                 n,
                 format!("seq {}: hash mismatch: the record was edited", record.seq),
             ),
-            None => problem(
-                &mut report,
+            None => self.report.problem(
+                file,
                 n,
                 format!("seq {}: the line does not end with its hash", record.seq),
             ),
         }
-        prev_seq = record.seq;
-        prev_hash = Some(record.hash);
+        self.prev_seq = record.seq;
+        self.prev_hash = Some(record.hash);
     }
-    report.last_seq = prev_seq;
-    report.last_hash = prev_hash.unwrap_or_default();
-    Ok(report)
+
+    pub fn finish(self) -> Report {
+        self.report
+    }
+}
+
+/// Checks the chain of one JSON-lines stream that starts at seq 1.
+pub fn verify(reader: impl BufRead) -> std::io::Result<Report> {
+    let mut v = Verifier::new(Start::Genesis);
+    v.feed(None, reader)?;
+    Ok(v.finish())
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@
 //! which [`AuditLog::open`] indexes from the file at the next start.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::chain::{self, GENESIS};
+use super::segments;
 use super::{AuditError, Record};
 use crate::meta::{self, AuditRow, Db};
 
@@ -24,6 +25,8 @@ pub struct AuditLog {
     last_hash: String,
     /// File length: where the next line starts.
     len: u64,
+    /// Seq and time (ms) of the active file's first record, for rotation.
+    first: Option<(u64, i64)>,
 }
 
 impl AuditLog {
@@ -58,6 +61,7 @@ impl AuditLog {
             last_seq: 0,
             last_hash: GENESIS.to_owned(),
             len: 0,
+            first: None,
         };
         log.resume()?;
         Ok(log)
@@ -86,7 +90,17 @@ impl AuditLog {
         let indexed = self.db.read_blocking(meta::last_audit_event)?;
         let mut reader = BufReader::new(self.file.try_clone().map_err(|e| self.io(e))?);
         let mut offset = 0u64;
-        if let Some((seq, at, hash)) = indexed {
+        let first = segments::first_line(&self.path)
+            .map_err(|e| self.io(e))?
+            .and_then(|l| serde_json::from_slice::<segments::Head>(&l).ok());
+        self.first = first.as_ref().map(|h| (h.seq, h.time_ms()));
+        let rotated_out = indexed
+            .as_ref()
+            .is_some_and(|(seq, ..)| first.as_ref().is_none_or(|f| f.seq > *seq as u64));
+        if let (true, Some((seq, _, hash))) = (rotated_out, &indexed) {
+            // The last indexed record was rotated out: this file continues it (or is empty).
+            self.resume_after_rotation(*seq as u64, hash, first.as_ref())?;
+        } else if let Some((seq, at, hash)) = indexed {
             let at = at as u64;
             reader.seek(SeekFrom::Start(at)).map_err(|e| self.io(e))?;
             let line = read_line(&mut reader).map_err(|e| self.io(e))?;
@@ -148,6 +162,144 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Resumes after the last indexed record `seq`, which is in a rotated file: records after it
+    /// in rotated files (written, then rotated, before the index caught up, as in a backup
+    /// restored from an index snapshot older than its files) are indexed, and the active file
+    /// must be empty or continue the chain.
+    fn resume_after_rotation(
+        &mut self,
+        seq: u64,
+        hash: &str,
+        first: Option<&segments::Head>,
+    ) -> Result<(), AuditError> {
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let rotated: Vec<segments::Segment> = segments::list(&dir)
+            .map_err(|e| self.io(e))?
+            .into_iter()
+            .filter(|s| s.first_seq.is_some())
+            .collect();
+        if !rotated
+            .iter()
+            .any(|s| s.first_seq.is_some_and(|f| f <= seq))
+        {
+            return Err(self.corrupt(format!(
+                "the index ends at record {seq}, which is in no file of the log: the log was \
+                 truncated or replaced. Check it with `hpc-registry admin audit verify`"
+            )));
+        }
+        self.last_seq = seq;
+        self.last_hash = hash.to_owned();
+        for (i, seg) in rotated.iter().enumerate() {
+            let next_first = rotated
+                .get(i + 1)
+                .and_then(|s| s.first_seq)
+                .unwrap_or(u64::MAX);
+            if next_first <= self.last_seq + 1 {
+                continue;
+            }
+            let pending = self.unindexed_in(seg)?;
+            if !pending.is_empty() {
+                tracing::info!(
+                    "audit log: indexing {} records of {}",
+                    pending.len(),
+                    seg.name()
+                );
+                self.index(&pending)?;
+            }
+        }
+        let follows = first.is_none_or(|f| f.seq == self.last_seq + 1 && f.prev == self.last_hash);
+        if !follows {
+            return Err(self.corrupt(format!(
+                "the active file does not continue the chain at record {}: the log was \
+                 truncated, replaced or edited. Check it with `hpc-registry admin audit verify`",
+                self.last_seq
+            )));
+        }
+        Ok(())
+    }
+
+    /// The records of a rotated file after `last_seq`, linked to it, with their offsets.
+    fn unindexed_in(&mut self, seg: &segments::Segment) -> Result<Vec<(Record, u64)>, AuditError> {
+        let io = |e| AuditError::Io {
+            path: seg.path.display().to_string(),
+            source: e,
+        };
+        let mut reader = segments::open(seg).map_err(io)?;
+        let (mut offset, mut pending) = (0u64, Vec::new());
+        while let Some(line) = read_line(&mut reader).map_err(io)? {
+            let at = offset;
+            offset += line.len() as u64 + 1;
+            let Ok(record) = serde_json::from_slice::<Record>(&line) else {
+                return Err(AuditError::Corrupt {
+                    path: seg.path.display().to_string(),
+                    message: format!("unreadable record at byte {at}"),
+                });
+            };
+            if record.seq <= self.last_seq {
+                continue;
+            }
+            if record.seq != self.last_seq + 1 || record.prev != self.last_hash {
+                return Err(AuditError::Corrupt {
+                    path: seg.path.display().to_string(),
+                    message: format!(
+                        "record at byte {at} (seq {}) does not follow seq {}",
+                        record.seq, self.last_seq
+                    ),
+                });
+            }
+            self.last_seq = record.seq;
+            self.last_hash = record.hash.clone();
+            pending.push((record, at));
+        }
+        Ok(pending)
+    }
+
+    /// Bytes in the active file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the active file holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The time (ms) of the active file's first record, if it holds one.
+    pub fn first_time_ms(&self) -> Option<i64> {
+        self.first.map(|(_, t)| t)
+    }
+
+    /// Renames the active file to its rotated name (after its first record's seq) and starts a
+    /// new one; the chain goes on in it. Returns the rotated file, `None` if there was nothing to
+    /// rotate. Between two batches only, so every record of the rotated file is indexed.
+    pub fn rotate(&mut self) -> Result<Option<PathBuf>, AuditError> {
+        let Some((first_seq, _)) = self.first else {
+            return Ok(None);
+        };
+        let rotated = self.path.with_file_name(segments::rotated_name(
+            first_seq,
+            segments::Compression::None,
+        ));
+        let io = |e| AuditError::Io {
+            path: rotated.display().to_string(),
+            source: e,
+        };
+        self.file.sync_all().map_err(io)?;
+        std::fs::rename(&self.path, &rotated).map_err(io)?;
+        segments::sync_dir(&self.path).map_err(io)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(|e| self.io(e))?;
+        segments::sync_dir(&self.path).map_err(|e| self.io(e))?;
+        self.len = 0;
+        self.first = None;
+        Ok(Some(rotated))
+    }
+
     /// Seals `records` into the chain, appends them, fsyncs, then indexes them. Returns them sealed.
     pub fn append(&mut self, mut records: Vec<Record>) -> Result<Vec<Record>, AuditError> {
         if records.is_empty() {
@@ -173,6 +325,9 @@ impl AuditLog {
             // Cut back whatever part made it, so the file stays a valid chain.
             let _ = self.file.set_len(self.len);
             return Err(self.io(e));
+        }
+        if self.first.is_none() {
+            self.first = records.first().map(|r| (r.seq, r.time_ms()));
         }
         self.len += buf.len() as u64;
         self.last_seq = seq;
@@ -206,7 +361,7 @@ impl AuditLog {
 }
 
 /// One line without its newline; `None` at the end or for a final line lacking its newline.
-fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+pub(super) fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line)?;
     if line.pop() == Some(b'\n') {
@@ -216,97 +371,17 @@ fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Reads the records at `offsets` of the file at `path`.
+/// Reads the records at `offsets` (`(seq, offset)` from the index, in seq order) of the log
+/// whose active file is `path`, in whichever of its files each is.
 pub fn read_at(path: &Path, offsets: &[(i64, i64)]) -> Result<Vec<Record>, AuditError> {
-    let io = |source| AuditError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(io)?);
-    let mut out = Vec::with_capacity(offsets.len());
-    for (seq, offset) in offsets {
-        reader.seek(SeekFrom::Start(*offset as u64)).map_err(io)?;
-        let line = read_line(&mut reader).map_err(io)?;
-        let record = line
-            .as_deref()
-            .and_then(|l| serde_json::from_slice::<Record>(l).ok())
-            .filter(|r| r.seq == *seq as u64)
-            .ok_or_else(|| AuditError::Corrupt {
-                path: path.display().to_string(),
-                message: format!(
-                    "record {seq} is not at byte {offset}: run `hpc-registry admin audit verify`"
-                ),
-            })?;
-        out.push(record);
-    }
-    Ok(out)
+    super::walk::read_at(path, offsets)
 }
 
-/// Verifies the file at `path`; with `db`, also compares it with the index (records removed at
-/// the end, or a chain rewritten from an edit onwards).
+/// Verifies the log whose active file is `path` (and its rotated files), or one rotated file
+/// alone; with `db`, also compares it with the index (records removed at the end, or a chain
+/// rewritten from an edit onwards).
 pub fn verify_file(path: &Path, db: Option<&Db>) -> Result<chain::Report, AuditError> {
-    let io = |source| AuditError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = match File::open(path) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(e)),
-    };
-    let mut report = match &file {
-        Some(f) => chain::verify(BufReader::new(f.take(u64::MAX))).map_err(io)?,
-        None => chain::Report {
-            last_hash: GENESIS.to_owned(),
-            ..Default::default()
-        },
-    };
-    let Some(db) = db else {
-        return Ok(report);
-    };
-    // Hashes by seq from the file, then compared with the index's.
-    let mut file_hashes = std::collections::HashMap::new();
-    if let Some(f) = &file {
-        let mut reader = BufReader::new(f.try_clone().map_err(io)?);
-        reader.seek(SeekFrom::Start(0)).map_err(io)?;
-        let mut n = 0u64;
-        while let Some(line) = read_line(&mut reader).map_err(io)? {
-            n += 1;
-            if let Ok(r) = serde_json::from_slice::<chain::Links>(&line) {
-                file_hashes.insert(r.seq, (n, r.hash));
-            }
-        }
-    }
-    let mut indexed_last = 0u64;
-    let mut mismatches = Vec::new();
-    db.read_blocking(|c| {
-        meta::audit_hashes(c, |seq, hash| {
-            let seq = seq as u64;
-            indexed_last = indexed_last.max(seq);
-            if let Some((line, h)) = file_hashes.get(&seq) {
-                if *h != hash && mismatches.len() < 100 {
-                    mismatches.push(chain::Problem {
-                        line: *line,
-                        message: format!(
-                            "seq {seq}: hash differs from the database index: the record was rewritten"
-                        ),
-                    });
-                }
-            }
-        })
-    })?;
-    report.problems.extend(mismatches);
-    if indexed_last > report.last_seq {
-        report.problems.push(chain::Problem {
-            line: report.records + 1,
-            message: format!(
-                "the file ends at seq {} but the index knows records up to seq {indexed_last}: records were removed from the end",
-                report.last_seq
-            ),
-        });
-    }
-    report.problems.sort_by_key(|p| p.line);
-    Ok(report)
+    super::walk::verify(path, db)
 }
 
 #[cfg(test)]

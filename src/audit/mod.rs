@@ -10,6 +10,8 @@
 //! * [`time`]: RFC 3339 with milliseconds, and `2h`/`7d` relative bounds.
 //! * [`bound`]: size caps on every field; invalid names are stored marked and truncated.
 //! * [`throttle`]: per-address limit on failure records, with counted summaries.
+//! * [`segments`], [`rotation`], [`walk`]: the rotated files (`audit-<first seq>.jsonl[.zst]`),
+//!   when to rotate, and reading or verifying the log across all its files.
 
 pub mod bound;
 pub mod chain;
@@ -17,8 +19,11 @@ pub mod event;
 pub mod log;
 pub mod ops;
 pub mod query;
+pub mod rotation;
+pub mod segments;
 pub mod throttle;
 pub mod time;
+pub mod walk;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::rotation::{self, Policy};
 use super::throttle::{self, Throttle};
 use super::{AuditLog, Record};
 
@@ -34,7 +35,12 @@ enum Msg {
     Record(Box<Record>, std::time::Instant),
     /// Answered once everything queued before it is on disk and indexed.
     Flush(oneshot::Sender<()>),
+    /// A minute passed: rotate by age even when no record comes.
+    Tick,
 }
+
+/// How often an idle writer checks whether the active file is due by age.
+const TICK: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Auditor {
@@ -43,17 +49,36 @@ pub struct Auditor {
     path: std::sync::Arc<std::path::PathBuf>,
     /// Per-address limit on failure records (see [`super::throttle`]).
     throttle: std::sync::Arc<Throttle>,
+    /// When the active file is rotated; a reload may change it.
+    rotation: std::sync::Arc<std::sync::RwLock<Policy>>,
 }
 
 impl Auditor {
-    /// Starts the writer thread; it ends when the last handle is dropped.
-    pub fn start(mut log: AuditLog) -> Auditor {
+    /// Starts the writer thread, never rotating; it ends when the last handle is dropped.
+    pub fn start(log: AuditLog) -> Auditor {
+        Self::start_with(log, Policy::default())
+    }
+
+    /// Starts the writer thread, rotating by `policy`; it ends when the last handle is dropped.
+    pub fn start_with(mut log: AuditLog, policy: Policy) -> Auditor {
         let path = std::sync::Arc::new(log.path().to_path_buf());
+        let rotation = std::sync::Arc::new(std::sync::RwLock::new(policy));
         let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL);
+        let dir = log
+            .path()
+            .parent()
+            .map(|d| d.to_path_buf())
+            .unwrap_or_default();
+        let compressor = rotation::start_compressor(dir, policy.compression);
+        let writer_rotation = std::sync::Arc::clone(&rotation);
         let spawned = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 while let Some(first) = rx.blocking_recv() {
+                    if matches!(first, Msg::Tick) {
+                        rotate_if_due(&mut log, &writer_rotation, &compressor);
+                        continue;
+                    }
                     if !matches!(first, Msg::Flush(_)) {
                         std::thread::sleep(LINGER);
                     }
@@ -68,6 +93,7 @@ impl Auditor {
                                 batch.push(*r)
                             }
                             Msg::Flush(done) => waiting.push(done),
+                            Msg::Tick => {}
                         }
                         if batch.len() < MAX_BATCH {
                             next = rx.try_recv().ok();
@@ -83,6 +109,8 @@ impl Auditor {
                     if let Some(t) = oldest {
                         crate::telemetry::audit_written(t.elapsed());
                     }
+                    // Between batches, so every record of a rotated file is indexed.
+                    rotate_if_due(&mut log, &writer_rotation, &compressor);
                     for done in waiting {
                         let _ = done.send(());
                     }
@@ -109,8 +137,28 @@ impl Auditor {
                     }
                 }
             });
+            let weak = tx.downgrade();
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(TICK).await;
+                    let Some(tx) = weak.upgrade() else {
+                        return;
+                    };
+                    let _ = tx.send(Msg::Tick).await;
+                }
+            });
         }
-        Auditor { tx, path, throttle }
+        Auditor {
+            tx,
+            path,
+            throttle,
+            rotation,
+        }
+    }
+
+    /// Applies a new rotation policy (a reload); compression changes apply from the next start.
+    pub fn set_rotation(&self, policy: Policy) {
+        *self.rotation.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 
     /// Messages waiting for the writer (the audit queue gauge).
@@ -165,6 +213,29 @@ impl Auditor {
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
+    }
+}
+
+/// Rotates the active file if the policy says so, and hands it to the compressor.
+fn rotate_if_due(
+    log: &mut AuditLog,
+    policy: &std::sync::RwLock<Policy>,
+    compressor: &std::sync::mpsc::Sender<std::path::PathBuf>,
+) {
+    let policy = *policy.read().unwrap_or_else(|p| p.into_inner());
+    if !policy.due(log.len(), log.first_time_ms(), super::time::now_ms()) {
+        return;
+    }
+    match log.rotate() {
+        Ok(Some(rotated)) => {
+            tracing::info!("audit: rotated to {}", rotated.display());
+            if policy.compression != super::segments::Compression::None {
+                let _ = compressor.send(rotated);
+            }
+        }
+        Ok(None) => {}
+        // The active file goes on; the next batch tries again.
+        Err(e) => tracing::error!("audit: cannot rotate the log: {e}"),
     }
 }
 

@@ -47,7 +47,8 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// Check the hash chain: exits non-zero naming each edited or missing record.
     Verify {
-        /// Check this copy of audit.jsonl alone (no database, no server).
+        /// Check this copy alone (no database, no server): an `audit.jsonl` (with the rotated
+        /// files beside it), or one rotated file (`audit-<seq>.jsonl[.gz|.zst]`).
         #[arg(long)]
         file: Option<PathBuf>,
         #[arg(long)]
@@ -174,7 +175,12 @@ fn verify(file: Option<PathBuf>, json: bool, target: &Target) -> anyhow::Result<
         println!("{v:#}");
     } else {
         for p in &report.problems {
-            println!("line {}: {}", p.line, p.message);
+            println!("{}: {}", p.place(), p.message);
+        }
+        if let Some(seq) = report.starts_at_seq {
+            println!(
+                "note: the chain starts at seq {seq}: the files before it were archived (verify them with --file)"
+            );
         }
         if report.incomplete_tail {
             println!(
@@ -185,9 +191,9 @@ fn verify(file: Option<PathBuf>, json: bool, target: &Target) -> anyhow::Result<
     if !report.ok() {
         let first = &report.problems[0];
         bail!(
-            "{what}: the hash chain is broken ({} problem(s)); first at line {}: {}",
+            "{what}: the hash chain is broken ({} problem(s)); first at {}: {}",
             report.problems.len(),
-            first.line,
+            first.place(),
             first.message
         );
     }

@@ -3,7 +3,6 @@
 //! and HPC_REGISTRY_PASSWORD). These act on live state the server owns, so there is no offline
 //! mode.
 
-use anyhow::Context;
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -113,14 +112,8 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
         }
         StorageCommand::Quota { command, target } => quota(&target.require()?, command),
         StorageCommand::Scrub { rate, json, target } => {
-            let path = match &rate {
-                Some(r) => format!("/admin/scrub?rate={}", crate::urlcode::encode(r)),
-                None => "/admin/scrub".to_owned(),
-            };
-            let v = target
-                .require()?
-                .call(Method::POST, &path, None)
-                .context("scrub failed")?;
+            // A background job on the server, polled until it ends (`admin jobs` shows it).
+            let v = super::jobs::scrub_and_wait(&target.require()?, rate.as_deref())?;
             if json {
                 return print_json(&v);
             }

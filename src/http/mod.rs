@@ -12,8 +12,10 @@ pub mod errors;
 pub mod files;
 pub mod jobscript;
 pub mod notifications;
+pub mod jobs;
 pub mod observability;
 pub mod panic;
+pub mod reload;
 pub mod routes;
 pub mod sif;
 pub mod storage_admin;
@@ -48,6 +50,10 @@ pub struct App {
     pub scrub_rate: u64,
     /// The batch-script generator's site templates (`[[ui.templates]]`, validated at start).
     pub templates: Arc<Vec<crate::jobscript::Template>>,
+    /// Live reload of the configuration (`POST /admin/reload`, SIGHUP).
+    pub reloader: Arc<crate::reload::Reloader>,
+    /// Background admin jobs (`/admin/jobs`: scrub).
+    pub jobs: Arc<crate::admin_jobs::Jobs>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -88,6 +94,12 @@ pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
         .route(
             "/admin/builders/{name}",
             axum::routing::delete(builder_api::revoke),
+        .route("/admin/reload", axum::routing::post(reload::reload))
+        .route("/admin/jobs", get(jobs::list).post(jobs::start))
+        .route("/admin/jobs/{id}", get(jobs::get))
+        .route(
+            "/admin/jobs/{id}/{action}",
+            axum::routing::post(jobs::cancel),
         )
         .route("/admin/{*rest}", any(admin::dispatch))
         // Inside authentication (it reads the principal): read-only credentials only look.

@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 use super::auth::query_map;
 use super::App;
 use crate::auth::{AuthMethod, Principal};
-use crate::lifecycle::scrub::{self, ScrubError};
 use crate::quota::parse_size;
 use crate::registry::error::Error;
 use crate::registry::names::RepositoryName;
@@ -217,45 +216,39 @@ pub async fn clear_quota(
 }
 
 /// `POST /admin/scrub[?rate=200MiB]`: re-hashes the whole store and answers with the report when
-/// done (the CLI waits). One scrub at a time; a second gets 409.
+/// done. It runs as a background job ([`crate::admin_jobs`]) this request waits for; `admin
+/// scrub` starts the job and polls it instead (`/admin/jobs`). One scrub at a time: 409.
 pub async fn scrub(State(app): State<Arc<App>>, principal: Principal, uri: Uri) -> Response {
-    let result = async {
+    let rate = async {
         admin_writer(&principal, "scrub the store")?;
-        let rate = match query_map(&uri)?.remove("rate") {
-            Some(r) => parse_size(&r).map_err(|e| Error::SizeInvalid(format!("rate: {e}")))?,
-            None => app.scrub_rate,
-        };
-        let who = principal.user.clone().unwrap_or_default();
-        tracing::info!(user = %who, rate, "scrub started");
-        let db = Arc::clone(&app.registry.db);
-        let report = match scrub::run(db, app.registry.store.clone(), rate).await {
-            Ok(r) => r,
-            Err(ScrubError::Busy) => {
-                return Ok(Err((
-                    StatusCode::CONFLICT,
-                    "CONFLICT",
-                    ScrubError::Busy.to_string(),
-                )))
-            }
-            Err(e) => return Err(Error::Internal(e.to_string())),
-        };
-        if report.corrupted.iter().any(|c| c.rebuild.is_some()) {
-            // Re-queued SIF builds: wake idle workers instead of waiting for their poll.
-            app.farm.jobs.notify_waiters();
+        match query_map(&uri)?.remove("rate") {
+            Some(r) => parse_size(&r).map_err(|e| Error::SizeInvalid(format!("rate: {e}"))),
+            None => Ok(app.scrub_rate),
         }
-        Ok(Ok(
-            serde_json::to_value(report).map_err(|e| Error::Internal(e.to_string()))?
-        ))
     }
     .await;
-    match result {
-        Ok(Ok(v)) => (StatusCode::OK, Json(v)).into_response(),
-        Ok(Err((status, code, message))) => (
-            status,
-            Json(json!({"errors": [{"code": code, "message": message, "detail": null}]})),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
+    let rate = match rate {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let who = principal.user.clone().unwrap_or_default();
+    tracing::info!(user = %who, rate, "scrub started");
+    let job = match app.jobs.start_scrub(rate, &who).await {
+        Ok(j) => j,
+        Err(e) => return super::jobs::job_error(e),
+    };
+    match app.jobs.wait(job.id).await {
+        Ok(done) if done.state == "done" => {
+            (StatusCode::OK, Json(done.result.unwrap_or(Value::Null))).into_response()
+        }
+        Ok(done) => Error::Internal(format!(
+            "scrub job {} {}: {}",
+            done.id,
+            done.state,
+            done.error.unwrap_or_default()
+        ))
+        .into_response(),
+        Err(e) => super::jobs::job_error(e),
     }
 }
 

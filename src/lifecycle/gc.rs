@@ -97,7 +97,8 @@ pub struct RepositoryDeleted {
 }
 
 pub struct Pruner {
-    settings: Arc<Settings>,
+    /// Replaced whole by a reload; a running prune keeps the settings it started with.
+    settings: std::sync::RwLock<Arc<Settings>>,
     /// One prune at a time (background and admin runs alike).
     running: tokio::sync::Mutex<()>,
 }
@@ -118,13 +119,18 @@ impl Ctx<'_> {
 impl Pruner {
     pub fn new(settings: Settings) -> Pruner {
         Pruner {
-            settings: Arc::new(settings),
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             running: tokio::sync::Mutex::new(()),
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// New `[gc]`/`[[retention]]` settings (a reload): the next prune uses them.
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
     }
 
     /// Runs a prune (or plans one with `dry_run`). Waits for a running prune to finish first.
@@ -139,8 +145,9 @@ impl Pruner {
         let (db, store, settings) = (
             Arc::clone(&registry.db),
             registry.store.clone(),
-            Arc::clone(&self.settings),
+            self.settings(),
         );
+        let grace_secs = settings.grace_secs;
         let mut report = tokio::task::spawn_blocking(move || {
             let ctx = Ctx {
                 settings: &settings,
@@ -155,7 +162,7 @@ impl Pruner {
         })
         .await
         .map_err(|e| LifecycleError::Task(e.to_string()))??;
-        let upload_age = self.settings.grace_secs.max(MIN_UPLOAD_AGE_SECS);
+        let upload_age = grace_secs.max(MIN_UPLOAD_AGE_SECS);
         let stale = registry
             .expire_uploads(upload_age.max(0) as u64, dry_run)
             .await

@@ -12,15 +12,20 @@ const TICK: Duration = Duration::from_secs(30);
 
 /// Runs until aborted. Takes the two things a prune needs, not the HTTP layer's state.
 pub async fn run(pruner: Arc<Pruner>, registry: Arc<Registry>) {
-    let settings = pruner.settings().clone();
-    if settings.interval_secs <= 0 {
+    if pruner.settings().interval_secs <= 0 {
         tracing::info!("background prune disabled ([gc] interval = 0s)");
-        return;
     }
-    let interval = Duration::from_secs(settings.interval_secs as u64);
     // The first run waits a full interval: a restart loop must not become a prune loop.
     let mut last = Instant::now();
     loop {
+        // Read on every tick: a reload may change the interval, the window, or turn it on.
+        let settings = pruner.settings();
+        if settings.interval_secs <= 0 {
+            tokio::time::sleep(TICK).await;
+            last = Instant::now();
+            continue;
+        }
+        let interval = Duration::from_secs(settings.interval_secs as u64);
         tokio::time::sleep(TICK.min(interval)).await;
         if last.elapsed() < interval {
             continue;

@@ -76,7 +76,18 @@ pub struct Corrupted {
 /// Only one scrub at a time: two would halve each other's rate limit and double the disk load.
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-struct RunningGuard;
+/// The right to scrub, held while one runs (a background job holds it across its whole run).
+pub struct RunningGuard(());
+
+impl RunningGuard {
+    /// Takes the right to scrub, or `Busy` while another scrub holds it.
+    pub fn acquire() -> Result<RunningGuard, ScrubError> {
+        if RUNNING.swap(true, Ordering::SeqCst) {
+            return Err(ScrubError::Busy);
+        }
+        Ok(RunningGuard(()))
+    }
+}
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
@@ -86,10 +97,7 @@ impl Drop for RunningGuard {
 
 /// Scrubs the whole store at `rate` bytes/s (0: unthrottled). Runs on the blocking pool.
 pub async fn run(db: Arc<Db>, store: BlobStore, rate: u64) -> Result<ScrubReport, ScrubError> {
-    if RUNNING.swap(true, Ordering::SeqCst) {
-        return Err(ScrubError::Busy);
-    }
-    let guard = RunningGuard;
+    let guard = RunningGuard::acquire()?;
     let out = tokio::task::spawn_blocking(move || {
         let _guard = guard;
         scrub(&db, &store, rate)
@@ -97,6 +105,92 @@ pub async fn run(db: Arc<Db>, store: BlobStore, rate: u64) -> Result<ScrubReport
     .await
     .map_err(|e| ScrubError::Task(e.to_string()))?;
     Ok(out?)
+}
+
+/// Where a scrub stands: blobs up to `after` (in digest order) are done, `report` holds what
+/// they showed. A background job saves it as it goes and resumes from it after a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub after: String,
+    pub report: ScrubReport,
+}
+
+/// What runs a scrub wants along the way: whether to stop, and each checkpoint.
+pub trait Watch {
+    /// Asked between blobs: `true` stops the scrub at the next checkpoint.
+    fn cancelled(&self) -> bool;
+    /// A checkpoint, after every page of blobs and at least every [`CHECKPOINT_EVERY`].
+    fn checkpoint(&mut self, at: &Checkpoint);
+}
+
+/// How often a long page of blobs is checkpointed at the latest.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// How a resumable scrub ended.
+pub enum Finished {
+    Done(ScrubReport),
+    /// Stopped by [`Watch::cancelled`] at this checkpoint.
+    Cancelled(Checkpoint),
+}
+
+struct NoWatch;
+
+impl Watch for NoWatch {
+    fn cancelled(&self) -> bool {
+        false
+    }
+    fn checkpoint(&mut self, _: &Checkpoint) {}
+}
+
+/// Scrubs from `start` on (blocking); the time already spent is in `start.report.duration_ms`.
+pub fn scrub_from(
+    db: &Db,
+    store: &BlobStore,
+    rate: u64,
+    start: Checkpoint,
+    watch: &mut dyn Watch,
+) -> meta::Result<Finished> {
+    let started = Instant::now();
+    let spent_before = start.report.duration_ms;
+    let mut throttle = Throttle::new(rate);
+    let mut at = start;
+    at.report.rate_bytes_per_sec = rate;
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let page = db.read_blocking(|c| meta::blobs_to_scrub(c, &at.after, PAGE))?;
+        if page.is_empty() {
+            break;
+        }
+        for (digest, size) in page {
+            if watch.cancelled() {
+                at.report.duration_ms = spent_before + started.elapsed().as_millis() as u64;
+                watch.checkpoint(&at);
+                return Ok(Finished::Cancelled(at));
+            }
+            check_blob(db, store, &digest, size, &mut throttle, &mut at.report)?;
+            at.after = digest;
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                at.report.duration_ms = spent_before + started.elapsed().as_millis() as u64;
+                watch.checkpoint(&at);
+                last_checkpoint = Instant::now();
+            }
+        }
+        at.report.duration_ms = spent_before + started.elapsed().as_millis() as u64;
+        watch.checkpoint(&at);
+        last_checkpoint = Instant::now();
+    }
+    let mut report = at.report;
+    report.usage_drift = recount_usage(db)?;
+    report.duration_ms = spent_before + started.elapsed().as_millis() as u64;
+    tracing::info!(
+        blobs = report.scanned_blobs,
+        usage_drift = report.usage_drift.len(),
+        bytes = report.scanned_bytes,
+        corrupted = report.corrupted.len(),
+        missing = report.missing.len(),
+        "scrub finished"
+    );
+    Ok(Finished::Done(report))
 }
 
 /// Proves the usage counters against a full recount, one namespace per write transaction (so
@@ -119,34 +213,10 @@ pub fn recount_usage(db: &Db) -> meta::Result<Vec<meta::UsageDrift>> {
 }
 
 fn scrub(db: &Db, store: &BlobStore, rate: u64) -> meta::Result<ScrubReport> {
-    let started = Instant::now();
-    let mut throttle = Throttle::new(rate);
-    let mut report = ScrubReport {
-        rate_bytes_per_sec: rate,
-        ..Default::default()
-    };
-    let mut after = String::new();
-    loop {
-        let page = db.read_blocking(|c| meta::blobs_to_scrub(c, &after, PAGE))?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        after = last.clone();
-        for (digest, size) in page {
-            check_blob(db, store, &digest, size, &mut throttle, &mut report)?;
-        }
+    match scrub_from(db, store, rate, Checkpoint::default(), &mut NoWatch)? {
+        Finished::Done(report) => Ok(report),
+        Finished::Cancelled(at) => Ok(at.report),
     }
-    report.usage_drift = recount_usage(db)?;
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(
-        blobs = report.scanned_blobs,
-        usage_drift = report.usage_drift.len(),
-        bytes = report.scanned_bytes,
-        corrupted = report.corrupted.len(),
-        missing = report.missing.len(),
-        "scrub finished"
-    );
-    Ok(report)
 }
 
 fn check_blob(

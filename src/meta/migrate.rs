@@ -44,6 +44,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         apply: to_4_builders_and_slurm_jobs,
     },
+    Migration {
+        version: 5,
+        apply: to_5_admin_jobs,
+    },
 ];
 
 /// A new store: the whole current schema (later migrations have nothing left to do).
@@ -83,6 +87,29 @@ fn to_3_notifications(tx: &Transaction) -> Result<()> {
 /// new tables only, at the end of `schema.sql`, which creates what is missing.
 fn to_4_builders_and_slurm_jobs(tx: &Transaction) -> Result<()> {
     tx.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// The background admin jobs (`admin_jobs`: scrub with progress, checkpoint and cancel).
+fn to_5_admin_jobs(tx: &Transaction) -> Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS admin_jobs (
+             id                INTEGER PRIMARY KEY,
+             kind              TEXT NOT NULL,
+             state             TEXT NOT NULL,
+             params            TEXT NOT NULL,
+             progress          TEXT,
+             checkpoint        TEXT,
+             result            TEXT,
+             error             TEXT,
+             cancel_requested  BIGINT NOT NULL DEFAULT 0,
+             created_by        TEXT NOT NULL,
+             created_at        BIGINT NOT NULL,
+             updated_at        BIGINT NOT NULL,
+             finished_at       BIGINT
+         );
+         CREATE INDEX IF NOT EXISTS admin_jobs_by_state ON admin_jobs (state, id);",
+    )?;
     Ok(())
 }
 
@@ -129,7 +156,7 @@ fn add_column(
 }
 
 /// The version of the store `conn` holds: 0 for a new (empty) database.
-fn stored_version(conn: &Connection) -> Result<i64> {
+pub(super) fn stored_version(conn: &Connection) -> Result<i64> {
     if !table_exists(conn, "schema_version")? {
         return Ok(0);
     }
@@ -197,17 +224,25 @@ fn backup(conn: &Connection, path: &Path, version: i64) -> Result<PathBuf> {
         .mode(0o600)
         .open(&copy)
         .map_err(io)?;
-    let mut dest = Connection::open(&copy)?;
-    rusqlite::backup::Backup::new(conn, &mut dest)?.run_to_completion(
+    copy_online(conn, &copy)?;
+    Ok(copy)
+}
+
+/// Copies the database open as `conn` into the existing (empty) file `dest` with SQLite's online
+/// backup API, page batch by page batch (writers proceed between batches), and fsyncs it. Also
+/// `admin backup`'s copy of a serving store.
+pub(super) fn copy_online(conn: &Connection, dest: &Path) -> Result<()> {
+    let mut target = Connection::open(dest)?;
+    rusqlite::backup::Backup::new(conn, &mut target)?.run_to_completion(
         1024,
         std::time::Duration::ZERO,
         None,
     )?;
-    dest.close().map_err(|(_, e)| e)?;
-    std::fs::File::open(&copy)
+    target.close().map_err(|(_, e)| e)?;
+    std::fs::File::open(dest)
         .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    Ok(copy)
+        .map_err(|e| MetaError::Io(dest.to_path_buf(), e))?;
+    Ok(())
 }
 
 #[cfg(test)]

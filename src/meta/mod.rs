@@ -5,9 +5,11 @@
 //! concurrently with the writer thanks to WAL. All calls are blocking: async callers go through
 //! [`Db::read`] / [`Db::write`], which run them on tokio's blocking pool.
 
+mod admin_jobs;
 mod audit;
 mod browse;
 mod builders;
+pub mod backup;
 mod gc;
 mod jobs;
 mod migrate;
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, Transaction};
 
+pub use admin_jobs::*;
 pub use audit::*;
 pub use browse::*;
 pub use builders::*;

@@ -306,3 +306,22 @@ CREATE TABLE IF NOT EXISTS slurm_builds (
     builder        TEXT NOT NULL,                -- the one-job credential's name
     submitted_at   BIGINT NOT NULL
 );
+-- Long admin work run as background jobs (src/admin_jobs, src/meta/admin_jobs.rs): a scrub of a
+-- large store takes days. Progress and a checkpoint are written as the job goes, so `admin jobs`
+-- shows where it is and a restarted server resumes it from the checkpoint.
+CREATE TABLE IF NOT EXISTS admin_jobs (
+    id                INTEGER PRIMARY KEY,       -- PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY
+    kind              TEXT NOT NULL,             -- 'scrub'
+    state             TEXT NOT NULL,             -- 'running' | 'done' | 'failed' | 'cancelled'
+    params            TEXT NOT NULL,             -- JSON, as started
+    progress          TEXT,                      -- JSON, the last progress written
+    checkpoint        TEXT,                      -- JSON, where a resumed run continues
+    result            TEXT,                      -- JSON report of a finished job
+    error             TEXT,
+    cancel_requested  BIGINT NOT NULL DEFAULT 0,
+    created_by        TEXT NOT NULL,
+    created_at        BIGINT NOT NULL,
+    updated_at        BIGINT NOT NULL,
+    finished_at       BIGINT
+);
+CREATE INDEX IF NOT EXISTS admin_jobs_by_state ON admin_jobs (state, id);

@@ -39,6 +39,26 @@ impl QuotaDefaults {
     }
 }
 
+/// The defaults as the server holds them: shared by every user of them, replaced at once by a
+/// reload (`[quota]` re-read).
+#[derive(Debug, Clone, Default)]
+pub struct LiveDefaults(Arc<std::sync::RwLock<QuotaDefaults>>);
+
+impl LiveDefaults {
+    pub fn new(defaults: QuotaDefaults) -> LiveDefaults {
+        LiveDefaults(Arc::new(std::sync::RwLock::new(defaults)))
+    }
+
+    /// The defaults now (a copy: a push checks against one set throughout).
+    pub fn get(&self) -> QuotaDefaults {
+        *self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set(&self, defaults: QuotaDefaults) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = defaults;
+    }
+}
+
 /// Where a namespace's limit comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -175,22 +195,22 @@ pub fn usage_report(
 /// this reads and writes.
 pub struct Quotas {
     db: Arc<Db>,
-    defaults: QuotaDefaults,
+    defaults: LiveDefaults,
 }
 
 impl Quotas {
-    pub fn new(db: Arc<Db>, defaults: QuotaDefaults) -> Quotas {
+    pub fn new(db: Arc<Db>, defaults: LiveDefaults) -> Quotas {
         Quotas { db, defaults }
     }
 
     /// The configured defaults (`[quota]`).
     pub fn defaults(&self) -> QuotaDefaults {
-        self.defaults
+        self.defaults.get()
     }
 
     /// Usage reports of every namespace (`None`), or of each listed one.
     pub async fn usage(&self, namespaces: Option<Vec<String>>) -> meta::Result<Vec<UsageReport>> {
-        let defaults = self.defaults;
+        let defaults = self.defaults.get();
         self.db
             .read(move |c| match namespaces {
                 None => usage_report(c, &defaults, None),

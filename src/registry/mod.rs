@@ -23,8 +23,8 @@ pub struct Limits {
     pub max_manifest_bytes: usize,
     /// Largest page of tags or repositories returned at once.
     pub max_page: usize,
-    /// Namespace quotas that apply without an admin override (`[quota]`).
-    pub quota: crate::quota::QuotaDefaults,
+    /// Namespace quotas that apply without an admin override (`[quota]`; a reload replaces them).
+    pub quota: crate::quota::LiveDefaults,
     /// Upload sessions one user may hold open; 0: no limit.
     pub max_upload_sessions_per_user: usize,
 }
@@ -182,7 +182,7 @@ impl Registry {
             references: parsed.references,
             tag,
         };
-        let defaults = self.limits.quota;
+        let defaults = self.limits.quota.get();
         let pusher = pusher.map(str::to_owned);
         let outcome = self
             .db

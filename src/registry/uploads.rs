@@ -212,7 +212,7 @@ impl Registry {
     ) -> Result<bool> {
         let (from_name, d) = (from.as_str().to_owned(), digest.as_str().to_owned());
         let (name, ns) = (repo.as_str().to_owned(), repo.namespace().to_owned());
-        let defaults = self.limits.quota;
+        let defaults = self.limits.quota.get();
         // Check and link in one transaction: a blob GC has marked 'deleting' is not mounted
         // (the client uploads it instead), and one that is live cannot be marked in between.
         // A mount into another namespace costs that namespace the blob's size, like an upload.
@@ -259,7 +259,7 @@ impl Registry {
             repo.namespace().to_owned(),
             digest.clone(),
         );
-        let defaults = self.limits.quota;
+        let defaults = self.limits.quota.get();
         let outcome = self
             .db
             .write(move |tx| {
@@ -309,7 +309,7 @@ impl Registry {
         let (ns, d, defaults) = (
             repo.namespace().to_owned(),
             digest.map(|d| d.as_str().to_owned()),
-            self.limits.quota,
+            self.limits.quota.get(),
         );
         let verdict = self
             .db
@@ -494,7 +494,7 @@ impl Registry {
     /// The namespace's quota limit and usage (`None`: no limit), from the quota check itself:
     /// asking it for `u64::MAX` bytes makes any limit refuse, and the refusal carries both.
     async fn quota_room(&self, namespace: &str) -> Result<Option<(u64, u64)>> {
-        let (ns, defaults) = (namespace.to_owned(), self.limits.quota);
+        let (ns, defaults) = (namespace.to_owned(), self.limits.quota.get());
         let verdict = self
             .db
             .read(move |c| crate::quota::check(c, &defaults, &ns, u64::MAX))
