@@ -6,6 +6,7 @@ packages=(
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
   sqlite3 prometheus  # promtool for the metrics and alert-rule tests
   wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
+  python3-venv  # the venv of ansible-core and ansible-lint (below)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -15,4 +16,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Ansible for the roles test (tests/integration/operations/ansible.rs): ansible-core and
+# ansible-lint from PyPI, pinned, in their own venv (Debian's Python; the test finds it here).
+ANSIBLE_VENV=${HPC_REGISTRY_TEST_ANSIBLE_VENV:-/opt/hpc-registry-test/ansible}
+ANSIBLE_PINS=(ansible-core==2.19.14 ansible-lint==25.12.2)
+if ! "$ANSIBLE_VENV/bin/python" -m pip freeze 2>/dev/null | grep -qxF -e "${ANSIBLE_PINS[0]}" \
+  || ! "$ANSIBLE_VENV/bin/python" -m pip freeze 2>/dev/null | grep -qxF -e "${ANSIBLE_PINS[1]}"; then
+  echo "installing ${ANSIBLE_PINS[*]} into $ANSIBLE_VENV"
+  rm -rf "$ANSIBLE_VENV"
+  /usr/bin/python3 -m venv "$ANSIBLE_VENV"
+  "$ANSIBLE_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${ANSIBLE_PINS[@]}"
 fi

@@ -1,5 +1,7 @@
-//! Operations: health and readiness probes, Prometheus metrics, structured logs, systemd.
+//! Operations: health and readiness probes, Prometheus metrics, structured logs, systemd, the
+//! Ansible roles.
 
+mod ansible;
 mod health;
 mod logs;
 mod metrics;
