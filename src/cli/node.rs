@@ -96,6 +96,10 @@ pub enum CacheCommand {
     Prune {
         #[arg(long)]
         max_size: Option<String>,
+        /// Every user's cache on this node, each to SIZE (the node's cache cleaner; needs root
+        /// or CAP_DAC_OVERRIDE, see hpc-registry-cache-clean.service).
+        #[arg(long)]
+        all_users: bool,
     },
     /// Create this user's cache directory (what `fetch --all-nodes` runs on every node first).
     #[command(hide = true)]
@@ -256,6 +260,13 @@ fn apptainer_program() -> anyhow::Result<PathBuf> {
 
 fn cache_command(command: CacheCommand) -> anyhow::Result<()> {
     let config = ClientConfig::load()?;
+    if let CacheCommand::Prune {
+        max_size,
+        all_users: true,
+    } = &command
+    {
+        return prune_all_users(&config, max_size.as_deref());
+    }
     let cache = open_cache(&config)?;
     match command {
         CacheCommand::Ls { json } => {
@@ -302,11 +313,8 @@ fn cache_command(command: CacheCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        CacheCommand::Prune { max_size } => {
-            let target = match max_size {
-                Some(s) => crate::quota::parse_size(&s)?,
-                None => config.cache_limit()?.unwrap_or(u64::MAX),
-            };
+        CacheCommand::Prune { max_size, .. } => {
+            let target = prune_target(&config, max_size.as_deref())?;
             let removed = cache.evict_to(target)?;
             let freed: u64 = removed.iter().map(|e| e.bytes).sum();
             for e in &removed {
@@ -319,6 +327,40 @@ fn cache_command(command: CacheCommand) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn prune_target(config: &ClientConfig, max_size: Option<&str>) -> anyhow::Result<u64> {
+    Ok(match max_size {
+        Some(s) => crate::quota::parse_size(s)?,
+        None => config.cache_limit()?.unwrap_or(u64::MAX),
+    })
+}
+
+/// `cache prune --all-users`: what the node's cache cleaner runs.
+fn prune_all_users(config: &ClientConfig, max_size: Option<&str>) -> anyhow::Result<()> {
+    let root = config.cache_dir();
+    let target = prune_target(config, max_size)?;
+    let swept = crate::node_cache::prune_all_users(&root, target)
+        .with_context(|| format!("cannot prune the SIF caches in {}", root.display()))?;
+    let (mut count, mut freed) = (0, 0);
+    for user in &swept {
+        for e in &user.removed {
+            eprintln!(
+                "uid {}: evicted {} ({})",
+                user.uid,
+                e.digest,
+                format_size(e.bytes)
+            );
+            count += 1;
+            freed += e.bytes;
+        }
+    }
+    eprintln!(
+        "{} caches, {count} SIFs evicted, {} freed",
+        swept.len(),
+        format_size(freed)
+    );
     Ok(())
 }
 

@@ -27,6 +27,7 @@
 //! `noatime` mounts honour).
 
 mod locks;
+mod sweep;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -37,6 +38,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 pub use locks::{keep_across_exec, Mode};
+pub use sweep::{prune_all_users, UserSweep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

@@ -1,6 +1,8 @@
 //! Operations: health and readiness probes, Prometheus metrics, structured logs, systemd,
-//! online backup and restore, audit rotation, live reload, background admin jobs.
+//! online backup and restore, audit rotation, live reload, background admin jobs, the Ansible
+//! roles.
 
+mod ansible;
 mod backup;
 mod health;
 mod jobs;

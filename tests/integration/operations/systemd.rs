@@ -19,7 +19,7 @@ const UNITS: [&str; 4] = [
 /// The units as shipped, with the binary path pointed at the one cargo built (verify checks
 /// that `ExecStart` is executable).
 fn units_in(dir: &Path) {
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd");
     for unit in UNITS {
         let text = std::fs::read_to_string(deploy.join(unit)).unwrap();
         std::fs::write(
@@ -65,6 +65,37 @@ fn the_units_pass_systemd_analyze_verify_and_security() {
             text.lines().any(|l| l.starts_with("User=hpc-registry")),
             "{unit}: no dedicated user"
         );
+        // One writable path: the unit's own data (or cache) directory, nothing else.
+        let writable: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+            .flat_map(str::split_whitespace)
+            .collect();
+        assert_eq!(writable.len(), 1, "{unit}: ReadWritePaths {writable:?}");
+        assert!(
+            writable[0].starts_with("/var/lib/hpc-registry")
+                || writable[0] == "/var/cache/hpc-registry",
+            "{unit}: writes {writable:?}"
+        );
+        for key in [
+            "ProtectHome=true",
+            "PrivateDevices=true",
+            "ProtectKernelTunables=true",
+        ] {
+            assert!(text.contains(key), "{unit} lacks {key}");
+        }
+        // No capability, except the cache cleaner's CAP_DAC_OVERRIDE (to enter the users'
+        // private caches).
+        let bounding = text
+            .lines()
+            .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+            .unwrap_or_else(|| panic!("{unit}: no CapabilityBoundingSet="));
+        let allowed = if *unit == "hpc-registry-cache-clean.service" {
+            "CAP_DAC_OVERRIDE"
+        } else {
+            ""
+        };
+        assert_eq!(bounding, allowed, "{unit}: capabilities");
         let out = run_output(
             Command::new(&analyze)
                 .current_dir(dir.path())
