@@ -17,6 +17,7 @@ mod farm_limits;
 mod farm_queue;
 mod lifecycle;
 mod migrations;
+mod node_cluster;
 mod node_slurm;
 mod operations;
 mod quota;

@@ -578,6 +578,7 @@ mod harness_self_tests {
     }
 }
 
+pub mod cluster;
 pub mod node;
 pub mod oci;
 pub mod sif;
