@@ -6,6 +6,8 @@ packages=(
   munge slurm-wlm docker-registry python3-pip libssl-dev pkg-config openssl
   sqlite3 prometheus  # promtool for the metrics and alert-rule tests
   wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
+  iproute2 util-linux  # the multi-node Slurm test cluster (ip netns, nsenter, unshare)
+  nginx  # bench/sif-serve.sh and bench/sif-herd.sh serve the same SIF beside hpc-registry
 )
 missing=()
 for p in "${packages[@]}"; do
