@@ -10,6 +10,8 @@ packages=(
   chromium chromium-driver python3-selenium  # the web UI's headless-browser tests (tests/browser)
   python3-aiosmtpd  # the real SMTP server of tests/integration/notifications.rs
   python3-venv  # the venv of ansible-core and ansible-lint (below)
+  iproute2 util-linux  # the multi-node Slurm test cluster (ip netns, nsenter, unshare)
+  nginx  # bench/sif-serve.sh and bench/sif-herd.sh serve the same SIF beside hpc-registry
 )
 missing=()
 for p in "${packages[@]}"; do

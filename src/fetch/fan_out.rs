@@ -1,10 +1,11 @@
 //! `fetch --all-nodes`: one download for a whole allocation. The SIF is fetched on the batch
 //! host, spread with `sbcast` (Slurm's own tree broadcast) to the same path in every node's
 //! cache, and adopted there by `hpc-registry cache adopt`, which checks its sha256 before it
-//! becomes visible. Without sbcast (or if it fails), every node fetches for itself after a
-//! random pause, so that N nodes do not hit the registry in the same instant.
+//! becomes visible. Without sbcast (not installed, `HPC_REGISTRY_SBCAST=none`, or failing),
+//! every node fetches for itself after a random pause, so that N nodes do not hit the registry
+//! in the same instant.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -68,8 +69,18 @@ pub fn spread(
     }
 }
 
+/// `HPC_REGISTRY_SBCAST`: the sbcast to use, or `none` where a site cannot use it (sbcast
+/// disabled, or a cache path its daemons cannot write); else `sbcast` from PATH.
+fn sbcast_program() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("HPC_REGISTRY_SBCAST") {
+        Some(v) if v == "none" => bail!("sbcast is turned off (HPC_REGISTRY_SBCAST=none)"),
+        Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
+        _ => find_program("sbcast").context("sbcast is not installed"),
+    }
+}
+
 fn broadcast(sif: &Path, incoming: &Path) -> anyhow::Result<()> {
-    let sbcast = find_program("sbcast").context("sbcast is not installed")?;
+    let sbcast = sbcast_program()?;
     let status = Command::new(sbcast)
         .arg("--force")
         .arg(sif)

@@ -1,5 +1,6 @@
 //! Streams a byte range of a blob as an HTTP response, with `Range` (single and suffix ranges →
-//! 206), `ETag`/`If-None-Match` (304) and immutable caching. Blobs and SIFs both use it.
+//! 206, unless `If-Range` names other content: then 200), `ETag`/`If-None-Match` (304) and
+//! immutable caching. Blobs and SIFs both use it.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -33,7 +34,12 @@ pub async fn respond(method: &Method, request: &HeaderMap, served: Served) -> Re
     if if_none_match(request, &etag) {
         return build(builder.status(StatusCode::NOT_MODIFIED), Body::empty());
     }
-    let range = byte_range(request, served.len)?;
+    // A Range whose If-Range names other content is ignored: the client gets it all (200).
+    let range = if if_range_holds(request, &etag) {
+        byte_range(request, served.len)?
+    } else {
+        None
+    };
     let (status, start, len) = match range {
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         None => (StatusCode::OK, 0, served.len),
@@ -65,6 +71,16 @@ fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+/// RFC 9110 §13.1.5: a `Range` counts only while `If-Range` (when sent) still names this
+/// content. Entity tags compare strongly (so `W/"…"` never matches); an HTTP-date never matches
+/// either, because these responses carry no `Last-Modified` it could be compared with.
+fn if_range_holds(request: &HeaderMap, etag: &str) -> bool {
+    match request.get(header::IF_RANGE) {
+        None => true,
+        Some(v) => v.to_str().is_ok_and(|v| v.trim() == etag),
+    }
 }
 
 /// A single `Range: bytes=a-b`, `bytes=a-` or `bytes=-n`, as an inclusive range within `size`.
@@ -127,5 +143,29 @@ mod tests {
         assert_eq!(range("bytes=50-500", 100).unwrap(), Some((50, 99)));
         assert!(range("bytes=100-", 100).is_err());
         assert_eq!(range("bytes=0-1,5-6", 100).unwrap(), None);
+    }
+
+    #[test]
+    fn if_range_compares_entity_tags_strongly_and_never_matches_a_date() {
+        let holds = |v: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(header::IF_RANGE, HeaderValue::from_str(v).unwrap());
+            }
+            if_range_holds(&h, "\"sha256:ab\"")
+        };
+        assert!(holds(None));
+        assert!(holds(Some("\"sha256:ab\"")));
+        assert!(holds(Some(" \"sha256:ab\" ")));
+        assert!(
+            !holds(Some("W/\"sha256:ab\"")),
+            "a weak tag is no strong match"
+        );
+        assert!(!holds(Some("\"sha256:cd\"")));
+        assert!(!holds(Some("sha256:ab")), "an entity tag is quoted");
+        assert!(
+            !holds(Some("Wed, 02 Dec 2026 10:00:00 GMT")),
+            "no Last-Modified is sent"
+        );
     }
 }

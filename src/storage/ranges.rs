@@ -8,34 +8,44 @@
 //! before `Content-Length` bytes) and the next request is served as usual.
 //!
 //! The price is one copy (page cache → buffer) in user space. Buffers of [`WINDOW`] bytes come
-//! from a small pool and go back to it once hyper has written them, so a download neither
-//! allocates nor page-faults per window; one read fills a window (one blocking-pool trip per
-//! 2 MiB, one for a whole small SIF). Memory stays flat however large the file: at most two
-//! windows are in flight per response.
+//! from a pool and go back to it once hyper has written them, so a download neither allocates
+//! nor page-faults per window; one read fills a window (one blocking-pool trip per 512 KiB, one
+//! for a whole small SIF). Memory stays flat however large the file (at most two windows are in
+//! flight per response) and however many clients there are: all downloads together hold at most
+//! [`MAX_IN_FLIGHT`] windows (32 MiB). A download past that bound waits (first come, first
+//! served) for a window another one has handed to the kernel. 64 compute nodes fetching one SIF
+//! used to pin 2 windows of 2 MiB each, 256 MiB; now they share 32 MiB, which still keeps every
+//! socket busy on a 10 GbE or loopback link.
 
 use std::io;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::Blob;
 
 /// Bytes read at once per response.
-pub const WINDOW: usize = 2 << 20;
-/// Idle buffers kept for reuse (64 MiB at most); more are freed.
-const POOL: usize = 32;
+pub const WINDOW: usize = 512 << 10;
+/// Windows all responses together may hold (read, or waiting for the socket): 32 MiB.
+pub const MAX_IN_FLIGHT: usize = 64;
 
+/// One permit per window in flight; a window's permit goes with its buffer back to the pool.
+static IN_FLIGHT: Semaphore = Semaphore::const_new(MAX_IN_FLIGHT);
+/// Idle buffers kept for reuse: as many as may be in flight, so none is ever freed.
 static BUFFERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 
 fn pool() -> std::sync::MutexGuard<'static, Vec<Box<[u8]>>> {
     BUFFERS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A window's bytes; the buffer returns to the pool when hyper drops the `Bytes`.
+/// A window's bytes; the buffer returns to the pool, and its permit to [`IN_FLIGHT`], when hyper
+/// drops the `Bytes`.
 struct Pooled {
     buf: Option<Box<[u8]>>,
     len: usize,
+    _permit: SemaphorePermit<'static>,
 }
 
 impl AsRef<[u8]> for Pooled {
@@ -48,7 +58,7 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
             let mut pool = pool();
-            if pool.len() < POOL {
+            if pool.len() < MAX_IN_FLIGHT {
                 pool.push(buf);
             }
         }
@@ -66,9 +76,14 @@ pub fn stream(blob: Blob, start: u64, len: u64) -> impl Stream<Item = io::Result
                 return None;
             }
             let window_end = end.min(pos + WINDOW as u64);
-            let chunk = tokio::task::spawn_blocking(move || read_window(&blob, pos, window_end))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
+            let permit = match IN_FLIGHT.acquire().await {
+                Ok(p) => p,
+                Err(e) => return Some((Err(io::Error::other(e)), end)),
+            };
+            let chunk =
+                tokio::task::spawn_blocking(move || read_window(&blob, pos, window_end, permit))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)));
             match chunk {
                 Ok(bytes) => Some((Ok(bytes), window_end)),
                 Err(e) => {
@@ -83,8 +98,13 @@ pub fn stream(blob: Blob, start: u64, len: u64) -> impl Stream<Item = io::Result
     })
 }
 
-/// Reads `[from, to)` of `blob` into a pooled buffer.
-fn read_window(blob: &Blob, from: u64, to: u64) -> io::Result<Bytes> {
+/// Reads `[from, to)` of `blob` into a pooled buffer, which keeps `permit` until it is dropped.
+fn read_window(
+    blob: &Blob,
+    from: u64,
+    to: u64,
+    permit: SemaphorePermit<'static>,
+) -> io::Result<Bytes> {
     let want = (to - from) as usize;
     let mut buf = pool()
         .pop()
@@ -94,6 +114,7 @@ fn read_window(blob: &Blob, from: u64, to: u64) -> io::Result<Bytes> {
     Ok(Bytes::from_owner(Pooled {
         buf: Some(buf),
         len: want,
+        _permit: permit,
     }))
 }
 
@@ -165,6 +186,28 @@ mod tests {
         // Garbage collection unlinks while a download runs: the open inode stays readable.
         std::fs::remove_file(&path).unwrap();
         assert_eq!(collect(f, 0, 15).await.unwrap(), b"immutable bytes");
+    }
+
+    #[tokio::test]
+    async fn downloads_together_hold_at_most_max_in_flight_windows() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![1u8; WINDOW * 2]).unwrap();
+        let mut streams: Vec<_> = (0..=MAX_IN_FLIGHT)
+            .map(|_| Box::pin(stream(blob(f.try_clone().unwrap()), 0, WINDOW as u64 * 2)))
+            .collect();
+        // Every window a client has not taken off the server yet is one held.
+        let mut held = Vec::new();
+        for s in &mut streams[..MAX_IN_FLIGHT] {
+            held.push(s.next().await.unwrap().unwrap());
+        }
+        let last = streams.last_mut().unwrap();
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(300), last.next()).await;
+        assert!(waiting.is_err(), "a window past the bound was read");
+        // One goes out: the waiting download gets its window.
+        held.pop();
+        let chunk = last.next().await.unwrap().unwrap();
+        assert_eq!(chunk.len(), WINDOW);
     }
 
     #[tokio::test]

@@ -443,3 +443,67 @@ fn outside_a_job_fetch_does_not_wait_for_a_build_unless_told_to() {
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert!(started.elapsed() < BUILD_DEADLINE);
 }
+
+#[test]
+fn a_range_with_a_stale_if_range_gets_the_whole_sif_or_blob() {
+    let server = munge_server(&[]);
+    let node = Node::new(&server);
+    push_alice_image(&server, "alice/ranged:1", &["/bin/true"], 0);
+    let (sif, _) = node.fetch_ok("alice", &["alice/ranged:1"]);
+    let alice = Creds::of("alice");
+    let manifest = with_auth(
+        http()
+            .get(server.url("/v2/alice/ranged/manifests/1"))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json"),
+        &Auth::Basic(&alice),
+    )
+    .send()
+    .unwrap();
+    let manifest: serde_json::Value = manifest.json().unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let blob_url = server.url(&format!("/v2/alice/ranged/blobs/{layer}"));
+    let sif_digest = digest_of_cached(&sif);
+    let sif_bytes = fs::read(&sif).unwrap();
+    let blob_bytes = get_blob_as(&blob_url, &alice);
+    let stale = format!("\"sha256:{}\"", "0".repeat(64));
+    for (url, etag, whole) in [
+        (
+            server.url("/sif/alice/ranged:1"),
+            sif_digest.as_str(),
+            &sif_bytes,
+        ),
+        (blob_url.clone(), layer.as_str(), &blob_bytes),
+    ] {
+        let ranged = |if_range: Option<&str>| {
+            let mut req =
+                with_auth(http().get(&url), &Auth::Basic(&alice)).header("range", "bytes=10-");
+            if let Some(v) = if_range {
+                req = req.header("if-range", v);
+            }
+            let r = req.send().unwrap();
+            (r.status().as_u16(), r.bytes().unwrap().to_vec())
+        };
+        let current = format!("\"{etag}\"");
+        assert_eq!(ranged(None), (206, whole[10..].to_vec()), "{url}");
+        assert_eq!(ranged(Some(&current)), (206, whole[10..].to_vec()), "{url}");
+        for validator in [
+            stale.clone(),
+            format!("W/{current}"),
+            "Wed, 02 Dec 2026 10:00:00 GMT".to_owned(),
+        ] {
+            assert_eq!(
+                ranged(Some(&validator)),
+                (200, whole.to_vec()),
+                "{url} with If-Range {validator}"
+            );
+        }
+    }
+}
+
+fn get_blob_as(url: &str, creds: &Creds) -> Vec<u8> {
+    let r = with_auth(http().get(url), &Auth::Basic(creds))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{url}");
+    r.bytes().unwrap().to_vec()
+}

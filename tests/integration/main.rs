@@ -19,6 +19,7 @@ mod farm_remote;
 mod farm_slurm;
 mod lifecycle;
 mod migrations;
+mod node_cluster;
 mod node_slurm;
 mod notifications;
 mod operations;

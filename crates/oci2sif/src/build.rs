@@ -160,6 +160,29 @@ pub fn build_sif<W: Write + Seek>(
     opts: &BuildOptions,
     out: &mut W,
 ) -> Result<BuildReport, BuildError> {
+    build_outputs(input, opts, out, None)
+}
+
+/// Like [`build_sif`], and then writes the enroot image of the same tree (the SIF's root
+/// filesystem plus enroot's `/etc/rc`, `/etc/environment` and `/etc/fstab`, see [`crate::enroot`])
+/// as a squashfs to `enroot_out`; returns its size with the report.
+pub fn build_sif_and_enroot<W: Write + Seek>(
+    input: BuildInput<'_>,
+    opts: &BuildOptions,
+    out: &mut W,
+    enroot_out: &mut dyn WriteSeek,
+) -> Result<(BuildReport, u64), BuildError> {
+    let mut enroot_size = 0;
+    let report = build_outputs(input, opts, out, Some((enroot_out, &mut enroot_size)))?;
+    Ok((report, enroot_size))
+}
+
+fn build_outputs<W: Write + Seek>(
+    input: BuildInput<'_>,
+    opts: &BuildOptions,
+    out: &mut W,
+    enroot: Option<(&mut dyn WriteSeek, &mut u64)>,
+) -> Result<BuildReport, BuildError> {
     let config: ImageConfigFile =
         serde_json::from_slice(&input.config_json).map_err(BuildError::BadConfig)?;
     let clock = BuildClock::new(&config, opts.reproducible)?;
@@ -185,8 +208,15 @@ pub fn build_sif<W: Write + Seek>(
 
     let (mut squashfs_file, squashfs_size) = write_squashfs_scratch(&tree, &spool, opts, &clock)?;
     let squashed = Instant::now();
-    // The spool is no longer needed: free its disk space before the SIF copy needs as much again.
-    drop(spool);
+    // The spool is no longer needed (unless the enroot image follows): free its disk space
+    // before the SIF copy needs as much again.
+    let spool = match enroot {
+        Some(_) => Some(spool),
+        None => {
+            drop(spool);
+            None
+        }
+    };
     let partition = Partition {
         file: &mut squashfs_file,
         size: squashfs_size,
@@ -203,6 +233,12 @@ pub fn build_sif<W: Write + Seek>(
     };
     let written = write_sif(&mut out, &metadata, partition, &clock);
     let sif_size = written.map_err(|e| scratch_error(out.inner.exceeded, opts, e))?;
+    if let (Some((enroot_out, enroot_size)), Some(mut spool)) = (enroot, spool) {
+        crate::enroot::add(&mut tree, &mut spool, &config.config, clock.file_time)?;
+        let (out, size) = write_squashfs_metered(&tree, &spool, opts, &clock, enroot_out)?;
+        out.flush()?;
+        *enroot_size = size;
+    }
     Ok(BuildReport {
         arch,
         sif_size,
@@ -312,6 +348,20 @@ fn write_squashfs_scratch(
 ) -> Result<(std::fs::File, u64), BuildError> {
     let file =
         tempfile::tempfile_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
+    let (mut file, size) = write_squashfs_metered(tree, spool, opts, clock, file)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok((file, size))
+}
+
+/// Writes `tree` as squashfs into `out` within the scratch budget (the spool, still on disk,
+/// counts too); returns `out` and the squashfs size.
+fn write_squashfs_metered<W: Write + Seek>(
+    tree: &Tree,
+    spool: &Spool,
+    opts: &BuildOptions,
+    clock: &BuildClock,
+    out: W,
+) -> Result<(W, u64), BuildError> {
     let squashfs_opts = SquashfsOptions {
         compression: opts.compression,
         threads: opts.threads.max(1),
@@ -320,16 +370,15 @@ fn write_squashfs_scratch(
     };
     // The spool is still on disk while the squashfs is written: both count.
     let budget = opts.limits.max_scratch_bytes.saturating_sub(spool.len());
-    let mut writer = BufWriter::new(ScratchMeter::new(file, budget));
+    let mut writer = BufWriter::new(ScratchMeter::new(out, budget));
     let result = squashfs::write_squashfs(tree, spool, &mut writer, &squashfs_opts);
     let exceeded = writer.get_ref().exceeded;
     let size = result.map_err(|e| scratch_error(exceeded, opts, e.into()))?;
-    let mut file = writer
+    let out = writer
         .into_inner()
         .map_err(|e| scratch_error(exceeded, opts, e.into_error().into()))?
         .inner;
-    file.seek(SeekFrom::Start(0))?;
-    Ok((file, size))
+    Ok((out, size))
 }
 
 fn scratch_error(exceeded: bool, opts: &BuildOptions, error: BuildError) -> BuildError {
@@ -341,6 +390,10 @@ fn scratch_error(exceeded: bool, opts: &BuildOptions, error: BuildError) -> Buil
         error
     }
 }
+
+/// Where the enroot image goes: a file, or anything else that seeks.
+pub trait WriteSeek: Write + Seek {}
+impl<T: Write + Seek> WriteSeek for T {}
 
 /// Refuses writes that would take a file past `budget` bytes, so one build cannot fill the
 /// disk its scratch directory is on; remembers that it refused, to name the limit.

@@ -11,6 +11,7 @@
 //! [`build`] drives the four steps.
 
 pub mod build;
+pub mod enroot;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layers;
@@ -21,6 +22,6 @@ pub mod squashfs;
 pub mod tree;
 
 pub use build::{
-    build_sif, BuildError, BuildInput, BuildOptions, BuildReport, BuildTimings, Compression,
-    LayerInput,
+    build_sif, build_sif_and_enroot, BuildError, BuildInput, BuildOptions, BuildReport,
+    BuildTimings, Compression, LayerInput,
 };

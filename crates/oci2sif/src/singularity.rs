@@ -144,6 +144,21 @@ pub fn add(
     })
 }
 
+/// Writes `files` (path, mode, contents) into `tree` as [`add`] writes its own: resolved as the
+/// kernel would inside a chroot, through the image's symlinks, overwriting. For the enroot image.
+pub(crate) fn put_files(
+    tree: &mut Tree,
+    spool: &mut Spool,
+    mtime: i64,
+    files: &[(&str, u32, &[u8])],
+) -> Result<(), SingularityError> {
+    let mut ed = Editor { tree, spool, mtime };
+    for (path, mode, bytes) in files {
+        ed.put_file(path, *mode, bytes)?;
+    }
+    Ok(())
+}
+
 /// `makeBaseEnv`: owner-writable root, then the directories, symlinks and fixed files.
 fn make_base_environment(ed: &mut Editor<'_>) -> Result<(), SingularityError> {
     ed.tree.inode_mut(ROOT).meta.mode |= 0o200;

@@ -100,6 +100,16 @@ fn read_layout(layout: &Path) -> OciImage {
 }
 
 fn build(image: &OciImage, sif_path: &Path, reproducible: bool) -> BuildReport {
+    build_with(image, sif_path, reproducible, None)
+}
+
+/// [`build`], also writing the enroot image to `enroot` when given.
+fn build_with(
+    image: &OciImage,
+    sif_path: &Path,
+    reproducible: bool,
+    enroot: Option<&Path>,
+) -> BuildReport {
     let work_dir = tempfile::tempdir().unwrap();
     let layers = image
         .layers
@@ -125,7 +135,16 @@ fn build(image: &OciImage, sif_path: &Path, reproducible: bool) -> BuildReport {
         work_dir: work_dir.path().to_path_buf(),
     };
     let mut out = fs::File::create(sif_path).unwrap();
-    build_sif(input, &opts, &mut out).unwrap()
+    match enroot {
+        None => build_sif(input, &opts, &mut out).unwrap(),
+        Some(path) => {
+            let mut enroot = fs::File::create(path).unwrap();
+            let (report, size) =
+                oci2sif::build_sif_and_enroot(input, &opts, &mut out, &mut enroot).unwrap();
+            assert_eq!(size, fs::metadata(path).unwrap().len());
+            report
+        }
+    }
 }
 
 /// Unmounts on drop, so a failing assertion never leaves a mount behind.
@@ -333,4 +352,45 @@ fn the_reported_digest_is_the_sha256_of_the_file() {
     let bytes = fs::read(&path).unwrap();
     assert_eq!(report.sif_sha256, hex::encode(Sha256::digest(&bytes)));
     assert_eq!(bytes.len() as u64, report.sif_size);
+}
+
+#[test]
+fn the_enroot_image_is_the_same_tree_with_enroots_rc_environment_and_fstab() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = make_busybox_image(dir.path());
+    let sif_path = dir.path().join("busybox.sif");
+    let enroot = dir.path().join("busybox.sqsh");
+    let report = build_with(&image, &sif_path, false, Some(&enroot));
+    assert_eq!(report.sif_size, fs::metadata(&sif_path).unwrap().len());
+
+    let cat = |path: &str| {
+        stdout(
+            Command::new("unsquashfs")
+                .arg("-cat")
+                .arg(&enroot)
+                .arg(path),
+        )
+    };
+    let environment = cat("etc/environment");
+    assert!(
+        environment.lines().any(|l| l == "GREETING=hello-env"),
+        "{environment}"
+    );
+    let rc = cat("etc/rc");
+    assert!(rc.contains("cd \"/\" && unset OLDPWD || exit 1\n"), "{rc}");
+    assert!(rc.contains("    exec '/bin/busybox' \"$@\"\n"), "{rc}");
+    assert!(
+        rc.contains("    exec '/bin/busybox' 'echo' 'hello-from-sif'\n"),
+        "{rc}"
+    );
+    assert_eq!(cat("etc/fstab"), "", "no VOLUME, no mounts");
+    assert!(cat("etc/rc.local").starts_with("# This file is sourced by /etc/rc"));
+
+    // What enroot does at start: /etc/rc with `enroot start`'s command, or none.
+    let mount = Mount::squashfs_at(&enroot, 0, &dir.path().join("mnt"));
+    assert_eq!(mount.chroot(&["/bin/sh", "/etc/rc"]), "hello-from-sif\n");
+    assert_eq!(
+        mount.chroot(&["/bin/sh", "/etc/rc", "echo", "from enroot start"]),
+        "from enroot start\n"
+    );
 }

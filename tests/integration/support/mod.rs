@@ -579,6 +579,7 @@ mod harness_self_tests {
     }
 }
 
+pub mod cluster;
 pub mod node;
 pub mod notify;
 pub mod oci;

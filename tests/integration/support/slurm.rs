@@ -18,6 +18,20 @@ use super::{require_tool, run, spawn_managed};
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The slurm.conf lines every test cluster shares: MUNGE auth, no cgroups, no accounting.
+pub(super) const PLUGINS: &str = "AuthType=auth/munge
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+ReturnToService=2
+MinJobAge=600";
+
 pub struct SlurmCluster {
     dir: TempDir,
     conf: PathBuf,
@@ -65,69 +79,88 @@ SlurmctldPort={ctld_port}
 SlurmdPort={node_port}
 SlurmUser=root
 SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool
 SlurmctldPidFile={r}/slurmctld.pid
 SlurmdPidFile={r}/slurmd.pid
 SlurmctldLogFile={r}/log/slurmctld.log
 SlurmdLogFile={r}/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-ReturnToService=2
-MinJobAge=600
+{plugins}
 NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 {extra_conf}
-"
+",
+            plugins = PLUGINS,
         );
         let conf_path = root.join("slurm.conf");
         fs::write(&conf_path, conf).expect("write slurm.conf");
         chmod(&conf_path, 0o644);
-        let mut cluster = SlurmCluster {
-            dir,
-            conf: conf_path,
-            daemons: Vec::new(),
-        };
-        cluster.spawn("slurmctld", daemon_env);
-        cluster.spawn("slurmd", daemon_env);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let out = cluster.command("sinfo").args(["-h", "-o", "%t"]).output();
-            if let Ok(out) = out {
-                if String::from_utf8_lossy(&out.stdout).trim() == "idle" {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the one-node Slurm cluster reported no idle node within {START_TIMEOUT:?}\n{}",
-                cluster.logs()
-            );
-            thread::sleep(Duration::from_millis(250));
-        }
+        let mut cluster = SlurmCluster::assemble(dir, conf_path);
+        let slurmctld = cluster.daemon("slurmctld", &[], daemon_env);
+        cluster.spawn(slurmctld, "slurmctld");
+        let slurmd = cluster.daemon("slurmd", &[], daemon_env);
+        cluster.spawn(slurmd, "slurmd");
+        cluster.wait_until_idle(1);
         cluster
     }
 
-    fn spawn(&mut self, daemon: &str, env: &[(&str, &str)]) {
+    /// A cluster of no daemons yet, configured by `conf` in `dir` (which has `log/` and `out/`).
+    pub(super) fn assemble(dir: TempDir, conf: PathBuf) -> SlurmCluster {
+        SlurmCluster {
+            dir,
+            conf,
+            daemons: Vec::new(),
+        }
+    }
+
+    pub(super) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `DAEMON -D ARGS -f slurm.conf`, with `env`, its output discarded (it logs to a file).
+    pub(super) fn daemon(&self, daemon: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(require_tool(daemon));
-        cmd.args(["-D", "-f"])
+        cmd.arg("-D")
+            .args(args)
+            .arg("-f")
             .arg(&self.conf)
             .env("SLURM_CONF", &self.conf)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        cmd
+    }
+
+    /// Starts `cmd` (a daemon, or what execs one) as one of the cluster's daemons.
+    pub(super) fn spawn(&mut self, cmd: Command, what: &str) {
         let child =
-            spawn_managed(cmd, libc::SIGTERM).unwrap_or_else(|e| panic!("start {daemon}: {e}"));
+            spawn_managed(cmd, libc::SIGTERM).unwrap_or_else(|e| panic!("start {what}: {e}"));
         self.daemons.push(child);
+    }
+
+    /// Waits until `nodes` nodes report idle.
+    pub fn wait_until_idle(&self, nodes: usize) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let out = self
+                .command("sinfo")
+                .args(["-h", "-N", "-o", "%t"])
+                .output();
+            if let Ok(out) = out {
+                let states = String::from_utf8_lossy(&out.stdout).into_owned();
+                let states: Vec<&str> = states.split_whitespace().collect();
+                if states.len() == nodes && states.iter().all(|s| *s == "idle") {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Slurm cluster reported no {nodes} idle nodes within {START_TIMEOUT:?}\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// A Slurm client command pointed at this cluster.
@@ -212,9 +245,13 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
     /// The daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut all = String::new();
-        for log in ["slurmctld.log", "slurmd.log"] {
-            let text =
-                fs::read_to_string(self.dir.path().join("log").join(log)).unwrap_or_default();
+        let mut logs: Vec<PathBuf> = fs::read_dir(self.dir.path().join("log"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.sort();
+        for path in logs {
+            let log = path.file_name().unwrap_or_default().to_string_lossy();
+            let text = fs::read_to_string(&path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
             all += &format!("--- {log} (last lines)\n");
             for line in tail.iter().rev() {
@@ -246,13 +283,13 @@ impl Drop for SlurmCluster {
     }
 }
 
-fn chmod(path: &Path, mode: u32) {
+pub(super) fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
