@@ -490,6 +490,10 @@ impl Default for UiConfig {
             templates: Vec::new(),
             session_idle_secs: 3600,
             session_max_secs: 12 * 3600,
+        }
+    }
+}
+
 /// `[audit]`: rotation of `DATA/audit/audit.jsonl`. Unset: never rotated.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -529,6 +533,8 @@ pub struct TemplateConfig {
     /// `--gres`, e.g. `gpu:1` or `gpu:a100:1`.
     #[serde(default)]
     pub gres: Option<String>,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]

@@ -94,6 +94,7 @@ pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
         .route(
             "/admin/builders/{name}",
             axum::routing::delete(builder_api::revoke),
+        )
         .route("/admin/reload", axum::routing::post(reload::reload))
         .route("/admin/jobs", get(jobs::list).post(jobs::start))
         .route("/admin/jobs/{id}", get(jobs::get))
