@@ -105,7 +105,7 @@ pub fn run_token(command: BuilderTokenCommand) -> anyhow::Result<()> {
             let token = match target.remote.online()? {
                 Some(api) => {
                     let body = json!({"name": name, "platforms": platforms, "expires_in": expires});
-                    let v = api.request(Method::POST, "/admin/builders", Some(body), "create")?;
+                    let v = api.json(Method::POST, "/admin/builders", Some(body), "create")?;
                     v["token"]
                         .as_str()
                         .context("the server's answer holds no credential")?
@@ -125,7 +125,7 @@ pub fn run_token(command: BuilderTokenCommand) -> anyhow::Result<()> {
         BuilderTokenCommand::List { json, target } => {
             let list: Value = match target.remote.online()? {
                 Some(api) => {
-                    api.request(Method::GET, "/admin/builders", None, "list")?["builders"].clone()
+                    api.json(Method::GET, "/admin/builders", None, "list")?["builders"].clone()
                 }
                 None => {
                     let offline = Offline::open(&target)?;
@@ -169,7 +169,7 @@ pub fn run_token(command: BuilderTokenCommand) -> anyhow::Result<()> {
             match target.remote.online()? {
                 Some(api) => {
                     let path = format!("/admin/builders/{}", crate::urlcode::encode(&name));
-                    api.request(Method::DELETE, &path, None, "revoke")?;
+                    api.json(Method::DELETE, &path, None, "revoke")?;
                 }
                 None => {
                     let offline = Offline::open(&target)?;

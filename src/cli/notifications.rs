@@ -33,7 +33,7 @@ pub fn run(args: NotificationsArgs) -> anyhow::Result<()> {
         Some(s) => format!("/admin/notifications?state={}", crate::urlcode::encode(s)),
         None => "/admin/notifications".to_owned(),
     };
-    let v = client.request(Method::GET, &path, None, "GET")?;
+    let v = client.json(Method::GET, &path, None, "GET")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
