@@ -10,8 +10,8 @@
 //! * [`output`]: tables and JSON; [`prompt`]: passwords.
 
 mod audit;
-pub mod builder;
 mod backup;
+pub mod builder;
 mod builds;
 pub mod identity;
 mod jobs;

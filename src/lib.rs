@@ -4,8 +4,8 @@
 pub mod admin_jobs;
 pub mod audit;
 pub mod auth;
-pub mod builder;
 pub mod backup;
+pub mod builder;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -6,8 +6,8 @@
 //! [`Access::readable`] for reads that must hide what the caller may not see) before acting. Every
 //! decision goes through [`policy::Policy::may`].
 
-pub mod contact;
 pub mod builder;
+pub mod contact;
 pub mod credential_cache;
 pub mod jwt;
 pub mod limiter;

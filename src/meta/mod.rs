@@ -7,9 +7,9 @@
 
 mod admin_jobs;
 mod audit;
+pub mod backup;
 mod browse;
 mod builders;
-pub mod backup;
 mod gc;
 mod jobs;
 mod migrate;
