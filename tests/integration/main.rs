@@ -15,6 +15,7 @@ mod farm;
 mod farm_isolation;
 mod farm_limits;
 mod farm_queue;
+mod jobscript;
 mod lifecycle;
 mod migrations;
 mod node_slurm;
