@@ -136,20 +136,26 @@ fn resolve_images(text: &str) -> anyhow::Result<HashMap<String, ImageState>> {
     Ok(out)
 }
 
-fn image_state(client: &Client, reference: &str) -> anyhow::Result<ImageState> {
-    let sif_path = ImageRef::parse(reference)?.sif_path;
-    let path = format!("/sif/{sif_path}/status");
-    let request = client.request(Method::GET, &path)?;
-    let (status, body) = client.block_on(async {
+/// `GET path`: the status, the body as JSON (`Null` when it is none) and as bytes; an error
+/// only when the exchange itself failed.
+pub(super) fn get(client: &Client, path: &str) -> anyhow::Result<(StatusCode, Value, Vec<u8>)> {
+    let request = client.request(Method::GET, path)?;
+    client.block_on(async {
         let response = client.send(request).await?;
         let status = response.status();
         let body = response
             .bytes()
             .await
             .map_err(|e| client.transport_error(&e))?;
-        anyhow::Ok((status, body))
-    })?;
-    let value: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let value = serde_json::from_slice(&body).unwrap_or_default();
+        anyhow::Ok((status, value, body.to_vec()))
+    })
+}
+
+fn image_state(client: &Client, reference: &str) -> anyhow::Result<ImageState> {
+    let sif_path = ImageRef::parse(reference)?.sif_path;
+    let path = format!("/sif/{sif_path}/status");
+    let (status, value, body) = get(client, &path)?;
     Ok(match status {
         StatusCode::OK => match value["state"].as_str().unwrap_or_default() {
             "ready" => ImageState::Ready {

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use reqwest::Method;
 
 use crate::client::config::ClientConfig;
 use crate::jobscript::{self, FastStorage, MailOn, ScriptRequest, Template};
@@ -132,16 +131,10 @@ fn site_templates() -> anyhow::Result<Vec<Template>> {
         }
     };
     let path = "/api/jobscript/templates";
-    let request = client.request(Method::GET, path)?;
-    let response = match client.block_on(client.send(request)) {
-        Ok(r) => r,
+    let (status, value, body) = match super::lint::get(&client, path) {
+        Ok(answer) => answer,
         Err(e) => return fallback(format!("{e:#}")),
     };
-    let status = response.status();
-    let body = client
-        .block_on(response.bytes())
-        .map_err(|e| client.transport_error(&e))?;
-    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if !status.is_success() {
         bail!(
             "GET {path}: {status}: {}",

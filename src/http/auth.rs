@@ -143,8 +143,11 @@ fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
 /// and turns 401 answers into Docker's Bearer challenge for the resource asked for.
 pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    // The batch-script templates are read on login nodes with the node commands' MUNGE too.
     let read_route = matches!(*req.method(), Method::GET | Method::HEAD)
-        && (path.starts_with("/v2") || path.starts_with("/sif/"));
+        && (path.starts_with("/v2")
+            || path.starts_with("/sif/")
+            || path == "/api/jobscript/templates");
     let client = client_ip(&req);
     let slot = req.extensions().get::<AuditSlot>().cloned();
     let challenge = if path.starts_with("/admin") {

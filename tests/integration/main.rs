@@ -17,6 +17,7 @@ mod farm_limits;
 mod farm_queue;
 mod farm_remote;
 mod farm_slurm;
+mod jobscript;
 mod lifecycle;
 mod migrations;
 mod node_cluster;

@@ -54,6 +54,20 @@ impl SlurmCluster {
     /// Like [`SlurmCluster::start`] with `extra_conf` lines appended to slurm.conf (e.g. a
     /// `Prolog=`) and `daemon_env` in the daemons' environment (which a prolog inherits).
     pub fn start_with(extra_conf: &str, daemon_env: &[(&str, &str)]) -> SlurmCluster {
+        Self::start_inner(extra_conf, daemon_env, None)
+    }
+
+    /// A cluster whose node also has `gpus` GPUs (stand-ins: jobs may ask for them, as
+    /// `sbatch --test-only` of a GPU batch script needs, but there is no GPU behind them).
+    pub fn start_with_gpus(gpus: u32) -> SlurmCluster {
+        Self::start_inner("GresTypes=gpu", &[], Some(gpus))
+    }
+
+    fn start_inner(
+        extra_conf: &str,
+        daemon_env: &[(&str, &str)],
+        gpus: Option<u32>,
+    ) -> SlurmCluster {
         for tool in ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo"] {
             require_tool(tool);
         }
@@ -71,6 +85,24 @@ impl SlurmCluster {
         chmod(root, 0o755);
         let host = run(&mut Command::new("hostname")).trim().to_owned();
         let (ctld_port, node_port) = (free_port(), free_port());
+        let node_gres = gpus.map_or(String::new(), |n| format!(" Gres=gpu:{n}"));
+        if let Some(n) = gpus {
+            // slurmd drops a GPU without a device file; harmless character devices stand in
+            // (no cgroups here, so no job is confined to them).
+            let devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random"];
+            assert!(
+                n as usize <= devices.len(),
+                "at most {} test GPUs",
+                devices.len()
+            );
+            let lines: String = devices[..n as usize]
+                .iter()
+                .map(|d| format!("Name=gpu File={d}\n"))
+                .collect();
+            let gres = root.join("gres.conf");
+            fs::write(&gres, lines).expect("write gres.conf");
+            chmod(&gres, 0o644);
+        }
         let r = root.display();
         let conf = format!(
             "ClusterName=hpcrtest
@@ -86,7 +118,7 @@ SlurmdPidFile={r}/slurmd.pid
 SlurmctldLogFile={r}/log/slurmctld.log
 SlurmdLogFile={r}/log/slurmd.log
 {plugins}
-NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000{node_gres} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 {extra_conf}
 ",
