@@ -7,6 +7,7 @@ packages=(
   sqlite3 prometheus  # promtool for the metrics and alert-rule tests
   wrk apache2-utils libmunge-dev  # bench/registry.py (wrk, htpasswd), MUNGE through libmunge
   chromium chromium-driver python3-selenium  # the web UI's headless-browser tests (tests/browser)
+  rsync  # the fast-storage batch scripts (src/jobscript) stage files with it
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 //!
 //! * [`identity`]: `user|group|token …` (flattened into the top level);
 //! * [`node`]: the compute-node commands `fetch|run|cache|login` (also top level);
+//! * [`script`], [`lint`]: `script` (the batch-script generator) and `lint` (sbatch lint);
 //! * `admin …` ([`AdminCommand`]): [`lifecycle`] (prune, repo delete), [`audit`], [`storage`]
 //!   (usage, quota, scrub);
 //! * [`target`]: where a command acts (a running server's admin API, or the data directory
@@ -12,10 +13,12 @@ mod audit;
 mod builds;
 pub mod identity;
 pub mod lifecycle;
+pub mod lint;
 pub mod node;
 mod output;
 mod prompt;
 pub mod remote;
+pub mod script;
 pub mod storage;
 pub mod target;
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub retention: Vec<RetentionRule>,
     /// `[health]`: what `/readyz` requires.
     pub health: HealthConfig,
+    /// `[ui]`: the web UI's sessions and the batch-script generator's site templates.
+    pub ui: UiConfig,
 }
 
 /// Online garbage collection (`[gc]`). Durations are written like `90s`, `30m`, `2h`, `7d`.
@@ -344,6 +346,7 @@ impl Default for Config {
             quota: Default::default(),
             scrub: Default::default(),
             health: HealthConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -440,4 +443,46 @@ impl Default for HealthConfig {
             min_free: "1GiB".to_owned(),
         }
     }
+}
+
+/// `[ui]`: the web UI (sessions) and the site templates of the batch-script generator
+/// (`[[ui.templates]]`). `jobscript::templates_from_config` validates the templates at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// The generator's templates; none given: `small`, `medium`, `large` and `gpu`.
+    pub templates: Vec<TemplateConfig>,
+    /// A UI session unused for this long ends.
+    pub session_idle_secs: u64,
+    /// A UI session ends this long after its login, used or not.
+    pub session_max_secs: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            templates: Vec::new(),
+            session_idle_secs: 3600,
+            session_max_secs: 12 * 3600,
+        }
+    }
+}
+
+/// One `[[ui.templates]]` entry: the resources a batch script asks Slurm for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    pub name: String,
+    /// `#SBATCH --partition`; none: the cluster's default partition.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// `--cpus-per-task`.
+    pub cpus: u32,
+    /// `--mem`, as Slurm writes it: `4G`, `500M`.
+    pub memory: String,
+    /// `--time`, as Slurm writes it: `60`, `04:00:00`, `1-12`.
+    pub time: String,
+    /// `--gres`, e.g. `gpu:1` or `gpu:a100:1`.
+    #[serde(default)]
+    pub gres: Option<String>,
 }

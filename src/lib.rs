@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod fuzzing;
 pub mod health;
 pub mod http;
+pub mod jobscript;
 pub mod lifecycle;
 pub mod listener;
 pub mod lock;

@@ -37,6 +37,10 @@ enum Command {
     Identity(hpc_registry::cli::IdentityCommand),
     #[command(flatten)]
     Node(hpc_registry::cli::NodeCommand),
+    /// Print a batch script on `hpc-registry run` for an image and a site template.
+    Script(Box<hpc_registry::cli::script::ScriptArgs>),
+    /// Check a batch script: #SBATCH options and values, its images, GPUs, paths; sbatch --test-only.
+    Lint(hpc_registry::cli::lint::LintArgs),
     /// Administration: prune (GC and retention), repo delete, usage, quotas, scrub, audit.
     Admin {
         #[command(subcommand)]
@@ -140,6 +144,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Identity(command) => hpc_registry::cli::identity::run(command),
         Command::Node(command) => hpc_registry::cli::node::run(command),
+        Command::Script(args) => hpc_registry::cli::script::run(*args),
+        Command::Lint(args) => hpc_registry::cli::lint::run(args),
         Command::Admin { command } => hpc_registry::cli::run_admin(command),
         Command::BuildChild { spec } => {
             std::process::exit(hpc_registry::farm::build_child::main(&spec))

@@ -19,6 +19,8 @@ use crate::storage::BlobStore;
 const PULL_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let templates = crate::jobscript::templates_from_config(&config.ui)
+        .context("[ui] in the configuration is invalid")?;
     crate::storage::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let data_dir = config.data_dir.canonicalize().with_context(|| {
@@ -102,6 +104,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         quotas: Quotas::new(Arc::clone(&db), quota_defaults),
         scrub_rate: crate::lifecycle::scrub::rate_from_config(&config.scrub)
             .context("[scrub] rate in the configuration is invalid")?,
+        templates: Arc::new(templates),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -130,7 +133,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::clone(&app.registry),
     ));
     let ui = Arc::new(crate::ui::Ui::new(
-        crate::ui::session::Lifetimes::default(),
+        crate::ui::session::Lifetimes {
+            idle: Duration::from_secs(config.ui.session_idle_secs),
+            max: Duration::from_secs(config.ui.session_max_secs),
+        },
         tls.is_some(),
     ));
     let router = http::router_with(Arc::clone(&app), crate::ui::router(ui));

@@ -9,6 +9,7 @@ pub mod builds;
 pub mod distribution;
 pub mod errors;
 pub mod files;
+pub mod jobscript;
 pub mod observability;
 pub mod panic;
 pub mod routes;
@@ -43,6 +44,8 @@ pub struct App {
     pub quotas: crate::quota::Quotas,
     /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
     pub scrub_rate: u64,
+    /// The batch-script generator's site templates (`[[ui.templates]]`, validated at start).
+    pub templates: Arc<Vec<crate::jobscript::Template>>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -83,6 +86,7 @@ pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*rest}", any(distribution::dispatch))
         .merge(sif_routes())
+        .route("/api/jobscript/templates", get(jobscript::templates))
         .merge(admin)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),

@@ -24,8 +24,12 @@ use crate::meta::{self, JobState};
 /// Audit records one search shows unless asked for fewer.
 const AUDIT_PAGE: i64 = 200;
 
-/// A page's query string, strictly decoded (as every other route's).
-fn query(uri: &Uri) -> Result<HashMap<String, String>, Response> {
+/// An admin page's query string, strictly decoded (as every other route's); a non-admin is
+/// refused first.
+fn admin_query(viewer: &Viewer, uri: &Uri) -> Result<HashMap<String, String>, Response> {
+    if let Some(r) = refuse(viewer) {
+        return Err(r);
+    }
     crate::http::auth::query_map(uri)
         .map_err(|e| views::error_page(StatusCode::BAD_REQUEST, &e.to_string()))
 }
@@ -194,10 +198,7 @@ pub async fn builds(
     viewer: Viewer,
     uri: Uri,
 ) -> Response {
-    if let Some(r) = refuse(&viewer) {
-        return r;
-    }
-    let q = match query(&uri) {
+    let q = match admin_query(&viewer, &uri) {
         Ok(q) => q,
         Err(r) => return r,
     };
@@ -280,10 +281,7 @@ pub async fn audit(
     viewer: Viewer,
     uri: Uri,
 ) -> Response {
-    if let Some(r) = refuse(&viewer) {
-        return r;
-    }
-    let q = match query(&uri) {
+    let q = match admin_query(&viewer, &uri) {
         Ok(q) => q,
         Err(r) => return r,
     };

@@ -14,8 +14,10 @@ pub mod admin;
 pub mod assets;
 pub mod data;
 pub mod guard;
+pub mod lint;
 pub mod login;
 pub mod pages;
+pub mod script;
 pub mod session;
 pub mod tokens;
 pub mod views;
@@ -54,6 +56,8 @@ pub fn router(ui: Arc<Ui>) -> Router<Arc<App>> {
         .route("/ui/i/{*reference}", get(pages::image))
         .route("/ui/api/status/{*reference}", get(pages::status_json))
         .route("/ui/api/counters", get(admin::counters_json))
+        .route("/ui/script", get(script::page).post(script::generate))
+        .route("/ui/lint", get(lint::page).post(lint::check))
         .route("/ui/tokens", get(tokens::page).post(tokens::create))
         .route("/ui/tokens/revoke", post(tokens::revoke))
         .route("/ui/admin", get(admin::overview))

@@ -156,7 +156,7 @@ async fn render(
             views::script::generator(
                 &viewer.nav(),
                 &images,
-                &viewer.ui.templates,
+                &app.templates,
                 filled,
                 script,
                 error,
@@ -206,7 +206,7 @@ pub async fn generate(State(app): State<Arc<App>>, posted: Posted) -> Response {
             return render(&app, viewer, StatusCode::BAD_REQUEST, &filled, None, Some(&e)).await
         }
     };
-    let script = match jobscript::generate(&request, &viewer.ui.templates) {
+    let script = match jobscript::generate(&request, &app.templates) {
         Ok(s) => s,
         Err(e) => {
             let e = e.to_string();

@@ -68,8 +68,15 @@ fn researcher_and_admin_flows_in_headless_chromium() {
     }
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("config.toml");
-    // One attempt: the broken image fails at once, for the admin to retry.
-    std::fs::write(&config, "[farm]\nmax_attempts = 1\n").unwrap();
+    // One attempt: the broken image fails at once, for the admin to retry. The site's `gpu`
+    // template fits the test cluster's one node (2 CPUs, 2000 MB, one GPU).
+    std::fs::write(
+        &config,
+        "[farm]\nmax_attempts = 1\n\n[[ui.templates]]\nname = \"small\"\ncpus = 1\n\
+         memory = \"500M\"\ntime = \"00:10:00\"\n\n[[ui.templates]]\nname = \"gpu\"\n\
+         cpus = 2\nmemory = \"1G\"\ntime = \"00:30:00\"\ngres = \"gpu:1\"\n",
+    )
+    .unwrap();
     let setup = Setup::new()
         .user("alice", &[])
         .user("bob", &[])
@@ -175,7 +182,7 @@ fn researcher_and_admin_flows_in_headless_chromium() {
 
     // The downloaded script passes `sbatch --test-only` on a real Slurm cluster.
     ensure_host_user("alice");
-    let cluster = SlurmCluster::start();
+    let cluster = SlurmCluster::start_with_gpus(1);
     let copy = cluster.out_dir().join("ui-gpu.sbatch");
     std::fs::write(&copy, &downloaded).unwrap();
     let out = run_output(
