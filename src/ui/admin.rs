@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::Uri;
 use axum::http::StatusCode;
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -184,20 +184,13 @@ pub async fn usage(State(app): State<Arc<App>>, viewer: Viewer) -> Response {
         return r;
     }
     match app.quotas.usage(None).await {
-        Ok(reports) => views::respond(
-            StatusCode::OK,
-            views::admin::usage(&viewer.nav(), &reports),
-        ),
+        Ok(reports) => views::respond(StatusCode::OK, views::admin::usage(&viewer.nav(), &reports)),
         Err(e) => views::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
 /// `GET /ui/admin/builds[?state=…]`: the build queue.
-pub async fn builds(
-    State(app): State<Arc<App>>,
-    viewer: Viewer,
-    uri: Uri,
-) -> Response {
+pub async fn builds(State(app): State<Arc<App>>, viewer: Viewer, uri: Uri) -> Response {
     let q = match admin_query(&viewer, &uri) {
         Ok(q) => q,
         Err(r) => return r,
@@ -276,11 +269,7 @@ pub async fn build_action(State(app): State<Arc<App>>, posted: Posted) -> Respon
 }
 
 /// `GET /ui/admin/audit?user=&repo=&action=&since=&until=&limit=`: as `admin audit`.
-pub async fn audit(
-    State(app): State<Arc<App>>,
-    viewer: Viewer,
-    uri: Uri,
-) -> Response {
+pub async fn audit(State(app): State<Arc<App>>, viewer: Viewer, uri: Uri) -> Response {
     let q = match admin_query(&viewer, &uri) {
         Ok(q) => q,
         Err(r) => return r,
@@ -305,8 +294,7 @@ pub async fn audit(
     };
     app.audit.flush().await;
     let (db, file) = (Arc::clone(app.access.db()), app.audit.path().to_path_buf());
-    match tokio::task::spawn_blocking(move || crate::audit::query::run(&file, &db, &filter)).await
-    {
+    match tokio::task::spawn_blocking(move || crate::audit::query::run(&file, &db, &filter)).await {
         Ok(Ok(mut records)) => {
             records.reverse();
             views::respond(

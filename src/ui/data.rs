@@ -194,9 +194,9 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn parse(raw: &str) -> Result<ImageRef> {
-        let (name, tag) = raw.rsplit_once(':').ok_or_else(|| {
-            Error::NameInvalid(format!("{raw:?} is not <repository>:<tag>"))
-        })?;
+        let (name, tag) = raw
+            .rsplit_once(':')
+            .ok_or_else(|| Error::NameInvalid(format!("{raw:?} is not <repository>:<tag>")))?;
         Ok(ImageRef {
             repo: RepositoryName::parse(name)?,
             tag: Tag::parse(tag)?,
@@ -311,7 +311,10 @@ pub struct ImagePage {
 pub async fn image_page(app: &Arc<App>, p: &Principal, raw: &str) -> Result<ImagePage> {
     let image = ImageRef::parse(raw)?;
     readable_repository(app, p, image.repo.as_str())?;
-    let (r, t) = (image.repo.as_str().to_owned(), image.tag.as_str().to_owned());
+    let (r, t) = (
+        image.repo.as_str().to_owned(),
+        image.tag.as_str().to_owned(),
+    );
     let tags = app
         .registry
         .db
@@ -319,7 +322,10 @@ pub async fn image_page(app: &Arc<App>, p: &Principal, raw: &str) -> Result<Imag
         .await?
         .ok_or_else(|| unknown_repository(&image.repo))?;
     let tag = tags.into_iter().find(|d| d.tag == t).ok_or_else(|| {
-        Error::ManifestUnknown(format!("{} is not an image this registry holds", image.text()))
+        Error::ManifestUnknown(format!(
+            "{} is not an image this registry holds",
+            image.text()
+        ))
     })?;
     let sif = sif_state(app, p, &image).await?;
     let mut summary = summarize(&tag.media_type, &tag.content);

@@ -116,7 +116,10 @@ fn no_session(parts: &Parts) -> Response {
 impl FromRequestParts<Arc<App>> for Viewer {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
         let ui = ui_of(parts)?;
         let Some(cookie) = session_cookie(&parts.headers) else {
             return Err(no_session(parts));

@@ -10,6 +10,10 @@
 //! the page data are plain functions over the registry, the farm, `auth::manage`, the quotas and
 //! the audit index ([`data`]); the views are maud functions ([`views`]).
 
+// The UI's helpers answer early with a whole page (`Err(Response)`), once per request: boxing
+// it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod admin;
 pub mod assets;
 pub mod data;

@@ -133,7 +133,12 @@ impl UiClient {
     /// Logs in and asserts it worked.
     pub fn login_ok(&mut self, user: &str, secret: &str) {
         let r = self.login(user, secret);
-        assert_eq!(r.status, StatusCode::SEE_OTHER, "login as {user}: {}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::SEE_OTHER,
+            "login as {user}: {}",
+            r.body
+        );
         assert_eq!(r.location(), Some("/ui/"));
     }
 
@@ -206,7 +211,10 @@ fn sessions_cookies_csrf_and_logout() {
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
         assert!(cookie.contains(flag), "{flag} missing: {cookie}");
     }
-    assert!(!cookie.contains("Secure"), "Secure over plain HTTP: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "Secure over plain HTTP: {cookie}"
+    );
     let id = alice.cookies["hpcr_session"].clone();
     assert!(id.len() >= 43, "a 256-bit id: {id}");
 
@@ -259,7 +267,12 @@ fn sessions_cookies_csrf_and_logout() {
         &Auth::Basic(&Creds::of("alice")),
         None,
     );
-    assert_eq!(listed.json().as_array().map(Vec::len), Some(0), "{}", listed.text());
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        listed.text()
+    );
     // With it: created, the secret shown once.
     let r = alice.post(
         "/ui/tokens",
@@ -293,10 +306,17 @@ fn sessions_cookies_csrf_and_logout() {
     // Logout ends the session on the server: replaying the old cookie does not work.
     let r = alice.post("/ui/logout", &[("csrf", &csrf)]);
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert!(!alice.cookies.contains_key("hpcr_session"), "cookie not cleared");
+    assert!(
+        !alice.cookies.contains_key("hpcr_session"),
+        "cookie not cleared"
+    );
     alice.cookies.insert("hpcr_session".into(), id);
     let r = alice.get("/ui/");
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "replayed cookie still logged in");
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "replayed cookie still logged in"
+    );
     assert_eq!(r.location(), Some("/ui/login"));
 }
 
@@ -338,7 +358,12 @@ fn a_password_change_or_a_revoked_token_ends_the_session() {
             br#"{"scope":"read-write","description":"ui"}"#.to_vec(),
         )),
     );
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.describe());
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "{}",
+        created.describe()
+    );
     let token = created.json()["token"].as_str().unwrap().to_owned();
     let id = created.json()["id"].as_str().unwrap().to_owned();
     let mut by_token = UiClient::new(&server.base_url());
@@ -366,7 +391,11 @@ fn a_password_change_or_a_revoked_token_ends_the_session() {
     );
     assert!(r.status.is_success(), "password change: {}", r.describe());
     let r = by_password.get("/ui/");
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "session survived a password change");
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "session survived a password change"
+    );
     by_password.login_ok("alice", "a-new-password-1");
 }
 
@@ -380,10 +409,17 @@ fn failed_ui_logins_are_limited_and_audited() {
     let mut statuses = Vec::new();
     for i in 0..5 {
         let r = mallory.login("alice", &format!("guess-{i}"));
-        assert!(!r.body.contains(&format!("guess-{i}")), "the password echoed");
+        assert!(
+            !r.body.contains(&format!("guess-{i}")),
+            "the password echoed"
+        );
         statuses.push(r.status);
     }
-    assert_eq!(&statuses[..3], &[StatusCode::UNAUTHORIZED; 3], "{statuses:?}");
+    assert_eq!(
+        &statuses[..3],
+        &[StatusCode::UNAUTHORIZED; 3],
+        "{statuses:?}"
+    );
     assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
     // The right password is refused too while alice is locked out from this address, exactly as
     // Basic auth on /v2 is.
@@ -402,7 +438,10 @@ fn failed_ui_logins_are_limited_and_audited() {
         .filter(|r| r["reference"] == "/ui/login")
         .collect();
     assert!(failures.len() >= 5, "{failures:?}");
-    assert!(failures.iter().all(|r| r["user"] == "alice"), "{failures:?}");
+    assert!(
+        failures.iter().all(|r| r["user"] == "alice"),
+        "{failures:?}"
+    );
     assert!(failures.iter().any(|r| r["outcome"] == "rate-limited"));
     assert!(failures.iter().any(|r| r["outcome"] == "denied"));
 
@@ -450,8 +489,15 @@ fn bob_sees_nothing_of_alices_and_an_admin_sees_all() {
     bob.login_ok("bob", "bob-password");
     let home = bob.get("/ui/");
     assert!(home.body.contains("bob/mine"));
-    assert!(!home.body.contains("alice"), "alice's repository listed to bob");
-    assert_same_404(&mut bob, "/ui/r/alice/secret-tool", "/ui/r/alice/no-such-tool");
+    assert!(
+        !home.body.contains("alice"),
+        "alice's repository listed to bob"
+    );
+    assert_same_404(
+        &mut bob,
+        "/ui/r/alice/secret-tool",
+        "/ui/r/alice/no-such-tool",
+    );
     assert_same_404(
         &mut bob,
         "/ui/i/alice/secret-tool:1",
@@ -474,7 +520,10 @@ fn bob_sees_nothing_of_alices_and_an_admin_sees_all() {
     let generator = bob.get("/ui/script");
     assert_eq!(generator.status, StatusCode::OK, "{}", generator.body);
     assert!(generator.body.contains("bob/mine:2"), "{}", generator.body);
-    assert!(!generator.body.contains("alice/"), "alice's image offered to bob");
+    assert!(
+        !generator.body.contains("alice/"),
+        "alice's image offered to bob"
+    );
     let csrf = bob.csrf();
     let generate = |bob: &mut UiClient, image: &str| {
         let r = bob.post(
@@ -556,7 +605,11 @@ fn sessions_expire_when_idle_and_at_their_maximum_age() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let r = alice.get("/ui/");
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "session outlived session_max_secs");
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "session outlived session_max_secs"
+    );
     // Unused, it ends after its idle time.
     alice.login_ok("alice", "alice-password");
     assert_eq!(alice.get("/ui/").status, StatusCode::OK);

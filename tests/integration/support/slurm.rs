@@ -40,16 +40,6 @@ impl SlurmCluster {
     /// Like [`SlurmCluster::start`] with `extra_conf` lines appended to slurm.conf (e.g. a
     /// `Prolog=`) and `daemon_env` in the daemons' environment (which a prolog inherits).
     pub fn start_with(extra_conf: &str, daemon_env: &[(&str, &str)]) -> SlurmCluster {
-        Self::start_full(extra_conf, 0, daemon_env)
-    }
-
-    /// A cluster whose node has `gpus` GPUs as a generic resource (`Gres=gpu:N`, counted only:
-    /// no device files), so that scripts asking for `--gres=gpu:N` are accepted.
-    pub fn start_with_gpus(gpus: u32) -> SlurmCluster {
-        Self::start_full("", gpus, &[])
-    }
-
-    fn start_full(extra_conf: &str, gpus: u32, daemon_env: &[(&str, &str)]) -> SlurmCluster {
         for tool in ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo"] {
             require_tool(tool);
         }
@@ -68,14 +58,6 @@ impl SlurmCluster {
         let host = run(&mut Command::new("hostname")).trim().to_owned();
         let (ctld_port, node_port) = (free_port(), free_port());
         let r = root.display();
-        let (gres_types, node_gres) = if gpus > 0 {
-            let gres = format!("NodeName={host} Name=gpu Count={gpus}\n");
-            fs::write(root.join("gres.conf"), gres).expect("write gres.conf");
-            chmod(&root.join("gres.conf"), 0o644);
-            ("GresTypes=gpu".to_owned(), format!("Gres=gpu:{gpus} "))
-        } else {
-            (String::new(), String::new())
-        };
         let conf = format!(
             "ClusterName=hpcrtest
 SlurmctldHost={host}(127.0.0.1)
@@ -101,8 +83,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 MinJobAge=600
-{gres_types}
-NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000 {node_gres}State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 {extra_conf}
 "
