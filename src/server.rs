@@ -181,7 +181,10 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     ));
     let reloads = tokio::spawn(reload_on_sighup(Arc::clone(&app.reloader)));
     let ui = Arc::new(crate::ui::Ui::new(
-        crate::ui::session::Lifetimes::default(),
+        crate::ui::session::Lifetimes {
+            idle: Duration::from_secs(config.ui.session_idle_secs),
+            max: Duration::from_secs(config.ui.session_max_secs),
+        },
         tls.is_some(),
     ));
     let router = http::router_with(Arc::clone(&app), crate::ui::router(ui));

@@ -24,8 +24,12 @@ use crate::meta::{self, JobState};
 /// Audit records one search shows unless asked for fewer.
 const AUDIT_PAGE: i64 = 200;
 
-/// A page's query string, strictly decoded (as every other route's).
-fn query(uri: &Uri) -> Result<HashMap<String, String>, Response> {
+/// An admin page's query string, strictly decoded (as every other route's); a non-admin is
+/// refused first.
+fn admin_query(viewer: &Viewer, uri: &Uri) -> Result<HashMap<String, String>, Response> {
+    if let Some(r) = refuse(viewer) {
+        return Err(r);
+    }
     crate::http::auth::query_map(uri)
         .map_err(|e| views::error_page(StatusCode::BAD_REQUEST, &e.to_string()))
 }
@@ -187,10 +191,7 @@ pub async fn usage(State(app): State<Arc<App>>, viewer: Viewer) -> Response {
 
 /// `GET /ui/admin/builds[?state=…]`: the build queue.
 pub async fn builds(State(app): State<Arc<App>>, viewer: Viewer, uri: Uri) -> Response {
-    if let Some(r) = refuse(&viewer) {
-        return r;
-    }
-    let q = match query(&uri) {
+    let q = match admin_query(&viewer, &uri) {
         Ok(q) => q,
         Err(r) => return r,
     };
@@ -269,10 +270,7 @@ pub async fn build_action(State(app): State<Arc<App>>, posted: Posted) -> Respon
 
 /// `GET /ui/admin/audit?user=&repo=&action=&since=&until=&limit=`: as `admin audit`.
 pub async fn audit(State(app): State<Arc<App>>, viewer: Viewer, uri: Uri) -> Response {
-    if let Some(r) = refuse(&viewer) {
-        return r;
-    }
-    let q = match query(&uri) {
+    let q = match admin_query(&viewer, &uri) {
         Ok(q) => q,
         Err(r) => return r,
     };

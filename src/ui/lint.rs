@@ -68,7 +68,20 @@ pub async fn check(State(app): State<Arc<App>>, posted: Posted) -> Response {
         Err(e) => return super::pages::fail(e),
     };
     let findings = jobscript::lint(&script, &states);
-    let slurm = jobscript::sbatch_test_only(&script).await;
+    // Slurm's own opinion where sbatch is installed here (nothing is queued).
+    let copy = script.clone();
+    let slurm = tokio::task::spawn_blocking(move || jobscript::sbatch_test_only(&copy, &[]))
+        .await
+        .ok()
+        .and_then(|r| match r {
+            Ok(Some(t)) => Some(format!(
+                "{}: {}",
+                if t.accepted { "accepted" } else { "refused" },
+                t.message
+            )),
+            Ok(None) => None,
+            Err(e) => Some(format!("sbatch could not be run: {e}")),
+        });
     views::respond(
         StatusCode::OK,
         views::lint::lint(&viewer.nav(), &script, Some(&findings), slurm.as_deref()),

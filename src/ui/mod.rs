@@ -10,12 +10,18 @@
 //! the page data are plain functions over the registry, the farm, `auth::manage`, the quotas and
 //! the audit index ([`data`]); the views are maud functions ([`views`]).
 
+// The UI's helpers answer early with a whole page (`Err(Response)`), once per request: boxing
+// it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 pub mod admin;
 pub mod assets;
 pub mod data;
 pub mod guard;
+pub mod lint;
 pub mod login;
 pub mod pages;
+pub mod script;
 pub mod session;
 pub mod tokens;
 pub mod views;
@@ -54,6 +60,8 @@ pub fn router(ui: Arc<Ui>) -> Router<Arc<App>> {
         .route("/ui/i/{*reference}", get(pages::image))
         .route("/ui/api/status/{*reference}", get(pages::status_json))
         .route("/ui/api/counters", get(admin::counters_json))
+        .route("/ui/script", get(script::page).post(script::generate))
+        .route("/ui/lint", get(lint::page).post(lint::check))
         .route("/ui/tokens", get(tokens::page).post(tokens::create))
         .route("/ui/tokens/revoke", post(tokens::revoke))
         .route("/ui/admin", get(admin::overview))

@@ -156,7 +156,7 @@ async fn render(
             views::script::generator(
                 &viewer.nav(),
                 &images,
-                &viewer.ui.templates,
+                &app.templates,
                 filled,
                 script,
                 error,
@@ -203,14 +203,30 @@ pub async fn generate(State(app): State<Arc<App>>, posted: Posted) -> Response {
     let request = match filled.request() {
         Ok(r) => r,
         Err(e) => {
-            return render(&app, viewer, StatusCode::BAD_REQUEST, &filled, None, Some(&e)).await
+            return render(
+                &app,
+                viewer,
+                StatusCode::BAD_REQUEST,
+                &filled,
+                None,
+                Some(&e),
+            )
+            .await
         }
     };
-    let script = match jobscript::generate(&request, &viewer.ui.templates) {
+    let script = match jobscript::generate(&request, &app.templates) {
         Ok(s) => s,
         Err(e) => {
             let e = e.to_string();
-            return render(&app, viewer, StatusCode::BAD_REQUEST, &filled, None, Some(&e)).await;
+            return render(
+                &app,
+                viewer,
+                StatusCode::BAD_REQUEST,
+                &filled,
+                None,
+                Some(&e),
+            )
+            .await;
         }
     };
     if posted.field("action") == "download" {

@@ -33,7 +33,7 @@ pub struct Lifetimes {
 impl Default for Lifetimes {
     fn default() -> Lifetimes {
         Lifetimes {
-            idle: Duration::from_secs(30 * 60),
+            idle: Duration::from_secs(3600),
             max: Duration::from_secs(12 * 3600),
         }
     }

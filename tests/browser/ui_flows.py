@@ -154,8 +154,8 @@ def generator(driver, seen, user):
     gpus.send_keys("1")
     driver.find_element(By.ID, "fast_storage").click()
     for field, value in (
-        ("fast_inputs", "/home/alice/data"),
-        ("fast_results", "/home/alice/results"),
+        ("fast_inputs", "data"),
+        ("fast_results", "results"),
         ("job_name", "ui-train"),
         ("command", "python3 train.py --epochs 3"),
     ):

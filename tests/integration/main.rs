@@ -29,3 +29,4 @@ mod security_auth;
 mod slurm;
 mod storage_faults;
 mod ui;
+mod ui_browser;

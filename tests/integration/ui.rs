@@ -516,6 +516,35 @@ fn bob_sees_nothing_of_alices_and_an_admin_sees_all() {
         None,
     );
     assert_eq!(r.json()["repositories"], serde_json::json!(["bob/mine"]));
+    // Nor in the generator: not offered, and refused like an image that does not exist.
+    let generator = bob.get("/ui/script");
+    assert_eq!(generator.status, StatusCode::OK, "{}", generator.body);
+    assert!(generator.body.contains("bob/mine:2"), "{}", generator.body);
+    assert!(
+        !generator.body.contains("alice/"),
+        "alice's image offered to bob"
+    );
+    let csrf = bob.csrf();
+    let generate = |bob: &mut UiClient, image: &str| {
+        let r = bob.post(
+            "/ui/script",
+            &[
+                ("csrf", &csrf),
+                ("image", image),
+                ("template", "small"),
+                ("command", "true"),
+                ("action", "generate"),
+            ],
+        );
+        (r.status, r.body.replace(image, "IMAGE"))
+    };
+    let hidden = generate(&mut bob, "alice/secret-tool:1");
+    let missing = generate(&mut bob, "alice/no-such-tool:1");
+    assert_eq!(hidden.0, StatusCode::NOT_FOUND);
+    assert_eq!(hidden, missing);
+    let own = generate(&mut bob, "bob/mine:2");
+    assert_eq!(own.0, StatusCode::OK, "{}", own.1);
+    assert!(own.1.contains("hpc-registry run"), "{}", own.1);
     // Bob is no admin.
     assert_eq!(bob.get("/ui/admin/builds").status, StatusCode::FORBIDDEN);
     assert_eq!(bob.get("/ui/api/counters").status, StatusCode::FORBIDDEN);
@@ -548,4 +577,43 @@ fn bob_sees_nothing_of_alices_and_an_admin_sees_all() {
         assert!(Instant::now() < deadline, "counters: {c}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn sessions_expire_when_idle_and_at_their_maximum_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[ui]\nsession_idle_secs = 3\nsession_max_secs = 5\n",
+    )
+    .unwrap();
+    let server = Server::start_secure(&setup(), &["--config", config.to_str().unwrap()]);
+    let mut alice = UiClient::new(&server.base_url());
+    alice.login_ok("alice", "alice-password");
+    let max_age = alice
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("hpcr_session="))
+        .expect("session cookie")
+        .clone();
+    assert!(max_age.contains("Max-Age=5"), "{max_age}");
+    // Used every 2 s, it outlives its idle time but not its maximum age.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(alice.get("/ui/").status, StatusCode::OK);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let r = alice.get("/ui/");
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "session outlived session_max_secs"
+    );
+    // Unused, it ends after its idle time.
+    alice.login_ok("alice", "alice-password");
+    assert_eq!(alice.get("/ui/").status, StatusCode::OK);
+    std::thread::sleep(Duration::from_secs(4));
+    let r = alice.get("/ui/");
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "idle session still open");
 }

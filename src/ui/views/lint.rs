@@ -6,11 +6,7 @@ use super::{csrf_field, page, Nav};
 use crate::jobscript::{Finding, Severity};
 
 fn severity(s: &Severity) -> &'static str {
-    match s {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-        Severity::Info => "info",
-    }
+    s.as_str()
 }
 
 pub fn lint(nav: &Nav, script: &str, findings: Option<&[Finding]>, slurm: Option<&str>) -> Markup {

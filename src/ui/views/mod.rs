@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod image;
+pub mod lint;
 pub mod login;
 pub mod repos;
+pub mod script;
 pub mod tokens;
 
 use axum::http::StatusCode;
