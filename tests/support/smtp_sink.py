@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real SMTP server on loopback for the notification tests (aiosmtpd).
 
-Every accepted message is written to OUTDIR/NNNN.eml (written to a temporary name, then renamed,
+Every accepted message is written to OUTDIR/NNNN.eml (its headers, then its body decoded) (written to a temporary name, then renamed,
 so a reader never sees half a message), preceded by one `X-Envelope-To: ADDR` line per
 recipient. Recipients in the domain `refused.example` are refused with 550, so a test can watch
 the registry retry and give up. With --cert/--key the server offers STARTTLS and requires it
@@ -9,6 +9,8 @@ before MAIL FROM. Prints `listening on PORT` once it accepts connections.
 """
 import argparse
 import asyncio
+import email
+import email.policy
 import itertools
 import os
 import ssl
@@ -35,7 +37,12 @@ class Sink:
             for rcpt in envelope.rcpt_tos:
                 f.write(f"X-Envelope-To: {rcpt}\r\n".encode())
             f.write(f"X-Envelope-TLS: {'yes' if session.ssl else 'no'}\r\n".encode())
-            f.write(envelope.original_content or envelope.content)
+            raw = envelope.original_content or envelope.content
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            # The headers as sent, then the body decoded from its transfer encoding
+            # (quoted-printable wraps long lines), so a test reads what a person reads.
+            f.write(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+            f.write(message.get_content().encode())
         os.rename(tmp, final)
         return "250 Message accepted"
 

@@ -23,8 +23,14 @@ fn script(name: &str) -> PathBuf {
 
 /// Starts `python3 SCRIPT ARGS` and waits for its `listening on PORT` line.
 fn start_python(name: &str, args: &[&str]) -> (Child, u16) {
-    require_tool("python3");
-    let mut cmd = Command::new("python3");
+    // Debian's interpreter, which sees the Debian packages (python3-aiosmtpd), even where another
+    // python3 (pyenv) comes first on PATH.
+    let python = if Path::new("/usr/bin/python3").is_file() {
+        PathBuf::from("/usr/bin/python3")
+    } else {
+        require_tool("python3")
+    };
+    let mut cmd = Command::new(python);
     cmd.arg(script(name))
         .args(args)
         .stdin(Stdio::null())
