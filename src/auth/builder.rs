@@ -146,31 +146,8 @@ pub enum BuilderAdminError {
     Meta(#[from] meta::MetaError),
 }
 
-/// A builder credential as an admin sees it (never the secret).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BuilderSummary {
-    pub name: String,
-    pub platforms: Vec<String>,
-    pub job_id: Option<i64>,
-    pub created_by: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub last_used_at: Option<i64>,
-}
-
-impl From<BuilderRow> for BuilderSummary {
-    fn from(r: BuilderRow) -> Self {
-        BuilderSummary {
-            name: r.name,
-            platforms: r.platforms,
-            job_id: r.job_id,
-            created_by: r.created_by,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            last_used_at: r.last_used_at,
-        }
-    }
-}
+/// A builder credential as an admin sees it: the row, which never serializes its secret's hash.
+pub type BuilderSummary = BuilderRow;
 
 /// Creates builder credential `new` (blocking); returns the secret, shown once.
 pub fn create(db: &Db, new: &NewBuilder) -> Result<(String, BuilderSummary), BuilderAdminError> {
@@ -194,15 +171,11 @@ pub fn create(db: &Db, new: &NewBuilder) -> Result<(String, BuilderSummary), Bui
     if !db.write_blocking(|tx| meta::insert_builder(tx, &row))? {
         return Err(BuilderAdminError::Exists(new.name.clone()));
     }
-    Ok((secret, row.into()))
+    Ok((secret, row))
 }
 
 pub fn list(db: &Db) -> Result<Vec<BuilderSummary>, BuilderAdminError> {
-    Ok(db
-        .read_blocking(meta::list_builders)?
-        .into_iter()
-        .map(BuilderSummary::from)
-        .collect())
+    Ok(db.read_blocking(meta::list_builders)?)
 }
 
 /// Revokes builder `name` at once: its next request is refused, and the lease of a build it

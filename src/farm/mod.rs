@@ -126,7 +126,15 @@ impl Farm {
             tracing::info!("re-queued {requeued} SIF builds interrupted by the last shutdown");
         }
         tokio::spawn(planner::run(Arc::clone(self)));
-        tokio::spawn(worker::reap_expired_leases(Arc::clone(self)));
+        // With builder hosts only, the reaper is what keeps the queue moving (a dead builder's
+        // job goes to another): it counts as the farm's live worker for readiness.
+        let reaper = worker::reap_expired_leases(Arc::clone(self));
+        let serving = (self.config.executor == Executor::Remote)
+            .then(|| LiveWorker::enter(&self.live_workers));
+        tokio::spawn(async move {
+            let _alive = serving;
+            reaper.await
+        });
         // Only the local executor builds in this process; the others leave every job to
         // builder hosts (remote) or to the builders the Slurm jobs run.
         let workers = match self.config.executor {
@@ -144,7 +152,12 @@ impl Farm {
         }
         if self.config.executor == Executor::Slurm {
             let work_dir = data_dir.join("slurm");
-            tokio::spawn(slurm::run(Arc::clone(self), url.to_owned(), work_dir));
+            let alive = LiveWorker::enter(&self.live_workers);
+            let run = slurm::run(Arc::clone(self), url.to_owned(), work_dir);
+            tokio::spawn(async move {
+                let _alive = alive;
+                run.await
+            });
         }
         tracing::info!(
             workers,

@@ -102,28 +102,21 @@ async fn builder_of(
     }
 }
 
-/// The `?instance=` of a job route.
-fn instance(uri: &Uri) -> Result<String, Response> {
+/// The `?instance=` of a job route (the builder process that claimed the job).
+fn instance(uri: &Uri) -> Result<String, RemoteError> {
     query_map(uri)
-        .map_err(IntoResponse::into_response)?
+        .map_err(|e| RemoteError::Invalid(e.to_string()))?
         .remove("instance")
         .ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "INVALID",
-                "job routes need ?instance= (the builder process that claimed the job)",
+            RemoteError::Invalid(
+                "job routes need ?instance= (the builder process that claimed the job)".into(),
             )
         })
 }
 
-fn job_id(id: &str) -> Result<i64, Response> {
-    id.parse().map_err(|_| {
-        error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("no build job {id:?}"),
-        )
-    })
+fn job_id(id: &str) -> Result<i64, RemoteError> {
+    id.parse()
+        .map_err(|_| RemoteError::Invalid(format!("{id:?} is not a build job id")))
 }
 
 /// The request's audit slot, for the client address.
@@ -133,6 +126,21 @@ fn address(client: &Client) -> Option<SocketAddr> {
     client
         .as_ref()
         .and_then(|Extension(slot)| slot.get().client)
+}
+
+/// The builder calling a job route, the job's id and the `?instance=`.
+async fn job_caller(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    client: &Client,
+    id: &str,
+    uri: &Uri,
+) -> Result<(BuilderIdentity, i64, String), Response> {
+    let who = builder_of(app, headers, address(client), uri.path()).await?;
+    let (id, instance) = job_id(id)
+        .and_then(|id| Ok((id, instance(uri)?)))
+        .map_err(remote_error)?;
+    Ok((who, id, instance))
 }
 
 /// `POST /builder/v1/claim`.
@@ -172,13 +180,9 @@ pub async fn job_action(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let who = match builder_of(&app, &headers, address(&client), uri.path()).await {
-        Ok(w) => w,
+    let (who, id, instance) = match job_caller(&app, &headers, &client, &id, &uri).await {
+        Ok(c) => c,
         Err(r) => return r,
-    };
-    let (id, instance) = match (job_id(&id), instance(&uri)) {
-        (Ok(id), Ok(i)) => (id, i),
-        (Err(r), _) | (_, Err(r)) => return r,
     };
     let done = match action.as_str() {
         "heartbeat" => {
@@ -231,13 +235,9 @@ pub async fn blob(
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Response {
-    let who = match builder_of(&app, &headers, address(&client), uri.path()).await {
-        Ok(w) => w,
+    let (who, id, instance) = match job_caller(&app, &headers, &client, &id, &uri).await {
+        Ok(c) => c,
         Err(r) => return r,
-    };
-    let (id, instance) = match (job_id(&id), instance(&uri)) {
-        (Ok(id), Ok(i)) => (id, i),
-        (Err(r), _) | (_, Err(r)) => return r,
     };
     let blob = match remote::blob(&app.farm, &who, id, &instance, &digest).await {
         Ok(b) => b,
@@ -266,13 +266,9 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let who = match builder_of(&app, &headers, address(&client), uri.path()).await {
-        Ok(w) => w,
+    let (who, id, instance) = match job_caller(&app, &headers, &client, &id, &uri).await {
+        Ok(c) => c,
         Err(r) => return r,
-    };
-    let (id, instance) = match (job_id(&id), instance(&uri)) {
-        (Ok(id), Ok(i)) => (id, i),
-        (Err(r), _) | (_, Err(r)) => return r,
     };
     let claimed = match query_map(&uri).map(|mut q| q.remove("digest")) {
         Ok(Some(d)) => d,

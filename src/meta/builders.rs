@@ -5,11 +5,14 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::Result;
 
-/// One builder credential as stored (the secret only as its SHA-256).
-#[derive(Debug, Clone)]
+/// One builder credential as stored (the secret only as its SHA-256). Serialized for admins
+/// without the token id and the hash.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BuilderRow {
     pub name: String,
+    #[serde(skip)]
     pub token_id: String,
+    #[serde(skip)]
     pub secret_sha256: String,
     /// The platforms it builds (`os/arch[/variant]`).
     pub platforms: Vec<String>,
