@@ -51,46 +51,30 @@ pub struct ScrubProgress {
     pub corrupted: u64,
 }
 
-/// One job, for the admin API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One job, for the admin API: the row, with its JSON columns parsed.
+#[derive(Debug, Clone, Serialize)]
 pub struct JobView {
-    pub id: i64,
-    pub kind: String,
-    /// `running`, `done`, `failed` or `cancelled`.
-    pub state: String,
+    #[serde(flatten)]
+    pub job: AdminJobRow,
     pub params: Value,
     pub progress: Option<Value>,
     /// The report of a finished job (of a cancelled scrub: what it found until then).
     pub result: Option<Value>,
-    pub error: Option<String>,
-    pub cancel_requested: bool,
-    pub created_by: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub finished_at: Option<i64>,
 }
 
 impl JobView {
     fn of(row: AdminJobRow) -> JobView {
-        let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+        let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
         JobView {
-            id: row.id,
-            kind: row.kind,
-            state: row.state,
             params: serde_json::from_str(&row.params).unwrap_or(Value::Null),
-            progress: json(row.progress),
-            result: json(row.result),
-            error: row.error,
-            cancel_requested: row.cancel_requested,
-            created_by: row.created_by,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            finished_at: row.finished_at,
+            progress: json(&row.progress),
+            result: json(&row.result),
+            job: row,
         }
     }
 
     pub fn finished(&self) -> bool {
-        self.state != "running"
+        self.job.state != "running"
     }
 }
 

@@ -237,15 +237,15 @@ pub async fn scrub(State(app): State<Arc<App>>, principal: Principal, uri: Uri) 
         Ok(j) => j,
         Err(e) => return super::jobs::job_error(e),
     };
-    match app.jobs.wait(job.id).await {
-        Ok(done) if done.state == "done" => {
+    match app.jobs.wait(job.job.id).await {
+        Ok(done) if done.job.state == "done" => {
             (StatusCode::OK, Json(done.result.unwrap_or(Value::Null))).into_response()
         }
         Ok(done) => Error::Internal(format!(
             "scrub job {} {}: {}",
-            done.id,
-            done.state,
-            done.error.unwrap_or_default()
+            done.job.id,
+            done.job.state,
+            done.job.error.unwrap_or_default()
         ))
         .into_response(),
         Err(e) => super::jobs::job_error(e),

@@ -4,15 +4,21 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{now, Result};
 
-/// One job as stored; the JSON columns stay text here (their shape is the job kind's business).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One job as stored; the JSON columns stay text here (their shape is the job kind's business,
+/// and they are not serialized with the row: `admin_jobs::JobView` adds them parsed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AdminJobRow {
     pub id: i64,
     pub kind: String,
+    /// `running`, `done`, `failed` or `cancelled`.
     pub state: String,
+    #[serde(skip)]
     pub params: String,
+    #[serde(skip)]
     pub progress: Option<String>,
+    #[serde(skip)]
     pub checkpoint: Option<String>,
+    #[serde(skip)]
     pub result: Option<String>,
     pub error: Option<String>,
     pub cancel_requested: bool,

@@ -66,31 +66,36 @@ pub fn store_counts(conn: &Connection) -> Result<StoreCounts> {
 
 /// Every blob a manifest references (config, layers) with its recorded size (`None`: the blob
 /// has no row at all), quarantined ones left out (a scrub moved them away on purpose).
-pub fn each_manifest_blob(
-    conn: &Connection,
-    mut each: impl FnMut(String, Option<i64>),
-) -> Result<()> {
-    let mut stmt = conn.prepare(
+pub fn each_manifest_blob(conn: &Connection, each: impl FnMut(String, Option<i64>)) -> Result<()> {
+    each_pair(
+        conn,
         "SELECT DISTINCT r.target_digest, b.size FROM manifest_references r
          LEFT JOIN blobs b ON b.digest = r.target_digest
          WHERE r.target_kind = 'blob'
            AND NOT EXISTS (SELECT 1 FROM blob_quarantine q WHERE q.digest = r.target_digest)
          ORDER BY r.target_digest",
-    )?;
-    let mut rows = stmt.query(params![])?;
-    while let Some(row) = rows.next()? {
-        each(row.get(0)?, row.get(1)?);
-    }
-    Ok(())
+        each,
+    )
 }
 
 /// Every ready SIF: its blob digest and size, quarantined ones left out.
-pub fn each_sif(conn: &Connection, mut each: impl FnMut(String, i64)) -> Result<()> {
-    let mut stmt = conn.prepare(
+pub fn each_sif(conn: &Connection, each: impl FnMut(String, i64)) -> Result<()> {
+    each_pair(
+        conn,
         "SELECT s.digest, s.size FROM sifs s
          WHERE NOT EXISTS (SELECT 1 FROM blob_quarantine q WHERE q.digest = s.digest)
          ORDER BY s.digest",
-    )?;
+        each,
+    )
+}
+
+/// Streams the two columns of every row of `sql` into `each`.
+fn each_pair<A, B>(conn: &Connection, sql: &str, mut each: impl FnMut(A, B)) -> Result<()>
+where
+    A: rusqlite::types::FromSql,
+    B: rusqlite::types::FromSql,
+{
+    let mut stmt = conn.prepare(sql)?;
     let mut rows = stmt.query(params![])?;
     while let Some(row) = rows.next()? {
         each(row.get(0)?, row.get(1)?);

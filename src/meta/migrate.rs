@@ -90,26 +90,10 @@ fn to_4_builders_and_slurm_jobs(tx: &Transaction) -> Result<()> {
     Ok(())
 }
 
-/// The background admin jobs (`admin_jobs`: scrub with progress, checkpoint and cancel).
+/// The background admin jobs (`admin_jobs`: scrub with progress, checkpoint and cancel): a new
+/// table only, which `schema.sql` creates `IF NOT EXISTS`.
 fn to_5_admin_jobs(tx: &Transaction) -> Result<()> {
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS admin_jobs (
-             id                INTEGER PRIMARY KEY,
-             kind              TEXT NOT NULL,
-             state             TEXT NOT NULL,
-             params            TEXT NOT NULL,
-             progress          TEXT,
-             checkpoint        TEXT,
-             result            TEXT,
-             error             TEXT,
-             cancel_requested  BIGINT NOT NULL DEFAULT 0,
-             created_by        TEXT NOT NULL,
-             created_at        BIGINT NOT NULL,
-             updated_at        BIGINT NOT NULL,
-             finished_at       BIGINT
-         );
-         CREATE INDEX IF NOT EXISTS admin_jobs_by_state ON admin_jobs (state, id);",
-    )?;
+    tx.execute_batch(SCHEMA)?;
     Ok(())
 }
 
