@@ -44,6 +44,16 @@ fn venv_tool(tool: &str) -> PathBuf {
     path
 }
 
+/// PATH with the venv's bin first (ansible warns when its own directory is not on it).
+fn path_with_venv() -> std::ffi::OsString {
+    let bin = venv_tool("ansible-playbook")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&rest))).expect("a PATH")
+}
+
 fn ansible_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ansible")
 }
@@ -296,7 +306,12 @@ impl Controller {
                 .arg("site.yml")
                 .env("ANSIBLE_NOCOLOR", "1")
                 .env("ANSIBLE_FORCE_COLOR", "0")
+                .env("PATH", path_with_venv())
                 .env("ANSIBLE_LOCAL_TEMP", self.dir.path().join("ansible-tmp"))
+                .env(
+                    "ANSIBLE_REMOTE_TEMP",
+                    self.dir.path().join("ansible-remote-tmp"),
+                )
                 .env("ANSIBLE_HOME", self.dir.path().join("ansible-home")),
         );
         let stdout = text(&out.stdout);
@@ -736,6 +751,7 @@ fn ansible_lint_passes_on_the_roles_and_playbook() {
             .arg("site.yml")
             .arg("roles")
             .env("ANSIBLE_HOME", home.path().join("ansible"))
+            .env("PATH", path_with_venv())
             .env("HOME", home.path()),
     );
     assert!(
