@@ -101,7 +101,7 @@ impl Reloader {
             ));
         };
         let new = source().map_err(|e| Refused(format!("{e:#}")))?;
-        let prepared = self.prepare(&new)?;
+        let prepared = self.settings_of(&new)?;
         self.pruner.set_settings(prepared.gc);
         self.quotas.set(prepared.quota);
         self.audit.set_rotation(prepared.rotation);
@@ -131,7 +131,7 @@ impl Reloader {
         })
     }
 
-    fn prepare(&self, new: &Config) -> Result<Prepared, Refused> {
+    fn settings_of(&self, new: &Config) -> Result<Prepared, Refused> {
         let gc =
             Settings::from_config(&new.gc, &new.retention).map_err(|e| Refused(e.to_string()))?;
         let quota =
