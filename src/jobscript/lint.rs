@@ -400,7 +400,10 @@ impl Linter {
             Some(ImageState::Failed { reason }) => (
                 Severity::Error,
                 "E-image-failed",
-                format!("the SIF of {reference} failed to build: {reason}"),
+                format!(
+                    "the SIF of {reference} failed to build: {}",
+                    one_line(reason)
+                ),
             ),
             Some(ImageState::NotRunnable) => (
                 Severity::Error,
@@ -499,6 +502,20 @@ fn under(path: &str, root: &str) -> bool {
 
 fn rebase(path: &str, from: &str, to: &str) -> String {
     format!("{to}{}", &path[from.len()..])
+}
+
+/// A build's failure reason on one line: it may quote bytes of an untrusted layer, and a newline
+/// or a control character in it must not break the one-finding-per-line output.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
