@@ -15,7 +15,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::auth::{query_map, AuditSlot};
-use super::storage_admin::{admin_writer, authenticated};
+use super::storage_admin::admin_writer;
 use super::App;
 use crate::auth::Principal;
 use crate::farm::queue::{self, QueueError};
@@ -31,13 +31,7 @@ fn note(slot: &Slot, action: &str, reference: Option<String>) {
 }
 
 fn admin_reader(p: &Principal) -> Result<(), Error> {
-    authenticated(p)?;
-    if !p.admin {
-        return Err(Error::Denied(
-            "only administrators may list build jobs".into(),
-        ));
-    }
-    Ok(())
+    super::storage_admin::admin_reader(p, "list build jobs")
 }
 
 fn queue_error(e: QueueError) -> Response {

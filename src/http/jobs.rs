@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::query_map;
-use super::storage_admin::{admin_writer, authenticated};
+use super::storage_admin::admin_writer;
 use super::App;
 use crate::admin_jobs::{JobError, SCRUB};
 use crate::auth::Principal;
@@ -34,13 +34,7 @@ pub(super) fn job_error(e: JobError) -> Response {
 }
 
 fn admin_reader(p: &Principal) -> Result<(), Error> {
-    authenticated(p)?;
-    if !p.admin {
-        return Err(Error::Denied(
-            "only administrators may see admin jobs".into(),
-        ));
-    }
-    Ok(())
+    super::storage_admin::admin_reader(p, "see admin jobs")
 }
 
 fn view(v: impl serde::Serialize, status: StatusCode) -> Response {

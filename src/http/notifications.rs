@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::auth::{query_map, AuditSlot};
-use super::storage_admin::authenticated;
+use super::storage_admin::admin_reader;
 use super::App;
 use crate::auth::Principal;
 use crate::meta::OutboxState;
@@ -30,11 +30,8 @@ pub async fn list(
     if let Some(Extension(slot)) = &slot {
         slot.note("notification.list", None);
     }
-    if let Err(e) = authenticated(&principal) {
+    if let Err(e) = admin_reader(&principal, "list notifications") {
         return e.into_response();
-    }
-    if !principal.admin {
-        return Error::Denied("only administrators may list notifications".into()).into_response();
     }
     let state = match query_map(&uri).map(|mut q| q.remove("state")) {
         Ok(None) => None,

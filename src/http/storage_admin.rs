@@ -37,12 +37,18 @@ pub(super) fn authenticated(p: &Principal) -> Result<(), Error> {
     Ok(())
 }
 
-/// An admin credential that may change things.
-pub(super) fn admin_writer(p: &Principal, what: &str) -> Result<(), Error> {
+/// An admin credential that may read: `what` completes "only administrators may …".
+pub(super) fn admin_reader(p: &Principal, what: &str) -> Result<(), Error> {
     authenticated(p)?;
     if !p.admin {
         return Err(Error::Denied(format!("only administrators may {what}")));
     }
+    Ok(())
+}
+
+/// An admin credential that may change things.
+pub(super) fn admin_writer(p: &Principal, what: &str) -> Result<(), Error> {
+    admin_reader(p, what)?;
     if p.read_only {
         return Err(Error::Denied(format!(
             "this credential is read-only; {what} needs a read-write one"

@@ -430,7 +430,7 @@ pub fn skip_notification(tx: &Transaction, id: i64, reason: &str) -> Result<bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{link_blob, put_manifest, Db, NewManifest, Sif, UserRow};
+    use crate::meta::{link_blob, put_manifest, Db, Sif, UserRow};
 
     fn db() -> (tempfile::TempDir, std::sync::Arc<Db>) {
         let dir = tempfile::tempdir().unwrap();
@@ -455,26 +455,14 @@ mod tests {
     /// alice pushes `alice/tool:1` (one blob), a job for it is claimed by worker `w`.
     fn pushed_and_claimed(tx: &Transaction) -> i64 {
         link_blob(tx, "alice/tool", "alice", "sha256:l", 3).unwrap();
+        let references = vec![crate::meta::Reference {
+            digest: "sha256:l".into(),
+            size: 3,
+            kind: crate::meta::ReferenceKind::Blob,
+        }];
         put_manifest(
             tx,
-            &NewManifest {
-                repository: "alice/tool".into(),
-                namespace: "alice".into(),
-                digest: "sha256:m".into(),
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                kind: "image",
-                registry_made: false,
-                artifact_type: None,
-                subject: None,
-                annotations: None,
-                content: b"{}".to_vec(),
-                references: vec![crate::meta::Reference {
-                    digest: "sha256:l".into(),
-                    size: 3,
-                    kind: crate::meta::ReferenceKind::Blob,
-                }],
-                tag: Some("1".into()),
-            },
+            &crate::meta::testing::image_manifest("alice/tool", "sha256:m", references, Some("1")),
         )
         .unwrap()
         .unwrap();

@@ -156,25 +156,31 @@ fn member_row(r: &Row) -> rusqlite::Result<MemberRow> {
 }
 
 pub fn group_members(conn: &Connection, group: &str) -> Result<Vec<MemberRow>> {
-    member_rows(
-        conn,
-        "SELECT group_name, user_name, role, added_at FROM group_members
-         WHERE group_name = ?1 ORDER BY user_name",
-        group,
-    )
+    member_rows(conn, MembersOf::Group, group)
 }
 
 /// The groups `user` belongs to.
 pub fn memberships(conn: &Connection, user: &str) -> Result<Vec<MemberRow>> {
-    member_rows(
-        conn,
-        "SELECT group_name, user_name, role, added_at FROM group_members
-         WHERE user_name = ?1 ORDER BY group_name",
-        user,
-    )
+    member_rows(conn, MembersOf::User, user)
 }
 
-fn member_rows(conn: &Connection, sql: &str, name: &str) -> Result<Vec<MemberRow>> {
+/// Which side of the membership table a listing is keyed by.
+enum MembersOf {
+    Group,
+    User,
+}
+
+fn member_rows(conn: &Connection, of: MembersOf, name: &str) -> Result<Vec<MemberRow>> {
+    let sql = match of {
+        MembersOf::Group => {
+            "SELECT group_name, user_name, role, added_at FROM group_members
+             WHERE group_name = ?1 ORDER BY user_name"
+        }
+        MembersOf::User => {
+            "SELECT group_name, user_name, role, added_at FROM group_members
+             WHERE user_name = ?1 ORDER BY group_name"
+        }
+    };
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map([name], member_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -3,20 +3,15 @@
 
 use crate::meta::OutboxRow;
 
-/// The facts of one notification, as both channels tell them.
+/// The facts of one notification, as both channels tell them: the outbox row's facts (image,
+/// digests, reason) and the lines derived from them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub ready: bool,
     /// `alice/tool:1`, or `alice/tool@sha256:…` for an image pushed without a tag.
     pub reference: String,
-    pub repository: String,
-    pub tag: Option<String>,
-    pub manifest_digest: String,
-    pub platform: String,
-    pub sif_digest: Option<String>,
-    pub sif_size: Option<i64>,
-    pub reason: Option<String>,
-    pub log_tail: Option<String>,
+    /// The outbox row this notice tells of (repository, tag, digests, platform, reason, log tail).
+    pub facts: OutboxRow,
     /// `hpc-registry run REF -- COMMAND [ARGS…]`
     pub run_line: String,
     /// `apptainer pull oras://HOST/REPO:TAG.sif` (only for a ready SIF of a tagged image).
@@ -43,14 +38,7 @@ impl Notice {
             ready,
             run_line: format!("hpc-registry run {reference} -- COMMAND [ARGS…]"),
             reference,
-            repository: row.repository.clone(),
-            tag: row.tag.clone(),
-            manifest_digest: row.manifest_digest.clone(),
-            platform: row.platform.clone(),
-            sif_digest: row.sif_digest.clone(),
-            sif_size: row.sif_size,
-            reason: row.reason.clone(),
-            log_tail: row.log_tail.clone(),
+            facts: row.clone(),
             pull_line,
         }
     }
@@ -58,9 +46,12 @@ impl Notice {
     /// The mail's subject line.
     pub fn subject(&self) -> String {
         if self.ready {
-            format!("SIF ready: {} ({})", self.reference, self.platform)
+            format!("SIF ready: {} ({})", self.reference, self.facts.platform)
         } else {
-            format!("SIF build failed: {} ({})", self.reference, self.platform)
+            format!(
+                "SIF build failed: {} ({})",
+                self.reference, self.facts.platform
+            )
         }
     }
 
@@ -70,20 +61,23 @@ impl Notice {
         if self.ready {
             b.push_str(&format!(
                 "The Apptainer SIF of {} ({}) is ready.\n\n",
-                self.reference, self.platform
+                self.reference, self.facts.platform
             ));
         } else {
             b.push_str(&format!(
                 "The Apptainer SIF of {} ({}) could not be built.\n\n",
-                self.reference, self.platform
+                self.reference, self.facts.platform
             ));
         }
         b.push_str(&format!("Image:           {}\n", self.reference));
-        b.push_str(&format!("Manifest digest: {}\n", self.manifest_digest));
-        if let Some(d) = &self.sif_digest {
+        b.push_str(&format!(
+            "Manifest digest: {}\n",
+            self.facts.manifest_digest
+        ));
+        if let Some(d) = &self.facts.sif_digest {
             b.push_str(&format!("SIF digest:      {d}\n"));
         }
-        if let Some(size) = self.sif_size {
+        if let Some(size) = self.facts.sif_size {
             b.push_str(&format!("SIF size:        {size} bytes\n"));
         }
         if self.ready {
@@ -96,9 +90,14 @@ impl Notice {
         } else {
             b.push_str(&format!(
                 "\nReason: {}\n",
-                self.reason.as_deref().unwrap_or("(none recorded)")
+                self.facts.reason.as_deref().unwrap_or("(none recorded)")
             ));
-            if let Some(log) = self.log_tail.as_deref().filter(|l| !l.trim().is_empty()) {
+            if let Some(log) = self
+                .facts
+                .log_tail
+                .as_deref()
+                .filter(|l| !l.trim().is_empty())
+            {
                 b.push_str("\nEnd of the build log:\n\n");
                 for line in log.lines() {
                     b.push_str(&format!("    {line}\n"));

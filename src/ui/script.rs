@@ -200,33 +200,17 @@ pub async fn generate(State(app): State<Arc<App>>, posted: Posted) -> Response {
         );
         return render(&app, viewer, StatusCode::NOT_FOUND, &filled, None, Some(&e)).await;
     }
-    let request = match filled.request() {
-        Ok(r) => r,
+    // A form that does not make a request and a request no template can serve both send the
+    // researcher back to the form with the reason.
+    let generated = filled.request().and_then(|request| {
+        let script = jobscript::generate(&request, &app.templates).map_err(|e| e.to_string())?;
+        Ok((request, script))
+    });
+    let (request, script) = match generated {
+        Ok(generated) => generated,
         Err(e) => {
-            return render(
-                &app,
-                viewer,
-                StatusCode::BAD_REQUEST,
-                &filled,
-                None,
-                Some(&e),
-            )
-            .await
-        }
-    };
-    let script = match jobscript::generate(&request, &app.templates) {
-        Ok(s) => s,
-        Err(e) => {
-            let e = e.to_string();
-            return render(
-                &app,
-                viewer,
-                StatusCode::BAD_REQUEST,
-                &filled,
-                None,
-                Some(&e),
-            )
-            .await;
+            let status = StatusCode::BAD_REQUEST;
+            return render(&app, viewer, status, &filled, None, Some(&e)).await;
         }
     };
     if posted.field("action") == "download" {

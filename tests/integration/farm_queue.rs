@@ -54,23 +54,7 @@ fn config_for(layer: &[u8]) -> Vec<u8> {
 }
 
 fn upload(server: &Server, creds: &Creds, repo: &str, blob: &[u8]) {
-    let auth = Auth::Basic(creds);
-    let r = send(
-        "POST",
-        &server.url(&format!("/v2/{repo}/blobs/uploads/")),
-        &auth,
-        None,
-    );
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
-    let location = absolute(&server.base_url(), &r.header("location").expect("Location"));
-    let url = with_query(&location, &format!("digest={}", sha256_digest(blob)));
-    let r = send(
-        "PUT",
-        &url,
-        &auth,
-        Some(("application/octet-stream", blob.to_vec())),
-    );
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
+    crate::support::notify::upload_blob_as(server, creds, repo, blob)
 }
 
 fn put_manifest_as(server: &Server, creds: &Creds, repo: &str, tag: &str, manifest: &[u8]) {

@@ -73,29 +73,7 @@ fn wait_for(server: &Server, reference: &str, what: &str, done: impl Fn(&Value) 
 /// A busybox image (running `echo MESSAGE`) with a `size`-byte random layer on top, pushed by
 /// skopeo as alice; its manifest digest.
 fn push_busybox(server: &Server, work: &Path, repo: &str, message: &str, size: u64) -> String {
-    let layout = work.join(unique("layout"));
-    busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", &format!("echo {message}")]);
-    if size > 0 {
-        add_big_random_layer(&layout, "1", 7, size);
-    }
-    let alice = Creds::of(USER);
-    run(skopeo().args([
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("{}:{}", alice.user, alice.secret),
-        "--format",
-        "oci",
-        &format!("oci:{}:1", layout.display()),
-        &format!("docker://{}/{repo}:1", server.host()),
-    ]));
-    let r = send(
-        "HEAD",
-        &server.url(&format!("/v2/{repo}/manifests/1")),
-        &Auth::Basic(&alice),
-        None,
-    );
-    r.header("docker-content-digest").expect("manifest digest")
+    push_busybox_echo(server, work, USER, repo, message, (7, size))
 }
 
 #[test]
@@ -200,22 +178,7 @@ fn push_plain_image(server: &Server, repo: &str, arch: &str) -> String {
     .unwrap();
     let alice = Creds::of(USER);
     for blob in [&config, &layer] {
-        let r = send(
-            "POST",
-            &server.url(&format!("/v2/{repo}/blobs/uploads/")),
-            &Auth::Basic(&alice),
-            None,
-        );
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
-        let location = absolute(&server.base_url(), &r.header("location").expect("Location"));
-        let url = with_query(&location, &format!("digest={}", sha256_digest(blob)));
-        let r = send(
-            "PUT",
-            &url,
-            &Auth::Basic(&alice),
-            Some(("application/octet-stream", blob.to_vec())),
-        );
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
+        crate::support::notify::upload_blob_as(server, &alice, repo, blob);
     }
     let manifest = oci_manifest_bytes(
         &descriptor(OCI_CONFIG, &config),

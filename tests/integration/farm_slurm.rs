@@ -33,29 +33,7 @@ fn status(server: &Server, reference: &str) -> Value {
 }
 
 fn push(server: &Server, work: &Path, repo: &str, message: &str, extra: u64) -> String {
-    let layout = work.join(unique("layout"));
-    busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", &format!("echo {message}")]);
-    if extra > 0 {
-        add_big_random_layer(&layout, "1", 11, extra);
-    }
-    let alice = Creds::of(USER);
-    run(skopeo().args([
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("{}:{}", alice.user, alice.secret),
-        "--format",
-        "oci",
-        &format!("oci:{}:1", layout.display()),
-        &format!("docker://{}/{repo}:1", server.host()),
-    ]));
-    let r = send(
-        "HEAD",
-        &server.url(&format!("/v2/{repo}/manifests/1")),
-        &Auth::Basic(&alice),
-        None,
-    );
-    r.header("docker-content-digest").expect("digest")
+    push_busybox_echo(server, work, USER, repo, message, (11, extra))
 }
 
 /// The Slurm job ids the server submitted for `digest`'s build job, from its log.

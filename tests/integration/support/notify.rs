@@ -217,6 +217,27 @@ fn tar_layer() -> Vec<u8> {
 }
 
 /// Pushes a one-layer linux/amd64 image whose SIF builds; returns its manifest digest.
+/// A monolithic blob upload (POST, then PUT with the digest) as `creds`, which must succeed.
+pub fn upload_blob_as(server: &Server, creds: &Creds, repo: &str, blob: &[u8]) {
+    let auth = Auth::Basic(creds);
+    let r = send(
+        "POST",
+        &server.url(&format!("/v2/{repo}/blobs/uploads/")),
+        &auth,
+        None,
+    );
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
+    let location = absolute(&server.base_url(), &r.header("location").expect("Location"));
+    let url = with_query(&location, &format!("digest={}", sha256_digest(blob)));
+    let r = send(
+        "PUT",
+        &url,
+        &auth,
+        Some(("application/octet-stream", blob.to_vec())),
+    );
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
+}
+
 pub fn push_buildable_as(server: &Server, creds: &Creds, repo: &str, tag: &str) -> String {
     let auth = Auth::Basic(creds);
     let layer = tar_layer();
@@ -227,22 +248,7 @@ pub fn push_buildable_as(server: &Server, creds: &Creds, repo: &str, tag: &str) 
     }))
     .unwrap();
     for blob in [&config, &layer] {
-        let r = send(
-            "POST",
-            &server.url(&format!("/v2/{repo}/blobs/uploads/")),
-            &auth,
-            None,
-        );
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.describe());
-        let location = absolute(&server.base_url(), &r.header("location").expect("Location"));
-        let url = with_query(&location, &format!("digest={}", sha256_digest(blob)));
-        let r = send(
-            "PUT",
-            &url,
-            &auth,
-            Some(("application/octet-stream", blob.to_vec())),
-        );
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
+        upload_blob_as(server, creds, repo, blob);
     }
     let manifest = oci_manifest_bytes(
         &descriptor(OCI_CONFIG, &config),

@@ -592,6 +592,37 @@ pub fn skopeo_push(
     manifest_digest(server, repo, dest_tag)
 }
 
+/// A busybox image running `echo MESSAGE`, with a `size`-byte random layer (from `seed`) on top
+/// when `size > 0`, pushed by skopeo as `user` to `REPO:1` with its password; its manifest digest.
+pub fn push_busybox_echo(
+    server: &Server,
+    work: &Path,
+    user: &str,
+    repo: &str,
+    message: &str,
+    (seed, size): (u64, u64),
+) -> String {
+    let layout = work.join(super::unique("layout"));
+    super::image::busybox_oci_layout(&layout, "1", &["/bin/sh", "-c", &format!("echo {message}")]);
+    if size > 0 {
+        add_big_random_layer(&layout, "1", seed, size);
+    }
+    let creds = super::users::Creds::of(user);
+    let out = super::users::skopeo_copy_as(server, &creds, &layout, &format!("{repo}:1"));
+    assert!(
+        out.status.success(),
+        "skopeo push to {repo}:1 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = super::users::send(
+        "HEAD",
+        &server.url(&format!("/v2/{repo}/manifests/1")),
+        &super::users::Auth::Basic(&creds),
+        None,
+    );
+    r.header("docker-content-digest").expect("manifest digest")
+}
+
 /// An image read back from an OCI layout.
 pub struct LayoutImage {
     pub manifest: Value,

@@ -690,6 +690,11 @@ pub fn skopeo_push_busybox(server: &Server, creds: &Creds, dest: &str, cmd: &[&s
     let tmp = tempfile::tempdir().expect("temp dir");
     let layout = tmp.path().join("oci");
     busybox_oci_layout(&layout, "1", cmd);
+    skopeo_copy_as(server, creds, &layout, dest)
+}
+
+/// `skopeo copy --format oci oci:LAYOUT:1 docker://<server>/<dest>` as `creds`; skopeo's output.
+pub fn skopeo_copy_as(server: &Server, creds: &Creds, layout: &Path, dest: &str) -> Output {
     run_output(super::sif::skopeo().args([
         "copy",
         "--dest-tls-verify=false",
