@@ -176,23 +176,7 @@ fn push_plain_image(server: &Server, repo: &str, arch: &str) -> String {
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(&layer)]},
     }))
     .unwrap();
-    let alice = Creds::of(USER);
-    for blob in [&config, &layer] {
-        crate::support::notify::upload_blob_as(server, &alice, repo, blob);
-    }
-    let manifest = oci_manifest_bytes(
-        &descriptor(OCI_CONFIG, &config),
-        &[descriptor(OCI_LAYER_TAR, &layer)],
-        None,
-    );
-    let r = send(
-        "PUT",
-        &server.url(&format!("/v2/{repo}/manifests/1")),
-        &Auth::Basic(&alice),
-        Some((OCI_MANIFEST, manifest.clone())),
-    );
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
-    sha256_digest(&manifest)
+    crate::support::notify::push_image_as(server, &Creds::of(USER), repo, "1", &config, &layer)
 }
 
 /// A credential refused: 401, or 429 once its use as a password (Basic) counted as enough

@@ -239,7 +239,6 @@ pub fn upload_blob_as(server: &Server, creds: &Creds, repo: &str, blob: &[u8]) {
 }
 
 pub fn push_buildable_as(server: &Server, creds: &Creds, repo: &str, tag: &str) -> String {
-    let auth = Auth::Basic(creds);
     let layer = tar_layer();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
@@ -247,18 +246,31 @@ pub fn push_buildable_as(server: &Server, creds: &Creds, repo: &str, tag: &str) 
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(&layer)]},
     }))
     .unwrap();
-    for blob in [&config, &layer] {
+    push_image_as(server, creds, repo, tag, &config, &layer)
+}
+
+/// Pushes a one-layer OCI image (`config`, then `layer`, then its manifest) to `REPO:TAG` as
+/// `creds`, each step of which must succeed; the manifest's digest.
+pub fn push_image_as(
+    server: &Server,
+    creds: &Creds,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layer: &[u8],
+) -> String {
+    for blob in [config, layer] {
         upload_blob_as(server, creds, repo, blob);
     }
     let manifest = oci_manifest_bytes(
-        &descriptor(OCI_CONFIG, &config),
-        &[descriptor(OCI_LAYER_TAR, &layer)],
+        &descriptor(OCI_CONFIG, config),
+        &[descriptor(OCI_LAYER_TAR, layer)],
         None,
     );
     let r = send(
         "PUT",
         &server.url(&format!("/v2/{repo}/manifests/{tag}")),
-        &auth,
+        &Auth::Basic(creds),
         Some((OCI_MANIFEST, manifest.clone())),
     );
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.describe());
