@@ -494,7 +494,8 @@ impl Default for UiConfig {
     }
 }
 
-/// `[audit]`: rotation of `DATA/audit/audit.jsonl`. Unset: never rotated.
+/// `[audit]`: rotation of `DATA/audit/audit.jsonl` (unset: never rotated), and forwarding of
+/// every record to the host's syslog (unset: not forwarded).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
@@ -504,6 +505,11 @@ pub struct AuditConfig {
     pub rotate_age: Option<String>,
     /// How rotated files are compressed: "zstd" (default), "gzip" or "none".
     pub compress: String,
+    /// Also send every record to this syslog socket, e.g. "/dev/log" (journald, rsyslog).
+    pub syslog: Option<String>,
+    /// The syslog facility of forwarded records: "authpriv" (default), "auth", "daemon",
+    /// "local0" … "local7", …
+    pub syslog_facility: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -512,6 +518,8 @@ impl Default for AuditConfig {
             rotate_bytes: None,
             rotate_age: None,
             compress: "zstd".to_owned(),
+            syslog: None,
+            syslog_facility: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Live reload: SIGHUP, or `hpc-registry admin reload` (`POST /admin/reload`), re-reads the
 //! configuration and applies what can change without a restart: retention and GC settings
-//! (`[gc]`, `[[retention]]`), quota defaults (`[quota]`), audit rotation (`[audit]`), the log
-//! level (`[log] level`) and the TLS certificate and key (`[tls]`, the same paths re-read).
+//! (`[gc]`, `[[retention]]`), quota defaults (`[quota]`), audit rotation and forwarding
+//! (`[audit]`), the batch-script generator's site templates (`[[ui.templates]]`), the log level
+//! (`[log] level`) and the TLS certificate and key (`[tls]`, the same paths re-read).
 //! Connections stay open throughout: nothing here touches the listener.
 //!
 //! All or nothing: every section is parsed and checked first (a config that does not parse, a
@@ -17,6 +18,7 @@ use serde::Serialize;
 use crate::audit::rotation::Policy;
 use crate::audit::Auditor;
 use crate::config::Config;
+use crate::jobscript::{LiveTemplates, Template};
 use crate::lifecycle::{Pruner, Settings};
 use crate::quota::{LiveDefaults, QuotaDefaults};
 use crate::tls::CertReloader;
@@ -55,13 +57,20 @@ impl Outcome {
 pub struct Refused(pub String);
 
 /// The parts of a running server a reload changes.
+pub struct Live {
+    pub pruner: Arc<Pruner>,
+    pub quotas: LiveDefaults,
+    pub audit: Auditor,
+    /// `None`: the server serves plain HTTP.
+    pub tls: Option<CertReloader>,
+    pub templates: LiveTemplates,
+}
+
+/// Re-reads the configuration and applies it to the [`Live`] parts.
 pub struct Reloader {
     source: Option<ConfigSource>,
     running: Mutex<Config>,
-    pruner: Arc<Pruner>,
-    quotas: LiveDefaults,
-    audit: Auditor,
-    tls: Option<CertReloader>,
+    live: Live,
 }
 
 /// Everything parsed and checked, nothing applied yet.
@@ -69,26 +78,18 @@ struct Prepared {
     gc: Settings,
     quota: QuotaDefaults,
     rotation: Policy,
+    forward: Option<crate::audit::forward::Target>,
+    templates: Vec<Template>,
     log: tracing_subscriber::EnvFilter,
     cert: Option<crate::tls::PendingCert>,
 }
 
 impl Reloader {
-    pub fn new(
-        source: Option<ConfigSource>,
-        running: Config,
-        pruner: Arc<Pruner>,
-        quotas: LiveDefaults,
-        audit: Auditor,
-        tls: Option<CertReloader>,
-    ) -> Reloader {
+    pub fn new(source: Option<ConfigSource>, running: Config, live: Live) -> Reloader {
         Reloader {
             source,
             running: Mutex::new(running),
-            pruner,
-            quotas,
-            audit,
-            tls,
+            live,
         }
     }
 
@@ -102,14 +103,17 @@ impl Reloader {
         };
         let new = source().map_err(|e| Refused(format!("{e:#}")))?;
         let prepared = self.settings_of(&new)?;
-        self.pruner.set_settings(prepared.gc);
-        self.quotas.set(prepared.quota);
-        self.audit.set_rotation(prepared.rotation);
+        let live = &self.live;
+        live.pruner.set_settings(prepared.gc);
+        live.quotas.set(prepared.quota);
+        live.audit.set_rotation(prepared.rotation);
+        live.audit.set_forward(prepared.forward);
+        live.templates.set(prepared.templates);
         if let Err(e) = crate::logging::set_level(prepared.log) {
             tracing::warn!("reload: the log level stays: {e}");
         }
-        let mut applied = vec!["gc", "retention", "quota", "audit", "log"];
-        if let (Some(reloader), Some(cert)) = (&self.tls, prepared.cert) {
+        let mut applied = vec!["gc", "retention", "quota", "audit", "ui.templates", "log"];
+        if let (Some(reloader), Some(cert)) = (&live.tls, prepared.cert) {
             reloader.apply(cert);
             applied.push("tls");
         }
@@ -120,8 +124,9 @@ impl Reloader {
         now.retention = new.retention;
         now.quota = new.quota;
         now.audit = new.audit;
+        now.ui.templates = new.ui.templates;
         now.log = new.log;
-        if self.tls.is_some() {
+        if live.tls.is_some() {
             now.tls = new.tls;
         }
         *running = now;
@@ -137,8 +142,15 @@ impl Reloader {
         let quota =
             QuotaDefaults::from_config(&new.quota).map_err(|e| Refused(format!("[quota]: {e}")))?;
         let rotation = Policy::from_config(&new.audit).map_err(Refused)?;
+        let forward = crate::audit::forward::Target::from_config(
+            new.audit.syslog.as_deref(),
+            new.audit.syslog_facility.as_deref(),
+        )
+        .map_err(Refused)?;
+        let templates =
+            crate::jobscript::templates_from_config(&new.ui).map_err(|e| Refused(e.to_string()))?;
         let log = crate::logging::parse_level(new.log.level.as_deref()).map_err(Refused)?;
-        let cert = match (&self.tls, crate::tls::files(&new.tls)) {
+        let cert = match (&self.live.tls, crate::tls::files(&new.tls)) {
             (Some(_), Some((cert, key))) => Some(
                 CertReloader::prepare(&cert, &key).map_err(|e| Refused(format!("[tls]: {e:#}")))?,
             ),
@@ -154,6 +166,8 @@ impl Reloader {
             gc,
             quota,
             rotation,
+            forward,
+            templates,
             log,
             cert,
         })
@@ -175,6 +189,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("farm", differs(&old.farm, &new.farm)),
         ("scrub", differs(&old.scrub, &new.scrub)),
         ("health", differs(&old.health, &new.health)),
+        (
+            "ui.session",
+            (old.ui.session_idle_secs, old.ui.session_max_secs)
+                != (new.ui.session_idle_secs, new.ui.session_max_secs),
+        ),
     ] {
         if changed {
             out.push(name);
@@ -193,6 +212,14 @@ mod tests {
         let mut new = old.clone();
         new.quota.default_user = Some("1GiB".into());
         new.log.level = Some("debug".into());
+        new.ui.templates.push(crate::config::TemplateConfig {
+            name: "tiny".into(),
+            partition: None,
+            cpus: 1,
+            memory: "100M".into(),
+            time: "00:05:00".into(),
+            gres: None,
+        });
         assert!(needs_restart(&old, &new).is_empty());
         new.farm.workers += 1;
         new.listen = "127.0.0.1:1".parse().unwrap();

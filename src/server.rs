@@ -13,7 +13,7 @@ use crate::lock::DataLock;
 use crate::meta::Db;
 use crate::quota::{LiveDefaults, QuotaDefaults, Quotas};
 use crate::registry::{Limits, Registry};
-use crate::reload::{ConfigSource, Reloader};
+use crate::reload::{ConfigSource, Live, Reloader};
 use crate::storage::BlobStore;
 
 /// How often batched last-pull times are written out.
@@ -33,8 +33,10 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
             tracing::warn!("[log] level not applied: {e}");
         }
     }
-    let templates = crate::jobscript::templates_from_config(&config.ui)
-        .context("[ui] in the configuration is invalid")?;
+    let templates = crate::jobscript::LiveTemplates::new(
+        crate::jobscript::templates_from_config(&config.ui)
+            .context("[ui] in the configuration is invalid")?,
+    );
     crate::storage::create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let data_dir = config.data_dir.canonicalize().with_context(|| {
@@ -97,7 +99,12 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     };
     let rotation =
         crate::audit::rotation::Policy::from_config(&config.audit).map_err(anyhow::Error::msg)?;
-    let audit = crate::audit::Auditor::start_with(audit, rotation);
+    let forward = crate::audit::forward::Target::from_config(
+        config.audit.syslog.as_deref(),
+        config.audit.syslog_facility.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let audit = crate::audit::Auditor::start_with(audit, rotation, forward);
     let registry = Arc::new(Registry::new(Arc::clone(&db), store.clone(), limits));
     let gc_settings = crate::lifecycle::Settings::from_config(&config.gc, &config.retention)?;
     let pruner = Arc::new(crate::lifecycle::Pruner::new(gc_settings));
@@ -128,14 +135,17 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         reloader: Arc::new(Reloader::new(
             source,
             config.clone(),
-            Arc::clone(&pruner),
-            quota_defaults,
-            audit.clone(),
-            cert_reloader,
+            Live {
+                pruner: Arc::clone(&pruner),
+                quotas: quota_defaults,
+                audit: audit.clone(),
+                tls: cert_reloader,
+                templates: templates.clone(),
+            },
         )),
         scrub_rate: crate::lifecycle::scrub::rate_from_config(&config.scrub)
             .context("[scrub] rate in the configuration is invalid")?,
-        templates: Arc::new(templates),
+        templates,
         jobs,
     });
 

@@ -37,6 +37,17 @@ pub fn rfc3339_ms(ms: i64) -> String {
     )
 }
 
+/// `Dec  3 08:04:05` for Unix milliseconds, in UTC: the timestamp of a syslog message as
+/// `syslog(3)` writes it (RFC 3164: abbreviated month, space-padded day, no year).
+pub fn syslog_stamp(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[month repr:short] [day padding:space] [hour]:[minute]:[second]"
+    );
+    utc(i128::from(ms) * 1_000_000)
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
+}
+
 /// `YYYY-MM-DD` (midnight UTC) or an RFC 3339 date-time (`T`, `t` or a space between, `Z` or
 /// `±HH:MM`, optional fraction) → Unix milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {

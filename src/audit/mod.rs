@@ -12,10 +12,12 @@
 //! * [`throttle`]: per-address limit on failure records, with counted summaries.
 //! * [`segments`], [`rotation`], [`walk`]: the rotated files (`audit-<first seq>.jsonl[.zst]`),
 //!   when to rotate, and reading or verifying the log across all its files.
+//! * [`forward`]: the optional copy of every written record to syslog/journald.
 
 pub mod bound;
 pub mod chain;
 pub mod event;
+pub mod forward;
 pub mod log;
 pub mod ops;
 pub mod query;

@@ -108,6 +108,7 @@ mod tests {
             rotate_bytes: Some("1KiB".into()),
             rotate_age: Some("1h".into()),
             compress: "gzip".into(),
+            ..AuditConfig::default()
         };
         let p = Policy::from_config(&c).unwrap();
         assert_eq!(p.max_bytes, Some(1024));

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::forward::{Forwarder, Target};
 use super::rotation::{self, Policy};
 use super::throttle::{self, Throttle};
 use super::{AuditLog, Record};
@@ -51,18 +52,23 @@ pub struct Auditor {
     throttle: std::sync::Arc<Throttle>,
     /// When the active file is rotated; a reload may change it.
     rotation: std::sync::Arc<std::sync::RwLock<Policy>>,
+    /// Where written records are also sent (syslog); a reload may change it.
+    forward: std::sync::Arc<std::sync::Mutex<Option<Forwarder>>>,
 }
 
 impl Auditor {
     /// Starts the writer thread, never rotating; it ends when the last handle is dropped.
     pub fn start(log: AuditLog) -> Auditor {
-        Self::start_with(log, Policy::default())
+        Self::start_with(log, Policy::default(), None)
     }
 
-    /// Starts the writer thread, rotating by `policy`; it ends when the last handle is dropped.
-    pub fn start_with(mut log: AuditLog, policy: Policy) -> Auditor {
+    /// Starts the writer thread, rotating by `policy` and forwarding every written record to
+    /// `forward`; it ends when the last handle is dropped.
+    pub fn start_with(mut log: AuditLog, policy: Policy, forward: Option<Target>) -> Auditor {
         let path = std::sync::Arc::new(log.path().to_path_buf());
         let rotation = std::sync::Arc::new(std::sync::RwLock::new(policy));
+        let forward = std::sync::Arc::new(std::sync::Mutex::new(forward.map(Forwarder::new)));
+        let writer_forward = std::sync::Arc::clone(&forward);
         let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL);
         let dir = log
             .path()
@@ -100,11 +106,24 @@ impl Auditor {
                         }
                     }
                     let n = batch.len();
-                    if let Err(e) = log.append(batch) {
-                        metrics::counter!("hpc_registry_audit_lost_total").increment(n as u64);
-                        tracing::error!("audit: {n} records could not be written: {e}");
-                    } else if n > 0 {
-                        metrics::counter!("hpc_registry_audit_records_total").increment(n as u64);
+                    match log.append(batch) {
+                        Err(e) => {
+                            metrics::counter!("hpc_registry_audit_lost_total").increment(n as u64);
+                            tracing::error!("audit: {n} records could not be written: {e}");
+                        }
+                        Ok(written) if !written.is_empty() => {
+                            metrics::counter!("hpc_registry_audit_records_total")
+                                .increment(n as u64);
+                            // Only what is on disk: syslog never shows a record the chain lacks.
+                            if let Some(f) = writer_forward
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .as_mut()
+                            {
+                                f.forward(&written);
+                            }
+                        }
+                        Ok(_) => {}
                     }
                     if let Some(t) = oldest {
                         crate::telemetry::audit_written(t.elapsed());
@@ -153,12 +172,21 @@ impl Auditor {
             path,
             throttle,
             rotation,
+            forward,
         }
     }
 
     /// Applies a new rotation policy (a reload); compression changes apply from the next start.
     pub fn set_rotation(&self, policy: Policy) {
         *self.rotation.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// Forwards the records written from now on to `target` (a reload); `None` stops it.
+    pub fn set_forward(&self, target: Option<Target>) {
+        let mut forward = self.forward.lock().unwrap_or_else(|p| p.into_inner());
+        if forward.as_ref().map(|f| f.target()) != target.as_ref() {
+            *forward = target.map(Forwarder::new);
+        }
     }
 
     /// Messages waiting for the writer (the audit queue gauge).

@@ -16,5 +16,5 @@ pub async fn templates(State(app): State<Arc<App>>, principal: Principal) -> Res
     if let Err(e) = app.access.check(&principal, None, Action::Pull) {
         return e.into_response();
     }
-    Json(serde_json::json!({ "templates": &*app.templates })).into_response()
+    Json(serde_json::json!({ "templates": &*app.templates.current() })).into_response()
 }

@@ -48,8 +48,9 @@ pub struct App {
     pub quotas: crate::quota::Quotas,
     /// Default scrub speed in bytes/s (`[scrub] rate`), so serving keeps its disk bandwidth.
     pub scrub_rate: u64,
-    /// The batch-script generator's site templates (`[[ui.templates]]`, validated at start).
-    pub templates: Arc<Vec<crate::jobscript::Template>>,
+    /// The batch-script generator's site templates (`[[ui.templates]]`, validated at start
+    /// and at every reload).
+    pub templates: crate::jobscript::LiveTemplates,
     /// Live reload of the configuration (`POST /admin/reload`, SIGHUP).
     pub reloader: Arc<crate::reload::Reloader>,
     /// Background admin jobs (`/admin/jobs`: scrub).

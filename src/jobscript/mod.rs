@@ -25,5 +25,7 @@ pub mod values;
 pub use generate::{generate, site_templates, FastStorage, MailOn, ScriptError, ScriptRequest};
 pub use lint::{lint, Finding, ImageState, Severity};
 pub use references::{check_reference, image_references};
-pub use template::{default_templates, templates_from_config, Template, TemplateError};
+pub use template::{
+    default_templates, templates_from_config, LiveTemplates, Template, TemplateError,
+};
 pub use test_only::{sbatch_test_only, TestOnly};

@@ -2,6 +2,8 @@
 //! `[[ui.templates]]`; without any, [`default_templates`] (`small`, `medium`, `large`, `gpu`,
 //! the shapes of `deploy/slurm/templates/`).
 
+use std::sync::{Arc, RwLock};
+
 use serde::{Deserialize, Serialize};
 
 use super::values;
@@ -118,6 +120,27 @@ pub fn templates_from_config(ui: &UiConfig) -> Result<Vec<Template>, TemplateErr
         out.push(template);
     }
     Ok(out)
+}
+
+/// The site's templates as the running server has them. A reload (`admin reload`, SIGHUP)
+/// replaces the whole list at once; a page or a script being generated keeps the list it
+/// started with, so it never sees half of an old list and half of a new one.
+#[derive(Debug, Clone)]
+pub struct LiveTemplates(Arc<RwLock<Arc<Vec<Template>>>>);
+
+impl LiveTemplates {
+    pub fn new(templates: Vec<Template>) -> LiveTemplates {
+        LiveTemplates(Arc::new(RwLock::new(Arc::new(templates))))
+    }
+
+    /// The templates now.
+    pub fn current(&self) -> Arc<Vec<Template>> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn set(&self, templates: Vec<Template>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(templates);
+    }
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ async fn render(
             views::script::generator(
                 &viewer.nav(),
                 &images,
-                &app.templates,
+                &app.templates.current(),
                 filled,
                 script,
                 error,
@@ -203,7 +203,8 @@ pub async fn generate(State(app): State<Arc<App>>, posted: Posted) -> Response {
     // A form that does not make a request and a request no template can serve both send the
     // researcher back to the form with the reason.
     let generated = filled.request().and_then(|request| {
-        let script = jobscript::generate(&request, &app.templates).map_err(|e| e.to_string())?;
+        let script =
+            jobscript::generate(&request, &app.templates.current()).map_err(|e| e.to_string())?;
         Ok((request, script))
     });
     let (request, script) = match generated {

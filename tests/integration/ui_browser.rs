@@ -1,16 +1,19 @@
 //! The web UI in a real browser: Debian's headless Chromium driven by Selenium
 //! (tests/browser/ui_flows.py) against the real server, for the flows of issue 13: alice logs
 //! in, watches her image's SIF turn ready, copies the run line, generates a `gpu` script with
-//! fast storage and downloads it, and lints a broken script; bob sees nothing of hers; an admin retries a
-//! failed build. The browser also takes the README's screenshots (`scripts/screenshots.sh`
+//! fast storage and downloads it (which the real test Slurm cluster then accepts with
+//! `sbatch --test-only`, submitted as alice), and lints a broken script; bob sees nothing of
+//! hers; an admin retries a failed build. The browser also takes the README's screenshots (`scripts/screenshots.sh`
 //! writes them into docs/screenshots; otherwise they go to a temporary directory).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::slurm::SlurmCluster;
 use crate::support::users::*;
 use crate::support::*;
 
@@ -161,6 +164,32 @@ fn researcher_and_admin_flows_in_headless_chromium() {
     assert_eq!(
         downloaded.trim_end(),
         generated.trim_end().replace("\r\n", "\n")
+    );
+    // The downloaded script, submitted by alice to the test suite's real Slurm cluster (its
+    // one node has 2 CPUs, 2000 MB and a GPU, which the site's gpu template fits): Slurm
+    // accepts it as it is.
+    ensure_host_user("alice");
+    let cluster = SlurmCluster::start_with_gpus(1);
+    let submitted = cluster.out_dir().join("ui-gpu.sbatch");
+    std::fs::copy(text("download"), &submitted).expect("copy the downloaded script");
+    std::fs::set_permissions(&submitted, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run_output(
+        cluster
+            .command("runuser")
+            .args(["-u", "alice", "--", "sbatch", "--test-only"])
+            .arg(&submitted),
+    );
+    assert!(
+        out.status.success(),
+        "sbatch --test-only refused the downloaded gpu script: {}\n{downloaded}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    // sbatch --test-only answers on stderr: "Job N to start at … using C processors on nodes …".
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("to start at"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let alice_images: Vec<String> = serde_json::from_value(seen["alice_generator_images"].clone())
         .expect("alice's generator images");

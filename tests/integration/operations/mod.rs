@@ -10,6 +10,7 @@ mod logs;
 mod metrics;
 mod reload;
 mod rotation;
+mod syslog;
 mod systemd;
 
 use std::path::PathBuf;

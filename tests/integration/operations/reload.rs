@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::{admin_ok, admin_output, sighup, start_dev_with_admin};
+use super::{admin_ok, admin_output, sighup, start_dev_with_admin, ADMIN};
 use crate::support::sif::wait_log;
 use crate::support::*;
 
@@ -122,4 +122,73 @@ fn sighup_applies_a_new_retention_policy_refuses_a_broken_config_and_keeps_conne
     );
     assert_eq!(v["restart_needed"], serde_json::json!(["farm"]), "{v}");
     let _ = Instant::now();
+}
+
+/// The names of the site templates the server hands `hpc-registry script` and the UI.
+fn template_names(server: &Server) -> Vec<String> {
+    let admin = crate::support::users::Creds::of(ADMIN);
+    let r = crate::support::users::send(
+        "GET",
+        &server.url("/api/jobscript/templates"),
+        &crate::support::users::Auth::Basic(&admin),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+const TINY: &str =
+    "[[ui.templates]]\nname = \"tiny\"\ncpus = 1\nmemory = \"100M\"\ntime = \"00:05:00\"\n";
+
+#[test]
+fn a_reload_replaces_the_ui_templates_and_refuses_a_bad_one() {
+    let (server, _dir, config) = start_dev_with_admin(TINY);
+    assert_eq!(template_names(&server), ["tiny"]);
+
+    // A new site template, by SIGHUP: the generator offers it at once.
+    let two = format!(
+        "{TINY}[[ui.templates]]\nname = \"wide\"\ncpus = 2\nmemory = \"1G\"\ntime = \"01:00:00\"\ngres = \"gpu:1\"\n"
+    );
+    std::fs::write(&config, &two).unwrap();
+    sighup(&server);
+    wait_log(
+        &server,
+        &["configuration reloaded"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(template_names(&server), ["tiny", "wide"]);
+
+    // A template no #SBATCH line can carry: refused, naming it; the running ones stay.
+    std::fs::write(
+        &config,
+        "[[ui.templates]]\nname = \"broken\"\ncpus = 1\nmemory = \"lots\"\ntime = \"00:05:00\"\n",
+    )
+    .unwrap();
+    let out = admin_output(&server, &["admin", "reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("configuration refused") && err.contains("broken"),
+        "{err}"
+    );
+    assert_eq!(template_names(&server), ["tiny", "wide"]);
+
+    // No templates at all: back to the built-in shapes.
+    std::fs::write(&config, "").unwrap();
+    let out = admin_ok(&server, &["admin", "reload", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "ui.templates"),
+        "{v}"
+    );
+    assert_eq!(template_names(&server), ["small", "medium", "large", "gpu"]);
 }
