@@ -1,14 +1,18 @@
 //! `hpc-registry admin notifications [--failed | --state S] [--json]`: the notification outbox
-//! of a running server, through its admin API (`/admin/notifications`).
+//! of a running server, through its admin API (`/admin/notifications`); `admin notifications
+//! retry ID` sends a failed or skipped one again (`POST /admin/notifications/ID/retry`).
 
 use axum::http::Method;
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::remote::ServerTarget;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct NotificationsArgs {
+    #[command(subcommand)]
+    pub command: Option<NotificationsCommand>,
     /// Only notifications given up on after their last attempt (same as `--state failed`).
     #[arg(long, conflicts_with = "state")]
     pub failed: bool,
@@ -22,7 +26,33 @@ pub struct NotificationsArgs {
     pub target: ServerTarget,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum NotificationsCommand {
+    /// Send a failed or skipped notification again, once the relay, the receiver or the
+    /// user's address is fixed (a mail goes to the user's address as it is now).
+    Retry {
+        /// The notification's ID (the first column of `admin notifications`).
+        id: i64,
+        #[command(flatten)]
+        target: ServerTarget,
+    },
+}
+
 pub fn run(args: NotificationsArgs) -> anyhow::Result<()> {
+    if let Some(NotificationsCommand::Retry { id, target }) = args.command {
+        let v = target.require()?.call(
+            Method::POST,
+            &format!("/admin/notifications/{id}/retry"),
+            None,
+        )?;
+        let n = &v["notification"];
+        println!(
+            "notification {id} ({} to {}) queued again; `admin notifications` shows when it is delivered",
+            n["channel"].as_str().unwrap_or("-"),
+            n["user"].as_str().unwrap_or("-")
+        );
+        return Ok(());
+    }
     let client = args.target.require()?;
     let state = if args.failed {
         Some("failed".to_owned())

@@ -37,11 +37,9 @@ fn admin_reader(p: &Principal) -> Result<(), Error> {
 fn queue_error(e: QueueError) -> Response {
     match e {
         QueueError::NotFound(_) => Error::NameUnknown(e.to_string()).into_response(),
-        QueueError::WrongState { .. } => (
-            StatusCode::CONFLICT,
-            Json(json!({"errors": [{"code": "CONFLICT", "message": e.to_string()}]})),
-        )
-            .into_response(),
+        QueueError::WrongState { .. } => {
+            super::errors::admin_error(StatusCode::CONFLICT, "CONFLICT", e.to_string())
+        }
         QueueError::Meta(e) => Error::Internal(e.to_string()).into_response(),
     }
 }

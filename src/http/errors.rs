@@ -6,6 +6,17 @@ use axum::response::{IntoResponse, Response};
 
 use crate::registry::error::Error;
 
+/// An admin API error with a code the distribution spec does not have (`CONFLICT`,
+/// `NOT_FOUND`), in the spec's error body shape so that every client parses it the same way.
+pub fn admin_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"errors": [{
+        "code": code,
+        "message": message.into(),
+        "detail": null,
+    }]});
+    (status, axum::Json(body)).into_response()
+}
+
 impl Error {
     /// The status and spec error code for this error.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {

@@ -26,11 +26,7 @@ pub(super) fn job_error(e: JobError) -> Response {
         JobError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         _ => return Error::Internal(e.to_string()).into_response(),
     };
-    (
-        status,
-        Json(json!({"errors": [{"code": code, "message": e.to_string(), "detail": null}]})),
-    )
-        .into_response()
+    super::errors::admin_error(status, code, e.to_string())
 }
 
 fn admin_reader(p: &Principal) -> Result<(), Error> {

@@ -89,6 +89,10 @@ pub fn router_with(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
         )
         .route("/admin/notifications", get(notifications::list))
         .route(
+            "/admin/notifications/{id}/retry",
+            axum::routing::post(notifications::retry),
+        )
+        .route(
             "/admin/builders",
             get(builder_api::list).post(builder_api::create),
         )

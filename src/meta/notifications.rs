@@ -427,6 +427,48 @@ pub fn skip_notification(tx: &Transaction, id: i64, reason: &str) -> Result<bool
         == 1)
 }
 
+/// What [`retry_notification`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// Pending again, due now, with a fresh count of attempts.
+    Requeued(OutboxRow),
+    NoSuchRow,
+    /// Only failed and skipped rows are sent again: a pending one is on its way, a delivered
+    /// one arrived (sending it again would deliver it twice).
+    NotRetryable(String),
+}
+
+/// Queues failed or skipped row `id` again (an admin fixed the relay, the receiver or the
+/// address). A mail row takes the user's address as it is now: the usual fix for a refused
+/// address is `user mod NAME --email`. The event keeps its id, so a receiver that did get an
+/// earlier attempt can tell it is the same event.
+pub fn retry_notification(tx: &Transaction, id: i64) -> Result<Retried> {
+    let state: Option<String> = tx
+        .prepare_cached("SELECT state FROM notification_outbox WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    match state.as_deref() {
+        None => return Ok(Retried::NoSuchRow),
+        Some("failed" | "skipped") => {}
+        Some(other) => return Ok(Retried::NotRetryable(other.to_owned())),
+    }
+    tx.prepare_cached(
+        "UPDATE notification_outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+             finished_at = NULL,
+             address = CASE WHEN channel = 'mail'
+                 THEN COALESCE((SELECT email FROM users WHERE name = user_name), address)
+                 ELSE address END
+         WHERE id = ?1",
+    )?
+    .execute(params![id, now()])?;
+    let row = tx
+        .prepare_cached(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE id = ?1"
+        ))?
+        .query_row([id], outbox_row)?;
+    Ok(Retried::Requeued(row))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,5 +641,57 @@ mod tests {
         let log = format!("{}\nlast line\n", "x".repeat(LOG_TAIL_BYTES * 2));
         assert_eq!(log_tail(&log), "last line\n");
         assert_eq!(log_tail("short"), "short");
+    }
+
+    #[test]
+    fn only_failed_or_skipped_rows_are_queued_again_with_the_address_as_it_is_now() {
+        let (_dir, db) = db();
+        let id = db
+            .write_blocking(|tx| {
+                user(tx, "alice");
+                set_user_email(tx, "alice", Some("alice@refused.example"))?;
+                set_user_notify(tx, "alice", NotifyChannels::Mail)?;
+                let job = pushed_and_claimed(tx);
+                crate::meta::fail_job(tx, job, "w", "broken", "log", 1, 0)?;
+                let id = list_notifications(tx, None, 10)?[0].id;
+                // Pending: on its way already.
+                assert_eq!(
+                    retry_notification(tx, id)?,
+                    Retried::NotRetryable("pending".into())
+                );
+                record_attempt(tx, id, Some("550 refused"), None)?;
+                Ok(id)
+            })
+            .unwrap();
+        let (row, missing) = db
+            .write_blocking(|tx| {
+                set_user_email(tx, "alice", Some("alice@example.org"))?;
+                Ok((
+                    retry_notification(tx, id)?,
+                    retry_notification(tx, id + 99)?,
+                ))
+            })
+            .unwrap();
+        let Retried::Requeued(row) = row else {
+            panic!("not requeued: {row:?}")
+        };
+        assert_eq!(row.state, "pending");
+        assert_eq!(row.attempts, 0);
+        assert_eq!(row.finished_at, None);
+        assert_eq!(row.address.as_deref(), Some("alice@example.org"));
+        assert_eq!(
+            row.last_error.as_deref(),
+            Some("550 refused"),
+            "kept, for the record"
+        );
+        assert_eq!(missing, Retried::NoSuchRow);
+        let due = db
+            .read_blocking(|c| due_notifications(c, now(), 10))
+            .unwrap();
+        assert_eq!(due.len(), 1, "due at once");
+        db.write_blocking(|tx| record_attempt(tx, id, None, None))
+            .unwrap();
+        let again = db.write_blocking(|tx| retry_notification(tx, id)).unwrap();
+        assert_eq!(again, Retried::NotRetryable("delivered".into()));
     }
 }

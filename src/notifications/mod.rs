@@ -7,7 +7,8 @@
 //! channel into the durable outbox (`meta::enqueue_build_outcome`) in the very transaction that
 //! marks the build ready or failed for good; [`Notifier::run`] delivers due rows, retrying
 //! failures with exponential back-off and jitter ([`backoff`]) until `max_attempts`, after which
-//! the row stays `failed` with its last error (`hpc-registry admin notifications --failed`).
+//! the row stays `failed` with its last error (`hpc-registry admin notifications --failed`)
+//! until an admin sends it again ([`retry`], `admin notifications retry ID`).
 //! A row for a channel the site does not enable is marked `skipped`, never sent. Rows survive
 //! restarts: delivery is at least once, each event keeping its id.
 //!
@@ -265,6 +266,23 @@ pub async fn list(
     farm.db
         .read(move |c| meta::list_notifications(c, state, limit))
         .await
+}
+
+/// Queues failed or skipped notification `id` again (`admin notifications retry ID`).
+pub async fn retry(farm: &Farm, id: i64) -> Result<meta::Retried, meta::MetaError> {
+    let retried = farm
+        .db
+        .write(move |tx| meta::retry_notification(tx, id))
+        .await?;
+    if let meta::Retried::Requeued(row) = &retried {
+        tracing::info!(
+            id,
+            channel = %row.channel,
+            user = %row.user,
+            "notification queued again by an administrator"
+        );
+    }
+    Ok(retried)
 }
 
 #[cfg(test)]

@@ -241,6 +241,43 @@ fn mail_tells_the_pusher_ready_and_failed_and_nobody_else() {
     // Plain users may not read the outbox.
     let out = cli_output_as(&server, "alice", &["admin", "notifications"]);
     assert!(!out.status.success());
+
+    // The admin fixes dave's address and sends his notification again: it is delivered to the
+    // address as it is now. Nobody else may, and a delivered one is not sent twice.
+    let id = failed["id"].to_string();
+    let out = cli_output_as(&server, "alice", &["admin", "notifications", "retry", &id]);
+    assert!(!out.status.success(), "alice retried a notification");
+    cli_as(
+        &server,
+        ADMIN,
+        &["user", "mod", "dave", "--email", "dave@example.org"],
+    );
+    let said = cli_as(&server, ADMIN, &["admin", "notifications", "retry", &id]);
+    assert!(said.contains("queued again"), "{said}");
+    let mail = wait_for(DELIVERY, "dave's mail, sent again", || {
+        sink.messages_to("dave@example.org").into_iter().next()
+    });
+    assert!(mail.contains("dave/tool"), "{mail}");
+    let row = wait_for(DELIVERY, "dave's notification delivered", || {
+        outbox(&server, Some("delivered"))
+            .into_iter()
+            .find(|n| n["id"] == failed["id"])
+    });
+    assert_eq!(row["address"], "dave@example.org", "{row}");
+    assert_eq!(row["event_id"], failed["event_id"], "the same event: {row}");
+    let out = cli_output_as(&server, ADMIN, &["admin", "notifications", "retry", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("delivered"), "{err}");
+    let out = cli_output_as(
+        &server,
+        ADMIN,
+        &["admin", "notifications", "retry", "999999"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no notification 999999"),
+        "{err}"
+    );
     // The relay credentials and the like never reach the log; the address does not either.
     let log = server.log();
     assert!(log.contains("notification delivered"), "{log}");
