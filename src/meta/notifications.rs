@@ -431,7 +431,7 @@ pub fn skip_notification(tx: &Transaction, id: i64, reason: &str) -> Result<bool
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retried {
     /// Pending again, due now, with a fresh count of attempts.
-    Requeued(OutboxRow),
+    Requeued(Box<OutboxRow>),
     NoSuchRow,
     /// Only failed and skipped rows are sent again: a pending one is on its way, a delivered
     /// one arrived (sending it again would deliver it twice).
@@ -466,7 +466,7 @@ pub fn retry_notification(tx: &Transaction, id: i64) -> Result<Retried> {
             "SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE id = ?1"
         ))?
         .query_row([id], outbox_row)?;
-    Ok(Retried::Requeued(row))
+    Ok(Retried::Requeued(Box::new(row)))
 }
 
 #[cfg(test)]
