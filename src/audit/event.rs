@@ -85,6 +85,8 @@ pub enum Event {
         digest: Option<String>,
         bytes: Option<u64>,
         squashfs: bool,
+        /// The enroot image rather than the SIF.
+        enroot: bool,
     },
 }
 
@@ -201,6 +203,7 @@ impl Event {
                 digest,
                 bytes,
                 squashfs,
+                enroot,
             } => {
                 r.repository = repository.clone();
                 r.reference = Some(reference.chars().take(256).collect());
@@ -208,6 +211,9 @@ impl Event {
                 r.bytes = *bytes;
                 if *squashfs {
                     r.detail = Some("squashfs partition".into());
+                }
+                if *enroot {
+                    r.detail = Some("enroot image".into());
                 }
             }
         }

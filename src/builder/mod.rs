@@ -4,7 +4,7 @@
 //! builds in the contained build process the server itself uses ([`crate::farm::sandbox`]:
 //! the server's `[farm]` limits, this host's cgroup and thread count); heart-beats the lease
 //! with its progress while it builds, and stops when the lease is gone; appends to the job's
-//! log; then uploads the SIF as a stream (or reports the failure), and loops (`--once`: exits
+//! log; then uploads the enroot image and the SIF as streams (or reports the failure), and loops (`--once`: exits
 //! after one job). The HTTP client is the shared [`crate::client`].
 
 mod protocol;
@@ -134,19 +134,30 @@ async fn build(protocol: &Protocol, options: &Options, job: &ClaimedJob) -> JobE
         let spec = stage(protocol, options, job, dir.path()).await?;
         let log = crate::farm::sandbox::run(&spec, &progress).await?;
         protocol.append_log(job.job, &log).await;
-        Ok::<_, Failure>(spec.out)
+        Ok::<_, Failure>((spec.out, spec.enroot_out))
     };
     // Dropping the build's future kills its process.
     let result = tokio::select! {
         r = work => r,
         () = &mut lease => return JobEnd::LeaseLost,
     };
-    let uploaded = match result {
-        Ok(sif) => tokio::select! {
-            u = protocol.upload(job.job, &sif) => u,
-            () = &mut lease => return JobEnd::LeaseLost,
+    // The enroot image first: the SIF's upload is what makes the job ready.
+    let uploads = async {
+        let (sif, enroot) = result?;
+        if let Some(enroot) = enroot.filter(|p| p.exists()) {
+            match protocol.upload_enroot(job.job, &enroot).await {
+                Upload::Accepted(_) => {}
+                other => return Ok(other),
+            }
+        }
+        Ok::<_, Failure>(protocol.upload(job.job, &sif).await)
+    };
+    let uploaded = tokio::select! {
+        u = uploads => match u {
+            Ok(u) => u,
+            Err(failure) => return report_failure(protocol, job, failure).await,
         },
-        Err(failure) => return report_failure(protocol, job, failure).await,
+        () = &mut lease => return JobEnd::LeaseLost,
     };
     match uploaded {
         Upload::Accepted(digest) => {
@@ -155,7 +166,7 @@ async fn build(protocol: &Protocol, options: &Options, job: &ClaimedJob) -> JobE
         }
         Upload::Refused(why) => {
             eprintln!(
-                "builder: job {}: the server refused the SIF: {why}",
+                "builder: job {}: the server refused the upload: {why}",
                 job.job
             );
             JobEnd::Refused
@@ -225,5 +236,7 @@ async fn stage(
         source_ref: job.image.clone(),
         work_dir: dir.to_path_buf(),
         out: dir.join("image.sif"),
+        enroot_out: Some(dir.join("image.enroot.sqsh")),
+        enroot_only: false,
     })
 }

@@ -196,17 +196,27 @@ impl Protocol {
 
     /// Hashes the SIF at `path`, then streams it to the server under that digest.
     pub async fn upload(&self, job: i64, path: &Path) -> Upload {
+        self.put_file(job, path, "sif", "SIF").await
+    }
+
+    /// Hashes the enroot image at `path` and streams it to the server (before the SIF).
+    pub async fn upload_enroot(&self, job: i64, path: &Path) -> Upload {
+        self.put_file(job, path, "enroot", "enroot image").await
+    }
+
+    /// Streams the file at `path` to the job's `route` under its sha256; `what` names it.
+    async fn put_file(&self, job: i64, path: &Path, route: &str, what: &str) -> Upload {
         let digest = match hash_file(path).await {
             Ok(d) => d,
-            Err(e) => return Upload::Failed(format!("cannot read the built SIF: {e}")),
+            Err(e) => return Upload::Failed(format!("cannot read the built {what}: {e}")),
         };
         let file = match tokio::fs::File::open(path).await {
             Ok(f) => f,
-            Err(e) => return Upload::Failed(format!("cannot read the built SIF: {e}")),
+            Err(e) => return Upload::Failed(format!("cannot read the built {what}: {e}")),
         };
         let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
-        let target = self.job_path(job, &format!("sif?digest={digest}"));
+        let target = self.job_path(job, &format!("{route}?digest={digest}"));
         let request = match self.client.request(Method::PUT, &target) {
             Ok(r) => r
                 .header(reqwest::header::CONTENT_LENGTH, size)
@@ -221,10 +231,10 @@ impl Protocol {
                 Upload::Refused(Self::message(r).await)
             }
             Ok(r) => Upload::Failed(format!(
-                "the upload was answered {}",
+                "the {what} upload was answered {}",
                 Self::message(r).await
             )),
-            Err(e) => Upload::Failed(format!("the upload failed: {e:#}")),
+            Err(e) => Upload::Failed(format!("the {what} upload failed: {e:#}")),
         }
     }
 

@@ -21,9 +21,13 @@ pub enum NodeCommand {
     Fetch {
         #[command(flatten)]
         fetch: FetchArgs,
-        /// Print the path of the bare squashfs root filesystem (for enroot/pyxis) instead.
-        #[arg(long)]
+        /// Print the path of the SIF's bare squashfs root filesystem instead.
+        #[arg(long, conflicts_with = "enroot")]
         squashfs: bool,
+        /// Fetch the enroot image built with the SIF instead (for pyxis: the root filesystem
+        /// plus /etc/rc, /etc/environment and /etc/fstab) and print its path.
+        #[arg(long, conflicts_with = "all_nodes")]
+        enroot: bool,
         /// Inside an allocation: download once, then put a verified copy into the cache of
         /// every node of the job (sbcast; without it every node fetches).
         #[arg(long)]
@@ -128,9 +132,10 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Fetch {
             fetch,
             squashfs,
+            enroot,
             all_nodes,
             reference,
-        } => fetch_command(&fetch, &reference, squashfs).and_then(|f| {
+        } => fetch_command(&fetch, &reference, squashfs, enroot).and_then(|f| {
             let nodes = fetch::fan_out::allocation_nodes();
             if all_nodes && nodes > 1 {
                 let config = ClientConfig::load()?;
@@ -180,7 +185,12 @@ fn open_cache(config: &ClientConfig) -> anyhow::Result<NodeCache> {
         .with_context(|| format!("cannot use the SIF cache in {}", dir.display()))
 }
 
-fn fetch_command(args: &FetchArgs, reference: &str, squashfs: bool) -> anyhow::Result<Fetched> {
+fn fetch_command(
+    args: &FetchArgs,
+    reference: &str,
+    squashfs: bool,
+    enroot: bool,
+) -> anyhow::Result<Fetched> {
     let image = ImageRef::parse(reference)?;
     let config = ClientConfig::load()?;
     let client = fetch::node_client(&config)?;
@@ -193,6 +203,7 @@ fn fetch_command(args: &FetchArgs, reference: &str, squashfs: bool) -> anyhow::R
             None => Some(Duration::ZERO),
         },
         squashfs,
+        enroot,
         verify: args.verify,
     };
     let mut progress = Progress::new(args.quiet);
@@ -217,7 +228,7 @@ fn run_command(args: &FetchArgs, reference: &str, rest: Vec<OsString>) -> anyhow
     let cache = open_cache(&config)?;
     // An eviction between the fetch and the hold is rare; then fetch again.
     for _ in 0..3 {
-        let fetched = fetch_command(args, reference, false)?;
+        let fetched = fetch_command(args, reference, false, false)?;
         let Some(held) = cache.hold(&fetched.sif)? else {
             continue;
         };
@@ -307,7 +318,7 @@ fn cache_command(command: CacheCommand) -> anyhow::Result<()> {
                     quiet: true,
                     jitter: true,
                 };
-                let fetched = fetch_command(&args, &or_fetch, false)?;
+                let fetched = fetch_command(&args, &or_fetch, false, false)?;
                 if fetched.digest != digest {
                     bail!("{or_fetch} is now {}, not {digest}", fetched.digest);
                 }

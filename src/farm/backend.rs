@@ -88,4 +88,10 @@ impl Workspace {
     pub fn sif_path(&self) -> PathBuf {
         self.dir.path().join("image.sif")
     }
+
+    /// Where the enroot image of the same build goes (pyxis's squashfs). A backend that makes
+    /// none leaves it absent, and the SIF is recorded without one.
+    pub fn enroot_path(&self) -> PathBuf {
+        self.dir.path().join("image.enroot.sqsh")
+    }
 }

@@ -36,6 +36,14 @@ pub struct BuildSpec {
     pub work_dir: PathBuf,
     /// Where the SIF goes.
     pub out: PathBuf,
+    /// Where the enroot image of the same tree goes (pyxis's squashfs), if one is wanted:
+    /// one conversion, two outputs.
+    #[serde(default)]
+    pub enroot_out: Option<PathBuf>,
+    /// Write the enroot image only: the SIF is converted but its bytes are discarded, never
+    /// written (a SIF another backend built gets its enroot image this way).
+    #[serde(default)]
+    pub enroot_only: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -179,6 +187,39 @@ impl Seek for SifOut<'_> {
     }
 }
 
+/// A SIF nobody wants ([`BuildSpec::enroot_only`]): bytes counted and dropped, seeks tracked.
+#[derive(Default)]
+struct Discard {
+    position: u64,
+    end: u64,
+}
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.position += buf.len() as u64;
+        self.end = self.end.max(self.position);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Discard {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let target = match pos {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.end.checked_add_signed(d),
+            SeekFrom::Current(d) => self.position.checked_add_signed(d),
+        };
+        self.position = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.position)
+    }
+}
+
 /// Lowers this process's CPU priority and caps its address space, before any input is read.
 fn contain(c: &FarmConfig) -> std::io::Result<()> {
     // SAFETY: plain system calls on this process with valid arguments.
@@ -259,12 +300,30 @@ fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
         layers,
         source_ref: spec.source_ref.clone(),
     };
-    let mut out = match File::create(&spec.out) {
-        Ok(file) => SifOut { file, meter },
-        Err(e) => return failed(format!("cannot create the SIF file: {e}"), log, false),
+    let mut out: Box<dyn oci2sif::build::WriteSeek + '_> = if spec.enroot_only {
+        Box::new(Discard::default())
+    } else {
+        match File::create(&spec.out) {
+            Ok(file) => Box::new(SifOut { file, meter }),
+            Err(e) => return failed(format!("cannot create the SIF file: {e}"), log, false),
+        }
     };
-    match oci2sif::build_sif(input, &options, &mut out) {
-        Ok(report) => {
+    let built = match &spec.enroot_out {
+        Some(path) => match File::create(path) {
+            Ok(mut enroot) => oci2sif::build_sif_and_enroot(input, &options, &mut out, &mut enroot)
+                .map(|(report, size)| (report, Some(size))),
+            Err(e) => {
+                return failed(
+                    format!("cannot create the enroot image file: {e}"),
+                    log,
+                    false,
+                )
+            }
+        },
+        None => oci2sif::build_sif(input, &options, &mut out).map(|report| (report, None)),
+    };
+    match built {
+        Ok((report, enroot_size)) => {
             log.push_str(&format!(
                 "built {} bytes: arch {}, {} files, {} bytes unpacked, squashfs {} bytes ({:?})\n",
                 report.sif_size,
@@ -274,6 +333,9 @@ fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
                 report.squashfs_size,
                 options.compression
             ));
+            if let Some(size) = enroot_size {
+                log.push_str(&format!("enroot image: squashfs {size} bytes\n"));
+            }
             Outcome::Built { log }
         }
         Err(e) => {

@@ -28,6 +28,36 @@ pub fn import_sif(store: &BlobStore, path: &Path) -> Result<InspectedSif, String
         .primary_partition()
         .ok_or("it has no primary system partition")?;
     let (squashfs_offset, squashfs_size) = (part.offset, part.size);
+    let (digest, size) = hash_and_import(store, path)?;
+    Ok(InspectedSif {
+        digest,
+        size,
+        squashfs_offset,
+        squashfs_size,
+    })
+}
+
+/// An enroot image (pyxis's squashfs), hashed and imported into the blob store.
+pub struct InspectedEnroot {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Checks that `path` is a squashfs (its magic), hashes it and imports it.
+pub fn import_enroot(store: &BlobStore, path: &Path) -> Result<InspectedEnroot, String> {
+    let mut magic = [0u8; 4];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if &magic != b"hsqs" {
+        return Err("it is not a squashfs image (no hsqs magic)".into());
+    }
+    let (digest, size) = hash_and_import(store, path)?;
+    Ok(InspectedEnroot { digest, size })
+}
+
+/// Hashes the file at `path` (streamed) and imports it as the blob of that digest.
+fn hash_and_import(store: &BlobStore, path: &Path) -> Result<(Digest, u64), String> {
     let mut hasher = Hasher::new(Algorithm::Sha256);
     let mut reader = BufReader::with_capacity(BUFFER, File::open(path).map_err(|e| e.to_string())?);
     let mut buf = vec![0u8; BUFFER];
@@ -44,12 +74,7 @@ pub fn import_sif(store: &BlobStore, path: &Path) -> Result<InspectedSif, String
     store
         .import_file(path, &digest)
         .map_err(|e| e.to_string())?;
-    Ok(InspectedSif {
-        digest,
-        size,
-        squashfs_offset,
-        squashfs_size,
-    })
+    Ok((digest, size))
 }
 
 /// Checks a SIF a remote builder uploaded for a job of `platform` before it is imported: it

@@ -56,6 +56,8 @@ pub struct Farm {
     pub jobs: Notify,
     /// Resolutions of ready SIFs for the `/sif` hot path.
     pub ready: ready::ReadySifs,
+    /// Enroot images remote builders uploaded, waiting for their SIF.
+    pub enroot_uploads: remote::EnrootUploads,
     /// The audit trail (build start and end), set once by the server after assembly; unset in
     /// tools that run the farm without a server.
     pub audit: std::sync::OnceLock<crate::audit::Auditor>,
@@ -79,6 +81,7 @@ impl Farm {
             events,
             jobs: Notify::new(),
             ready: ready::ReadySifs::default(),
+            enroot_uploads: remote::EnrootUploads::default(),
             audit: std::sync::OnceLock::new(),
             live_workers: Arc::new(AtomicUsize::new(0)),
         })

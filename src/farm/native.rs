@@ -6,7 +6,7 @@ use super::backend::{Backend, BuildFuture, BuildRequest, Built, Failure, Workspa
 use super::build_child::{self, BuildSpec, LayerFile};
 use crate::names::Digest;
 use crate::storage::BlobStore;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{access, image, sandbox};
 
@@ -25,31 +25,8 @@ impl Backend for Native {
             progress,
         } = request;
         Box::pin(async move {
-            let image = image::load(farm, job).await?;
             let workspace = Workspace::create(&farm.store)?;
-            // The config is read here, size-capped, so the build process gets checked bytes.
-            let (store, config_digest) = (farm.store.clone(), image.config.clone());
-            let limit = farm.config.max_config_bytes;
-            let config_json = tokio::task::spawn_blocking(move || {
-                access::read_config(&store, &config_digest, limit)
-            })
-            .await
-            .map_err(|e| Failure::transient(format!("config read task: {e}"), ""))?
-            .map_err(|e| match e {
-                access::ConfigError::TooLarge { .. } => Failure::permanent(e.to_string()),
-                access::ConfigError::Io { .. } => Failure::transient(e.to_string(), ""),
-            })?;
-            let config = workspace.dir.path().join("config.json");
-            tokio::fs::write(&config, config_json)
-                .await
-                .map_err(|e| Failure::transient(format!("cannot stage the config: {e}"), ""))?;
-            // The build process reads local files: the store puts each layer in the
-            // workspace (a hard link on the filesystem store, a streamed copy elsewhere).
-            let (store, dir) = (farm.store.clone(), workspace.dir.path().to_path_buf());
-            let wanted = image.layers.clone();
-            let layers = tokio::task::spawn_blocking(move || stage_layers(&store, &dir, &wanted))
-                .await
-                .map_err(|e| Failure::transient(format!("layer staging task: {e}"), ""))??;
+            let (config, layers) = stage(farm, job, &workspace).await?;
             let spec = BuildSpec {
                 farm: farm.config.clone(),
                 config,
@@ -60,6 +37,8 @@ impl Backend for Native {
                 source_ref: job.manifest_digest.clone(),
                 work_dir: workspace.dir.path().to_path_buf(),
                 out: workspace.sif_path(),
+                enroot_out: Some(workspace.enroot_path()),
+                enroot_only: false,
             };
             let log = sandbox::run(&spec, progress).await?;
             Ok(Built {
@@ -69,6 +48,61 @@ impl Backend for Native {
             })
         })
     }
+}
+
+/// Builds the enroot image of `job` into `workspace` (its [`Workspace::enroot_path`]) with the
+/// native converter in the same contained build process, writing no SIF: how the worker gives
+/// a SIF that another backend built (apptainer) its enroot image. Returns the build's log.
+pub(super) async fn derive_enroot(
+    farm: &std::sync::Arc<super::Farm>,
+    job: &crate::meta::Job,
+    workspace: &Workspace,
+    progress: &super::progress::ProgressCell,
+) -> Result<String, Failure> {
+    let (config, layers) = stage(farm, job, workspace).await?;
+    let spec = BuildSpec {
+        farm: farm.config.clone(),
+        config,
+        layers,
+        source_ref: job.manifest_digest.clone(),
+        work_dir: workspace.dir.path().to_path_buf(),
+        out: workspace.dir.path().join("unwritten.sif"),
+        enroot_out: Some(workspace.enroot_path()),
+        enroot_only: true,
+    };
+    sandbox::run(&spec, progress).await
+}
+
+/// Puts a job's config (read here, size-capped, so the build process gets checked bytes) and
+/// layers into `workspace` for the build process: what it reads.
+pub(super) async fn stage(
+    farm: &std::sync::Arc<super::Farm>,
+    job: &crate::meta::Job,
+    workspace: &Workspace,
+) -> Result<(PathBuf, Vec<LayerFile>), Failure> {
+    let image = image::load(farm, job).await?;
+    let (store, config_digest) = (farm.store.clone(), image.config.clone());
+    let limit = farm.config.max_config_bytes;
+    let config_json =
+        tokio::task::spawn_blocking(move || access::read_config(&store, &config_digest, limit))
+            .await
+            .map_err(|e| Failure::transient(format!("config read task: {e}"), ""))?
+            .map_err(|e| match e {
+                access::ConfigError::TooLarge { .. } => Failure::permanent(e.to_string()),
+                access::ConfigError::Io { .. } => Failure::transient(e.to_string(), ""),
+            })?;
+    let config = workspace.dir.path().join("config.json");
+    tokio::fs::write(&config, config_json)
+        .await
+        .map_err(|e| Failure::transient(format!("cannot stage the config: {e}"), ""))?;
+    // The build process reads local files: the store puts each layer in the workspace (a hard
+    // link on the filesystem store, a streamed copy elsewhere).
+    let (store, dir) = (farm.store.clone(), workspace.dir.path().to_path_buf());
+    let wanted = image.layers.clone();
+    let layers = tokio::task::spawn_blocking(move || stage_layers(&store, &dir, &wanted))
+        .await
+        .map_err(|e| Failure::transient(format!("layer staging task: {e}"), ""))??;
+    Ok((config, layers))
 }
 
 /// Puts each layer blob in `dir` as `layer-<n>` for the build process.

@@ -108,6 +108,7 @@ mod tests {
             compression: "gzip".into(),
             duration_ms: 0,
             created_at: 0,
+            enroot: None,
         }
     }
 

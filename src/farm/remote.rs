@@ -1,17 +1,22 @@
 //! The remote builders' side of the farm, in plain types (`http::builder_api` is its thin HTTP
 //! edge): a builder authenticated by its credential ([`crate::auth::builder`]) claims a job for
 //! one of its platforms (long-poll), heart-beats its lease, appends to the job's log, reads the
-//! job's config and layers and nothing else, uploads the SIF as a stream, or reports a failure.
+//! job's config and layers and nothing else, uploads the enroot image built with the SIF and
+//! then the SIF as streams, or reports a failure.
 //!
 //! The server trusts a builder less than itself: an upload is hashed as it arrives (into a
 //! scratch file of the blob store, never into memory), must match the digest the builder
 //! claims, stay under `[farm] max_sif_bytes`, parse as a SIF with Apptainer's objects and a
 //! primary partition of the job's architecture ([`super::intake::verify_remote`]); anything else
-//! fails the attempt naming the builder. A builder that vanishes loses its lease and the
+//! fails the attempt naming the builder. The enroot image comes first (hashed, digest-checked,
+//! squashfs magic, the same size cap) and waits in a scratch directory, at most one per job,
+//! for the SIF upload that makes the job ready; a SIF uploaded without one is recorded without
+//! one (a builder of an older release). A builder that vanishes loses its lease and the
 //! reaper re-queues the job for another. Every action but heartbeats and log appends (a
 //! builder's keep-alives, many per build) is audited with the builder's name.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -368,6 +373,102 @@ fn elapsed(job: &Job) -> Duration {
     Duration::from_secs(secs as u64)
 }
 
+/// Enroot images uploaded by remote builders, waiting for their job's SIF: at most one per
+/// job (a new upload replaces the last), removed when the job's attempt ends either way.
+#[derive(Default)]
+pub struct EnrootUploads {
+    waiting: Mutex<HashMap<i64, (String, Workspace)>>,
+}
+
+impl EnrootUploads {
+    fn put(&self, job: i64, owner: &str, workspace: Workspace) {
+        self.lock().insert(job, (owner.to_owned(), workspace));
+    }
+
+    /// The enroot image `owner` uploaded for `job`, if any (its scratch directory goes with it).
+    fn take(&self, job: i64, owner: &str) -> Option<Workspace> {
+        let mut waiting = self.lock();
+        match waiting.get(&job) {
+            Some((o, _)) if o == owner => waiting.remove(&job).map(|(_, w)| w),
+            _ => None,
+        }
+    }
+
+    /// Drops whatever waits for `job` (its attempt ended).
+    pub(super) fn forget(&self, job: i64) {
+        self.lock().remove(&job);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (String, Workspace)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Receives the enroot image of job `id` from the builder holding it, claimed to hash to
+/// `claimed`: streamed into a scratch file while hashed, checked (digest, size cap, squashfs
+/// magic), then kept for the SIF upload. A refusal fails the attempt naming the builder.
+pub async fn upload_enroot<S, E>(
+    farm: &Arc<Farm>,
+    who: &BuilderIdentity,
+    id: i64,
+    instance: &str,
+    claimed: &str,
+    body: S,
+) -> Result<u64, RemoteError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (job, owner) = held(farm, who, id, instance).await?;
+    let claimed = Digest::parse(claimed).map_err(|e| {
+        RemoteError::Invalid(format!(
+            "the enroot image's digest {claimed:?} is not a digest: {e}"
+        ))
+    })?;
+    let workspace = Workspace::create(&farm.store).map_err(|f| RemoteError::Internal(f.reason))?;
+    let path = workspace.enroot_path();
+    let max = farm.config.max_sif_bytes;
+    let checked = match receive(&path, body, max).await {
+        Ok((digest, size)) if digest != claimed => Err(format!(
+            "the uploaded enroot image hashes to {digest}, not the {claimed} it claimed ({size} bytes received)"
+        )),
+        Ok((_, size)) => match std::fs::File::open(&path).and_then(|mut f| {
+            let mut magic = [0u8; 4];
+            std::io::Read::read_exact(&mut f, &mut magic).map(|()| magic)
+        }) {
+            Ok(magic) if &magic == b"hsqs" => Ok(size),
+            Ok(_) => Err("it is not a squashfs image (no hsqs magic)".into()),
+            Err(e) => Err(format!("cannot read it back: {e}")),
+        },
+        Err(Receive::TooLarge) => Err(format!(
+            "the uploaded enroot image is larger than the {max} bytes [farm] max_sif_bytes allows"
+        )),
+        Err(Receive::Failed(e)) => Err(format!("the upload failed: {e}")),
+    };
+    match checked {
+        Ok(size) => {
+            audit(
+                farm,
+                &owner,
+                &job,
+                "builder.upload",
+                "ok",
+                &format!("enroot image {claimed}"),
+            )
+            .await;
+            farm.enroot_uploads.put(job.id, &owner, workspace);
+            Ok(size)
+        }
+        Err(why) => {
+            let reason = format!("builder {} sent an unusable enroot image: {why}", who.name);
+            audit(farm, &owner, &job, "builder.upload", "refused", &reason).await;
+            let failure = Failure::transient(reason.clone(), "");
+            worker::settle(farm, &owner, &job, elapsed(&job), Err(failure)).await;
+            Err(RemoteError::Refused(reason))
+        }
+    }
+}
+
 /// Receives the SIF of job `id` from the builder holding it, claimed to hash to `claimed`:
 /// streamed into a scratch file of the blob store while hashed, then verified; a SIF that
 /// passes is imported and the job is ready, anything else fails the attempt naming the builder.
@@ -419,6 +520,16 @@ where
         }
     };
     audit(farm, &owner, &job, "builder.upload", "ok", claimed.as_str()).await;
+    // The enroot image this builder sent first goes beside the SIF (a rename: both are scratch
+    // of the blob store), where the import looks for it.
+    if let Some(enroot) = farm.enroot_uploads.take(job.id, &owner) {
+        if let Err(e) = std::fs::rename(enroot.enroot_path(), workspace.enroot_path()) {
+            tracing::warn!(
+                job = job.id,
+                "the uploaded enroot image cannot be taken: {e}"
+            );
+        }
+    }
     let j = job.id;
     let log = farm
         .db

@@ -19,7 +19,8 @@ use crate::storage::Blob;
 
 /// The answer to a `/sif` request.
 pub enum Answer {
-    /// The SIF is ready: stream it (or its squashfs partition, for [`View::Squashfs`]).
+    /// The SIF is ready: stream `file`, the SIF (or its squashfs partition, for
+    /// [`View::Squashfs`]), or its enroot image for [`View::Enroot`].
     Sif { ready: Arc<ReadySif>, file: Blob },
     /// [`View::Status`]: the job's status, whatever its state.
     Status(JobStatus),
@@ -48,11 +49,10 @@ impl SifService<'_> {
     ) -> Result<Answer> {
         let view = path.view;
         let (repo, digest) = self.resolve(principal, path).await?;
-        let wants_file = matches!(view, View::Sif | View::Squashfs);
         let ready = &self.farm.ready;
-        if wants_file {
+        if view.is_file() {
             if let Some(hit) = ready.get(&repo, digest.as_str(), platform.as_deref()) {
-                match self.open_sif(&hit).await? {
+                match self.open_file(&hit, view, path.reference).await? {
                     Some(file) => {
                         self.note_use(&repo, path, &hit.image);
                         return Ok(Answer::Sif { ready: hit, file });
@@ -68,11 +68,11 @@ impl SifService<'_> {
         match view {
             View::Status => Ok(Answer::Status(self.status(&job).await?)),
             View::Log => Ok(Answer::Log(self.job_log(job.id).await?)),
-            View::Sif | View::Squashfs => match job.state {
+            View::Sif | View::Squashfs | View::Enroot => match job.state {
                 JobState::Ready => {
                     self.note_use(&repo, path, &job.manifest_digest);
                     let sif = self.ready_sif(&job).await?;
-                    let file = self.open_sif(&sif).await?.ok_or_else(|| {
+                    let file = self.open_file(&sif, view, path.reference).await?.ok_or_else(|| {
                         Error::Internal(format!(
                             "SIF {} is recorded but its file is missing; run `hpc-registry admin scrub`",
                             sif.sif.digest
@@ -268,17 +268,36 @@ impl SifService<'_> {
         })
     }
 
-    async fn open_sif(&self, ready: &ReadySif) -> Result<Option<Blob>> {
-        let digest = Digest::parse(&ready.sif.digest)?;
+    /// Opens the file `view` serves: the enroot image for [`View::Enroot`], else the SIF.
+    /// `reference` names the image in the refusal of a SIF built without an enroot image.
+    async fn open_file(
+        &self,
+        ready: &ReadySif,
+        view: View,
+        reference: &str,
+    ) -> Result<Option<Blob>> {
+        let (what, digest, size) = match (view, &ready.sif.enroot) {
+            (View::Enroot, Some(e)) => ("enroot image", &e.digest, e.size),
+            (View::Enroot, None) => {
+                return Err(Error::ManifestUnknown(format!(
+                    "the SIF of {reference} was built without an enroot image (by the apptainer \
+                     backend, or before the registry made them): run the SIF with apptainer \
+                     (`hpc-registry run`), or take its bare root filesystem with `hpc-registry \
+                     fetch --squashfs`"
+                )))
+            }
+            _ => ("SIF", &ready.sif.digest, ready.sif.size),
+        };
+        let parsed = Digest::parse(digest)?;
         let store = self.farm.store.clone();
-        let file = tokio::task::spawn_blocking(move || store.open(&digest))
+        let file = tokio::task::spawn_blocking(move || store.open(&parsed))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
-        // A SIF file cut short on disk is not the SIF: refuse before sending a byte.
+        // A file cut short on disk is not the file: refuse before sending a byte.
         match file {
-            Some(f) if f.size != ready.sif.size as u64 => Err(Error::Internal(format!(
-                "SIF {} is recorded as {} bytes but its file holds {}; run `hpc-registry admin scrub`",
-                ready.sif.digest, ready.sif.size, f.size
+            Some(f) if f.size != size as u64 => Err(Error::Internal(format!(
+                "{what} {digest} is recorded as {size} bytes but its file holds {}; run `hpc-registry admin scrub`",
+                f.size
             ))),
             other => Ok(other),
         }

@@ -13,8 +13,18 @@ pub enum View {
     Status,
     /// The build log (text).
     Log,
-    /// The squashfs partition alone (enroot/pyxis).
+    /// The SIF's squashfs partition alone (its root filesystem, as apptainer runs it).
     Squashfs,
+    /// The enroot image built with the SIF (pyxis's squashfs: the root filesystem plus
+    /// `/etc/rc`, `/etc/environment` and `/etc/fstab`), a blob of its own.
+    Enroot,
+}
+
+impl View {
+    /// Whether the view is a file (the SIF, its partition or the enroot image).
+    pub fn is_file(self) -> bool {
+        matches!(self, View::Sif | View::Squashfs | View::Enroot)
+    }
 }
 
 /// A parsed `/sif/` path: the reference (a digest or `<repository>:<tag>`) and the view.
@@ -24,10 +34,11 @@ pub struct SifPath<'a> {
     pub view: View,
 }
 
-const SUFFIXES: [(&str, View); 3] = [
+const SUFFIXES: [(&str, View); 4] = [
     ("/status", View::Status),
     ("/log", View::Log),
     ("/squashfs", View::Squashfs),
+    ("/enroot", View::Enroot),
 ];
 
 impl<'a> SifPath<'a> {
@@ -84,6 +95,8 @@ mod tests {
         let p = SifPath::parse("alice/tool:1/squashfs");
         assert_eq!(p.view, View::Squashfs);
         assert_eq!(SifPath::parse("alice/tool:1/log").view, View::Log);
+        let p = SifPath::parse("alice/tool:1/enroot");
+        assert_eq!((p.reference, p.view), ("alice/tool:1", View::Enroot));
         let digest = format!("sha256:{}", "a".repeat(64));
         let p = SifPath::parse(&digest);
         assert_eq!((p.reference, p.view), (digest.as_str(), View::Sif));

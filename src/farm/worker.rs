@@ -72,6 +72,32 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
             "",
         )),
     };
+    // A backend that makes no enroot image (apptainer): the native converter derives it from
+    // the same layers, contained and streamed like any native build. A failure there costs the
+    // enroot image only (logged), never the SIF.
+    let result = match result {
+        Ok(mut built) if !built.workspace.enroot_path().exists() => {
+            let derived = tokio::select! {
+                d = native::derive_enroot(farm, &job, &built.workspace, &progress) => d,
+                _ = &mut heartbeat => Err(Failure::transient("the build lost its lease".into(), "")),
+            };
+            match derived {
+                Ok(log) => built
+                    .log
+                    .push_str(&format!("--- enroot image (native) ---\n{log}")),
+                Err(f) => {
+                    // What a failed build child left is no image.
+                    let _ = std::fs::remove_file(built.workspace.enroot_path());
+                    tracing::warn!(job = job.id, reason = %f.reason, "deriving the enroot image failed; the SIF is recorded without one");
+                    built
+                        .log
+                        .push_str(&format!("--- no enroot image: {} ---\n{}", f.reason, f.log));
+                }
+            }
+            Ok(built)
+        }
+        other => other,
+    };
     heartbeat.abort();
     settle(farm, owner, &job, started.elapsed(), result).await;
 }
@@ -89,6 +115,8 @@ pub(super) async fn settle(
 ) -> Option<Sif> {
     let duration_ms = elapsed.as_millis() as i64;
     crate::telemetry::build_phase("convert", elapsed);
+    // Whatever a remote builder uploaded for this attempt is taken by now, or of no use.
+    farm.enroot_uploads.forget(job.id);
     let outcome = match result {
         Ok(built) => {
             let importing = Instant::now();
@@ -181,12 +209,24 @@ async fn finish(
             "the job is no longer this worker's (cancelled or re-queued)".into(),
         ));
     }
-    let path = built.workspace.sif_path();
+    let (path, enroot_path) = (built.workspace.sif_path(), built.workspace.enroot_path());
     let store = farm.store.clone();
-    let inspected = tokio::task::spawn_blocking(move || intake::import_sif(&store, &path))
-        .await
-        .map_err(|e| fail(format!("SIF import task: {e}")))?
-        .map_err(|e| fail(format!("the built SIF is unusable: {e}")))?;
+    let (inspected, enroot) = tokio::task::spawn_blocking(move || {
+        let sif = intake::import_sif(&store, &path)
+            .map_err(|e| format!("the built SIF is unusable: {e}"))?;
+        // A backend that makes no enroot image leaves none: the SIF is recorded without.
+        let enroot = match enroot_path.exists() {
+            true => Some(
+                intake::import_enroot(&store, &enroot_path)
+                    .map_err(|e| format!("the built enroot image is unusable: {e}"))?,
+            ),
+            false => None,
+        };
+        Ok::<_, String>((sif, enroot))
+    })
+    .await
+    .map_err(|e| fail(format!("SIF import task: {e}")))?
+    .map_err(fail)?;
     let sif = Sif {
         digest: inspected.digest.as_str().to_owned(),
         manifest_digest: job.manifest_digest.clone(),
@@ -199,6 +239,10 @@ async fn finish(
         compression: built.compression.clone(),
         duration_ms,
         created_at: meta::now(),
+        enroot: enroot.map(|e| meta::EnrootImage {
+            digest: e.digest.as_str().to_owned(),
+            size: e.size as i64,
+        }),
     };
     let record = sif.clone();
     let (id, o, log, repo) = (
@@ -210,25 +254,33 @@ async fn finish(
     let namespace = repo.split('/').next().unwrap_or(&repo).to_owned();
     // A reproducible build of a re-pushed image yields the very SIF GC may be removing: under
     // the digest's lock, the file must still be there when the blob is linked (resurrected).
-    let _locked = crate::storage::guard::lock(&sif.digest).await;
-    let sif_file = Digest::parse(&sif.digest)
-        .map_err(|e| fail(format!("SIF digest: {e}")))
-        .and_then(|d| {
-            farm.store
-                .stat(&d)
-                .map_err(|e| fail(format!("SIF file: {e}")))
-        })?;
-    if sif_file.is_none() {
-        return Err(fail(
-            "the built SIF was removed by garbage collection before it was recorded; the retry rebuilds it"
-                .into(),
-        ));
+    // Likewise its enroot image (both locks at once: they are striped).
+    let mut outputs = vec![sif.digest.as_str()];
+    outputs.extend(sif.enroot.as_ref().map(|e| e.digest.as_str()));
+    let _locked = crate::storage::guard::lock_all(&outputs).await;
+    for digest in outputs {
+        let file = Digest::parse(digest)
+            .map_err(|e| fail(format!("digest of a built file: {e}")))
+            .and_then(|d| {
+                farm.store
+                    .stat(&d)
+                    .map_err(|e| fail(format!("built file {d}: {e}")))
+            })?;
+        if file.is_none() {
+            return Err(fail(format!(
+                "the built file {digest} was removed by garbage collection before it was recorded; the retry rebuilds it"
+            )));
+        }
     }
     let completed = farm
         .db
         .write(move |tx| {
-            // The SIF is a blob of the image's repository, which is what ORAS pulls read.
+            // The SIF is a blob of the image's repository, which is what ORAS pulls read; its
+            // enroot image too, so the namespace's usage counts it.
             meta::link_blob(tx, &repo, &namespace, &record.digest, record.size)?;
+            if let Some(e) = &record.enroot {
+                meta::link_blob(tx, &repo, &namespace, &e.digest, e.size)?;
+            }
             meta::complete_job(tx, id, &o, &record, &log)
         })
         .await

@@ -1,4 +1,5 @@
-//! The download of one ready SIF into the cache: resumable, retried, verified, then published.
+//! The download of one ready SIF (or enroot image) into the cache: resumable, retried,
+//! verified, then published.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -12,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{etag_digest, retry_pause, FetchError, ImageRef, Progress, Ready};
 use crate::client::{self, Client};
-use crate::node_cache::{self, NodeCache};
+use crate::node_cache::{self, Kind, NodeCache};
 
 /// How one attempt ended.
 enum Attempt {
@@ -23,16 +24,24 @@ enum Attempt {
     Restart,
 }
 
-/// Downloads the SIF `ready` names into the cache and returns its published path. The caller
+/// What is downloaded: from `url`, cached as `kind`.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub kind: Kind,
+}
+
+/// Downloads the file `ready` names into the cache and returns its published path. The caller
 /// holds the download lock.
 pub fn download(
     client: &Client,
     cache: &NodeCache,
     image: &ImageRef,
-    sif_url: &str,
+    target: Target<'_>,
     ready: &Ready,
     progress: &mut Progress,
 ) -> anyhow::Result<PathBuf> {
+    let sif_url = target.url;
     let part_path = cache.partial_path(&ready.digest)?;
     let mut part = OpenOptions::new()
         .create(true)
@@ -101,7 +110,7 @@ pub fn download(
     }
     progress.finish();
     drop(part);
-    Ok(cache.publish(&ready.digest, &part_path)?)
+    Ok(cache.publish_as(target.kind, &ready.digest, &part_path)?)
 }
 
 fn restart(part: &mut File) -> anyhow::Result<(Sha256, u64)> {

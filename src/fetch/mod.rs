@@ -21,14 +21,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use reqwest::header::{CONTENT_LENGTH, ETAG, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, ETAG, RANGE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::client::auth::{Auth, Munge};
 use crate::client::config::ClientConfig;
 use crate::client::{self, Client, Timeouts};
-use crate::node_cache::NodeCache;
+use crate::node_cache::{Kind, NodeCache};
 pub use progress::Progress;
 pub use reference::ImageRef;
 
@@ -44,8 +44,11 @@ pub struct FetchOptions {
     pub platform: Option<String>,
     /// How long to wait for a build; `None`: without limit.
     pub wait: Option<Duration>,
-    /// Also extract the squashfs partition (for enroot/pyxis).
+    /// Also extract the squashfs partition (the SIF's bare root filesystem).
     pub squashfs: bool,
+    /// Fetch the enroot image built with the SIF (`/sif/REF/enroot`, pyxis's squashfs) instead
+    /// of the SIF: cached under its own digest.
+    pub enroot: bool,
     /// Re-hash a cached SIF even when its stamp says it is intact.
     pub verify: bool,
 }
@@ -53,8 +56,9 @@ pub struct FetchOptions {
 /// What a fetch produced.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    /// `sha256:…` of the SIF.
+    /// `sha256:…` of the SIF (of the enroot image with [`FetchOptions::enroot`]).
     pub digest: String,
+    /// The cached SIF (the cached enroot image with [`FetchOptions::enroot`]).
     pub sif: PathBuf,
     pub squashfs: Option<PathBuf>,
     /// False for a cache hit.
@@ -153,7 +157,11 @@ pub fn fetch(
         Some(p) => format!("?platform={}", crate::urlcode::encode(p)),
         None => String::new(),
     };
-    let sif_url = format!("/sif/{}{query}", image.sif_path);
+    let (kind, view) = match options.enroot {
+        true => (Kind::Enroot, "/enroot"),
+        false => (Kind::Sif, ""),
+    };
+    let sif_url = format!("/sif/{}{view}{query}", image.sif_path);
     let status_url = format!("/sif/{}/status{query}", image.sif_path);
     let ready = wait_until_ready(client, image, &sif_url, &status_url, options, progress)?;
     if options.verify {
@@ -162,25 +170,28 @@ pub fn fetch(
             let _ = std::fs::remove_file(stamp.with_extension("stamp"));
         }
     }
-    let (sif, downloaded) = match cache.lookup(&ready.digest)? {
+    let (sif, downloaded) = match cache.lookup_as(kind, &ready.digest)? {
         Some(path) => (path, false),
         None => {
             let _lock = cache.lock_download(&ready.digest)?;
             // Another job on this node may have downloaded it while we waited for the lock.
-            match cache.lookup(&ready.digest)? {
+            match cache.lookup_as(kind, &ready.digest)? {
                 Some(path) => (path, false),
                 None => {
                     for e in cache.make_room(ready.size)? {
                         progress.note(&format!("evicted {} from the cache", e.digest));
                     }
-                    let path =
-                        download::download(client, cache, image, &sif_url, &ready, progress)?;
+                    let target = download::Target {
+                        url: &sif_url,
+                        kind,
+                    };
+                    let path = download::download(client, cache, image, target, &ready, progress)?;
                     (path, true)
                 }
             }
         }
     };
-    let squashfs = if options.squashfs {
+    let squashfs = if options.squashfs && !options.enroot {
         Some(download::extract_squashfs(cache, &ready.digest, &sif)?)
     } else {
         None
@@ -269,7 +280,7 @@ fn wait_until_ready(
                 thread::sleep(pause.min(limit - waited));
             }
             StatusCode::UNPROCESSABLE_ENTITY => return Err(build_failed(client, image, sif_url)),
-            _ => return Err(refused(client, image, status_url, status)),
+            _ => return Err(refused(client, image, [status_url, sif_url], status)),
         }
     }
 }
@@ -296,21 +307,30 @@ fn build_failed(client: &Client, image: &ImageRef, sif_url: &str) -> anyhow::Err
     FetchError::Refused(text.trim_end().to_owned()).into()
 }
 
-/// An unknown image, an unreadable one, bad credentials: one line with the registry's words.
+/// An unknown image, an unreadable one, bad credentials: one line with the registry's words,
+/// read from the status (`urls[0]`), or from the file's URL (`urls[1]`, one byte at most) when
+/// the image is fine but its file is refused (a SIF built without an enroot image).
 fn refused(
     client: &Client,
     image: &ImageRef,
-    status_url: &str,
+    urls: [&str; 2],
     status: StatusCode,
 ) -> anyhow::Error {
     let message = client
         .block_on(async {
-            let r = client
-                .send(client.request(Method::GET, status_url)?)
-                .await?;
-            let bytes = r.bytes().await.unwrap_or_default();
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            anyhow::Ok(client::error_message(&v, &bytes))
+            let mut message = String::new();
+            for url in urls {
+                let request = client.request(Method::GET, url)?.header(RANGE, "bytes=0-0");
+                let r = client.send(request).await?;
+                let failed = !r.status().is_success();
+                let bytes = r.bytes().await.unwrap_or_default();
+                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                message = client::error_message(&v, &bytes);
+                if failed {
+                    break;
+                }
+            }
+            anyhow::Ok(message)
         })
         .unwrap_or_default();
     let hint = match status {

@@ -288,6 +288,7 @@ mod tests {
             digest: served.map(|s| s.0.to_owned()),
             bytes: served.map(|s| s.1),
             squashfs: false,
+            enroot: false,
         }
     }
 

@@ -12,6 +12,8 @@
 //!   lease is gone (stop building);
 //! - `POST /builder/v1/jobs/{id}/log` (text, at most 64 KiB): 204;
 //! - `GET /builder/v1/jobs/{id}/blobs/{digest}`: the job's config or a layer, 404 for any other;
+//! - `PUT /builder/v1/jobs/{id}/enroot?digest=sha256:…` (the enroot image built with the SIF,
+//!   streamed, before the SIF): 201, or 422 naming why it was refused (the attempt then failed);
 //! - `PUT /builder/v1/jobs/{id}/sif?digest=sha256:…` (the SIF, streamed): 201, or 422 naming
 //!   why it was refused (the attempt then failed);
 //! - `POST /builder/v1/jobs/{id}/fail` `{"reason", "log", "permanent"}`: 204.
@@ -270,20 +272,50 @@ pub async fn upload(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let claimed = match query_map(&uri).map(|mut q| q.remove("digest")) {
-        Ok(Some(d)) => d,
-        Ok(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
-                "the upload needs ?digest= (the SIF's sha256)",
-            )
-        }
-        Err(e) => return e.into_response(),
+    let claimed = match claimed_digest(&uri, "the SIF's sha256") {
+        Ok(d) => d,
+        Err(r) => return *r,
     };
     let stream = body.into_data_stream();
     match remote::upload(&app.farm, &who, id, &instance, &claimed, stream).await {
         Ok(accepted) => (StatusCode::CREATED, Json(accepted)).into_response(),
+        Err(e) => remote_error(e),
+    }
+}
+
+/// The `?digest=` an upload claims (`what` names it in the refusal).
+fn claimed_digest(uri: &Uri, what: &str) -> Result<String, Box<Response>> {
+    match query_map(uri).map(|mut q| q.remove("digest")) {
+        Ok(Some(d)) => Ok(d),
+        Ok(None) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("the upload needs ?digest= ({what})"),
+        ))),
+        Err(e) => Err(Box::new(e.into_response())),
+    }
+}
+
+/// `PUT /builder/v1/jobs/{id}/enroot?instance=…&digest=sha256:…`.
+pub async fn upload_enroot(
+    State(app): State<Arc<App>>,
+    client: Client,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (who, id, instance) = match job_caller(&app, &headers, &client, &id, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let claimed = match claimed_digest(&uri, "the enroot image's sha256") {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let stream = body.into_data_stream();
+    match remote::upload_enroot(&app.farm, &who, id, &instance, &claimed, stream).await {
+        Ok(size) => (StatusCode::CREATED, Json(json!({"job": id, "size": size}))).into_response(),
         Err(e) => remote_error(e),
     }
 }

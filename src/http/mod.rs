@@ -167,6 +167,10 @@ fn builder_routes() -> Router<Arc<App>> {
             axum::routing::put(builder_api::upload),
         )
         .route(
+            "/builder/v1/jobs/{id}/enroot",
+            axum::routing::put(builder_api::upload_enroot),
+        )
+        .route(
             "/builder/v1/jobs/{id}/{action}",
             post(builder_api::job_action),
         )

@@ -3,8 +3,10 @@
 //! - `GET|HEAD /sif/<digest>[?platform=os/arch]` and `/sif/<name>:<tag>`: 200 with the SIF
 //!   (Range, ETag = the SIF's digest, immutable), 202 with a JSON status while queued or building,
 //!   422 with the reason and log tail if the build failed, 404 for unknown images.
-//! - `/sif/<ref>/status` (JSON), `/sif/<ref>/log` (text), `/sif/<ref>/squashfs` (the squashfs
-//!   partition alone, for enroot/pyxis).
+//! - `/sif/<ref>/status` (JSON), `/sif/<ref>/log` (text), `/sif/<ref>/squashfs` (the SIF's
+//!   squashfs partition alone), `/sif/<ref>/enroot` (the enroot image built with the SIF, for
+//!   pyxis: a blob of its own, ETag = its digest; the same 202s, Range and permissions as the
+//!   SIF).
 //!
 //! What a request gets is decided by [`crate::farm::resolve`]; these handlers map its answer
 //! to a response.
@@ -42,8 +44,9 @@ pub async fn dispatch(
     let response = respond(&app, method, uri, headers, &principal, path, &mut served)
         .await
         .unwrap_or_else(IntoResponse::into_response);
-    // A fetch is a GET of the SIF or its squashfs that was not answered "still building".
-    let fetch = *method == Method::GET && matches!(path.view, View::Sif | View::Squashfs);
+    // A fetch is a GET of the SIF, its squashfs or its enroot image that was not answered
+    // "still building".
+    let fetch = *method == Method::GET && path.view.is_file();
     if fetch && response.status() != StatusCode::ACCEPTED {
         let ok = response.status().as_u16() < 300;
         let bytes = response
@@ -56,6 +59,7 @@ pub async fn dispatch(
             digest: served.filter(|_| ok),
             bytes: bytes.filter(|_| ok),
             squashfs: path.view == View::Squashfs,
+            enroot: path.view == View::Enroot,
         };
         super::auth::emit(audit.as_ref().map(|Extension(slot)| slot), event);
     }
@@ -87,9 +91,11 @@ async fn respond(
         .await?
     {
         Answer::Sif { ready, file } => {
-            // The SIF's own digest names what was fetched (the squashfs alone has none).
-            if path.view == View::Sif {
-                *served = Some(ready.sif.digest.clone());
+            // The file's own digest names what was fetched (the squashfs alone has none).
+            match (path.view, &ready.sif.enroot) {
+                (View::Sif, _) => *served = Some(ready.sif.digest.clone()),
+                (View::Enroot, Some(e)) => *served = Some(e.digest.clone()),
+                _ => {}
             }
             serve(method, headers, &ready, file, path.view).await
         }
@@ -125,8 +131,20 @@ async fn serve(
     view: View,
 ) -> Result<Response> {
     let sif = &ready.sif;
-    let served = match view {
-        View::Squashfs => files::Served {
+    let served = match (view, &sif.enroot) {
+        (View::Enroot, Some(enroot)) => files::Served {
+            len: file.size,
+            blob: file,
+            offset: 0,
+            etag: enroot.digest.clone(),
+            content_type: "application/vnd.squashfs",
+            extra: vec![
+                ("docker-content-digest", enroot.digest.clone()),
+                ("x-image-digest", ready.image.clone()),
+                ("x-sif-digest", sif.digest.clone()),
+            ],
+        },
+        (View::Squashfs, _) => files::Served {
             blob: file,
             offset: sif.squashfs_offset as u64,
             len: sif.squashfs_size as u64,

@@ -487,9 +487,9 @@ fn image_batch(tx: &meta::Tx, after: &mut String, report: &mut Report) -> meta::
         after.clone_from(image);
         let gone = !meta::manifest_exists_anywhere(tx, image)?;
         if gone {
-            for (sif, size) in meta::drop_image_sifs(tx, image)? {
+            for (kind, sif, size) in meta::drop_image_sifs(tx, image)? {
                 report.push(Action {
-                    kind: "sif",
+                    kind,
                     repository: None,
                     reference: sif,
                     reason: format!("built from {image}, which no repository holds any more"),

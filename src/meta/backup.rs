@@ -78,11 +78,12 @@ pub fn each_manifest_blob(conn: &Connection, each: impl FnMut(String, Option<i64
     )
 }
 
-/// Every ready SIF: its blob digest and size, quarantined ones left out.
+/// Every ready SIF and enroot image: its blob digest and size, quarantined ones left out.
 pub fn each_sif(conn: &Connection, each: impl FnMut(String, i64)) -> Result<()> {
     each_pair(
         conn,
-        "SELECT s.digest, s.size FROM sifs s
+        "SELECT digest, size FROM (
+             SELECT digest, size FROM sifs UNION SELECT digest, size FROM enroot_images) s
          WHERE NOT EXISTS (SELECT 1 FROM blob_quarantine q WHERE q.digest = s.digest)
          ORDER BY s.digest",
         each,

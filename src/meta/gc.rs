@@ -233,23 +233,48 @@ pub fn manifest_exists_anywhere(conn: &Connection, digest: &str) -> Result<bool>
     exists(conn, "SELECT 1 FROM manifests WHERE digest = ?1", [digest])
 }
 
-/// Drops the SIF records and finished/queued jobs of an image no repository holds. Returns the
-/// SIFs dropped (digest, size); their blobs lose the record's reference. A job still building
-/// is left to finish (its result is dropped at the next prune).
-pub fn drop_image_sifs(tx: &Transaction, image: &str) -> Result<Vec<(String, i64)>> {
+/// Drops the SIF records (with their enroot images) and finished/queued jobs of an image no
+/// repository holds. Returns what was dropped (`"sif"` or `"enroot"`, digest, size); their
+/// blobs lose the record's reference. A job still building is left to finish (its result is
+/// dropped at a later prune).
+pub fn drop_image_sifs(tx: &Transaction, image: &str) -> Result<Vec<(&'static str, String, i64)>> {
     let sifs: Vec<(String, i64)> = tx
         .prepare_cached("SELECT digest, size FROM sifs WHERE manifest_digest = ?1")?
         .query_map([image], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let t = now();
-    for (sif, _) in &sifs {
-        tx.prepare_cached("DELETE FROM sifs WHERE digest = ?1")?
-            .execute([sif])?;
-        release_blob(tx, sif, t)?;
+    let mut dropped = Vec::with_capacity(sifs.len() * 2);
+    for (sif, size) in sifs {
+        if let Some((enroot, enroot_size)) = drop_sif_record(tx, &sif, t)? {
+            dropped.push(("enroot", enroot, enroot_size));
+        }
+        dropped.push(("sif", sif, size));
     }
     tx.prepare_cached("DELETE FROM build_jobs WHERE manifest_digest = ?1 AND state <> 'building'")?
         .execute([image])?;
-    Ok(sifs)
+    Ok(dropped)
+}
+
+/// Deletes the record of SIF `sif` and its enroot image's row, releasing the reference each
+/// held on its blob; returns the enroot image (digest, size) it had.
+pub(super) fn drop_sif_record(
+    tx: &Transaction,
+    sif: &str,
+    t: i64,
+) -> Result<Option<(String, i64)>> {
+    let enroot: Option<(String, i64)> = tx
+        .prepare_cached("SELECT digest, size FROM enroot_images WHERE sif_digest = ?1")?
+        .query_row([sif], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((digest, _)) = &enroot {
+        tx.prepare_cached("DELETE FROM enroot_images WHERE sif_digest = ?1")?
+            .execute([sif])?;
+        release_blob(tx, digest, t)?;
+    }
+    tx.prepare_cached("DELETE FROM sifs WHERE digest = ?1")?
+        .execute([sif])?;
+    release_blob(tx, sif, t)?;
+    Ok(enroot)
 }
 
 /// One reference on a blob is gone.
@@ -461,6 +486,108 @@ mod tests {
             )?)
         })
         .unwrap()
+    }
+
+    /// Claims the job of image `sha256:m1` as `w` and records SIF `sha256:s` with enroot
+    /// image `sha256:e` (7 bytes).
+    fn build_with_enroot(db: &Db) {
+        db.write_blocking(|tx| {
+            crate::meta::enqueue_build(tx, "sha256:m1", "linux/amd64", "alice/x")?;
+            let job = crate::meta::claim_job(tx, "w", "native", 60)?.expect("a job to claim");
+            let sif = crate::meta::Sif {
+                digest: "sha256:s".into(),
+                manifest_digest: "sha256:m1".into(),
+                platform: "linux/amd64".into(),
+                size: 1,
+                squashfs_offset: 0,
+                squashfs_size: 1,
+                backend: "native".into(),
+                builder: "w".into(),
+                compression: "gzip".into(),
+                duration_ms: 0,
+                created_at: 0,
+                enroot: Some(crate::meta::EnrootImage {
+                    digest: "sha256:e".into(),
+                    size: 7,
+                }),
+            };
+            assert!(crate::meta::complete_job(tx, job.id, "w", &sif, "log")?);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn an_enroot_image_is_held_and_dropped_with_its_sif() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        db.write_blocking(|tx| {
+            for d in ["sha256:l", "sha256:s", "sha256:e"] {
+                link_blob(tx, "alice/x", "alice", d, 1)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let m = manifest("sha256:m1", &[("sha256:l", ReferenceKind::Blob)], Some("1"));
+        db.write_blocking(|tx| put_manifest(tx, &m))
+            .unwrap()
+            .unwrap();
+        build_with_enroot(&db);
+        assert_eq!(
+            (ref_count(&db, "sha256:s"), ref_count(&db, "sha256:e")),
+            (1, 1)
+        );
+        let sif = db
+            .read_blocking(|c| crate::meta::sif_by_digest(c, "sha256:s"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            sif.enroot.map(|e| (e.digest, e.size)),
+            Some(("sha256:e".into(), 7))
+        );
+
+        // A corrupt enroot image is a corrupt build: both records go, the job is queued again.
+        let source = db
+            .write_blocking(|tx| crate::meta::quarantine_blob(tx, "sha256:e", "sha256:x", "/q"))
+            .unwrap();
+        assert_eq!(source, Some(("sha256:m1".into(), "linux/amd64".into())));
+        assert_eq!(
+            (ref_count(&db, "sha256:s"), ref_count(&db, "sha256:e")),
+            (0, 0)
+        );
+        assert!(db
+            .read_blocking(|c| crate::meta::sif_by_digest(c, "sha256:s"))
+            .unwrap()
+            .is_none());
+
+        // Rebuilt, then the image is deleted: GC drops the SIF and its enroot image together.
+        build_with_enroot(&db);
+        assert_eq!(
+            (ref_count(&db, "sha256:s"), ref_count(&db, "sha256:e")),
+            (1, 1)
+        );
+        db.write_blocking(|tx| delete_manifest(tx, "alice/x", "sha256:m1"))
+            .unwrap();
+        let dropped = db
+            .write_blocking(|tx| drop_image_sifs(tx, "sha256:m1"))
+            .unwrap();
+        assert_eq!(
+            dropped,
+            vec![
+                ("enroot", "sha256:e".to_owned(), 7),
+                ("sif", "sha256:s".to_owned(), 1)
+            ]
+        );
+        assert_eq!(
+            (ref_count(&db, "sha256:s"), ref_count(&db, "sha256:e")),
+            (0, 0)
+        );
+        let left: i64 = db
+            .read_blocking(|c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM enroot_images", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

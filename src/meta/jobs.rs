@@ -103,6 +103,15 @@ pub struct Sif {
     pub compression: String,
     pub duration_ms: i64,
     pub created_at: i64,
+    /// The enroot image built with it (`enroot_images`), if any.
+    pub enroot: Option<EnrootImage>,
+}
+
+/// An enroot image: a squashfs blob of the SIF's tree plus enroot's `/etc` files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrootImage {
+    pub digest: String,
+    pub size: i64,
 }
 
 /// Queues a build unless one exists for the digest and platform. Returns true if queued now.
@@ -203,7 +212,8 @@ pub fn complete_job(tx: &Transaction, id: i64, owner: &str, sif: &Sif, log: &str
     if n == 0 {
         return Ok(false);
     }
-    tx.prepare_cached(
+    let inserted = tx
+        .prepare_cached(
         "INSERT INTO sifs (digest, manifest_digest, platform, size, squashfs_offset, squashfs_size,
                            backend, builder, compression, duration_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -221,19 +231,21 @@ pub fn complete_job(tx: &Transaction, id: i64, owner: &str, sif: &Sif, log: &str
         sif.compression,
         sif.duration_ms,
         sif.created_at
-    ])
-    .map(|n| n > 0)
-    .and_then(|inserted| {
-        // The SIF record holds a reference on its blob, so the bytes stay while the image exists
-        // even when no tag publishes it as an ORAS artifact. GC drops it with the record.
-        if inserted {
+    ])?
+        > 0;
+    // The SIF record holds a reference on its blob, so the bytes stay while the image exists
+    // even when no tag publishes it as an ORAS artifact. GC drops it with the record; the
+    // enroot image's row likewise holds one on its blob.
+    if inserted {
+        hold_blob(tx, &sif.digest)?;
+        if let Some(enroot) = &sif.enroot {
             tx.prepare_cached(
-                "UPDATE blobs SET ref_count = ref_count + 1, unreferenced_since = NULL WHERE digest = ?1",
+                "INSERT INTO enroot_images (sif_digest, digest, size) VALUES (?1, ?2, ?3)",
             )?
-            .execute([&sif.digest])?;
+            .execute(params![sif.digest, enroot.digest, enroot.size])?;
+            hold_blob(tx, &enroot.digest)?;
         }
-        Ok(())
-    })?;
+    }
     // In this transaction: a ready SIF is never left untold by a crash.
     super::enqueue_build_outcome(tx, id, super::BuildOutcome::Ready)?;
     Ok(true)
@@ -312,11 +324,23 @@ pub fn job_log(conn: &Connection, id: i64) -> Result<Option<String>> {
         .flatten())
 }
 
+/// One more reference on a blob (a SIF record or an enroot image row).
+fn hold_blob(tx: &Transaction, digest: &str) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE blobs SET ref_count = ref_count + 1, unreferenced_since = NULL WHERE digest = ?1",
+    )?
+    .execute([digest])?;
+    Ok(())
+}
+
 pub fn sif_by_digest(conn: &Connection, digest: &str) -> Result<Option<Sif>> {
     Ok(conn
         .prepare_cached(
-            "SELECT digest, manifest_digest, platform, size, squashfs_offset, squashfs_size, backend,
-                    builder, compression, duration_ms, created_at FROM sifs WHERE digest = ?1",
+            "SELECT s.digest, s.manifest_digest, s.platform, s.size, s.squashfs_offset,
+                    s.squashfs_size, s.backend, s.builder, s.compression, s.duration_ms,
+                    s.created_at, e.digest, e.size
+             FROM sifs s LEFT JOIN enroot_images e ON e.sif_digest = s.digest
+             WHERE s.digest = ?1",
         )?
         .query_row([digest], |r| {
             Ok(Sif {
@@ -331,6 +355,10 @@ pub fn sif_by_digest(conn: &Connection, digest: &str) -> Result<Option<Sif>> {
                 compression: r.get(8)?,
                 duration_ms: r.get(9)?,
                 created_at: r.get(10)?,
+                enroot: match (r.get(11)?, r.get(12)?) {
+                    (Some(digest), Some(size)) => Some(EnrootImage { digest, size }),
+                    _ => None,
+                },
             })
         })
         .optional()?)

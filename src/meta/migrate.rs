@@ -48,6 +48,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         apply: to_5_admin_jobs,
     },
+    Migration {
+        version: 6,
+        apply: to_6_enroot_images,
+    },
 ];
 
 /// A new store: the whole current schema (later migrations have nothing left to do).
@@ -93,6 +97,13 @@ fn to_4_builders_and_slurm_jobs(tx: &Transaction) -> Result<()> {
 /// The background admin jobs (`admin_jobs`: scrub with progress, checkpoint and cancel): a new
 /// table only, which `schema.sql` creates `IF NOT EXISTS`.
 fn to_5_admin_jobs(tx: &Transaction) -> Result<()> {
+    tx.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// The enroot images built with SIFs (`enroot_images`): a new table only. SIFs built before
+/// have none; `/sif/<ref>/enroot` says so and names the rebuild.
+fn to_6_enroot_images(tx: &Transaction) -> Result<()> {
     tx.execute_batch(SCHEMA)?;
     Ok(())
 }

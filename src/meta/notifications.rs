@@ -529,6 +529,7 @@ mod tests {
             compression: "gzip".into(),
             duration_ms: 1,
             created_at: 0,
+            enroot: None,
         }
     }
 

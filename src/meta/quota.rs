@@ -20,7 +20,7 @@ pub struct NamespaceUsage {
     pub repositories: i64,
     /// Layers, configs and other blobs that are not built SIFs.
     pub blob_bytes: i64,
-    /// Built SIFs (blobs recorded in `sifs`).
+    /// Built SIFs and their enroot images (blobs recorded in `sifs` and `enroot_images`).
     pub sif_bytes: i64,
     pub manifest_bytes: i64,
 }
@@ -51,7 +51,8 @@ const BLOBS: &str = "SELECT nb.namespace,
           JOIN repositories r ON r.id = rb.repository_id";
 const BLOBS_TAIL: &str = ") nb
     JOIN blobs b ON b.digest = nb.digest
-    LEFT JOIN sifs s ON s.digest = nb.digest
+    LEFT JOIN (SELECT digest FROM sifs UNION SELECT digest FROM enroot_images) s
+        ON s.digest = nb.digest
     GROUP BY nb.namespace";
 const MANIFESTS: &str = "SELECT nm.namespace, SUM(nm.size)
     FROM (SELECT DISTINCT r.namespace, m.digest, m.size FROM manifests m
@@ -463,30 +464,31 @@ pub fn quarantine_blob(
              path = excluded.path, detected_at = excluded.detected_at",
     )?
     .execute(params![digest, actual_digest, path, now()])?;
-    let source: Option<SifSource> = tx
-        .prepare_cached("SELECT manifest_digest, platform FROM sifs WHERE digest = ?1")?
-        .query_row([digest], |r| Ok((r.get(0)?, r.get(1)?)))
+    // A corrupt enroot image is its SIF's build output too: the SIF is rebuilt with it.
+    let source: Option<(String, SifSource)> = tx
+        .prepare_cached(
+            "SELECT digest, manifest_digest, platform FROM sifs WHERE digest = ?1
+             UNION ALL
+             SELECT s.digest, s.manifest_digest, s.platform
+             FROM enroot_images e JOIN sifs s ON s.digest = e.sif_digest WHERE e.digest = ?1
+             LIMIT 1",
+        )?
+        .query_row([digest], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
         .optional()?;
-    if source.is_some() {
-        tx.prepare_cached("DELETE FROM sifs WHERE digest = ?1")?
-            .execute([digest])?;
-        // The SIF record held a reference on its blob (see `complete_job`); a rebuild to the
-        // same digest takes it again.
-        tx.prepare_cached(
-            "UPDATE blobs SET ref_count = ref_count - 1,
-                 unreferenced_since = CASE WHEN ref_count - 1 <= 0 THEN ?2 ELSE unreferenced_since END
-             WHERE digest = ?1",
-        )?
-        .execute(params![digest, now()])?;
-        tx.prepare_cached(
-            "UPDATE build_jobs SET state = 'queued', attempts = 0, not_before = 0, sif_digest = NULL,
-                 lease_owner = NULL, lease_expires = NULL, progress = NULL, failure = NULL,
-                 finished_at = NULL
-             WHERE sif_digest = ?1 AND state = 'ready'",
-        )?
-        .execute([digest])?;
-    }
-    Ok(source)
+    let Some((sif, source)) = source else {
+        return Ok(None);
+    };
+    // The SIF record held a reference on its blob (see `complete_job`), its enroot row one on
+    // its own; a rebuild to the same digests takes them again.
+    super::gc::drop_sif_record(tx, &sif, now())?;
+    tx.prepare_cached(
+        "UPDATE build_jobs SET state = 'queued', attempts = 0, not_before = 0, sif_digest = NULL,
+             lease_owner = NULL, lease_expires = NULL, progress = NULL, failure = NULL,
+             finished_at = NULL
+         WHERE sif_digest = ?1 AND state = 'ready'",
+    )?
+    .execute([&sif])?;
+    Ok(Some(source))
 }
 
 /// Whether `digest` is in quarantine.

@@ -138,6 +138,17 @@ CREATE TABLE IF NOT EXISTS sifs (
 );
 CREATE INDEX IF NOT EXISTS sifs_by_manifest ON sifs (manifest_digest, platform);
 
+-- The enroot image (pyxis's squashfs: the SIF's root filesystem plus /etc/rc, /etc/environment,
+-- /etc/fstab) built with a SIF: a blob too, referenced by this row as the SIF is by its record,
+-- and dropped with it. A SIF without a row has none (built before schema 6, or by a backend
+-- that makes none).
+CREATE TABLE IF NOT EXISTS enroot_images (
+    sif_digest       TEXT PRIMARY KEY,           -- sifs.digest
+    digest           TEXT NOT NULL,              -- sha256 of the squashfs file
+    size             BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS enroot_images_by_digest ON enroot_images (digest);
+
 -- Identities (src/meta/users.rs). A user's name is also their namespace (`alice/...`), and so is
 -- a group's, which is why the two share one name space (enforced by the code that creates them).
 CREATE TABLE IF NOT EXISTS users (

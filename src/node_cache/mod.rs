@@ -10,7 +10,9 @@
 //! ROOT/<uid>/<hex>.stamp     inode, size and mtime when it was verified (cheap re-checks)
 //! ROOT/<uid>/<hex>.lock      held exclusively by the one download of <hex>
 //! ROOT/<uid>/<hex>.part      that download in progress; kept for a resume after a crash
-//! ROOT/<uid>/<hex>.squashfs  the SIF's root filesystem alone, for enroot/pyxis
+//! ROOT/<uid>/<hex>.squashfs  the SIF's root filesystem alone (`fetch --squashfs`)
+//! ROOT/<uid>/<hex>.sqsh      an enroot image (pyxis's squashfs, `fetch --enroot`), keyed by
+//!                            its own digest and kept like a SIF (stamp, lock, LRU, holds)
 //! ```
 //!
 //! Why one directory per user: the registry decides who may read an image, and a node cannot
@@ -74,6 +76,25 @@ pub fn digest_hex(digest: &str) -> Result<String> {
         Ok(hex.to_owned())
     } else {
         Err(CacheError::BadDigest(digest.to_owned()))
+    }
+}
+
+/// What a cache entry holds, each kind keyed by its own digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sif,
+    /// The enroot image built with a SIF (a squashfs).
+    Enroot,
+}
+
+impl Kind {
+    const ALL: [Kind; 2] = [Kind::Sif, Kind::Enroot];
+
+    fn ext(self) -> &'static str {
+        match self {
+            Kind::Sif => "sif",
+            Kind::Enroot => "sqsh",
+        }
     }
 }
 
@@ -157,8 +178,13 @@ impl NodeCache {
     /// verified (size, inode or mtime differ from its stamp) is hashed again; a corrupt one is
     /// removed (if nobody holds it) and reported as absent, so the caller fetches it again.
     pub fn lookup(&self, digest: &str) -> Result<Option<PathBuf>> {
+        self.lookup_as(Kind::Sif, digest)
+    }
+
+    /// [`NodeCache::lookup`] for an entry of `kind`.
+    pub fn lookup_as(&self, kind: Kind, digest: &str) -> Result<Option<PathBuf>> {
         let hex = digest_hex(digest)?;
-        let sif = self.path(&hex, "sif");
+        let sif = self.path(&hex, kind.ext());
         let meta = match fs::metadata(&sif) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -227,8 +253,13 @@ impl NodeCache {
 
     /// Publishes the verified download at `partial` as the SIF of `digest` (atomic rename).
     pub fn publish(&self, digest: &str, partial: &Path) -> Result<PathBuf> {
+        self.publish_as(Kind::Sif, digest, partial)
+    }
+
+    /// [`NodeCache::publish`] for an entry of `kind`.
+    pub fn publish_as(&self, kind: Kind, digest: &str, partial: &Path) -> Result<PathBuf> {
         let hex = digest_hex(digest)?;
-        let sif = self.path(&hex, "sif");
+        let sif = self.path(&hex, kind.ext());
         File::open(partial)
             .and_then(|f| f.sync_all())
             .map_err(io_at(partial))?;
@@ -282,7 +313,11 @@ impl NodeCache {
         for item in fs::read_dir(&self.dir).map_err(io_at(&self.dir))? {
             let item = item.map_err(io_at(&self.dir))?;
             let name = item.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".sif")) else {
+            let Some(hex) = name.to_str().and_then(|n| {
+                Kind::ALL
+                    .iter()
+                    .find_map(|k| n.strip_suffix(k.ext())?.strip_suffix('.'))
+            }) else {
                 continue;
             };
             if digest_hex(hex).is_err() {
@@ -370,18 +405,28 @@ impl NodeCache {
         Ok(())
     }
 
-    /// Removes the SIF of `hex` with its stamp and squashfs unless a job holds it; false if held.
+    /// Removes the entry of `hex` (SIF or enroot image) with its stamp and squashfs unless a
+    /// job holds it; false if held.
     fn remove_unheld(&self, hex: &str) -> Result<bool> {
-        let sif = self.path(hex, "sif");
-        let file = match File::open(&sif) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
-            Err(e) => return Err(io_at(&sif)(e)),
+        let mut found = None;
+        for kind in Kind::ALL {
+            let path = self.path(hex, kind.ext());
+            match File::open(&path) {
+                Ok(f) => {
+                    found = Some((path, f));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+        let Some((sif, file)) = found else {
+            return Ok(true);
         };
         if !locks::try_lock(&file, Mode::Exclusive).map_err(io_at(&sif))? {
             return Ok(false);
         }
-        for ext in ["sif", "stamp", "squashfs"] {
+        for ext in ["sif", "sqsh", "stamp", "squashfs"] {
             let path = self.path(hex, ext);
             match fs::remove_file(&path) {
                 Ok(()) => {}

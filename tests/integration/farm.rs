@@ -178,6 +178,48 @@ fn assert_ready_views(server: &Server, digest: &str, sif: &[u8], squashfs: &[u8]
         b"hsqs",
         "GET /sif/{digest}/squashfs does not start with the squashfs magic"
     );
+
+    // The enroot image built with the SIF: a squashfs of its own, named by its own digest.
+    let en = sif_get(server, &format!("{digest}/enroot"));
+    assert_eq!(
+        en.status,
+        StatusCode::OK,
+        "GET /sif/{digest}/enroot: {}",
+        en.describe()
+    );
+    assert_eq!(
+        &en.body[..4],
+        b"hsqs",
+        "GET /sif/{digest}/enroot is no squashfs"
+    );
+    let enroot_digest = sha256_digest(&en.body);
+    assert_eq!(
+        en.header("etag").as_deref(),
+        Some(format!("\"{enroot_digest}\"").as_str()),
+        "ETag of /sif/{digest}/enroot must be its digest: {}",
+        en.describe()
+    );
+    assert_eq!(
+        en.header("x-sif-digest").as_deref(),
+        Some(sif_digest.as_str())
+    );
+    assert!(
+        en.body != squashfs,
+        "the enroot image is the bare partition"
+    );
+    let part = sif_request(
+        server,
+        "GET",
+        &format!("{digest}/enroot"),
+        &[("Range", "bytes=0-3")],
+    );
+    assert_eq!(
+        part.status,
+        StatusCode::PARTIAL_CONTENT,
+        "{}",
+        part.describe()
+    );
+    assert_eq!(part.body, b"hsqs");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1217,6 +1259,11 @@ fn apptainer_backend_runs_a_stand_in_apptainer_with_the_right_arguments() {
     );
     assert!(
         log.contains("stand-in apptainer: layout ok"),
+        "job log:\n{log}"
+    );
+    // Apptainer writes no enroot image: the native converter derived the one served above.
+    assert!(
+        log.contains("--- enroot image (native) ---"),
         "job log:\n{log}"
     );
 }

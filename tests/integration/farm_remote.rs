@@ -132,6 +132,14 @@ fn remote_builders_build_and_a_killed_builder_loses_its_job_to_another() {
         &["/bin/busybox", "/data/random.bin"],
         "hello-from-a-builder\n",
     );
+    // The enroot image the builder uploaded before the SIF is served with it.
+    let e = sif_as_alice(&server, "alice/remote:1/enroot");
+    assert_eq!(e.status, StatusCode::OK, "{}", e.describe());
+    assert_eq!(
+        &e.body[..4],
+        b"hsqs",
+        "the remote enroot image is no squashfs"
+    );
 
     // Every builder action is in the audit trail under the builder's name.
     let audit = fs::read_to_string(server.data_dir().join("audit/audit.jsonl")).unwrap();

@@ -708,7 +708,7 @@ fn retention_untagged_after_dry_run_equals_real_run() {
 }
 
 #[test]
-fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_along() {
+fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_and_enroot_image_along() {
     // A SIF download is a use of the image: `unused_after` must not expire a tag whose SIF is
     // fetched while nobody pulls the image itself.
     let server = GcServer::start(
@@ -722,6 +722,10 @@ fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_along()
     let sif = wait_sif(&server, &digest, BUILD_DEADLINE).reply;
     let sif_digest = sif.header("docker-content-digest").expect("SIF digest");
     assert_eq!(sha256_digest(&sif.body), sif_digest);
+    // Its enroot image, a blob of its own.
+    let enroot = sif_get(&server, &format!("{digest}/enroot"));
+    assert_eq!(enroot.status, StatusCode::OK, "{}", enroot.describe());
+    let enroot_digest = sha256_digest(&enroot.body);
     // The ORAS artifact exists once published.
     wait_tag(&server, "sifs/tool", "1.sif");
 
@@ -766,11 +770,16 @@ fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_along()
             !refs_of(&report, "blob").contains(&sif_digest),
             "{report:#}"
         );
+        assert!(
+            !refs_of(&report, "blob").contains(&enroot_digest),
+            "a referenced enroot image was collected: {report:#}"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let fetched = fetcher.join().expect("fetcher");
     assert!(fetched >= 2);
     assert!(blob_files(server.data_dir()).contains(&sif_digest));
+    assert!(blob_files(server.data_dir()).contains(&enroot_digest));
 
     // For longer than `unused_after`, only the SIF is fetched (by digest); a second tag, of an
     // image nobody builds (s390x) or fetches, is the control.
@@ -809,11 +818,17 @@ fn sif_downloads_succeed_during_prunes_and_a_deleted_image_takes_its_sif_along()
     assert_eq!(refs_of(&done, "sif"), BTreeSet::from([sif_digest.clone()]));
     assert!(refs_of(&done, "blob").contains(&sif_digest), "{done:#}");
     assert_eq!(
+        refs_of(&done, "enroot"),
+        BTreeSet::from([enroot_digest.clone()])
+    );
+    assert!(refs_of(&done, "blob").contains(&enroot_digest), "{done:#}");
+    assert_eq!(
         refs_of(&done, "manifest"),
         BTreeSet::from([artifact]),
         "the ORAS artifact: {done:#}"
     );
     assert!(!blob_files(server.data_dir()).contains(&sif_digest));
+    assert!(!blob_files(server.data_dir()).contains(&enroot_digest));
     assert_eq!(
         get_manifest(&server, "sifs/tool", "1.sif").status,
         StatusCode::NOT_FOUND

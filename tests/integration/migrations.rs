@@ -106,6 +106,14 @@ fn a_store_from_the_previous_release_upgrades_and_serves() {
 
     let db = data.path().join("meta.db");
     assert_eq!(schema_version(&db), hpc_registry::meta::SCHEMA_VERSION);
+    // Schema 6: the enroot images' table, empty (the old store's SIFs, if any, have none).
+    let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let enroot_images: i64 = c
+        .query_row("SELECT COUNT(*) FROM enroot_images", [], |r| r.get(0))
+        .expect("the enroot_images table of schema 6");
+    assert_eq!(enroot_images, 0);
+    drop(c);
     let copies = backups(data.path());
     assert_eq!(
         copies.len(),

@@ -191,11 +191,35 @@ fn text_of(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `unsquashfs -cat IMAGE PATH`: one file of a squashfs, read by the real tool.
+fn unsquashfs_cat(image: &Path, path: &str) -> String {
+    require_tool("unsquashfs");
+    text_of(&run_output(Command::new("unsquashfs").arg("-cat").arg(image).arg(path)).stdout)
+}
+
 #[test]
-fn the_pyxis_importer_prints_only_a_squashfs_path_and_fails_cleanly() {
+fn the_pyxis_importer_prints_only_an_enroot_image_path_and_fails_cleanly() {
     let server = munge_server(&[]);
     let node = Node::new(&server);
-    push_alice_image(&server, "alice/tool:1", &["/bin/true"], 0);
+    // An image with ENTRYPOINT, CMD, ENV and a VOLUME: what `enroot import` turns into
+    // /etc/rc, /etc/environment and /etc/fstab.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("oci");
+    busybox_oci_layout(&layout, "1", &["echo $GREETING from $0"]);
+    run(Command::new("umoci")
+        .args(["config", "--image"])
+        .arg(format!("{}:1", layout.display()))
+        .args([
+            "--config.entrypoint",
+            "/bin/sh",
+            "--config.entrypoint",
+            "-c",
+            "--config.env",
+            "GREETING=hello-pyxis",
+            "--config.volume",
+            "/data",
+        ]));
+    push_alice_layout(&server, "alice/tool:1", &layout);
     let importer = deploy("pyxis/hpc-registry-importer");
     let importer_as = |args: &[&str]| {
         let mut cmd = node.command_as(
@@ -219,41 +243,130 @@ fn the_pyxis_importer_prints_only_a_squashfs_path_and_fails_cleanly() {
         cmd.args(&argv);
         run_output(&mut cmd)
     };
+    let mut paths = Vec::new();
     for uri in [
         "registry.example:5000#alice/tool:1",
         "alice@registry.example#alice/tool:1",
         "alice/tool:1",
     ] {
         let out = importer_as(&["get", uri]);
-        assert!(out.status.success(), "get {uri}: {}", text_of(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "get {uri}: {}",
+            text_of(&out.stderr)
+        );
         let stdout = text_of(&out.stdout);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 1, "stdout must be the path alone: {stdout:?}");
-        let path = Path::new(lines[0]);
         assert!(
-            path.is_absolute() && path.extension().is_some_and(|e| e == "squashfs"),
-            "{stdout}"
+            stdout.ends_with('\n') && !lines[0].trim().is_empty(),
+            "{stdout:?}"
         );
-        let files = crate::support::sif::unsquashfs_list(path);
-        assert!(files.iter().any(|f| f == "/bin/sh"), "{files:?}");
+        let path = PathBuf::from(lines[0]);
+        assert!(path.is_absolute() && path.is_file(), "{stdout}");
+        paths.push(path);
     }
-    let out = importer_as(&["get", "alice/missing:1"]);
-    assert!(!out.status.success(), "an unknown image succeeded");
-    assert!(text_of(&out.stdout).is_empty(), "{}", text_of(&out.stdout));
+    // One image, cached once (by the enroot image's own digest), whatever the URI's form.
+    assert!(paths.windows(2).all(|w| w[0] == w[1]), "{paths:?}");
+    let image = &paths[0];
+    assert_eq!(
+        image
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(|h| format!("sha256:{h}")),
+        Some(file_digest(image)),
+        "the cached file is not what its name says"
+    );
+    // The registry serves the same bytes as the enroot image of the SIF's image.
+    let served = http()
+        .head(server.url("/sif/alice/tool:1/enroot"))
+        .basic_auth("alice", Some("alice-password"))
+        .send()
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let etag = served.headers().get("etag").and_then(|v| v.to_str().ok());
+    assert_eq!(etag, Some(format!("\"{}\"", file_digest(image)).as_str()));
+
+    // The files enroot reads, read back by the real tool.
+    let files = crate::support::sif::unsquashfs_list(image);
+    assert!(files.iter().any(|f| f == "/bin/sh"), "{files:?}");
+    let rc = unsquashfs_cat(image, "/etc/rc");
     assert!(
-        text_of(&out.stderr).contains("alice/missing:1"),
+        rc.contains("    exec '/bin/sh' '-c' \"$@\"\n"),
+        "/etc/rc must exec the entrypoint with the arguments:\n{rc}"
+    );
+    assert!(
+        rc.contains("    exec '/bin/sh' '-c' 'echo $GREETING from $0'\n"),
+        "/etc/rc must exec the entrypoint with CMD without arguments:\n{rc}"
+    );
+    let environment = unsquashfs_cat(image, "/etc/environment");
+    let env_lines: Vec<&str> = environment.lines().collect();
+    assert!(
+        env_lines.contains(&"GREETING=hello-pyxis") && env_lines.contains(&"PATH=/bin"),
+        "/etc/environment must hold the image's ENV:\n{environment}"
+    );
+    let fstab = unsquashfs_cat(image, "/etc/fstab");
+    assert_eq!(
+        fstab, "${ENROOT_ROOTFS}/data /data none x-create=dir,bind,rw,nosuid,nodev\n",
+        "/etc/fstab must bind the VOLUME"
+    );
+    // And /etc/rc does what it says, in the image, with the environment enroot would set.
+    let mount = crate::support::sif::Mount::squashfs_at(image, 0, &tmp.path().join("mnt"));
+    let start = "set -a; . /etc/environment; set +a; exec /bin/sh /etc/rc \"$@\"";
+    let out = mount.chroot(&["/bin/sh", "-c", start, "rc"]);
+    assert_eq!(
+        text_of(&out.stdout),
+        "hello-pyxis from /bin/sh\n",
         "{}",
         text_of(&out.stderr)
     );
-    for _ in 0..2 {
-        let out = importer_as(&["release"]);
-        assert!(out.status.success(), "release: {}", text_of(&out.stderr));
-    }
-    let out = importer_as(&[]);
+    let out = mount.chroot(&["/bin/sh", "-c", start, "rc", "echo args: $GREETING"]);
     assert_eq!(
-        out.status.code(),
-        Some(2),
-        "no arguments: {}",
+        text_of(&out.stdout),
+        "args: hello-pyxis\n",
+        "{}",
         text_of(&out.stderr)
     );
+    drop(mount);
+
+    let out = importer_as(&["get", "alice/missing:1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unknown image: {}",
+        text_of(&out.stderr)
+    );
+    assert!(text_of(&out.stdout).is_empty(), "{}", text_of(&out.stdout));
+    let stderr = text_of(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr:?}");
+    assert!(stderr.contains("alice/missing:1"), "{stderr}");
+    // release: nothing per step, so it succeeds however often, and the cached image stays.
+    for _ in 0..2 {
+        let out = importer_as(&["release"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "release: {}",
+            text_of(&out.stderr)
+        );
+        assert!(text_of(&out.stdout).is_empty());
+    }
+    assert!(image.is_file(), "release removed the cached image");
+    for bad in [
+        &[][..],
+        &["get"],
+        &["get", "a:1", "b:1"],
+        &["import", "a:1"],
+    ] {
+        let out = importer_as(bad);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            text_of(&out.stderr)
+        );
+        assert!(text_of(&out.stdout).is_empty(), "{bad:?}");
+        assert!(text_of(&out.stderr).contains("usage"), "{bad:?}");
+    }
 }

@@ -639,11 +639,29 @@ fn scrub_quarantines_a_flipped_layer_and_a_flipped_sif_and_the_sif_is_rebuilt() 
         r.body.to_vec()
     };
     let sif_size = fs::metadata(server.blob_path(&sif_digest)).unwrap().len();
+    let enroot_of = || {
+        let r = send(
+            "GET",
+            &server.url("/sif/alice/busybox:1/enroot"),
+            &Auth::Basic(&alice),
+            None,
+        );
+        assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+        assert_eq!(
+            r.header("etag"),
+            Some(format!("\"{}\"", sha256_digest(&r.body)))
+        );
+        sha256_digest(&r.body)
+    };
+    let enroot_digest = enroot_of();
+    let enroot_size = fs::metadata(server.blob_path(&enroot_digest))
+        .unwrap()
+        .len();
     let u = usage_of(&server, "alice");
     assert_eq!(
         u["sif_bytes"].as_u64(),
-        Some(sif_size),
-        "the SIF counts: {u}"
+        Some(sif_size + enroot_size),
+        "the SIF and its enroot image count: {u}"
     );
 
     // A clean store scrubs clean.
@@ -655,10 +673,14 @@ fn scrub_quarantines_a_flipped_layer_and_a_flipped_sif_and_the_sif_is_rebuilt() 
     // One flipped bit in the layer's file and one in the middle of the SIF's.
     flip_byte(&server.blob_path(&pushed.layer_digest), 100);
     flip_byte(&server.blob_path(&sif_digest), sif_size / 2);
+    // And one in the enroot image: quarantined too (whichever of the two the scrub meets first
+    // drops the SIF's record and re-queues its build).
+    flip_byte(&server.blob_path(&enroot_digest), enroot_size / 2);
     let out = admin_cli(&server, &["scrub", "--rate", "50MiB", "--json"]);
     let report: Value = serde_json::from_str(&out).expect("scrub JSON");
     let corrupted = report["corrupted"].as_array().expect("corrupted").clone();
-    assert_eq!(corrupted.len(), 2, "{report}");
+    assert_eq!(corrupted.len(), 3, "{report}");
+    assert!(!server.blob_path(&enroot_digest).exists(), "{report}");
     let find = |d: &str| {
         corrupted
             .iter()
@@ -742,6 +764,8 @@ fn scrub_quarantines_a_flipped_layer_and_a_flipped_sif_and_the_sif_is_rebuilt() 
     );
     assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
     assert_eq!(sha256_digest(&r.body), new_digest);
+    // Its enroot image was rebuilt with it (intact: its bytes hash to its ETag).
+    assert_eq!(enroot_of(), enroot_digest, "a reproducible rebuild");
 
     // Pushing the layer again heals it.
     upload_ok(&server, &alice, "alice/data", &layer_bytes);

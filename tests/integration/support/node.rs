@@ -217,6 +217,11 @@ pub fn push_alice_image(server: &Server, dest: &str, cmd: &[&str], extra_bytes: 
     if extra_bytes > 0 {
         super::sif::add_big_random_layer(&layout, "1", fresh_seed(), extra_bytes);
     }
+    push_alice_layout(server, dest, &layout);
+}
+
+/// Pushes the image tagged `1` of the OCI layout at `layout` as alice.
+pub fn push_alice_layout(server: &Server, dest: &str, layout: &Path) {
     let alice = Creds::of("alice");
     run(super::sif::skopeo().args([
         "copy",
