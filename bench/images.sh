@@ -1,11 +1,23 @@
-# Sourced by bench/sif-build.sh and bench/sif-serve.sh: builds the benchmark images once into the
-# OCI layout $CACHE/oci (tags busybox, minbase, multilayer). Needs $CACHE, $WORK and log().
+# Sourced by bench/sif-build.sh, bench/sif-serve.sh and bench/sif-herd.sh: builds the benchmark
+# images once into the OCI layout $CACHE/oci (tags busybox, minbase, multilayer, and randomN:
+# busybox plus N MiB of incompressible random bytes, so the SIF is about N MiB whatever the
+# compression). Needs $CACHE, $WORK and log().
 oci_image() { # name: makes $CACHE/oci:<name> (an OCI layout holding all images)
   local name=$1 b=$WORK/bundle-$1
   if [ -f "$CACHE/$name.done" ]; then return; fi
   [ -d "$CACHE/oci" ] || umoci init --layout "$CACHE/oci"
   log "building image $name (once; cached in $CACHE)"
   case $name in
+    random[0-9]*)
+      local mib=${name#random}
+      umoci new --image "$CACHE/oci:$name"
+      umoci unpack --rootless --image "$CACHE/oci:$name" "$b"
+      mkdir -p "$b/rootfs/bin" "$b/rootfs/data"
+      cp /bin/busybox "$b/rootfs/bin/busybox"; ln -s busybox "$b/rootfs/bin/sh"
+      head -c "$((mib << 20))" /dev/urandom > "$b/rootfs/data/random.bin"
+      umoci repack --image "$CACHE/oci:$name" "$b"
+      umoci config --image "$CACHE/oci:$name" --config.cmd /bin/sh --config.env PATH=/bin --architecture amd64 --os linux
+      ;;
     busybox)
       umoci new --image "$CACHE/oci:busybox"
       umoci unpack --rootless --image "$CACHE/oci:busybox" "$b"

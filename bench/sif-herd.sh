@@ -12,12 +12,23 @@
 #
 # MB = 10^6 bytes of response (headers included, as wrk counts). The SIF is bench/images.sh's
 # minbase image (~90 MB), cached in BENCH_CACHE.
+#
+# SIF_HERD_MODE=fetch measures what a job's nodes do instead: each of the clients downloads the
+# whole SIF once into a cold cache of its own, all started at the same moment, and the run
+# lasts until the last one is done (aggregate MB/s = clients x SIF size / that time). Three
+# client kinds, interleaved: `hpc-registry fetch` (resume, sha256 verify, atomic publish: the
+# real client) against hpc-registry (`ours-fetch`), curl against hpc-registry (`ours-curl`:
+# the server alone, without the client's hashing), and curl against nginx (`nginx-curl`).
+# Every file is checked for its size afterwards; caches are removed (and `sync`ed) between runs.
+#
+#   SIF_HERD_MODE=fetch SIF_HERD_IMAGE=random256 SIF_HERD_CLIENTS=64 bash bench/sif-herd.sh 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 REPS=${1:-3}
 DUR=${2:-8}
 CLIENTS=${SIF_HERD_CLIENTS:-64 256}
+MODE=${SIF_HERD_MODE:-wrk}
 IMG=${SIF_HERD_IMAGE:-minbase}
 BIN=${HPC_REGISTRY_BIN:-$REPO/target/release/hpc-registry}
 BASELINE_BIN=${BASELINE_BIN:-}
@@ -25,7 +36,7 @@ CACHE=${BENCH_CACHE:-/var/tmp/hpc-registry-bench}
 OUT=${BENCH_OUT:-$REPO/bench/results}
 mkdir -p "$CACHE" "$OUT"
 WORK=$(mktemp -d /var/tmp/bench-sif-herd.XXXXXX)
-RAW=$OUT/sif-herd.raw
+RAW=$OUT/sif-herd$([ "${SIF_HERD_MODE:-wrk}" = fetch ] && echo -fetch).raw
 : > "$RAW"
 PIDS=()
 cleanup() {
@@ -144,9 +155,53 @@ measure() { # who conns rep
   echo "$who c=$c rep=$rep ${line#WRK } $rss load=$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$RAW" >&2
 }
 
-echo "# sif-herd $(date -u +%FT%TZ) $(nproc) cores, load at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
+SIF_BYTES=$(stat -c %s "$WORK/nginx/www/$IMG.sif")
+now_us() { local t; t=$(date +%s%N); echo $((t / 1000)); }
+# One whole-file download per client, all at once: who (ours-fetch|ours-curl|nginx-curl) conns rep.
+measure_whole() {
+  local who=$1 c=$2 rep=$3 server=${1%%-*} start end errors=0 i rss
+  rm -rf "$WORK/caches"; mkdir -p "$WORK/caches"; sync
+  rm -f "$WORK/stop"
+  sample_rss "$(pids_of "$server")" > "$WORK/rss" &
+  local sampler=$! clients=()
+  start=$(now_us)
+  for i in $(seq "$c"); do
+    mkdir -p "$WORK/caches/$i"
+    case $who in
+      ours-fetch)
+        HPC_REGISTRY_URL="http://127.0.0.1:${PORT[ours]}" HPC_REGISTRY_CACHE_DIR="$WORK/caches/$i" \
+          "$BIN" fetch --quiet "bench/$IMG:1" \
+          >"$WORK/caches/$i.out" 2>"$WORK/caches/$i.err" &
+        ;;
+      *) curl -fsS -o "$WORK/caches/$i/sif" "${URL[$server]}" 2>"$WORK/caches/$i.err" & ;;
+    esac
+    clients+=("$!")
+  done
+  for p in "${clients[@]}"; do wait "$p" || errors=$((errors + 1)); done
+  end=$(now_us)
+  touch "$WORK/stop"
+  wait "$sampler"
+  rss=$(cat "$WORK/rss")
+  # Every client has the whole file (fetch: at the path it printed).
+  for i in $(seq "$c"); do
+    local f="$WORK/caches/$i/sif"
+    [ "$who" = ours-fetch ] && f=$(cat "$WORK/caches/$i.out" 2>/dev/null)
+    [ -n "$f" ] && [ "$(stat -c %s "$f" 2>/dev/null)" = "$SIF_BYTES" ] || errors=$((errors + 1))
+  done
+  [ "$errors" = 0 ] || cat "$WORK"/caches/*.err >&2
+  echo "$who c=$c rep=$rep requests=$c bytes=$((c * SIF_BYTES)) duration_us=$((end - start)) errors=$errors $rss load=$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$RAW" >&2
+  rm -rf "$WORK/caches"
+}
+
+echo "# sif-herd ($MODE) $(date -u +%FT%TZ) $(nproc) cores, load at start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
 for c in $CLIENTS; do
   for rep in $(seq "$REPS"); do
+    if [ "$MODE" = fetch ]; then
+      order="ours-fetch ours-curl nginx-curl"
+      [ $((rep % 2)) = 0 ] && order="nginx-curl ours-curl ours-fetch"
+      for who in $order; do measure_whole "$who" "$c" "$rep"; done
+      continue
+    fi
     order="$SERVERS nginx"
     [ $((rep % 2)) = 0 ] && order="nginx $SERVERS"
     for who in $order; do measure "$who" "$c" "$rep"; done
@@ -154,7 +209,8 @@ for c in $CLIENTS; do
 done
 echo "# load at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW" >&2
 
-$PY - "$RAW" <<'EOF' | tee "$OUT/sif-herd.md"
+SUFFIX=""; [ "$MODE" = fetch ] && SUFFIX="-fetch"
+$PY - "$RAW" <<'EOF' | tee "$OUT/sif-herd$SUFFIX.md"
 import statistics, sys
 from collections import defaultdict
 runs = defaultdict(list)
@@ -172,9 +228,11 @@ print("; ".join(notes))
 print()
 print("| clients | server | MB/s (median; every run) | vs nginx | peak RssAnon MiB | peak RssFile MiB |")
 print("|---|---|---|---|---|---|")
+order = ["ours", "baseline", "ours-fetch", "ours-curl", "nginx", "nginx-curl"]
 for c in sorted({c for c, _ in runs}):
-    nginx = statistics.median(r[0] for r in runs[(c, "nginx")])
-    for who in ("ours", "baseline", "nginx"):
+    ref = next(w for w in ("nginx", "nginx-curl") if (c, w) in runs)
+    nginx = statistics.median(r[0] for r in runs[(c, ref)])
+    for who in order:
         rs = runs.get((c, who))
         if not rs:
             continue
