@@ -4,13 +4,14 @@
 //! builds in the contained build process the server itself uses ([`crate::farm::sandbox`]:
 //! the server's `[farm]` limits, this host's cgroup and thread count); heart-beats the lease
 //! with its progress while it builds, and stops when the lease is gone; appends to the job's
-//! log; then uploads the SIF as a stream (or reports the failure), and loops (`--once`: exits
-//! after one job). The HTTP client is the shared [`crate::client`].
+//! log; then uploads the SIF as a stream under the digest the build computed as it wrote the
+//! file (no second pass over it here; the server hashes what it receives), or reports the
+//! failure, and loops (`--once`: exits after one job). The HTTP client is the shared [`crate::client`].
 
 mod protocol;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -132,25 +133,32 @@ async fn build(protocol: &Protocol, options: &Options, job: &ClaimedJob) -> JobE
     tokio::pin!(lease);
     let work = async {
         let spec = stage(protocol, options, job, dir.path()).await?;
-        let log = crate::farm::sandbox::run(&spec, &progress).await?;
-        protocol.append_log(job.job, &log).await;
-        Ok::<_, Failure>(spec.out)
+        let built = crate::farm::sandbox::run(&spec, &progress).await?;
+        protocol.append_log(job.job, &built.log).await;
+        Ok::<_, Failure>((spec.out, built.digest))
     };
     // Dropping the build's future kills its process.
     let result = tokio::select! {
         r = work => r,
         () = &mut lease => return JobEnd::LeaseLost,
     };
+    // From the built file to the server's answer: sending, and the server's verification and
+    // import (it answers once the SIF is ready).
+    let uploading = Instant::now();
     let uploaded = match result {
-        Ok(sif) => tokio::select! {
-            u = protocol.upload(job.job, &sif) => u,
+        Ok((sif, digest)) => tokio::select! {
+            u = protocol.upload(job.job, &sif, &digest) => u,
             () = &mut lease => return JobEnd::LeaseLost,
         },
         Err(failure) => return report_failure(protocol, job, failure).await,
     };
     match uploaded {
         Upload::Accepted(digest) => {
-            eprintln!("builder: job {}: SIF {digest} accepted", job.job);
+            eprintln!(
+                "builder: job {}: SIF {digest} accepted (upload {:.2} s)",
+                job.job,
+                uploading.elapsed().as_secs_f64()
+            );
             JobEnd::Ready
         }
         Upload::Refused(why) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::client::{error_message, Client};
 use crate::farm::backend::Failure;
@@ -194,12 +194,9 @@ impl Protocol {
         }
     }
 
-    /// Hashes the SIF at `path`, then streams it to the server under that digest.
-    pub async fn upload(&self, job: i64, path: &Path) -> Upload {
-        let digest = match hash_file(path).await {
-            Ok(d) => d,
-            Err(e) => return Upload::Failed(format!("cannot read the built SIF: {e}")),
-        };
+    /// Streams the SIF at `path` to the server under `digest` (the build's, computed as it
+    /// wrote the file; the server checks it against the bytes as they arrive).
+    pub async fn upload(&self, job: i64, path: &Path, digest: &Digest) -> Upload {
         let file = match tokio::fs::File::open(path).await {
             Ok(f) => f,
             Err(e) => return Upload::Failed(format!("cannot read the built SIF: {e}")),
@@ -244,18 +241,4 @@ impl Protocol {
             }
         }
     }
-}
-
-async fn hash_file(path: &Path) -> std::io::Result<Digest> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Hasher::new(crate::names::Algorithm::Sha256);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finish())
 }

@@ -61,11 +61,13 @@ impl Backend for Native {
                 work_dir: workspace.dir.path().to_path_buf(),
                 out: workspace.sif_path(),
             };
-            let log = sandbox::run(&spec, progress).await?;
+            let built = sandbox::run(&spec, progress).await?;
             Ok(Built {
                 workspace,
-                log,
+                log: built.log,
                 compression: format!("{:?}", build_child::compression(&farm.config)),
+                // The build process's digest is its word: the server hashes what it imports.
+                digest: None,
             })
         })
     }

@@ -165,7 +165,7 @@ pub(super) async fn settle(
     }
 }
 
-/// Hashes the built SIF, makes it a blob and marks the job ready, in that order, so a crash in
+/// Hashes the built SIF (unless the server already did), makes it a blob and marks the job ready, in that order, so a crash in
 /// between leaves at worst an unreferenced blob, never a ready job without its file.
 async fn finish(
     farm: &Arc<Farm>,
@@ -183,10 +183,12 @@ async fn finish(
     }
     let path = built.workspace.sif_path();
     let store = farm.store.clone();
-    let inspected = tokio::task::spawn_blocking(move || intake::import_sif(&store, &path))
-        .await
-        .map_err(|e| fail(format!("SIF import task: {e}")))?
-        .map_err(|e| fail(format!("the built SIF is unusable: {e}")))?;
+    let known = built.digest.clone();
+    let inspected =
+        tokio::task::spawn_blocking(move || intake::import_sif(&store, &path, known.as_ref()))
+            .await
+            .map_err(|e| fail(format!("SIF import task: {e}")))?
+            .map_err(|e| fail(format!("the built SIF is unusable: {e}")))?;
     let sif = Sif {
         digest: inspected.digest.as_str().to_owned(),
         manifest_digest: job.manifest_digest.clone(),
