@@ -148,6 +148,16 @@ impl RssWatch {
         RssWatch { stop, max, thread }
     }
 
+    /// Stops, and asserts that the server's RSS stayed within 48 MiB of `baseline` during
+    /// `what`.
+    fn assert_flat(self, baseline: u64, what: &str) {
+        let peak = self.stop();
+        assert!(
+            peak.saturating_sub(baseline) < 48 << 10,
+            "server RSS went from {baseline} KiB to {peak} KiB during {what}"
+        );
+    }
+
     fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap();
@@ -224,11 +234,7 @@ fn memory_bomb_images_fail_on_limits_while_the_server_stays_flat_and_serves() {
         "more than 500000 entries (limit set by farm.max_entries)",
     );
     assert_failed_for_limit(&server, "dev/bomb:xattrs", "farm.max_xattr_bytes");
-    let peak = watch.stop();
-    assert!(
-        peak.saturating_sub(baseline) < 48 << 10,
-        "server RSS went from {baseline} KiB to {peak} KiB during the bomb builds"
-    );
+    watch.assert_flat(baseline, "the bomb builds");
     for digest in [&d_entries, &d_xattrs] {
         assert_eq!(
             log_lines(&server, &["SIF build started", digest]).len(),
@@ -305,11 +311,7 @@ fn a_build_over_the_memory_limit_dies_in_its_own_process_and_is_retried_while_th
         "exceeded the 96 MiB memory limit",
         2,
     );
-    let peak = watch.stop();
-    assert!(
-        peak.saturating_sub(baseline) < 48 << 10,
-        "server RSS went from {baseline} KiB to {peak} KiB during the bomb build"
-    );
+    watch.assert_flat(baseline, "the bomb build");
     let r = sif_get(&server, "dev/small:1");
     assert_eq!(r.status, StatusCode::OK);
 }
@@ -378,6 +380,7 @@ fn a_building_job_reports_its_phase_layers_bytes_eta_and_builder() {
 /// `sleep_secs` in a child process, or writes 64 MiB to its temporary directory and waits);
 /// any other image is built by `full` (the stand-in of `support::sif`).
 struct MisbehavingApptainer {
+    full: StandInApptainer,
     _dir: tempfile::TempDir,
     path: String,
 }
@@ -409,8 +412,9 @@ esac
 "#;
 
 impl MisbehavingApptainer {
-    fn new(full: &StandInApptainer, sleep_secs: u64) -> MisbehavingApptainer {
+    fn new(sleep_secs: u64) -> MisbehavingApptainer {
         use std::os::unix::fs::PermissionsExt;
+        let full = StandInApptainer::new();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("apptainer");
         let script = MISBEHAVING_APPTAINER
@@ -419,6 +423,7 @@ impl MisbehavingApptainer {
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         MisbehavingApptainer {
+            full,
             path: path.to_str().unwrap().to_owned(),
             _dir: dir,
         }
@@ -465,8 +470,7 @@ fn assert_serving(server: &Server) {
 
 #[test]
 fn an_apptainer_build_over_the_memory_limit_fails_with_that_reason_and_is_retried() {
-    let full = StandInApptainer::new();
-    let apptainer = MisbehavingApptainer::new(&full, 1);
+    let apptainer = MisbehavingApptainer::new(1);
     // 96 MiB of address space (RLIMIT_AS: the tests have no delegated cgroup); the stand-in
     // asks for 512 MiB, which it gets when the limit is not applied, and then writes no SIF.
     let server = apptainer.server(&format!(
@@ -482,11 +486,7 @@ fn an_apptainer_build_over_the_memory_limit_fails_with_that_reason_and_is_retrie
         "exceeded the 96 MiB memory limit (farm.max_memory_bytes, RLIMIT_AS)",
         2,
     );
-    let peak = watch.stop();
-    assert!(
-        peak.saturating_sub(baseline) < 48 << 10,
-        "server RSS went from {baseline} KiB to {peak} KiB during the bomb build"
-    );
+    watch.assert_flat(baseline, "the bomb build");
     let log = sif_get(&server, &format!("{digest}/log")).text();
     assert!(log.contains("Out of memory"), "job log:\n{log}");
     assert_serving(&server);
@@ -508,10 +508,9 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
 
 #[test]
 fn an_apptainer_build_over_the_time_limit_is_killed_with_everything_it_started() {
-    let full = StandInApptainer::new();
     // A duration no other process sleeps, to find the stand-in's child by.
     let secs = 3_000 + u64::from(std::process::id() % 1000);
-    let apptainer = MisbehavingApptainer::new(&full, secs);
+    let apptainer = MisbehavingApptainer::new(secs);
     let server = apptainer.server("max_attempts = 2\nbuild_timeout_secs = 1");
     let digest = push_misbehaving(&server, "dev/slow", "sleep");
     assert_failed_transiently(&server, "dev/slow:1", "exceeded the 1 s time limit", 2);
@@ -534,8 +533,7 @@ fn an_apptainer_build_over_the_time_limit_is_killed_with_everything_it_started()
 
 #[test]
 fn an_apptainer_build_over_the_scratch_bound_fails_for_good_and_the_next_build_succeeds() {
-    let full = StandInApptainer::new();
-    let apptainer = MisbehavingApptainer::new(&full, 1);
+    let apptainer = MisbehavingApptainer::new(1);
     // 32 MiB: plenty for busybox's root filesystem, squashfs and SIF, not for 64 MiB more.
     let server = apptainer.server(&format!(
         "max_attempts = 2\nthreads = 1\nnice = 7\nmax_scratch_bytes = {}",
@@ -561,7 +559,7 @@ fn an_apptainer_build_over_the_scratch_bound_fails_for_good_and_the_next_build_s
         &["/bin/busybox", "/.standin-apptainer"],
         "built-by-standin-apptainer\n",
     );
-    let checks = full.checks();
+    let checks = apptainer.full.checks();
     assert!(
         checks.contains("ENV GOMAXPROCS=1 ")
             && checks.contains(" NICE=7 MKSQUASHFS_ARGS=-processors 1"),
