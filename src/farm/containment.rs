@@ -386,3 +386,53 @@ impl Drop for BuildCgroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn exit(raw: i32, stderr: &str) -> Exit<()> {
+        Exit {
+            status: ExitStatus::from_raw(raw),
+            stdout: (),
+            stderr: stderr.to_owned(),
+            oom_killed: false,
+        }
+    }
+
+    #[test]
+    fn a_death_is_named_by_the_limit_or_signal_that_explains_it() {
+        let c = FarmConfig {
+            max_memory_bytes: 96 << 20,
+            ..FarmConfig::default()
+        };
+        // mksquashfs, exiting 1 after a failed allocation under RLIMIT_AS.
+        let oom = died(&exit(1 << 8, "FATAL ERROR: Out of memory (block)"), &c).unwrap();
+        assert!(
+            oom.reason
+                .starts_with("exceeded the 96 MiB memory limit (farm.max_memory_bytes, RLIMIT_AS)"),
+            "{}",
+            oom.reason
+        );
+        assert!(!oom.permanent);
+        let killed = died(&exit(libc::SIGSEGV, ""), &c).unwrap();
+        assert_eq!(killed.reason, "the build process was killed by signal 11");
+        // An error of the program's own is the caller's to word.
+        assert!(died(&exit(255 << 8, "FATAL: no such image"), &c).is_none());
+    }
+
+    #[test]
+    fn scratch_counts_files_below_a_path_and_not_what_links_point_at() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/one"), vec![0u8; 1000]).unwrap();
+        std::fs::write(dir.path().join("a/b/two"), vec![0u8; 24]).unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), vec![0u8; 5000]).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("a/link")).unwrap();
+        assert_eq!(bytes_under(dir.path()), 1024);
+        assert_eq!(bytes_under(&dir.path().join("a/one")), 1000);
+        assert_eq!(bytes_under(&dir.path().join("missing")), 0);
+    }
+}
