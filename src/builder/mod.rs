@@ -4,13 +4,15 @@
 //! builds in the contained build process the server itself uses ([`crate::farm::sandbox`]:
 //! the server's `[farm]` limits, this host's cgroup and thread count); heart-beats the lease
 //! with its progress while it builds, and stops when the lease is gone; appends to the job's
-//! log; then uploads the enroot image and the SIF as streams (or reports the failure), and loops (`--once`: exits
-//! after one job). The HTTP client is the shared [`crate::client`].
+//! log; then uploads the enroot image and the SIF as streams, the SIF under the digest the build
+//! computed as it wrote the file (no second pass over it here; the server hashes what it
+//! receives), or reports the failure, and loops (`--once`: exits after one job). The HTTP client
+//! is the shared [`crate::client`].
 
 mod protocol;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -132,25 +134,28 @@ async fn build(protocol: &Protocol, options: &Options, job: &ClaimedJob) -> JobE
     tokio::pin!(lease);
     let work = async {
         let spec = stage(protocol, options, job, dir.path()).await?;
-        let log = crate::farm::sandbox::run(&spec, &progress).await?;
-        protocol.append_log(job.job, &log).await;
-        Ok::<_, Failure>((spec.out, spec.enroot_out))
+        let built = crate::farm::sandbox::run(&spec, &progress).await?;
+        protocol.append_log(job.job, &built.log).await;
+        Ok::<_, Failure>((spec.out, spec.enroot_out, built.digest))
     };
     // Dropping the build's future kills its process.
     let result = tokio::select! {
         r = work => r,
         () = &mut lease => return JobEnd::LeaseLost,
     };
-    // The enroot image first: the SIF's upload is what makes the job ready.
+    // From the built files to the server's answer: sending, and the server's verification and
+    // import (it answers once the SIF is ready). The enroot image first: the SIF's upload is
+    // what makes the job ready.
+    let uploading = Instant::now();
     let uploads = async {
-        let (sif, enroot) = result?;
+        let (sif, enroot, digest) = result?;
         if let Some(enroot) = enroot.filter(|p| p.exists()) {
             match protocol.upload_enroot(job.job, &enroot).await {
                 Upload::Accepted(_) => {}
                 other => return Ok(other),
             }
         }
-        Ok::<_, Failure>(protocol.upload(job.job, &sif).await)
+        Ok::<_, Failure>(protocol.upload(job.job, &sif, &digest).await)
     };
     let uploaded = tokio::select! {
         u = uploads => match u {
@@ -161,7 +166,11 @@ async fn build(protocol: &Protocol, options: &Options, job: &ClaimedJob) -> JobE
     };
     match uploaded {
         Upload::Accepted(digest) => {
-            eprintln!("builder: job {}: SIF {digest} accepted", job.job);
+            eprintln!(
+                "builder: job {}: SIF {digest} accepted (upload {:.2} s)",
+                job.job,
+                uploading.elapsed().as_secs_f64()
+            );
             JobEnd::Ready
         }
         Upload::Refused(why) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::client::{error_message, Client};
 use crate::farm::backend::Failure;
@@ -194,22 +194,31 @@ impl Protocol {
         }
     }
 
-    /// Hashes the SIF at `path`, then streams it to the server under that digest.
-    pub async fn upload(&self, job: i64, path: &Path) -> Upload {
-        self.put_file(job, path, "sif", "SIF").await
+    /// Streams the SIF at `path` to the server under `digest` (the build's, computed as it
+    /// wrote the file; the server checks it against the bytes as they arrive).
+    pub async fn upload(&self, job: i64, path: &Path, digest: &Digest) -> Upload {
+        self.put_file(job, path, digest, "sif", "SIF").await
     }
 
     /// Hashes the enroot image at `path` and streams it to the server (before the SIF).
     pub async fn upload_enroot(&self, job: i64, path: &Path) -> Upload {
-        self.put_file(job, path, "enroot", "enroot image").await
-    }
-
-    /// Streams the file at `path` to the job's `route` under its sha256; `what` names it.
-    async fn put_file(&self, job: i64, path: &Path, route: &str, what: &str) -> Upload {
         let digest = match hash_file(path).await {
             Ok(d) => d,
-            Err(e) => return Upload::Failed(format!("cannot read the built {what}: {e}")),
+            Err(e) => return Upload::Failed(format!("cannot read the built enroot image: {e}")),
         };
+        self.put_file(job, path, &digest, "enroot", "enroot image")
+            .await
+    }
+
+    /// Streams the file at `path` to the job's `route` under `digest`; `what` names it.
+    async fn put_file(
+        &self,
+        job: i64,
+        path: &Path,
+        digest: &Digest,
+        route: &str,
+        what: &str,
+    ) -> Upload {
         let file = match tokio::fs::File::open(path).await {
             Ok(f) => f,
             Err(e) => return Upload::Failed(format!("cannot read the built {what}: {e}")),
@@ -256,7 +265,10 @@ impl Protocol {
     }
 }
 
+/// The sha256 of the file at `path` (the enroot image's upload digest; the SIF's comes from the
+/// build, which hashed it as it wrote it).
 async fn hash_file(path: &Path) -> std::io::Result<Digest> {
+    use tokio::io::AsyncReadExt;
     let mut file = tokio::fs::File::open(path).await?;
     let mut hasher = Hasher::new(crate::names::Algorithm::Sha256);
     let mut buf = vec![0u8; 1 << 20];

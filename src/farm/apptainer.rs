@@ -1,6 +1,9 @@
 //! The `apptainer build` backend, for sites that want Apptainer's own conversion: the image is
 //! exported from the blob store as an OCI layout (blobs hard-linked, not copied) and built with
-//! `apptainer build <out.sif> oci:<layout>:image`. The log is kept like a native build's.
+//! `apptainer build <out.sif> oci:<layout>:image`, contained like a native build
+//! ([`super::containment`]: memory limit, timeout killing apptainer and everything it started,
+//! `GOMAXPROCS` and `mksquashfs -processors`, scratch bound on its directory, lower priority).
+//! The log is kept like a native build's.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +11,7 @@ use std::sync::Arc;
 use tokio::process::Command;
 
 use super::backend::{Backend, BuildFuture, BuildRequest, Built, Failure, Workspace};
+use super::containment::{self, Limits};
 use super::{image, Farm};
 use crate::meta::{self, Job};
 use crate::registry::names::Digest;
@@ -65,32 +69,47 @@ async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
         })?;
 
     let out = workspace.sif_path();
-    let source = format!("oci:{}:image", layout.display());
-    let mut cmd = Command::new(&farm.config.apptainer);
-    cmd.arg("build").arg("--force");
-    if farm.config.compression == crate::config::CompressionName::Zstd {
-        cmd.args(["--mksquashfs-args", "-comp zstd"]);
+    // Apptainer's temporary root filesystem and its layer cache go in the build's own
+    // directory: bounded by farm.max_scratch_bytes with the SIF, and removed with it.
+    let (tmp, cache) = (
+        workspace.dir.path().join("tmp"),
+        workspace.dir.path().join("cache"),
+    );
+    for dir in [&tmp, &cache] {
+        tokio::fs::create_dir(dir)
+            .await
+            .map_err(|e| Failure::transient(format!("cannot create {}: {e}", dir.display()), ""))?;
     }
-    cmd.arg(&out).arg(&source).kill_on_drop(true);
+    let source = format!("oci:{}:image", layout.display());
+    let squashfs_args = mksquashfs_args(&farm.config);
+    let mut cmd = Command::new(&farm.config.apptainer);
+    cmd.args(["build", "--force", "--mksquashfs-args", &squashfs_args])
+        .arg(&out)
+        .arg(&source)
+        .env("APPTAINER_TMPDIR", &tmp)
+        .env("TMPDIR", &tmp)
+        .env("APPTAINER_CACHEDIR", &cache);
     let command_line = format!(
-        "{} build --force {} {source}",
+        "{} build --force --mksquashfs-args '{squashfs_args}' {} {source}",
         farm.config.apptainer.display(),
         out.display()
     );
-    let output = cmd
-        .output()
+    let limits = Limits {
+        farm: &farm.config,
+        watched_scratch: vec![tmp, cache, out.clone()],
+    };
+    let exit = containment::run(cmd, &limits, containment::tail)
         .await
-        .map_err(|e| Failure::transient(format!("cannot run {command_line}: {e}"), ""))?;
-    let log = format!(
-        "$ {command_line}\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if !output.status.success() {
-        return Err(Failure::transient(
-            format!("apptainer build exited with {}", output.status),
-            log,
-        ));
+        .map_err(|f| Failure {
+            log: format!("$ {command_line}\n{}", f.log),
+            ..f
+        })?;
+    let log = format!("$ {command_line}\n{}{}", exit.stdout, exit.stderr);
+    if !exit.status.success() {
+        let failure = containment::died(&exit, &farm.config).unwrap_or_else(|| {
+            Failure::transient(format!("apptainer build exited with {}", exit.status), "")
+        });
+        return Err(Failure { log, ..failure });
     }
     if !out.exists() {
         return Err(Failure::transient(
@@ -102,7 +121,18 @@ async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
         workspace,
         log,
         compression: format!("{:?}", farm.config.compression),
+        digest: None,
     })
+}
+
+/// What mksquashfs is told: the compression `[farm]` asks for (gzip is apptainer's default)
+/// and the build's thread count (mksquashfs would otherwise take every core).
+fn mksquashfs_args(c: &crate::config::FarmConfig) -> String {
+    let threads = super::build_child::threads(c);
+    match c.compression {
+        crate::config::CompressionName::Zstd => format!("-comp zstd -processors {threads}"),
+        crate::config::CompressionName::Gzip => format!("-processors {threads}"),
+    }
 }
 
 /// Writes an OCI image layout holding one image, tagged `image`.

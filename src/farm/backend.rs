@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use super::progress::ProgressCell;
 use super::Farm;
 use crate::meta::Job;
+use crate::names::Digest;
 use crate::storage::BlobStore;
 
 /// One way of building a SIF (`native`, `apptainer`).
@@ -37,6 +38,9 @@ pub struct Built {
     pub workspace: Workspace,
     pub log: String,
     pub compression: String,
+    /// The SIF's digest, when the server already hashed these very bytes itself (a remote
+    /// builder's upload is hashed as it streams in); `None`: the import hashes the file.
+    pub digest: Option<Digest>,
 }
 
 /// Why a build failed: a one-line reason for the status API and the full log.

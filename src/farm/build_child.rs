@@ -1,7 +1,8 @@
 //! The build process: `hpc-registry build-child SPEC` (hidden), started by [`super::sandbox`]
 //! for every native build, so that an image that exhausts memory or time takes down this
-//! process, never the server. It lowers its own priority and caps its own address space before
-//! it reads any input, converts the image with `oci2sif`, and reports one JSON line on stdout.
+//! process, never the server. Its priority and memory limit were set before it started
+//! ([`super::containment`]); it converts the image with `oci2sif` and reports one JSON line on
+//! stdout.
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom, Write};
@@ -67,6 +68,9 @@ pub struct ProgressLine {
 pub enum Outcome {
     Built {
         log: String,
+        /// SHA-256 of the SIF (lowercase hex), computed while it was written: whoever sends
+        /// the file on needs no second pass over it.
+        sif_sha256: String,
     },
     Failed {
         reason: String,
@@ -123,10 +127,6 @@ pub fn main(spec_path: &Path) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = contain(&spec.farm) {
-        eprintln!("build-child: cannot apply the limits: {e}");
-        return 2;
-    }
     let meter = Meter::new(
         spec.layers.len() as u64,
         spec.layers.iter().map(|l| l.size).sum(),
@@ -220,39 +220,6 @@ impl Seek for Discard {
     }
 }
 
-/// Lowers this process's CPU priority and caps its address space, before any input is read.
-fn contain(c: &FarmConfig) -> std::io::Result<()> {
-    // SAFETY: plain system calls on this process with valid arguments.
-    unsafe {
-        // A server killed outright (kill -9) takes its builds with it: its restart re-queues
-        // them, and an orphan would only compete for the CPU.
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if c.nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, c.nice) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if c.sched_idle {
-            let param = libc::sched_param { sched_priority: 0 };
-            if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        // Under a delegated cgroup, memory.max is the limit (it counts what is resident, not
-        // what is mapped); else the address space is capped.
-        if c.cgroup.is_none() && c.max_memory_bytes > 0 {
-            let limit = libc::rlimit {
-                rlim_cur: c.max_memory_bytes as libc::rlim_t,
-                rlim_max: c.max_memory_bytes as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
-}
-
 fn failed(reason: String, log: String, permanent: bool) -> Outcome {
     Outcome::Failed {
         reason,
@@ -336,7 +303,10 @@ fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
             if let Some(size) = enroot_size {
                 log.push_str(&format!("enroot image: squashfs {size} bytes\n"));
             }
-            Outcome::Built { log }
+            Outcome::Built {
+                log,
+                sif_sha256: report.sif_sha256,
+            }
         }
         Err(e) => {
             let reason = e.to_string();

@@ -1,5 +1,6 @@
 //! Taking a built SIF into the store: check that the file is a SIF with a primary system
-//! partition, hash it, and import it as a blob under that digest. Whoever built the file, the
+//! partition, hash it (once: a remote upload was hashed as it arrived), and import it as a blob
+//! under that digest. Whoever built the file, the
 //! server records only what it verified here.
 
 use std::fs::File;
@@ -20,15 +21,20 @@ pub struct InspectedSif {
     pub squashfs_size: u64,
 }
 
-/// Checks that `path` is a SIF with a primary squashfs partition, hashes it and imports it.
-pub fn import_sif(store: &BlobStore, path: &Path) -> Result<InspectedSif, String> {
+/// Checks that `path` is a SIF with a primary squashfs partition, hashes it (unless the server
+/// already hashed these bytes: `known`) and imports it.
+pub fn import_sif(
+    store: &BlobStore,
+    path: &Path,
+    known: Option<&Digest>,
+) -> Result<InspectedSif, String> {
     let mut file = File::open(path).map_err(|e| e.to_string())?;
     let info = oci2sif::sif::read_descriptors(&mut file).map_err(|e| e.to_string())?;
     let part = info
         .primary_partition()
         .ok_or("it has no primary system partition")?;
     let (squashfs_offset, squashfs_size) = (part.offset, part.size);
-    let (digest, size) = hash_and_import(store, path)?;
+    let (digest, size) = import(store, path, known)?;
     Ok(InspectedSif {
         digest,
         size,
@@ -52,12 +58,28 @@ pub fn import_enroot(store: &BlobStore, path: &Path) -> Result<InspectedEnroot, 
     if &magic != b"hsqs" {
         return Err("it is not a squashfs image (no hsqs magic)".into());
     }
-    let (digest, size) = hash_and_import(store, path)?;
+    let (digest, size) = import(store, path, None)?;
     Ok(InspectedEnroot { digest, size })
 }
 
-/// Hashes the file at `path` (streamed) and imports it as the blob of that digest.
-fn hash_and_import(store: &BlobStore, path: &Path) -> Result<(Digest, u64), String> {
+/// Imports the file at `path` as the blob of its digest: `known` when the server already
+/// hashed these bytes (a remote upload, hashed as it arrived), else hashed here.
+fn import(store: &BlobStore, path: &Path, known: Option<&Digest>) -> Result<(Digest, u64), String> {
+    let (digest, size) = match known {
+        Some(digest) => {
+            let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+            (digest.clone(), size)
+        }
+        None => hash(path)?,
+    };
+    store
+        .import_file(path, &digest)
+        .map_err(|e| e.to_string())?;
+    Ok((digest, size))
+}
+
+/// The digest and size of the file at `path`, read once.
+fn hash(path: &Path) -> Result<(Digest, u64), String> {
     let mut hasher = Hasher::new(Algorithm::Sha256);
     let mut reader = BufReader::with_capacity(BUFFER, File::open(path).map_err(|e| e.to_string())?);
     let mut buf = vec![0u8; BUFFER];
@@ -70,11 +92,7 @@ fn hash_and_import(store: &BlobStore, path: &Path) -> Result<(Digest, u64), Stri
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let digest = hasher.finish();
-    store
-        .import_file(path, &digest)
-        .map_err(|e| e.to_string())?;
-    Ok((digest, size))
+    Ok((hasher.finish(), size))
 }
 
 /// Checks a SIF a remote builder uploaded for a job of `platform` before it is imported: it

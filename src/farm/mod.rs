@@ -4,7 +4,8 @@
 //!   manifest, and queues one job per (manifest digest, platform).
 //! - [`worker`] claims jobs under a lease, heart-beats while building and records the result; a
 //!   worker that dies loses its lease and the job is re-queued.
-//! - [`native`] and [`apptainer`] are the two build backends.
+//! - [`native`] and [`apptainer`] are the two build backends; both run their build in a process
+//!   held by [`containment`] (memory, time, threads, scratch, priority, process group).
 //! - [`oras`] publishes each ready SIF as an ORAS artifact (`T.sif`) next to its image.
 //!
 //! - [`remote`] is the builder hosts' side (claim, heartbeat, log, blobs, upload, fail) that
@@ -15,6 +16,7 @@ pub mod access;
 pub mod apptainer;
 pub mod backend;
 pub mod build_child;
+pub mod containment;
 pub mod image;
 pub mod intake;
 pub mod native;

@@ -40,11 +40,13 @@ impl Backend for Native {
                 enroot_out: Some(workspace.enroot_path()),
                 enroot_only: false,
             };
-            let log = sandbox::run(&spec, progress).await?;
+            let built = sandbox::run(&spec, progress).await?;
             Ok(Built {
                 workspace,
-                log,
+                log: built.log,
                 compression: format!("{:?}", build_child::compression(&farm.config)),
+                // The build process's digest is its word: the server hashes what it imports.
+                digest: None,
             })
         })
     }
@@ -70,7 +72,7 @@ pub(super) async fn derive_enroot(
         enroot_out: Some(workspace.enroot_path()),
         enroot_only: true,
     };
-    sandbox::run(&spec, progress).await
+    Ok(sandbox::run(&spec, progress).await?.log)
 }
 
 /// Puts a job's config (read here, size-capped, so the build process gets checked bytes) and

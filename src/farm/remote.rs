@@ -540,6 +540,8 @@ where
         workspace,
         log,
         compression: format!("{:?}", super::build_child::compression(&farm.config)),
+        // Hashed as it streamed in, and equal to the claim: the import need not read it again.
+        digest: Some(claimed.clone()),
     };
     match worker::settle(farm, &owner, &job, elapsed(&job), Ok(built)).await {
         Some(sif) => Ok(Accepted {

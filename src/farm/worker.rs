@@ -193,7 +193,7 @@ pub(super) async fn settle(
     }
 }
 
-/// Hashes the built SIF, makes it a blob and marks the job ready, in that order, so a crash in
+/// Hashes the built SIF (unless the server already did), makes it a blob and marks the job ready, in that order, so a crash in
 /// between leaves at worst an unreferenced blob, never a ready job without its file.
 async fn finish(
     farm: &Arc<Farm>,
@@ -211,8 +211,9 @@ async fn finish(
     }
     let (path, enroot_path) = (built.workspace.sif_path(), built.workspace.enroot_path());
     let store = farm.store.clone();
+    let known = built.digest.clone();
     let (inspected, enroot) = tokio::task::spawn_blocking(move || {
-        let sif = intake::import_sif(&store, &path)
+        let sif = intake::import_sif(&store, &path, known.as_ref())
             .map_err(|e| format!("the built SIF is unusable: {e}"))?;
         // A backend that makes no enroot image leaves none: the SIF is recorded without.
         let enroot = match enroot_path.exists() {

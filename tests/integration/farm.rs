@@ -1204,8 +1204,9 @@ fn apptainer_backend_runs_a_stand_in_apptainer_with_the_right_arguments() {
     );
     assert_ready_views(&server, &digest, &sif, &checked.squashfs, "apptainer");
 
-    // It was called with `build --force OUT.sif oci:LAYOUT:image`, LAYOUT beside OUT in a build
-    // directory of the data directory, and its checks of the layout passed.
+    // It was called with `build --force --mksquashfs-args '-processors N' OUT.sif
+    // oci:LAYOUT:image` (N: the server's thread count), LAYOUT beside OUT in a build directory
+    // of the data directory, and its checks of the layout passed.
     let calls = standin.calls();
     let builds: Vec<&Vec<String>> = calls
         .iter()
@@ -1213,11 +1214,14 @@ fn apptainer_backend_runs_a_stand_in_apptainer_with_the_right_arguments() {
         .collect();
     assert_eq!(builds.len(), 1, "one `apptainer build`: {calls:?}");
     let build = builds[0];
-    assert_eq!(build.len(), 4, "apptainer build arguments: {build:?}");
-    assert_eq!(build[1], "--force", "{build:?}");
-    let out = Path::new(&build[2]);
+    assert_eq!(build.len(), 6, "apptainer build arguments: {build:?}");
+    assert_eq!(build[1..3], ["--force", "--mksquashfs-args"], "{build:?}");
+    let threads = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(build[3], format!("-processors {threads}"), "{build:?}");
+    let (out_arg, source) = (&build[4], &build[5]);
+    let out = Path::new(out_arg);
     assert!(
-        out.is_absolute() && build[2].ends_with(".sif"),
+        out.is_absolute() && out_arg.ends_with(".sif"),
         "output {out:?}"
     );
     let build_dir = out.parent().unwrap();
@@ -1227,7 +1231,7 @@ fn apptainer_backend_runs_a_stand_in_apptainer_with_the_right_arguments() {
         server.data_dir()
     );
     assert_eq!(
-        build[3],
+        *source,
         format!("oci:{}:image", build_dir.join("layout").display()),
         "{build:?}"
     );
@@ -1241,9 +1245,18 @@ fn apptainer_backend_runs_a_stand_in_apptainer_with_the_right_arguments() {
         "the stand-in's checks failed:\n{checks}"
     );
     assert!(
-        checks.contains("OK layout") && checks.contains(&format!("OK wrote {}", build[2])),
+        checks.contains("OK layout") && checks.contains(&format!("OK wrote {out_arg}")),
         "{checks}"
     );
+    // It ran contained like a native build: at the builds' niceness (`[farm] nice`, 10 by
+    // default), with the thread count for Go's runtime, its temporary files and cache in the
+    // build directory (under the scratch bound, removed with it).
+    let env = format!(
+        "ENV GOMAXPROCS={threads} APPTAINER_TMPDIR={} APPTAINER_CACHEDIR={} NICE=10 MKSQUASHFS_ARGS=-processors {threads}",
+        build_dir.join("tmp").display(),
+        build_dir.join("cache").display()
+    );
+    assert!(checks.contains(&env), "expected {env:?} in:\n{checks}");
     assert!(
         calls
             .iter()

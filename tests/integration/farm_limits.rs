@@ -1,5 +1,6 @@
 //! Hostile images against the builder's limits, on the real server (issue 9, "hostile images
-//! exhaust the server"; issue 11's memory-bomb test).
+//! exhaust the server"; issue 11's memory-bomb test), and the same limits on the `apptainer`
+//! backend's builds (a stand-in `apptainer` that overruns each of them).
 //!
 //! Two small gzip layers that unpack to a bomb: 1.5 million empty entries under one name, and
 //! 1500 entries carrying a 100 KiB PAX xattr each. Each build must fail for good (one attempt
@@ -89,9 +90,20 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 }
 
 fn push_layer_image(server: &Server, repo: &str, tag: &str, layer: &[u8]) -> String {
+    push_labelled_layer_image(server, repo, tag, layer, "")
+}
+
+/// [`push_layer_image`] with `label` among the config's labels.
+fn push_labelled_layer_image(
+    server: &Server,
+    repo: &str,
+    tag: &str,
+    layer: &[u8],
+    label: &str,
+) -> String {
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-        "config": {"Labels": {"nonce": unique("c")}},
+        "config": {"Labels": {"nonce": unique("c"), "label": label}},
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
     }))
     .unwrap();
@@ -134,6 +146,16 @@ impl RssWatch {
             }
         });
         RssWatch { stop, max, thread }
+    }
+
+    /// Stops, and asserts that the server's RSS stayed within 48 MiB of `baseline` during
+    /// `what`.
+    fn assert_flat(self, baseline: u64, what: &str) {
+        let peak = self.stop();
+        assert!(
+            peak.saturating_sub(baseline) < 48 << 10,
+            "server RSS went from {baseline} KiB to {peak} KiB during {what}"
+        );
     }
 
     fn stop(self) -> u64 {
@@ -212,11 +234,7 @@ fn memory_bomb_images_fail_on_limits_while_the_server_stays_flat_and_serves() {
         "more than 500000 entries (limit set by farm.max_entries)",
     );
     assert_failed_for_limit(&server, "dev/bomb:xattrs", "farm.max_xattr_bytes");
-    let peak = watch.stop();
-    assert!(
-        peak.saturating_sub(baseline) < 48 << 10,
-        "server RSS went from {baseline} KiB to {peak} KiB during the bomb builds"
-    );
+    watch.assert_flat(baseline, "the bomb builds");
     for digest in [&d_entries, &d_xattrs] {
         assert_eq!(
             log_lines(&server, &["SIF build started", digest]).len(),
@@ -293,11 +311,7 @@ fn a_build_over_the_memory_limit_dies_in_its_own_process_and_is_retried_while_th
         "exceeded the 96 MiB memory limit",
         2,
     );
-    let peak = watch.stop();
-    assert!(
-        peak.saturating_sub(baseline) < 48 << 10,
-        "server RSS went from {baseline} KiB to {peak} KiB during the bomb build"
-    );
+    watch.assert_flat(baseline, "the bomb build");
     let r = sif_get(&server, "dev/small:1");
     assert_eq!(r.status, StatusCode::OK);
 }
@@ -355,4 +369,201 @@ fn a_building_job_reports_its_phase_layers_bytes_eta_and_builder() {
     // covers them.
     assert!(phases.contains("unpacking"), "phases seen: {phases:?}");
     assert!(eta_seen, "an ETA while unpacking; phases seen: {phases:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The apptainer backend, contained like the native one
+// ---------------------------------------------------------------------------------------------
+
+/// A stand-in `apptainer` for the containment tests: the image's config label
+/// `hpcreg-standin-mode=MODE` says how its build misbehaves (allocates 512 MiB, sleeps
+/// `sleep_secs` in a child process, or writes 64 MiB to its temporary directory and waits);
+/// any other image is built by `full` (the stand-in of `support::sif`).
+struct MisbehavingApptainer {
+    full: StandInApptainer,
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+const MISBEHAVING_APPTAINER: &str = r#"#!/bin/sh
+set -u
+if [ "$#" -eq 1 ] && [ "$1" = "--version" ]; then
+    echo "apptainer version 1.3.4-hpcreg-misbehaving"
+    exit 0
+fi
+for src; do :; done
+layout=${src#oci:}
+layout=${layout%:image}
+mode=$(grep -rhoa 'hpcreg-standin-mode=[a-z]*' "$layout/blobs" | head -n 1 | cut -d= -f2)
+case "$mode" in
+    memory)
+        exec perl -e '$n = shift; $x = "x" x $n; print "allocated $n bytes\n"' 536870912 ;;
+    sleep)
+        echo "stand-in apptainer: sleeping" >&2
+        sleep @SLEEP@
+        echo "stand-in apptainer: woke up" ;;
+    scratch)
+        head -c 67108864 /dev/zero >"$APPTAINER_TMPDIR/rootfs.img"
+        echo "stand-in apptainer: wrote 64 MiB"
+        sleep 60 ;;
+    *)
+        exec '@FULL@' "$@" ;;
+esac
+"#;
+
+impl MisbehavingApptainer {
+    fn new(sleep_secs: u64) -> MisbehavingApptainer {
+        use std::os::unix::fs::PermissionsExt;
+        let full = StandInApptainer::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("apptainer");
+        let script = MISBEHAVING_APPTAINER
+            .replace("@SLEEP@", &sleep_secs.to_string())
+            .replace("@FULL@", full.path_str());
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        MisbehavingApptainer {
+            full,
+            path: path.to_str().unwrap().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    fn server(&self, keys: &str) -> FarmServer {
+        let server = FarmServer::start(&format!(
+            "workers = 1\nbackend = \"apptainer\"\napptainer = \"{}\"\nretry_delay_secs = 0\n{keys}",
+            self.path
+        ));
+        wait_log(
+            &server,
+            &["apptainer version 1.3.4-hpcreg-misbehaving"],
+            Duration::from_secs(60),
+        );
+        server
+    }
+}
+
+/// Pushes a one-file image whose build misbehaves as `mode` says.
+fn push_misbehaving(server: &Server, repo: &str, mode: &str) -> String {
+    let mut layer = Vec::new();
+    ustar(&mut layer, "hello.txt", b'0', 6);
+    layer.extend_from_slice(b"hello\n");
+    pad(&mut layer);
+    layer.resize(layer.len() + 1024, 0);
+    let layer = gzip_stream(1, move |_, buf| buf.extend_from_slice(&layer));
+    let label = format!("hpcreg-standin-mode={mode}");
+    push_labelled_layer_image(server, repo, "1", &layer, &label)
+}
+
+/// The server still takes a push and serves it.
+fn assert_serving(server: &Server) {
+    let pushed = push_random_image(server, "dev/after", "1", &[64 << 10]);
+    let r = Reply::from(
+        http()
+            .get(server.url(&format!("/v2/dev/after/manifests/{}", pushed.digest)))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.describe());
+}
+
+#[test]
+fn an_apptainer_build_over_the_memory_limit_fails_with_that_reason_and_is_retried() {
+    let apptainer = MisbehavingApptainer::new(1);
+    // 96 MiB of address space (RLIMIT_AS: the tests have no delegated cgroup); the stand-in
+    // asks for 512 MiB, which it gets when the limit is not applied, and then writes no SIF.
+    let server = apptainer.server(&format!(
+        "max_attempts = 2\nmax_memory_bytes = {}",
+        96u64 << 20
+    ));
+    let baseline = server.rss_kib();
+    let watch = RssWatch::start(server.pid());
+    let digest = push_misbehaving(&server, "dev/bomb", "memory");
+    assert_failed_transiently(
+        &server,
+        "dev/bomb:1",
+        "exceeded the 96 MiB memory limit (farm.max_memory_bytes, RLIMIT_AS)",
+        2,
+    );
+    watch.assert_flat(baseline, "the bomb build");
+    let log = sif_get(&server, &format!("{digest}/log")).text();
+    assert!(log.contains("Out of memory"), "job log:\n{log}");
+    assert_serving(&server);
+}
+
+/// Processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+#[test]
+fn an_apptainer_build_over_the_time_limit_is_killed_with_everything_it_started() {
+    // A duration no other process sleeps, to find the stand-in's child by.
+    let secs = 3_000 + u64::from(std::process::id() % 1000);
+    let apptainer = MisbehavingApptainer::new(secs);
+    let server = apptainer.server("max_attempts = 2\nbuild_timeout_secs = 1");
+    let digest = push_misbehaving(&server, "dev/slow", "sleep");
+    assert_failed_transiently(&server, "dev/slow:1", "exceeded the 1 s time limit", 2);
+    // `sleep` was the stand-in's child, in its process group: it went with it, rather than
+    // keep the build's output pipes (and the job) open for an hour.
+    let secs = secs.to_string();
+    let left = processes_running(&["sleep", &secs]);
+    assert!(
+        left.is_empty(),
+        "the build's `sleep {secs}` outlived it: pids {left:?}"
+    );
+    let log = sif_get(&server, &format!("{digest}/log")).text();
+    let command = format!("$ {} build --force", apptainer.path);
+    assert!(
+        log.contains(&command) && log.contains("stand-in apptainer: sleeping"),
+        "the log has the command and what it said before it was killed:\n{log}"
+    );
+    assert_serving(&server);
+}
+
+#[test]
+fn an_apptainer_build_over_the_scratch_bound_fails_for_good_and_the_next_build_succeeds() {
+    let apptainer = MisbehavingApptainer::new(1);
+    // 32 MiB: plenty for busybox's root filesystem, squashfs and SIF, not for 64 MiB more.
+    let server = apptainer.server(&format!(
+        "max_attempts = 2\nthreads = 1\nnice = 7\nmax_scratch_bytes = {}",
+        32u64 << 20
+    ));
+    push_misbehaving(&server, "dev/big", "scratch");
+    assert_failed_for_limit(
+        &server,
+        "dev/big:1",
+        "writes more than 33554432 bytes to its scratch space (limit set by farm.max_scratch_bytes",
+    );
+
+    // The next image builds under the same bounds, and ran under them.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("oci");
+    busybox_oci_layout(&layout, "a", &["/bin/sh", "-c", "echo hello-app"]);
+    skopeo_push(&server, &layout, "a", "dev/good", "1");
+    let sif = wait_sif(&server, "dev/good:1", BUILD_DEADLINE).reply.body;
+    check_runnable_sif(
+        "contained",
+        &sif,
+        tmp.path(),
+        &["/bin/busybox", "/.standin-apptainer"],
+        "built-by-standin-apptainer\n",
+    );
+    let checks = apptainer.full.checks();
+    assert!(
+        checks.contains("ENV GOMAXPROCS=1 ")
+            && checks.contains(" NICE=7 MKSQUASHFS_ARGS=-processors 1"),
+        "the build ran with `threads = 1` and `nice = 7`:\n{checks}"
+    );
+    assert_serving(&server);
 }

@@ -815,7 +815,15 @@ fi
 shift
 [ "$#" -ge 1 ] && [ "$1" = "--force" ] || fail "expected \`build --force\`, got: build $*"
 shift
-[ "$#" -eq 2 ] || fail "expected \`build --force OUT.sif oci:LAYOUT:image\`, got $# more arguments: $*"
+squashfs_args=
+if [ "$#" -ge 1 ] && [ "$1" = "--mksquashfs-args" ]; then
+    [ "$#" -ge 2 ] || fail "--mksquashfs-args without its value"
+    squashfs_args=$2
+    shift 2
+fi
+[ "$#" -eq 2 ] || fail "expected \`build --force [--mksquashfs-args ARGS] OUT.sif oci:LAYOUT:image\`, got $# more arguments: $*"
+# What the build ran under, for the tests of its containment.
+echo "ENV GOMAXPROCS=${GOMAXPROCS:-} APPTAINER_TMPDIR=${APPTAINER_TMPDIR:-} APPTAINER_CACHEDIR=${APPTAINER_CACHEDIR:-} NICE=$(nice) MKSQUASHFS_ARGS=$squashfs_args" >>"$STATE/checks"
 out=$1
 src=$2
 case "$out" in
@@ -850,7 +858,8 @@ mkdir -p "$work/rootfs/.singularity.d" || fail "mkdir"
 printf '#!/bin/sh\necho built-by-standin-apptainer\n' >"$work/rootfs/.singularity.d/runscript"
 chmod 755 "$work/rootfs/.singularity.d/runscript"
 echo "built by the stand-in apptainer from $src" >"$work/rootfs/.standin-apptainer"
-mksquashfs "$work/rootfs" "$work/part.sqfs" -noappend -comp gzip -all-root -quiet >"$work/mksquashfs.log" 2>&1 ||
+# shellcheck disable=SC2086 # a list of options, split as apptainer splits it
+mksquashfs "$work/rootfs" "$work/part.sqfs" -noappend -comp gzip -all-root -quiet $squashfs_args >"$work/mksquashfs.log" 2>&1 ||
     fail "mksquashfs failed: $(cat "$work/mksquashfs.log")"
 printf 'bootstrap: oci\nfrom: %s\n' "$src" >"$work/deffile"
 echo '{"data":{"attributes":{}},"type":"container"}' >"$work/inspect-metadata.json"
