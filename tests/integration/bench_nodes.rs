@@ -11,6 +11,8 @@
 //! - Start-up: a one-node job's time from its first line to its first command (the stand-in
 //!   `apptainer` that `hpc-registry run` execs prints when it started), cold node cache against
 //!   warm.
+//! - Pieces: the parts of `--all-nodes` timed one by one (`srun`, `sbcast` with a few settings, a
+//!   local copy, `sha256sum`), to say what dominates.
 //!
 //! Times are taken inside the jobs (`date +%s.%N`) and by this driver (submission to the job's
 //! end as `scontrol` reports it, polled every 250 ms). `BENCH_NODES_MIB` (default 300) sizes the
