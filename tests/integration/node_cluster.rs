@@ -14,7 +14,7 @@ use crate::support::users::ensure_host_user;
 use crate::support::*;
 
 /// `--export=…` for a job: the site's client config, the binary on PATH, and `more`.
-fn job_env(cluster: &NodeCluster, more: &[(&str, &Path)]) -> String {
+pub(crate) fn job_env(cluster: &NodeCluster, more: &[(&str, &Path)]) -> String {
     let mut export = format!(
         "--export=PATH={}:/usr/bin:/bin,HPC_REGISTRY_CLIENT_CONFIG={}",
         user_bin().parent().unwrap().display(),
@@ -27,13 +27,15 @@ fn job_env(cluster: &NodeCluster, more: &[(&str, &Path)]) -> String {
 }
 
 /// A stand-in `apptainer` (Apptainer cannot be installed here) that records its arguments, one a
-/// line, in `DIR/apptainer.<node>.argv`, and says where it ran.
-fn recording_apptainer(dir: &Path) -> PathBuf {
+/// line, in `DIR/apptainer.<node>.argv`, and says where it ran. Its first act prints the time
+/// it was exec'd (`apptainer exec'd at <epoch s.ns>`), the "first command" of the start-up
+/// benchmark (bench_nodes.rs).
+pub(crate) fn recording_apptainer(dir: &Path) -> PathBuf {
     let path = dir.join("apptainer");
     fs::write(
         &path,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {dir}/apptainer.$SLURMD_NODENAME.argv\necho \"apptainer ran on $SLURMD_NODENAME\"\n",
+            "#!/bin/sh\necho \"apptainer exec'd at $(date +%s.%N)\"\nprintf '%s\\n' \"$@\" > {dir}/apptainer.$SLURMD_NODENAME.argv\necho \"apptainer ran on $SLURMD_NODENAME\"\n",
             dir = dir.display()
         ),
     )
@@ -43,7 +45,7 @@ fn recording_apptainer(dir: &Path) -> PathBuf {
 }
 
 /// The SIFs in `user`'s cache on every node: `(node, [paths as seen from here])`.
-fn cached_sifs(cluster: &NodeCluster, user: &str) -> Vec<(String, Vec<PathBuf>)> {
+pub(crate) fn cached_sifs(cluster: &NodeCluster, user: &str) -> Vec<(String, Vec<PathBuf>)> {
     let uid = ensure_host_user(user);
     cluster
         .node_caches()
@@ -59,7 +61,7 @@ fn cached_sifs(cluster: &NodeCluster, user: &str) -> Vec<(String, Vec<PathBuf>)>
 }
 
 /// The SIF's digest is its name in the cache: `<hex>.sif`.
-fn named_digest(path: &Path) -> String {
+pub(crate) fn named_digest(path: &Path) -> String {
     format!("sha256:{}", path.file_stem().unwrap().to_string_lossy())
 }
 
@@ -194,7 +196,7 @@ fn fetch_all_nodes_puts_a_verified_copy_on_every_node_with_sbcast_or_without() {
 
 /// Every node's cache holds alice's SIF once, named by its true digest, and no broadcast copy
 /// is left unadopted; returns the digest.
-fn every_node_has_one_verified_copy(cluster: &NodeCluster) -> String {
+pub(crate) fn every_node_has_one_verified_copy(cluster: &NodeCluster) -> String {
     let mut digests = Vec::new();
     for (node, sifs) in cached_sifs(cluster, "alice") {
         assert_eq!(sifs.len(), 1, "{node}: {sifs:?}");
