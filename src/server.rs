@@ -216,6 +216,8 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     flusher.abort();
     expirer.abort();
     pruner.abort();
+    // Before the data-directory lock goes: no job of this process may touch the store after.
+    app.jobs.pause().await;
     notifications.abort();
     reloads.abort();
     app.registry.flush_pulls().await?;

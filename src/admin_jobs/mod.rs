@@ -50,6 +50,8 @@ pub enum JobError {
     Meta(#[from] meta::MetaError),
     #[error("job task failed: {0}")]
     Task(String),
+    #[error("the server is stopping; start the job again once it is back")]
+    Stopping,
 }
 
 /// One job, for the admin API: the row, with its JSON columns parsed.
@@ -218,6 +220,8 @@ pub struct Jobs {
     running: Mutex<HashMap<i64, Running>>,
     /// Notified whenever a job ends, for the callers waiting on one.
     ended: tokio::sync::Notify,
+    /// The server is stopping: a job that stops now is paused, not cancelled ([`Jobs::pause`]).
+    stopping: AtomicBool,
 }
 
 impl Jobs {
@@ -227,6 +231,7 @@ impl Jobs {
             kinds,
             running: Mutex::new(HashMap::new()),
             ended: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -245,6 +250,9 @@ impl Jobs {
             self.kind(kind)
                 .ok_or_else(|| JobError::UnknownKind(kind.to_owned()))?,
         );
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(JobError::Stopping);
+        }
         let Some(launch) = Arc::clone(&kind).begin() else {
             return Err(self.busy(kind.exclusive()));
         };
@@ -367,15 +375,23 @@ impl Jobs {
                 ),
                 Ended::Failed(e) => ("failed", None, Some(e)),
             };
-            tracing::info!(job = id, kind = name, state, "admin job ended");
-            let written = jobs
-                .db
-                .write(move |tx| {
-                    meta::finish_admin_job(tx, id, state, result.as_deref(), error.as_deref())
-                })
-                .await;
-            if let Err(e) = written {
-                tracing::error!(job = id, "cannot record the end of the job: {e}");
+            if state == "cancelled" && jobs.paused(id).await {
+                tracing::info!(
+                    job = id,
+                    kind = name,
+                    "admin job paused for the shutdown at its checkpoint; the next start resumes it"
+                );
+            } else {
+                tracing::info!(job = id, kind = name, state, "admin job ended");
+                let written = jobs
+                    .db
+                    .write(move |tx| {
+                        meta::finish_admin_job(tx, id, state, result.as_deref(), error.as_deref())
+                    })
+                    .await;
+                if let Err(e) = written {
+                    tracing::error!(job = id, "cannot record the end of the job: {e}");
+                }
             }
             jobs.running
                 .lock()
@@ -383,6 +399,44 @@ impl Jobs {
                 .remove(&id);
             jobs.ended.notify_waiters();
         });
+    }
+
+    /// Whether job `id`, stopped by its cancel flag, was paused by [`Jobs::pause`] rather than
+    /// cancelled by an administrator (whose request is in its row).
+    async fn paused(&self, id: i64) -> bool {
+        if !self.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        match self.get(id).await {
+            Ok(Some(job)) => !job.job.cancel_requested,
+            _ => false,
+        }
+    }
+
+    /// At shutdown: stops every job of this process at its next step, leaving its row running
+    /// with its checkpoint so that the next start resumes it, and returns once all have stopped.
+    /// Without this, a job's blocking task would go on after the server released the
+    /// data-directory lock (a new server could then run a second GC on the same store), and
+    /// the process would not exit before the job's end.
+    pub async fn pause(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let left: Vec<i64> = {
+                let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                for job in running.values() {
+                    job.cancel.store(true, Ordering::SeqCst);
+                }
+                running.keys().copied().collect()
+            };
+            if left.is_empty() {
+                return;
+            }
+            tracing::info!(jobs = ?left, "waiting for admin jobs to reach a checkpoint");
+            let _ = tokio::time::timeout(Duration::from_secs(5), ended).await;
+        }
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<JobView>, JobError> {
@@ -496,7 +550,8 @@ mod tests {
 
     use super::*;
 
-    /// A kind that counts to `until`, one step per permit of `gate`, checkpointing each.
+    /// A kind that counts to `until`, one step per permit of `gate`, checkpointing each; a
+    /// cancel stops it while it waits for a permit.
     struct Gated {
         gate: Arc<Semaphore>,
         busy: Arc<AtomicBool>,
@@ -542,10 +597,17 @@ mod tests {
                     .unwrap_or_default();
                 let mut watch = JobWatch::new(run.ctl, |c: &Count| Count { n: c.n });
                 while at.n < until {
-                    if watch.cancelled() {
-                        return Ended::cancelled(&at);
+                    // Each step waits for a permit, stopping meanwhile when cancelled.
+                    loop {
+                        if watch.cancelled() {
+                            return Ended::cancelled(&at);
+                        }
+                        if let Ok(permit) = self.gate.try_acquire() {
+                            permit.forget();
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    self.gate.acquire().await.unwrap().forget();
                     at.n += 1;
                     // A small blocking write, on a runtime with a thread to spare.
                     watch.checkpoint(&at);
@@ -596,12 +658,11 @@ mod tests {
             Err(JobError::UnknownKind(_))
         ));
 
-        // Cancelled: it stops at its next step, keeping what it did.
+        // Cancelled: it stops before its next step, keeping what it did.
         jobs.cancel(id).await.unwrap();
-        gate.add_permits(1);
         let ended = jobs.wait(id).await.unwrap();
         assert_eq!(ended.job.state, "cancelled");
-        assert_eq!(ended.result.unwrap()["n"], 2);
+        assert_eq!(ended.result.unwrap()["n"], 1);
 
         // Left running by a stopped server: resumed from its checkpoint; an unknown kind and a
         // job whose cancel was asked for end instead.
@@ -640,5 +701,27 @@ mod tests {
         );
         // The right to run is back once the jobs ended.
         assert!(kind.clone().begin().is_some());
+
+        // A stopping server pauses its jobs: the row stays running with its checkpoint, and
+        // the next server resumes it.
+        let job = jobs
+            .start("gated", &Until { until: 3 }, "admin")
+            .await
+            .unwrap();
+        gate.add_permits(1);
+        progress_n(&jobs, job.job.id, 1).await;
+        jobs.pause().await;
+        let paused = jobs.get(job.job.id).await.unwrap().unwrap();
+        assert_eq!(paused.job.state, "running");
+        assert!(matches!(
+            jobs.start("gated", &Until { until: 1 }, "admin").await,
+            Err(JobError::Stopping)
+        ));
+        let next = Jobs::new(Arc::clone(&db), vec![kind.clone() as Arc<dyn Kind>]);
+        assert_eq!(next.resume().await.unwrap(), 1);
+        gate.add_permits(2);
+        let resumed = next.wait(job.job.id).await.unwrap();
+        assert_eq!(resumed.job.state, "done");
+        assert_eq!(resumed.result.unwrap()["n"], 3);
     }
 }

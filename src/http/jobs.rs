@@ -40,6 +40,7 @@ fn named(job: &JobView) -> String {
 pub(super) fn job_error(e: JobError) -> Response {
     let (status, code) = match &e {
         JobError::Busy { .. } => (StatusCode::CONFLICT, "CONFLICT"),
+        JobError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         JobError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         JobError::UnknownKind(_) => return Error::Unsupported(e.to_string()).into_response(),
         _ => return Error::Internal(e.to_string()).into_response(),
@@ -265,5 +266,38 @@ pub async fn cancel(
             view(job, StatusCode::OK)
         }
         Err(e) => job_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_body_names_a_kind_and_its_params() {
+        let (kind, p) = start_request(&json!({}), 7).unwrap();
+        assert_eq!((kind, p), (SCRUB, json!({"rate_bytes_per_sec": 7})));
+        let (kind, p) = start_request(&json!({"kind": "scrub", "rate": "1KiB"}), 7).unwrap();
+        assert_eq!(
+            (kind, p["rate_bytes_per_sec"].clone()),
+            (SCRUB, json!(1024))
+        );
+        let (kind, p) = start_request(&json!({"kind": "gc"}), 7).unwrap();
+        assert_eq!((kind, p), (GC, json!({"dry_run": false, "delete_rate": 0})));
+        let body = json!({"kind": "prune", "dry_run": true, "delete_rate": 50});
+        let (kind, p) = start_request(&body, 7).unwrap();
+        assert_eq!(
+            (kind, p),
+            (PRUNE, json!({"dry_run": true, "delete_rate": 50}))
+        );
+        for bad in [
+            json!({"kind": "defrag"}),
+            json!({"kind": "gc", "dry_run": "yes"}),
+            json!({"kind": "prune", "delete_rate": -1}),
+            json!({"kind": "scrub", "rate": 5}),
+            json!({"kind": "scrub", "rate": "fast"}),
+        ] {
+            assert!(start_request(&bad, 7).is_err(), "{bad}");
+        }
     }
 }

@@ -239,10 +239,7 @@ impl Ctx<'_> {
     /// Blobs per batch: paced deletions come in batches of about a second, so that a cancel,
     /// checked between batches, takes effect within one.
     fn blob_batch(&self) -> i64 {
-        match self.options.delete_rate {
-            0 => BATCH,
-            rate => (rate.min(BATCH as u64) as i64).max(1),
-        }
+        blob_batch(self.options.delete_rate)
     }
 }
 
@@ -468,13 +465,12 @@ fn plan(
         meta::savepoint(tx, SAVEPOINT)?;
         let outcome = (|| {
             let mut after = String::new();
-            while ctx.options.retention {
+            let mut retention = ctx.options.retention;
+            while retention {
                 if watch.cancelled() {
                     return Ok(false);
                 }
-                if !retention_batch(tx, ctx, &mut after, report)? {
-                    break;
-                }
+                retention = retention_batch(tx, ctx, &mut after, report)?;
             }
             loop {
                 if watch.cancelled() {
@@ -822,6 +818,14 @@ fn blob_action(digest: &str, bytes: u64, disk_bytes: u64, ctx: &Ctx) -> Action {
     }
 }
 
+/// Blobs per batch at `rate` deletions per second (0: unpaced).
+fn blob_batch(rate: u64) -> i64 {
+    match rate {
+        0 => BATCH,
+        rate => (rate.min(BATCH as u64) as i64).max(1),
+    }
+}
+
 // A row whose digest does not parse cannot name stored bytes; its row still goes.
 
 /// (size, disk bytes) of a blob's stored bytes; zeros if they are missing.
@@ -842,4 +846,40 @@ fn remove_blob(store: &BlobStore, digest: &str) -> std::io::Result<(u64, u64)> {
         return Ok((0, 0));
     };
     Ok(store.delete(&d)?.map_or((0, 0), |s| (s.size, s.disk_bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paced_batches_last_about_a_second_and_checkpoints_name_their_phase() {
+        assert_eq!(blob_batch(0), BATCH);
+        assert_eq!(blob_batch(2), 2);
+        assert_eq!(blob_batch(1_000_000), BATCH);
+        // A GC skips retention: phases are ordered, and a GC's start is the max with manifests.
+        assert!(Phase::Retention < Phase::Manifests && Phase::Blobs < Phase::Uploads);
+        assert_eq!(Phase::default().max(Phase::Manifests), Phase::Manifests);
+        assert_eq!(Phase::Blobs.max(Phase::Manifests), Phase::Blobs);
+        let at = Checkpoint {
+            phase: Phase::Blobs,
+            counts: Counts {
+                blobs: 3,
+                bytes_freed: 30,
+                ..Counts::default()
+            },
+            ..Checkpoint::default()
+        };
+        let json = serde_json::to_value(&at).unwrap();
+        assert_eq!(json["phase"], "blobs");
+        assert_eq!(serde_json::from_value::<Checkpoint>(json).unwrap(), at);
+        // The report keeps its flat counters (what `admin prune --json` always printed).
+        let report = serde_json::to_value(Report {
+            counts: at.counts,
+            ..Report::default()
+        })
+        .unwrap();
+        assert_eq!(report["blobs"], 3);
+        assert_eq!(report["bytes_freed"], 30);
+    }
 }

@@ -438,7 +438,7 @@ fn a_gc_job_is_cancelled_between_batches_and_only_admins_may_start_or_cancel_job
 }
 
 #[test]
-fn a_gc_job_killed_mid_sweep_is_resumed_and_finishes() {
+fn a_gc_job_killed_or_stopped_mid_sweep_is_resumed_and_finishes() {
     let (mut server, _dir) = start_gc_server();
     let kept = push_random_image(&server, "keep/app", "1", &[3000]);
     // 40 blobs at 4 deletions per second: about 10 s.
@@ -472,4 +472,28 @@ fn a_gc_job_killed_mid_sweep_is_resumed_and_finishes() {
     // The resumed run lists what it deleted itself, which the checkpoint had not counted.
     let listed = refs(&done["result"], "blob").len() as u64;
     assert!(listed + before <= blobs, "{done:#}");
+
+    // Stopped (SIGTERM) mid-way: the job pauses at its checkpoint instead of ending, and the
+    // next start resumes it.
+    let loose = loose_blobs(&server, "loose/more", 40);
+    let id = id_of(&start(&server, json!({"kind": "gc", "delete_rate": 4})));
+    wait_job(&server, id, 60, |j| {
+        j["progress"]["blobs"].as_u64().unwrap_or(0) >= 4
+    });
+    server.terminate();
+    assert!(
+        server.log().contains("paused for the shutdown"),
+        "the stopping server did not pause the job"
+    );
+    server.restart();
+    let done = ended(&server, id, 120);
+    assert_eq!(done["state"], "done", "{done:#}");
+    assert_eq!(
+        done["result"]["blobs"], 40,
+        "a pause loses no count: {done:#}"
+    );
+    for (d, _) in &loose {
+        assert!(!server.blob_path(d).exists(), "{d} is still on disk");
+    }
+    kept.assert_intact(&server);
 }
