@@ -134,7 +134,10 @@ fn prune(db: Arc<Db>, store: BlobStore) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let started = Instant::now();
-    let report = runtime.block_on(pruner.run(&registry, false))?;
+    let report = runtime.block_on(pruner.run(
+        &registry,
+        hpc_registry::lifecycle::gc::Options::prune(false),
+    ))?;
     let secs = started.elapsed().as_secs_f64();
     let status = std::fs::read_to_string("/proc/self/status")?;
     let hwm = status
@@ -147,8 +150,8 @@ fn prune(db: Arc<Db>, store: BlobStore) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "seconds": secs, "peak_rss": hwm, "manifests": report.manifests,
-            "blobs": report.blobs, "disk_bytes_freed": report.disk_bytes_freed,
+            "seconds": secs, "peak_rss": hwm, "manifests": report.counts.manifests,
+            "blobs": report.counts.blobs, "disk_bytes_freed": report.counts.disk_bytes_freed,
         })
     );
     Ok(())

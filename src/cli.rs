@@ -3,8 +3,8 @@
 //! * [`identity`]: `user|group|token …` (flattened into the top level);
 //! * [`node`]: the compute-node commands `fetch|run|cache|login` (also top level);
 //! * [`script`], [`lint`]: `script` (the batch-script generator) and `lint` (sbatch lint);
-//! * `admin …` ([`AdminCommand`]): [`lifecycle`] (prune, repo delete), [`audit`], [`storage`]
-//!   (usage, quota, scrub);
+//! * `admin …` ([`AdminCommand`]): [`lifecycle`] (prune, gc, repo delete), [`audit`], [`storage`]
+//!   (usage, quota, scrub), `jobs` (the background jobs scrub, gc and prune run as);
 //! * [`target`]: where a command acts (a running server's admin API, or the data directory
 //!   offline), [`remote`]: the admin API over the shared [`crate::client`];
 //! * [`output`]: tables and JSON; [`prompt`]: passwords.
@@ -36,17 +36,11 @@ pub use target::Target;
 /// `hpc-registry admin ...`: store maintenance.
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
-    /// Run garbage collection and the retention policies now (online: no downtime).
-    Prune {
-        /// List exactly what would go, and why, without deleting anything.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the full report as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        target: Target,
-    },
+    /// Run the retention policies, then garbage collection, now (online: no downtime).
+    Prune(lifecycle::SweepArgs),
+    /// Run garbage collection alone now: unanchored manifests, orphaned SIFs, unreferenced
+    /// blobs and stale uploads (retention policies untouched).
+    Gc(lifecycle::SweepArgs),
     /// Manage repositories.
     Repo {
         #[command(subcommand)]
@@ -68,18 +62,15 @@ pub enum AdminCommand {
     Restore(backup::RestoreArgs),
     /// Make a running server re-read its configuration (as SIGHUP does) and report the outcome.
     Reload(reload::ReloadArgs),
-    /// Background admin jobs (scrub): list, `ID` for one, `cancel ID`.
+    /// Background admin jobs (scrub, gc, prune): list, `ID` for one, `cancel ID`.
     Jobs(jobs::JobsArgs),
 }
 
 /// Runs one `admin …` command.
 pub fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
-        AdminCommand::Prune {
-            dry_run,
-            json,
-            target,
-        } => lifecycle::prune(dry_run, json, &target),
+        AdminCommand::Prune(args) => lifecycle::sweep(true, args),
+        AdminCommand::Gc(args) => lifecycle::sweep(false, args),
         AdminCommand::Repo { command, target } => lifecycle::repo(command, &target),
         AdminCommand::Audit(args) => audit::run(*args),
         AdminCommand::Storage(command) => storage::run(command),

@@ -122,8 +122,14 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         &config.health,
     )?;
     let _ = farm.audit.set(audit.clone());
-    let jobs =
-        crate::admin_jobs::Jobs::new(Arc::clone(&db), registry.store.clone(), Arc::clone(&farm));
+    let jobs = {
+        use crate::admin_jobs::{GcJob, Jobs, Kind, ScrubJob};
+        let scrub = ScrubJob::new(Arc::clone(&db), registry.store.clone(), Arc::clone(&farm));
+        let gc = GcJob::new(Arc::clone(&pruner), Arc::clone(&registry), false);
+        let prune = GcJob::new(Arc::clone(&pruner), Arc::clone(&registry), true);
+        let kinds: Vec<Arc<dyn Kind>> = vec![scrub, gc, prune];
+        Jobs::new(Arc::clone(&db), kinds)
+    };
     let app = Arc::new(App {
         registry,
         access: Arc::new(access),
@@ -185,10 +191,14 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         Arc::clone(&app),
         config.registry.upload_expiry_secs,
     ));
-    let pruner = tokio::spawn(crate::lifecycle::schedule::run(
-        Arc::clone(&app.pruner),
-        Arc::clone(&app.registry),
-    ));
+    // Each scheduled prune is a job: shown by `admin jobs`, one at a time with the admin's.
+    let pruner = tokio::spawn(crate::lifecycle::schedule::run(Arc::clone(&app.pruner), {
+        let jobs = Arc::clone(&app.jobs);
+        move || {
+            let jobs = Arc::clone(&jobs);
+            async move { jobs.scheduled_prune().await }
+        }
+    }));
     let reloads = tokio::spawn(reload_on_sighup(Arc::clone(&app.reloader)));
     let ui = Arc::new(crate::ui::Ui::new(
         crate::ui::session::Lifetimes {
@@ -206,6 +216,8 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     flusher.abort();
     expirer.abort();
     pruner.abort();
+    // Before the data-directory lock goes: no job of this process may touch the store after.
+    app.jobs.pause().await;
     notifications.abort();
     reloads.abort();
     app.registry.flush_pulls().await?;

@@ -1,11 +1,12 @@
 //! `hpc-registry admin jobs [ID]` and `admin jobs cancel ID`: the server's background admin jobs
-//! (scrub). `admin scrub` starts one and waits for it here ([`scrub_and_wait`]), polling its
-//! progress instead of holding one HTTP request open for as long as the scrub takes.
+//! (scrub, gc, prune). `admin scrub|gc|prune` start one here ([`start`]) and, unless
+//! `--detach`ed, wait for it, polling its progress instead of holding one HTTP request open for
+//! as long as the job takes.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::output::{print_json, table};
 use super::remote::{AdminApi, ServerTarget};
@@ -26,7 +27,8 @@ pub struct JobsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
-    /// Stop a running job at its next step (a scrub keeps what it found so far).
+    /// Stop a running job at its next step (a scrub keeps what it found so far, a GC what it
+    /// freed: it stops between two batches, with the store consistent).
     Cancel {
         id: i64,
         #[command(flatten)]
@@ -93,45 +95,79 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
     }
 }
 
-/// "1200/5000 blobs, 3.1 GiB/20 GiB (15%)".
+/// A job's progress on one line: a scrub's "1200/5000 blobs, 3.1 GiB/20 GiB (15%)"; a GC's or
+/// prune's "blobs: examined 12 repositories, 40 manifests, 3 images, 900 blobs; deleted 2 tags,
+/// 5 manifests, 0 SIFs, 800 blobs, 0 uploads; 3.1 GiB freed".
 fn progress(p: &Value) -> String {
     if p.is_null() {
         return "-".into();
     }
-    let n = |k: &str| p[k].as_u64().unwrap_or(0);
-    let percent = match n("total_bytes") {
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    if let Some(phase) = p["phase"].as_str() {
+        let e = &p["examined"];
+        return format!(
+            "{phase}: examined {} repositories, {} manifests, {} images, {} blobs; deleted {} \
+             tags, {} manifests, {} SIFs, {} blobs, {} uploads; {} freed",
+            n(e, "repositories"),
+            n(e, "manifests"),
+            n(e, "images"),
+            n(e, "blobs"),
+            n(p, "tags"),
+            n(p, "manifests"),
+            n(p, "sifs"),
+            n(p, "blobs"),
+            n(p, "uploads"),
+            format_size(n(p, "bytes_freed")),
+        );
+    }
+    let percent = match n(p, "total_bytes") {
         0 => String::new(),
-        t => format!(" ({:.0}%)", n("scanned_bytes") as f64 * 100.0 / t as f64),
+        t => format!(" ({:.0}%)", n(p, "scanned_bytes") as f64 * 100.0 / t as f64),
     };
     format!(
         "{}/{} blobs, {}/{}{percent}",
-        n("scanned_blobs"),
-        n("total_blobs"),
-        format_size(n("scanned_bytes")),
-        format_size(n("total_bytes"))
+        n(p, "scanned_blobs"),
+        n(p, "total_blobs"),
+        format_size(n(p, "scanned_bytes")),
+        format_size(n(p, "total_bytes"))
     )
 }
 
-/// Starts a scrub job and waits for it; its report (the JSON the synchronous scrub answered).
-pub fn scrub_and_wait(api: &AdminApi, rate: Option<&str>) -> anyhow::Result<Value> {
-    let mut body = json!({"kind": "scrub"});
-    if let Some(r) = rate {
-        body["rate"] = r.into();
-    }
+/// Starts the job `body` asks for (`{"kind": …, params}`). With `detach`, says which job it is
+/// (its JSON with `json`) and returns `None`; else waits for its end and returns its report (the
+/// JSON the synchronous request answered).
+pub fn start(
+    api: &AdminApi,
+    body: Value,
+    detach: bool,
+    json: bool,
+) -> anyhow::Result<Option<Value>> {
+    let kind = body["kind"].as_str().unwrap_or("job").to_owned();
     let job = api
         .call(Method::POST, "/admin/jobs", Some(body))
-        .context("scrub failed")?;
+        .with_context(|| format!("{kind} failed"))?;
     let Some(id) = job["id"].as_i64() else {
         bail!("the server answered no job id: {job}");
     };
+    if detach {
+        if json {
+            print_json(&job)?;
+        } else {
+            println!(
+                "started {kind} job {id}; follow it with `hpc-registry admin jobs {id}`, stop it \
+                 with `hpc-registry admin jobs cancel {id}`"
+            );
+        }
+        return Ok(None);
+    }
     loop {
         // A long poll: the server answers as soon as the job ends.
         let j = api.get_json(&format!("/admin/jobs/{id}?wait=30"))?;
         match j["state"].as_str() {
             Some("running") => {}
-            Some("done") => return Ok(j["result"].clone()),
+            Some("done") => return Ok(Some(j["result"].clone())),
             state => bail!(
-                "scrub job {id} {}: {}",
+                "{kind} job {id} {}: {}",
                 state.unwrap_or("ended"),
                 j["error"].as_str().unwrap_or("no reason given")
             ),

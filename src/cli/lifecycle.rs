@@ -1,18 +1,40 @@
-//! `hpc-registry admin prune|repo delete`: garbage collection, retention and repository deletes
-//! (src/lifecycle), through `--server`'s admin API or offline on the data directory (refused,
-//! naming the server, while a server holds it).
+//! `hpc-registry admin prune|gc|repo delete`: retention, garbage collection and repository
+//! deletes (src/lifecycle), through `--server`'s admin API (a prune or GC is a background job
+//! there, waited for unless `--detach`ed: [`super::jobs`]) or offline on the data directory
+//! (refused, naming the server, while a server holds it).
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use clap::Subcommand;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::output::table;
 use super::target::{Offline, Target};
+use crate::lifecycle::gc::Options;
 use crate::lifecycle::Pruner;
 use crate::registry::Registry;
+
+/// `admin prune` and `admin gc`.
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// List exactly what would go, and why, without deleting anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete at most N blobs per second (0: as fast as the store goes), to spare a parallel
+    /// filesystem's metadata server during a large sweep.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub delete_rate: u64,
+    /// Start the job on the server and return at once (follow it with `admin jobs ID`).
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum RepoCommand {
@@ -25,41 +47,59 @@ pub enum RepoCommand {
     },
 }
 
-/// `admin prune [--dry-run]`.
-pub fn prune(dry_run: bool, json: bool, target: &Target) -> anyhow::Result<()> {
-    let report = online_or_offline(
-        target,
+/// `admin prune` (`retention`) or `admin gc`: online a job the command waits for (or, with
+/// `--detach`, leaves running), offline a run in this process.
+pub fn sweep(retention: bool, args: SweepArgs) -> anyhow::Result<()> {
+    let kind = if retention { "prune" } else { "gc" };
+    let options = Options {
+        retention,
+        dry_run: args.dry_run,
+        delete_rate: args.delete_rate,
+    };
+    if let Some(api) = args.target.remote.online()? {
+        let body = json!({"kind": kind, "dry_run": args.dry_run, "delete_rate": args.delete_rate});
+        return match super::jobs::start(&api, body, args.detach, args.json)? {
+            Some(report) => print_prune_report(&report, args.json),
+            None => Ok(()),
+        };
+    }
+    if args.detach {
+        bail!("--detach needs --server: without a server the {kind} runs in this command");
+    }
+    let report = offline(
+        &args.target,
         (
-            Method::POST,
-            format!("/admin/prune?dry_run={dry_run}"),
-            "prune",
+            &format!("admin.{kind}"),
+            Some(format!("dry_run={}", args.dry_run)),
         ),
-        ("admin.prune", Some(format!("dry_run={dry_run}"))),
         move |pruner, registry| async move {
-            Ok(serde_json::to_value(pruner.run(&registry, dry_run).await?)?)
+            Ok(serde_json::to_value(pruner.run(&registry, options).await?)?)
         },
     )?;
-    print_prune_report(&report, json)
+    print_prune_report(&report, args.json)
 }
 
 /// `admin repo delete NAME`.
 pub fn repo(command: RepoCommand, target: &Target) -> anyhow::Result<()> {
     let RepoCommand::Delete { name, json } = command;
     crate::registry::names::RepositoryName::parse(&name)?;
-    let deleted = online_or_offline(
-        target,
-        (
+    let deleted = match target.remote.online()? {
+        Some(api) => api.json(
             Method::DELETE,
-            format!("/admin/repositories/{name}"),
+            &format!("/admin/repositories/{name}"),
+            None,
             "repo delete",
-        ),
-        ("repository.delete", Some(name.clone())),
-        move |pruner, registry| async move {
-            Ok(serde_json::to_value(
-                pruner.delete_repository(&registry, &name).await?,
-            )?)
-        },
-    )?;
+        )?,
+        None => offline(
+            target,
+            ("repository.delete", Some(name.clone())),
+            move |pruner, registry| async move {
+                Ok(serde_json::to_value(
+                    pruner.delete_repository(&registry, &name).await?,
+                )?)
+            },
+        )?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&deleted)?);
     } else {
@@ -72,23 +112,13 @@ pub fn repo(command: RepoCommand, target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a command through `--server`'s admin API (`method path`, named `what` in errors), or,
-/// without a server, `f` on the data directory under its lock (no server may run meanwhile),
-/// recording `audit` (action, reference) in the audit trail as the OS user, like every offline
-/// change.
-fn online_or_offline<F, Fut>(
-    target: &Target,
-    (method, path, what): (Method, String, &str),
-    audit: (&str, Option<String>),
-    f: F,
-) -> anyhow::Result<Value>
+/// Runs `f` on the data directory under its lock (no server may run meanwhile), recording
+/// `audit` (action, reference) in the audit trail as the OS user, like every offline change.
+fn offline<F, Fut>(target: &Target, audit: (&str, Option<String>), f: F) -> anyhow::Result<Value>
 where
     F: FnOnce(Arc<Pruner>, Arc<Registry>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Value>>,
 {
-    if let Some(api) = target.remote.online()? {
-        return api.json(method, &path, None, what);
-    }
     let (action, reference) = audit;
     let config = target.config()?;
     let data = Offline::open(target)?;

@@ -1,4 +1,5 @@
-//! `hpc-registry admin usage|quota|scrub`: storage accounting and integrity of a running server,
+//! `hpc-registry admin usage|quota|scrub`: storage accounting and integrity of a running server
+//! (a scrub is a background job: [`super::jobs`]),
 //! through its admin API (`--server`, credentials from HPC_REGISTRY_TOKEN, or HPC_REGISTRY_USER
 //! and HPC_REGISTRY_PASSWORD). These act on live state the server owns, so there is no offline
 //! mode.
@@ -35,6 +36,9 @@ pub enum StorageCommand {
         /// Read rate limit per second, e.g. 200MiB [default: the server's `[scrub] rate`].
         #[arg(long, value_parser = parse_rate)]
         rate: Option<String>,
+        /// Start the job and return at once (follow it with `admin jobs ID`).
+        #[arg(long)]
+        detach: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -111,9 +115,20 @@ pub fn run(command: StorageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         StorageCommand::Quota { command, target } => quota(&target.require()?, command),
-        StorageCommand::Scrub { rate, json, target } => {
+        StorageCommand::Scrub {
+            rate,
+            detach,
+            json,
+            target,
+        } => {
             // A background job on the server, polled until it ends (`admin jobs` shows it).
-            let v = super::jobs::scrub_and_wait(&target.require()?, rate.as_deref())?;
+            let mut body = json!({"kind": "scrub"});
+            if let Some(r) = rate {
+                body["rate"] = r.into();
+            }
+            let Some(v) = super::jobs::start(&target.require()?, body, detach, json)? else {
+                return Ok(());
+            };
             if json {
                 return print_json(&v);
             }

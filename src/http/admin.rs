@@ -43,9 +43,11 @@ pub async fn read_only_guard(principal: Principal, req: Request, next: Next) -> 
 
 /// The audit event of an `/admin` request no handler named. The store-maintenance routes
 /// (prune, usage, quotas, scrub, repository deletes) are audited by their route: their action
-/// and object follow from the method and path alone, refused or not. Any other request that
-/// reached no handler naming it (refused by [`read_only_guard`] or before its operation was
-/// known, or on no route) is an `admin.request`.
+/// and object follow from the method and path alone, refused or not; so are starting and
+/// cancelling jobs when refused before their handler named them (a read-only credential's
+/// attempt, by [`read_only_guard`]). Any other request that reached no handler naming it
+/// (refused by [`read_only_guard`] or before its operation was known, or on no route) is an
+/// `admin.request`.
 pub fn route_event(method: &Method, path: &str) -> Event {
     let rest = path.trim_start_matches("/admin/");
     let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -58,6 +60,8 @@ pub fn route_event(method: &Method, path: &str) -> Event {
         ("usage", _) => ("admin.usage", None, None),
         ("quotas", _) => ("admin.quotas", None, None),
         ("scrub", _) => ("admin.scrub", None, None),
+        ("jobs", &Method::POST) if tail.is_empty() => ("job.start", None, None),
+        ("jobs", &Method::POST) => ("job.cancel", None, Some(tail)),
         _ => ("admin.request", None, None),
     };
     Event::Admin {
@@ -199,7 +203,9 @@ fn refuse_non_admin(principal: &Principal) -> Option<Response> {
     None
 }
 
-/// `POST /admin/prune[?dry_run=true]`: runs (or, dry, plans) a prune; answers its report.
+/// `POST /admin/prune[?dry_run=true]`: runs (or, dry, plans) a prune as a background job
+/// ([`crate::admin_jobs`]) this request waits for; answers its report. 409 while a GC or prune
+/// runs (the scheduled one included). `admin prune` starts the job and polls it instead.
 pub async fn prune(State(app): State<Arc<App>>, principal: Principal, req: Request) -> Response {
     if let Some(refused) = refuse_non_admin(&principal) {
         return refused;
@@ -224,13 +230,12 @@ pub async fn prune(State(app): State<Arc<App>>, principal: Principal, req: Reque
         }
     };
     let who = principal.user.clone().unwrap_or_default();
-    match app.pruner.run(&app.registry, dry_run).await {
-        Ok(report) => {
-            tracing::info!(user = %who, dry_run, "admin operation: prune");
-            (StatusCode::OK, axum::Json(report)).into_response()
-        }
-        Err(e) => Error::Internal(format!("prune failed: {e}")).into_response(),
-    }
+    tracing::info!(user = %who, dry_run, "admin operation: prune");
+    let params = crate::admin_jobs::GcParams {
+        dry_run,
+        delete_rate: 0,
+    };
+    super::jobs::run_and_report(&app, crate::admin_jobs::PRUNE, &params, &who).await
 }
 
 /// `DELETE /admin/repositories/<name>`: removes a repository (tags, manifests, links); its bytes

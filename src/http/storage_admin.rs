@@ -239,23 +239,10 @@ pub async fn scrub(State(app): State<Arc<App>>, principal: Principal, uri: Uri) 
     };
     let who = principal.user.clone().unwrap_or_default();
     tracing::info!(user = %who, rate, "scrub started");
-    let job = match app.jobs.start_scrub(rate, &who).await {
-        Ok(j) => j,
-        Err(e) => return super::jobs::job_error(e),
+    let params = crate::admin_jobs::ScrubParams {
+        rate_bytes_per_sec: rate,
     };
-    match app.jobs.wait(job.job.id).await {
-        Ok(done) if done.job.state == "done" => {
-            (StatusCode::OK, Json(done.result.unwrap_or(Value::Null))).into_response()
-        }
-        Ok(done) => Error::Internal(format!(
-            "scrub job {} {}: {}",
-            done.job.id,
-            done.job.state,
-            done.job.error.unwrap_or_default()
-        ))
-        .into_response(),
-        Err(e) => super::jobs::job_error(e),
-    }
+    super::jobs::run_and_report(&app, crate::admin_jobs::SCRUB, &params, &who).await
 }
 
 fn reply(result: Result<Value, Error>) -> Response {

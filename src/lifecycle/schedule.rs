@@ -1,17 +1,24 @@
 //! The background prune: every `interval`, inside the optional UTC `window`. A run that the
 //! window postpones starts as soon as the window opens.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Pruner;
-use crate::registry::Registry;
 
 /// How often the loop looks at the clock (the window's resolution).
 const TICK: Duration = Duration::from_secs(30);
 
-/// Runs until aborted. Takes the two things a prune needs, not the HTTP layer's state.
-pub async fn run(pruner: Arc<Pruner>, registry: Arc<Registry>) {
+/// Runs until aborted. Reads the schedule from `pruner`'s settings and calls `prune` for each
+/// run, which returns when the run has ended: the server starts a background job there
+/// (`admin_jobs`), so that a scheduled run shows in `admin jobs`, can be cancelled, resumes
+/// after a restart, and is refused (skipped until the next interval) while an admin's runs.
+pub async fn run<F, Fut>(pruner: Arc<Pruner>, mut prune: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     if pruner.settings().interval_secs <= 0 {
         tracing::info!("background prune disabled ([gc] interval = 0s)");
     }
@@ -35,8 +42,6 @@ pub async fn run(pruner: Arc<Pruner>, registry: Arc<Registry>) {
             continue;
         }
         last = Instant::now();
-        if let Err(e) = pruner.run(&registry, false).await {
-            tracing::warn!("background prune failed: {e}");
-        }
+        prune().await;
     }
 }

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::throttle::Throttle;
+use super::{NoWatch, Watch};
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::ScrubConfig;
@@ -115,15 +118,8 @@ pub struct Checkpoint {
     pub report: ScrubReport,
 }
 
-/// What runs a scrub wants along the way: whether to stop, and each checkpoint.
-pub trait Watch {
-    /// Asked between blobs: `true` stops the scrub at the next checkpoint.
-    fn cancelled(&self) -> bool;
-    /// A checkpoint, after every page of blobs and at least every [`CHECKPOINT_EVERY`].
-    fn checkpoint(&mut self, at: &Checkpoint);
-}
-
-/// How often a long page of blobs is checkpointed at the latest.
+/// How often a long page of blobs is checkpointed at the latest (a scrub checkpoints after every
+/// page of blobs too).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 /// How a resumable scrub ended.
@@ -133,22 +129,13 @@ pub enum Finished {
     Cancelled(Checkpoint),
 }
 
-struct NoWatch;
-
-impl Watch for NoWatch {
-    fn cancelled(&self) -> bool {
-        false
-    }
-    fn checkpoint(&mut self, _: &Checkpoint) {}
-}
-
 /// Scrubs from `start` on (blocking); the time already spent is in `start.report.duration_ms`.
 pub fn scrub_from(
     db: &Db,
     store: &BlobStore,
     rate: u64,
     start: Checkpoint,
-    watch: &mut dyn Watch,
+    watch: &mut dyn Watch<Checkpoint>,
 ) -> meta::Result<Finished> {
     let started = Instant::now();
     let spent_before = start.report.duration_ms;
@@ -298,56 +285,4 @@ fn hash_file(
     let (hasher, len) =
         crate::storage::hash_reader(blob.reader(), digest.algorithm(), |n| throttle.consumed(n))?;
     Ok(Some((hasher.finish(), len)))
-}
-
-/// Keeps the average read rate at or below `rate` bytes/s by sleeping when ahead of schedule.
-struct Throttle {
-    rate: u64,
-    started: Instant,
-    bytes: u64,
-}
-
-impl Throttle {
-    fn new(rate: u64) -> Self {
-        Throttle {
-            rate,
-            started: Instant::now(),
-            bytes: 0,
-        }
-    }
-
-    fn consumed(&mut self, n: u64) {
-        self.bytes += n;
-        if let Some(wait) = self.ahead_by(self.started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    }
-
-    /// How far the reads are ahead of the schedule after `elapsed`.
-    fn ahead_by(&self, elapsed: Duration) -> Option<Duration> {
-        if self.rate == 0 {
-            return None;
-        }
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
-        due.checked_sub(elapsed).filter(|d| !d.is_zero())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_waits_only_when_ahead_of_the_rate() {
-        let mut t = Throttle::new(1000);
-        t.bytes = 2000;
-        // 2000 bytes at 1000 B/s are due at 2 s.
-        assert_eq!(
-            t.ahead_by(Duration::from_millis(500)),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(t.ahead_by(Duration::from_secs(3)), None);
-        t.rate = 0;
-        assert_eq!(t.ahead_by(Duration::ZERO), None);
-    }
 }
