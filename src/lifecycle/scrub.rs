@@ -64,7 +64,8 @@ pub struct ScrubReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Corrupted {
     pub digest: String,
-    /// `sif` (a built SIF) or `blob` (layer, config or other pushed blob).
+    /// `sif` (a built SIF), `enroot` (the enroot image built with a SIF) or `blob` (layer,
+    /// config or other pushed blob).
     pub kind: String,
     pub expected_size: i64,
     pub actual_size: u64,
@@ -72,8 +73,12 @@ pub struct Corrupted {
     pub repositories: Vec<String>,
     /// Where the bytes went.
     pub quarantined_to: String,
-    /// For a SIF: the image manifest whose build was re-queued.
+    /// For a SIF or an enroot image: the image manifest whose build was re-queued.
     pub rebuild: Option<String>,
+    /// For an enroot image: its SIF, forgotten and rebuilt with it (so that the SIF, met
+    /// corrupt later in the same scrub, is still reported as the SIF it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sif: Option<String>,
 }
 
 /// Only one scrub at a time: two would halve each other's rate limit and double the disk load.
@@ -251,6 +256,7 @@ fn check_blob(
     };
     let shown = path;
     let (d, a, p) = (digest.to_owned(), actual.to_string(), shown.clone());
+    let enroot_of = db.read_blocking(|c| meta::sif_of_enroot_image(c, digest))?;
     let source = db.write_blocking(move |tx| meta::quarantine_blob(tx, &d, &a, &p))?;
     let repositories = db.read_blocking(|c| meta::repositories_linking(c, digest))?;
     tracing::error!(
@@ -260,15 +266,30 @@ fn check_blob(
         sif = source.is_some(),
         "scrub: corrupt blob quarantined"
     );
+    let rebuild = source.map(|(manifest, platform)| format!("{manifest} ({platform})"));
+    // A SIF whose enroot image was met first had its record dropped with it: it is still the
+    // SIF of that rebuild.
+    let rebuilt_with_enroot = report
+        .corrupted
+        .iter()
+        .find(|c| c.sif.as_deref() == Some(digest))
+        .and_then(|c| c.rebuild.clone());
+    let (kind, rebuild) = match (rebuild, rebuilt_with_enroot, &enroot_of) {
+        (Some(r), _, Some(_)) => ("enroot", Some(r)),
+        (Some(r), _, None) => ("sif", Some(r)),
+        (None, Some(r), _) => ("sif", Some(r)),
+        (None, None, _) => ("blob", None),
+    };
     report.corrupted.push(Corrupted {
         digest: digest.to_owned(),
-        kind: if source.is_some() { "sif" } else { "blob" }.to_owned(),
+        kind: kind.to_owned(),
         expected_size: size,
         actual_size,
         actual_digest: actual.to_string(),
         repositories,
         quarantined_to: shown,
-        rebuild: source.map(|(manifest, platform)| format!("{manifest} ({platform})")),
+        rebuild,
+        sif: enroot_of,
     });
     Ok(())
 }

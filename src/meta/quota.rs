@@ -491,6 +491,14 @@ pub fn quarantine_blob(
     Ok(Some(source))
 }
 
+/// The SIF whose enroot image `digest` is, if it is one.
+pub fn sif_of_enroot_image(conn: &Connection, digest: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT sif_digest FROM enroot_images WHERE digest = ?1")?
+        .query_row([digest], |r| r.get(0))
+        .optional()?)
+}
+
 /// Whether `digest` is in quarantine.
 pub fn is_quarantined(conn: &Connection, digest: &str) -> Result<bool> {
     Ok(conn

@@ -693,7 +693,13 @@ fn scrub_quarantines_a_flipped_layer_and_a_flipped_sif_and_the_sif_is_rebuilt() 
     assert_eq!(layer["repositories"], json!(["alice/data"]), "{layer}");
     assert!(layer["rebuild"].is_null(), "{layer}");
     let sif = find(&sif_digest);
+    // Whichever of the SIF and its enroot image the scrub met first, each is named for what
+    // it is (the scrub's order follows the digests, which differ from build to build).
     assert_eq!(sif["kind"], "sif", "{sif}");
+    let enroot = find(&enroot_digest);
+    assert_eq!(enroot["kind"], "enroot", "{enroot}");
+    assert_eq!(enroot["sif"], json!(sif_digest), "{enroot}");
+    assert_eq!(enroot["rebuild"], sif["rebuild"], "one rebuild: {report}");
     assert!(
         sif["rebuild"]
             .as_str()
