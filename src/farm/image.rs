@@ -76,7 +76,7 @@ pub async fn load(farm: &Arc<Farm>, job: Source<'_>) -> Result<Image, Failure> {
     let manifest = manifest
         .map_err(|e| Failure::permanent(format!("the manifest is not an image manifest: {e}")))?;
     if let Some(unreadable) = unreadable {
-        return Err(Failure::permanent(unreadable.reason(&job.repository)));
+        return Err(Failure::permanent(unreadable.reason(job.repository)));
     }
     let digest = |d: &oci_spec::image::Digest| {
         Digest::parse(d.as_ref())
