@@ -5,7 +5,7 @@
 //! uses, in the same contained build process under `[farm]`'s limits), and it is recorded
 //! beside the SIF. The queue is `enroot_jobs` (durable, one per image and platform), fed by
 //! `/sif/<ref>/enroot` requests ([`super::resolve`]) and by the start-up backfill
-//! ([`queue_backfill`]); the farm's in-process workers run it ([`super::worker`]). Builder
+//! ([`queue_backfill`]); the farm's in-process workers run it (`super::worker`). Builder
 //! hosts do not: the layers are already in this server's store, and the builder protocol (and
 //! every builder deployed at a site) stays as it is.
 
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::backend::{Failure, Workspace};
+use super::lease::{self, Leased};
 use super::progress::ProgressCell;
-use super::worker::{self, Leased};
 use super::{image, intake, native, Farm};
 use crate::meta::{self, EnrootCompletion, EnrootImage, EnrootJob, JobState};
 use crate::registry::names::Digest;
@@ -40,7 +40,7 @@ pub(super) async fn derive_one(farm: &Arc<Farm>, owner: &str, job: EnrootJob) {
     tracing::info!(job = job.id, digest = %job.manifest_digest, platform = %job.platform, sif = %job.sif_digest, attempt = job.attempts, "enroot image derivation started");
     let started = Instant::now();
     let progress = ProgressCell::default();
-    let mut heartbeat = tokio::spawn(worker::keep_lease(
+    let mut heartbeat = tokio::spawn(lease::keep_lease(
         Arc::clone(farm),
         Leased::Enroot,
         job.id,
@@ -125,7 +125,7 @@ async fn record(
             .next()
             .unwrap_or(&job.repository)
             .to_owned(),
-        worker::tail(&log),
+        lease::tail(&log),
     );
     let recorded = image.clone();
     let completion = farm
@@ -164,7 +164,7 @@ async fn fail(farm: &Farm, owner: &str, job: &EnrootJob, failure: Failure) {
         job.id,
         owner.to_owned(),
         failure.reason.clone(),
-        worker::tail(&failure.log),
+        lease::tail(&failure.log),
         farm.config.retry_delay_secs,
     );
     let state = farm

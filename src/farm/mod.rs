@@ -18,6 +18,7 @@ pub mod build_child;
 pub mod derive;
 pub mod image;
 pub mod intake;
+pub mod lease;
 pub mod native;
 pub mod oras;
 pub mod owner;
