@@ -51,7 +51,7 @@ async fn build(farm: &Arc<Farm>, job: &Job) -> Result<Built, Failure> {
     check(&farm.config.apptainer)
         .await
         .map_err(|reason| Failure::transient(reason, ""))?;
-    let image = image::load(farm, job).await?;
+    let image = image::load(farm, job.into()).await?;
     let workspace = Workspace::create(&farm.store)?;
     let layout = workspace.dir.path().join("layout");
     let store = farm.store.clone();

@@ -27,10 +27,27 @@ impl Image {
     }
 }
 
-/// Reads the job's manifest from the job's repository and checks that the repository holds
-/// the config and every layer; a blob it does not hold fails the build for good.
-pub async fn load(farm: &Arc<Farm>, job: &Job) -> Result<Image, Failure> {
-    let (r, d) = (job.repository.clone(), job.manifest_digest.clone());
+/// Which image a build (or an enroot-image derivation) reads: a manifest, through a
+/// repository that holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub repository: &'a str,
+    pub manifest_digest: &'a str,
+}
+
+impl<'a> From<&'a Job> for Source<'a> {
+    fn from(job: &'a Job) -> Source<'a> {
+        Source {
+            repository: &job.repository,
+            manifest_digest: &job.manifest_digest,
+        }
+    }
+}
+
+/// Reads the image's manifest from its repository and checks that the repository holds the
+/// config and every layer; a blob it does not hold fails the build for good.
+pub async fn load(farm: &Arc<Farm>, job: Source<'_>) -> Result<Image, Failure> {
+    let (r, d) = (job.repository.to_owned(), job.manifest_digest.to_owned());
     let checked = farm
         .db
         .read(move |c| {
@@ -59,7 +76,7 @@ pub async fn load(farm: &Arc<Farm>, job: &Job) -> Result<Image, Failure> {
     let manifest = manifest
         .map_err(|e| Failure::permanent(format!("the manifest is not an image manifest: {e}")))?;
     if let Some(unreadable) = unreadable {
-        return Err(Failure::permanent(unreadable.reason(&job.repository)));
+        return Err(Failure::permanent(unreadable.reason(job.repository)));
     }
     let digest = |d: &oci_spec::image::Digest| {
         Digest::parse(d.as_ref())

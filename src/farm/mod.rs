@@ -17,8 +17,10 @@ pub mod apptainer;
 pub mod backend;
 pub mod build_child;
 pub mod containment;
+pub mod derive;
 pub mod image;
 pub mod intake;
+pub mod lease;
 pub mod native;
 pub mod oras;
 pub mod owner;
@@ -130,6 +132,16 @@ impl Farm {
         if requeued > 0 {
             tracing::info!("re-queued {requeued} SIF builds interrupted by the last shutdown");
         }
+        let requeued = self
+            .db
+            .write(move |tx| crate::meta::requeue_expired_enroot(tx, Some("local:")))
+            .await?;
+        if requeued > 0 {
+            tracing::info!(
+                "re-queued {requeued} enroot-image derivations interrupted by the last shutdown"
+            );
+        }
+        derive::queue_backfill(self).await?;
         tokio::spawn(planner::run(Arc::clone(self)));
         // With builder hosts only, the reaper is what keeps the queue moving (a dead builder's
         // job goes to another): it counts as the farm's live worker for readiness.
@@ -140,20 +152,31 @@ impl Farm {
             let _alive = serving;
             reaper.await
         });
-        // Only the local executor builds in this process; the others leave every job to
-        // builder hosts (remote) or to the builders the Slurm jobs run.
+        // Only the local executor builds in this process; the others leave every build to
+        // builder hosts (remote) or to the builders the Slurm jobs run. Enroot-image
+        // derivations of stored SIFs always run here (`derive`): one derivation worker beside
+        // those executors, not counted as a build worker.
         let workers = match self.config.executor {
             Executor::Local => self.config.workers,
             Executor::Remote | Executor::Slurm => 0,
         };
         for n in 0..workers {
             let alive = LiveWorker::enter(&self.live_workers);
-            let run = worker::run(Arc::clone(self), format!("{}{n}", self.owner_prefix));
+            let owner = format!("{}{n}", self.owner_prefix);
+            let run = worker::run(Arc::clone(self), owner, worker::Takes::Everything);
             tokio::spawn(async move {
                 // Dropped when the task ends, normally or by a panic (tokio drops its future).
                 let _alive = alive;
                 run.await
             });
+        }
+        if workers == 0 {
+            let owner = format!("{}derive", self.owner_prefix);
+            tokio::spawn(worker::run(
+                Arc::clone(self),
+                owner,
+                worker::Takes::Derivations,
+            ));
         }
         if self.config.executor == Executor::Slurm {
             let work_dir = data_dir.join("slurm");

@@ -26,7 +26,7 @@ impl Backend for Native {
         } = request;
         Box::pin(async move {
             let workspace = Workspace::create(&farm.store)?;
-            let (config, layers) = stage(farm, job, &workspace).await?;
+            let (config, layers) = stage(farm, job.into(), &workspace).await?;
             let spec = BuildSpec {
                 farm: farm.config.clone(),
                 config,
@@ -52,21 +52,22 @@ impl Backend for Native {
     }
 }
 
-/// Builds the enroot image of `job` into `workspace` (its [`Workspace::enroot_path`]) with the
-/// native converter in the same contained build process, writing no SIF: how the worker gives
-/// a SIF that another backend built (apptainer) its enroot image. Returns the build's log.
+/// Builds the enroot image of `image` into `workspace` (its [`Workspace::enroot_path`]) with
+/// the native converter in the same contained build process, writing no SIF: how a SIF that
+/// another backend built (apptainer), or one built before enroot images, gets its enroot
+/// image. Returns the build's log.
 pub(super) async fn derive_enroot(
     farm: &std::sync::Arc<super::Farm>,
-    job: &crate::meta::Job,
+    image: image::Source<'_>,
     workspace: &Workspace,
     progress: &super::progress::ProgressCell,
 ) -> Result<String, Failure> {
-    let (config, layers) = stage(farm, job, workspace).await?;
+    let (config, layers) = stage(farm, image, workspace).await?;
     let spec = BuildSpec {
         farm: farm.config.clone(),
         config,
         layers,
-        source_ref: job.manifest_digest.clone(),
+        source_ref: image.manifest_digest.to_owned(),
         work_dir: workspace.dir.path().to_path_buf(),
         out: workspace.dir.path().join("unwritten.sif"),
         enroot_out: Some(workspace.enroot_path()),
@@ -79,10 +80,10 @@ pub(super) async fn derive_enroot(
 /// layers into `workspace` for the build process: what it reads.
 pub(super) async fn stage(
     farm: &std::sync::Arc<super::Farm>,
-    job: &crate::meta::Job,
+    source: image::Source<'_>,
     workspace: &Workspace,
 ) -> Result<(PathBuf, Vec<LayerFile>), Failure> {
-    let image = image::load(farm, job).await?;
+    let image = image::load(farm, source).await?;
     let (store, config_digest) = (farm.store.clone(), image.config.clone());
     let limit = farm.config.max_config_bytes;
     let config_json =

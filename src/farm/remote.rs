@@ -205,7 +205,7 @@ pub async fn claim(
 /// The claimed job as the builder needs it: its blobs (checked readable by the job's
 /// repository) with their sizes.
 async fn describe(farm: &Arc<Farm>, job: &Job) -> Result<ClaimedJob, Failure> {
-    let image = image::load(farm, job).await?;
+    let image = image::load(farm, job.into()).await?;
     let size_of = |d: &Digest| -> Result<u64, Failure> {
         match farm.store.stat(d) {
             Ok(Some(stat)) => Ok(stat.size),
@@ -324,7 +324,7 @@ pub async fn blob(
     let (job, owner) = held(farm, who, id, instance).await?;
     let not_found = || RemoteError::NotFound(format!("job {id} has no blob {digest}"));
     let digest = Digest::parse(digest).map_err(|_| not_found())?;
-    let image = image::load(farm, &job)
+    let image = image::load(farm, (&job).into())
         .await
         .map_err(|f| RemoteError::NotFound(f.reason))?;
     if !image.blobs().contains(&digest) {

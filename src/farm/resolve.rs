@@ -51,7 +51,11 @@ impl SifService<'_> {
         let (repo, digest) = self.resolve(principal, path).await?;
         let ready = &self.farm.ready;
         if view.is_file() {
-            if let Some(hit) = ready.get(&repo, digest.as_str(), platform.as_deref()) {
+            // A SIF without an enroot image takes the slow path, which derives one.
+            let hit = ready
+                .get(&repo, digest.as_str(), platform.as_deref())
+                .filter(|hit| view != View::Enroot || hit.sif.enroot.is_some());
+            if let Some(hit) = hit {
                 match self.open_file(&hit, view, path.reference).await? {
                     Some(file) => {
                         self.note_use(&repo, path, &hit.image);
@@ -70,8 +74,14 @@ impl SifService<'_> {
             View::Log => Ok(Answer::Log(self.job_log(job.id).await?)),
             View::Sif | View::Squashfs | View::Enroot => match job.state {
                 JobState::Ready => {
+                    let mut sif = self.ready_sif(&job).await?;
+                    if view == View::Enroot && sif.sif.enroot.is_none() {
+                        match self.derivation(&repo, &sif).await? {
+                            Derivation::Done(derived) => sif = derived,
+                            Derivation::Waiting(answer) => return Ok(answer),
+                        }
+                    }
                     self.note_use(&repo, path, &job.manifest_digest);
-                    let sif = self.ready_sif(&job).await?;
                     let file = self.open_file(&sif, view, path.reference).await?.ok_or_else(|| {
                         Error::Internal(format!(
                             "SIF {} is recorded but its file is missing; run `hpc-registry admin scrub`",
@@ -235,6 +245,92 @@ impl SifService<'_> {
         Ok(job)
     }
 
+    /// The enroot image of a ready SIF that has none (built before the registry made them, or
+    /// an apptainer build whose derivation failed): its derivation, queued now if it is not
+    /// (once per image and platform; a request goes ahead of the start-up backfill), answered
+    /// like a build: pending while it runs, its failure once it failed for good. The SIF is
+    /// never rebuilt. The derivation reads the layers through `repo`, which the caller may read
+    /// and which holds them all ([`Self::select_platform`] checked).
+    async fn derivation(&self, repo: &RepositoryName, sif: &ReadySif) -> Result<Derivation> {
+        let (d, p) = (sif.image.clone(), sif.sif.platform.clone());
+        let existing = {
+            let (d, p) = (d.clone(), p.clone());
+            self.read(move |c| meta::enroot_job_for(c, &d, &p)).await?
+        };
+        // The common case of a poll is a read; only a new (or re-prioritised, or outdated) one
+        // takes a write.
+        // A ready one seen here derived an image that is gone: it starts over.
+        let current = existing.filter(|j| {
+            j.sif_digest == sif.sif.digest
+                && j.priority == meta::ENROOT_REQUESTED
+                && j.state != JobState::Ready
+        });
+        let job = match current {
+            Some(job) => job,
+            None => {
+                let (r, s) = (repo.as_str().to_owned(), sif.sif.digest.clone());
+                let job = self
+                    .farm
+                    .db
+                    .write(move |tx| {
+                        if meta::request_enroot_job(tx, &d, &p, &r, &s, meta::ENROOT_REQUESTED)? {
+                            tracing::info!(digest = %d, platform = %p, sif = %s, "enroot image derivation queued on request");
+                        }
+                        meta::enroot_job_for(tx, &d, &p)
+                    })
+                    .await?
+                    .ok_or_else(|| Error::Internal("derivation vanished after enqueue".into()))?;
+                self.farm.jobs.notify_waiters();
+                job
+            }
+        };
+        match job.state {
+            JobState::Queued | JobState::Building => {
+                let position = match job.state {
+                    JobState::Queued => {
+                        let queued = job.clone();
+                        Some(
+                            self.read(move |c| meta::enroot_queue_position(c, &queued))
+                                .await?,
+                        )
+                    }
+                    _ => None,
+                };
+                Ok(Derivation::Waiting(Answer::Pending(
+                    JobStatus::of_derivation(&job, position),
+                )))
+            }
+            JobState::Failed => {
+                let id = job.id;
+                let log = self
+                    .read(move |c| meta::enroot_job_log(c, id))
+                    .await?
+                    .unwrap_or_default();
+                Ok(Derivation::Waiting(Answer::Failed(
+                    BuildFailed::of_derivation(&job, &log),
+                )))
+            }
+            // Recorded since the SIF was read: read it again.
+            JobState::Ready => {
+                let d = sif.sif.digest.clone();
+                let again = self
+                    .read(move |c| meta::sif_by_digest(c, &d))
+                    .await?
+                    .filter(|s| s.enroot.is_some())
+                    .ok_or_else(|| {
+                        Error::Internal(format!(
+                            "the enroot image of SIF {} is recorded as derived but has no record",
+                            sif.sif.digest
+                        ))
+                    })?;
+                Ok(Derivation::Done(ReadySif {
+                    image: sif.image.clone(),
+                    sif: again,
+                }))
+            }
+        }
+    }
+
     async fn status(&self, job: &Job) -> Result<JobStatus> {
         let id = job.id;
         let position = match job.state {
@@ -278,12 +374,10 @@ impl SifService<'_> {
     ) -> Result<Option<Blob>> {
         let (what, digest, size) = match (view, &ready.sif.enroot) {
             (View::Enroot, Some(e)) => ("enroot image", &e.digest, e.size),
+            // `answer` derives a missing one first.
             (View::Enroot, None) => {
-                return Err(Error::ManifestUnknown(format!(
-                    "the SIF of {reference} was built without an enroot image (by the apptainer \
-                     backend, or before the registry made them): run the SIF with apptainer \
-                     (`hpc-registry run`), or take its bare root filesystem with `hpc-registry \
-                     fetch --squashfs`"
+                return Err(Error::Internal(format!(
+                    "the SIF of {reference} has no enroot image"
                 )))
             }
             _ => ("SIF", &ready.sif.digest, ready.sif.size),
@@ -302,6 +396,14 @@ impl SifService<'_> {
             other => Ok(other),
         }
     }
+}
+
+/// Where a ready SIF's missing enroot image stands.
+enum Derivation {
+    /// Derived: the SIF's record with it.
+    Done(ReadySif),
+    /// Still running, or failed: the answer to give.
+    Waiting(Answer),
 }
 
 fn not_found(what: &str) -> Error {

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::progress::Progress;
-use crate::meta::{Job, JobState};
+use crate::meta::{EnrootJob, Job, JobState};
 
 /// Bytes of build log included in a failure report.
 const LOG_TAIL: usize = 4096;
@@ -51,6 +51,28 @@ impl JobStatus {
     }
 }
 
+impl JobStatus {
+    /// The status of the derivation of a ready SIF's enroot image (`sif` is that SIF, which
+    /// stays as it is whatever the derivation does).
+    pub fn of_derivation(job: &EnrootJob, position: Option<i64>) -> JobStatus {
+        JobStatus {
+            image: job.manifest_digest.clone(),
+            platform: job.platform.clone(),
+            state: job.state.as_str(),
+            position: position.filter(|_| job.state == JobState::Queued),
+            progress: job.progress.as_deref().map(Progress::from_column),
+            builder: job.lease_owner.clone(),
+            attempts: job.attempts,
+            sif: Some(job.sif_digest.clone()),
+            failure: job.failure.clone(),
+            backend: Some("native (enroot image)".to_owned()),
+            queued_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
 /// Why there is no SIF: the job failed for good.
 #[derive(Debug, Clone)]
 pub struct BuildFailed {
@@ -62,18 +84,36 @@ pub struct BuildFailed {
 
 impl BuildFailed {
     pub fn of(job: &Job, log: &str) -> BuildFailed {
+        let message = format!(
+            "building a SIF for {} ({}) failed: {}",
+            job.manifest_digest,
+            job.platform,
+            job.failure.as_deref().unwrap_or("unknown reason")
+        );
+        BuildFailed::with_log(message, job.attempts, log)
+    }
+
+    /// The derivation of a SIF's enroot image failed for good (the SIF is unaffected).
+    pub fn of_derivation(job: &EnrootJob, log: &str) -> BuildFailed {
+        let message = format!(
+            "deriving the enroot image of {} ({}) failed: {}; its SIF {} is unaffected: run \
+             it with apptainer (`hpc-registry run`); the server tries again when it restarts",
+            job.manifest_digest,
+            job.platform,
+            job.failure.as_deref().unwrap_or("unknown reason"),
+            job.sif_digest
+        );
+        BuildFailed::with_log(message, job.attempts, log)
+    }
+
+    fn with_log(message: String, attempts: i64, log: &str) -> BuildFailed {
         let mut start = log.len().saturating_sub(LOG_TAIL);
         while !log.is_char_boundary(start) {
             start += 1;
         }
         BuildFailed {
-            message: format!(
-                "building a SIF for {} ({}) failed: {}",
-                job.manifest_digest,
-                job.platform,
-                job.failure.as_deref().unwrap_or("unknown reason")
-            ),
-            attempts: job.attempts,
+            message,
+            attempts,
             log_tail: log[start..].to_owned(),
         }
     }

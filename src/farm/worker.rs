@@ -5,18 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backend::{self, Built, Failure};
+use super::lease::{keep_lease, Leased};
+pub(super) use super::lease::{renew_lease, tail};
 use super::progress::{phase, Progress, ProgressCell};
-use super::{apptainer, intake, native, oras, Farm};
+use super::{apptainer, derive, intake, native, oras, Farm};
 use crate::config::Backend;
 use crate::meta::{self, Job, JobState, Sif};
 use crate::registry::names::Digest;
 
 /// Idle workers look for runnable jobs this often even without a wake-up (retries become due).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Longest wait between progress reports (and heartbeats) of a building job.
-const PROGRESS_EVERY_SECS: i64 = 2;
-/// Longest build log kept per job; the tail is what explains a failure.
-const MAX_LOG: usize = 64 * 1024;
 
 /// The backend `[farm] backend` names.
 pub fn backend(kind: Backend) -> &'static dyn backend::Backend {
@@ -26,16 +24,53 @@ pub fn backend(kind: Backend) -> &'static dyn backend::Backend {
     }
 }
 
-pub async fn run(farm: Arc<Farm>, owner: String) {
+/// What a worker claimed.
+enum Work {
+    Build(Job),
+    Enroot(meta::EnrootJob),
+}
+
+/// What a worker takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    /// Builds and enroot-image derivations (the local executor's workers).
+    Everything,
+    /// Enroot-image derivations only (beside builder hosts or Slurm, which take the builds).
+    Derivations,
+}
+
+/// Claims the next piece of work in one transaction: an enroot-image derivation someone asked
+/// for (a job is waiting on it, and it is one conversion), else the oldest build, else a
+/// derivation the start-up backfill queued (never ahead of a build).
+fn claim_work(
+    tx: &meta::Tx,
+    takes: Takes,
+    owner: &str,
+    backend: &str,
+    lease: i64,
+) -> meta::Result<Option<Work>> {
+    if let Some(job) = meta::claim_enroot_job(tx, owner, lease, meta::ENROOT_REQUESTED)? {
+        return Ok(Some(Work::Enroot(job)));
+    }
+    if takes == Takes::Everything {
+        if let Some(job) = meta::claim_job(tx, owner, backend, lease)? {
+            return Ok(Some(Work::Build(job)));
+        }
+    }
+    Ok(meta::claim_enroot_job(tx, owner, lease, meta::ENROOT_BACKFILL)?.map(Work::Enroot))
+}
+
+pub async fn run(farm: Arc<Farm>, owner: String, takes: Takes) {
     loop {
         let claim = {
             let (o, backend, lease) = (owner.clone(), farm.backend_name(), farm.config.lease_secs);
             farm.db
-                .write(move |tx| meta::claim_job(tx, &o, backend, lease))
+                .write(move |tx| claim_work(tx, takes, &o, backend, lease))
                 .await
         };
         match claim {
-            Ok(Some(job)) => build_one(&farm, &owner, job).await,
+            Ok(Some(Work::Build(job))) => build_one(&farm, &owner, job).await,
+            Ok(Some(Work::Enroot(job))) => derive::derive_one(&farm, &owner, job).await,
             Ok(None) => {
                 let _ = tokio::time::timeout(IDLE_POLL, farm.jobs.notified()).await;
             }
@@ -54,6 +89,7 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     let progress = ProgressCell::default();
     let mut heartbeat = tokio::spawn(keep_lease(
         Arc::clone(farm),
+        Leased::Build,
         job.id,
         owner.to_owned(),
         started,
@@ -78,7 +114,7 @@ async fn build_one(farm: &Arc<Farm>, owner: &str, job: Job) {
     let result = match result {
         Ok(mut built) if !built.workspace.enroot_path().exists() => {
             let derived = tokio::select! {
-                d = native::derive_enroot(farm, &job, &built.workspace, &progress) => d,
+                d = native::derive_enroot(farm, (&job).into(), &built.workspace, &progress) => d,
                 _ = &mut heartbeat => Err(Failure::transient("the build lost its lease".into(), "")),
             };
             match derived {
@@ -333,68 +369,24 @@ pub(super) async fn audit_build(
     audit.record(r).await;
 }
 
-async fn keep_lease(
-    farm: Arc<Farm>,
-    id: i64,
-    owner: String,
-    started: Instant,
-    progress: ProgressCell,
-) {
-    // Often enough for the status a compute node polls, and at least thrice per lease.
-    let every = (farm.config.lease_secs / 3).clamp(1, PROGRESS_EVERY_SECS);
-    let every = Duration::from_secs(every as u64);
-    loop {
-        tokio::time::sleep(every).await;
-        let report = match progress.get() {
-            Some(p) => p.to_json(),
-            None => format!("building for {} s", started.elapsed().as_secs()),
-        };
-        if !renew_lease(&farm, id, &owner, report).await {
-            return;
-        }
-    }
-}
-
-/// Extends `owner`'s lease on job `id` and records `progress`; false once the job is no longer
-/// this owner's.
-pub(super) async fn renew_lease(farm: &Farm, id: i64, owner: &str, progress: String) -> bool {
-    let (o, lease) = (owner.to_owned(), farm.config.lease_secs);
-    match farm
-        .db
-        .write(move |tx| meta::heartbeat(tx, id, &o, lease, &progress))
-        .await
-    {
-        Ok(renewed) => renewed,
-        Err(e) => {
-            tracing::warn!(job = id, "heartbeat failed: {e}");
-            true
-        }
-    }
-}
-
 /// Re-queues jobs whose workers stopped heart-beating (crashed remote builders, hung hosts).
 pub async fn reap_expired_leases(farm: Arc<Farm>) {
     let every = Duration::from_secs((farm.config.lease_secs / 2).max(1) as u64);
     loop {
         tokio::time::sleep(every).await;
-        match farm.db.write(|tx| meta::requeue_expired(tx, None)).await {
+        let requeued = farm
+            .db
+            .write(|tx| {
+                Ok(meta::requeue_expired(tx, None)? + meta::requeue_expired_enroot(tx, None)?)
+            })
+            .await;
+        match requeued {
             Ok(0) => {}
             Ok(n) => {
-                tracing::warn!("re-queued {n} SIF builds whose worker stopped responding");
+                tracing::warn!("re-queued {n} SIF builds or enroot-image derivations whose worker stopped responding");
                 farm.jobs.notify_waiters();
             }
             Err(e) => tracing::error!("lease reaper: {e}"),
         }
     }
-}
-
-pub(super) fn tail(log: &str) -> String {
-    if log.len() <= MAX_LOG {
-        return log.to_owned();
-    }
-    let mut start = log.len() - MAX_LOG;
-    while !log.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[… earlier output dropped …]\n{}", &log[start..])
 }

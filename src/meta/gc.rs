@@ -271,6 +271,9 @@ pub(super) fn drop_sif_record(
             .execute([sif])?;
         release_blob(tx, digest, t)?;
     }
+    // A derivation for a SIF that is gone has nothing left to complete.
+    tx.prepare_cached("DELETE FROM enroot_jobs WHERE sif_digest = ?1")?
+        .execute([sif])?;
     tx.prepare_cached("DELETE FROM sifs WHERE digest = ?1")?
         .execute([sif])?;
     release_blob(tx, sif, t)?;

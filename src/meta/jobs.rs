@@ -38,7 +38,7 @@ impl JobState {
         .find(|state| state.as_str() == s)
     }
 
-    fn parse(s: &str) -> JobState {
+    pub(super) fn parse(s: &str) -> JobState {
         match s {
             "building" => JobState::Building,
             "ready" => JobState::Ready,
@@ -325,7 +325,7 @@ pub fn job_log(conn: &Connection, id: i64) -> Result<Option<String>> {
 }
 
 /// One more reference on a blob (a SIF record or an enroot image row).
-fn hold_blob(tx: &Transaction, digest: &str) -> Result<()> {
+pub(super) fn hold_blob(tx: &Transaction, digest: &str) -> Result<()> {
     tx.prepare_cached(
         "UPDATE blobs SET ref_count = ref_count + 1, unreferenced_since = NULL WHERE digest = ?1",
     )?

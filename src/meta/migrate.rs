@@ -52,6 +52,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         apply: to_6_enroot_images,
     },
+    Migration {
+        version: 7,
+        apply: to_7_enroot_jobs,
+    },
 ];
 
 /// A new store: the whole current schema (later migrations have nothing left to do).
@@ -102,8 +106,15 @@ fn to_5_admin_jobs(tx: &Transaction) -> Result<()> {
 }
 
 /// The enroot images built with SIFs (`enroot_images`): a new table only. SIFs built before
-/// have none; `/sif/<ref>/enroot` says so and names the rebuild.
+/// have none (version 7 derives them).
 fn to_6_enroot_images(tx: &Transaction) -> Result<()> {
+    tx.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// The derivations of enroot images for SIFs without one (`enroot_jobs`): a new table only;
+/// the server queues them at start (`meta::queue_enroot_backfill`).
+fn to_7_enroot_jobs(tx: &Transaction) -> Result<()> {
     tx.execute_batch(SCHEMA)?;
     Ok(())
 }

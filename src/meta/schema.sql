@@ -149,6 +149,35 @@ CREATE TABLE IF NOT EXISTS enroot_images (
 );
 CREATE INDEX IF NOT EXISTS enroot_images_by_digest ON enroot_images (digest);
 
+-- Derivations of an enroot image for a ready SIF that has none (built before schema 6, or an
+-- apptainer build whose derivation failed): the SIF is never rebuilt, the native converter
+-- writes the enroot image from the same layers (src/farm/derive.rs). One per image and platform,
+-- like the build it completes; priority 0 when a `/sif/<ref>/enroot` request asked for it (claimed
+-- before builds: someone waits), 1 when start-up queued it for a SIF without one (after every
+-- build). `repository` is where the layers are read and the image is linked.
+CREATE TABLE IF NOT EXISTS enroot_jobs (
+    id               INTEGER PRIMARY KEY,        -- PostgreSQL: BIGINT GENERATED ALWAYS AS IDENTITY
+    manifest_digest  TEXT NOT NULL,
+    platform         TEXT NOT NULL,
+    repository       TEXT NOT NULL,
+    sif_digest       TEXT NOT NULL,              -- sifs.digest the image is for
+    priority         BIGINT NOT NULL,            -- 0 requested, 1 backfill
+    state            TEXT NOT NULL,              -- 'queued' | 'building' | 'ready' | 'failed'
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    not_before       BIGINT NOT NULL DEFAULT 0,
+    lease_owner      TEXT,
+    lease_expires    BIGINT,
+    progress         TEXT,
+    failure          TEXT,
+    log              TEXT,
+    created_at       BIGINT NOT NULL,
+    started_at       BIGINT,
+    finished_at      BIGINT,
+    UNIQUE (manifest_digest, platform)
+);
+CREATE INDEX IF NOT EXISTS enroot_jobs_by_state ON enroot_jobs (state, priority, not_before, id);
+CREATE INDEX IF NOT EXISTS enroot_jobs_by_sif ON enroot_jobs (sif_digest);
+
 -- Identities (src/meta/users.rs). A user's name is also their namespace (`alice/...`), and so is
 -- a group's, which is why the two share one name space (enforced by the code that creates them).
 CREATE TABLE IF NOT EXISTS users (

@@ -12,6 +12,7 @@ mod compute_node;
 mod conformance;
 mod durability;
 mod edge;
+mod enroot_backfill;
 mod farm;
 mod farm_isolation;
 mod farm_limits;
