@@ -79,6 +79,9 @@ pub struct Corrupted {
     /// corrupt later in the same scrub, is still reported as the SIF it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sif: Option<String>,
+    /// For a SIF: its enroot image, forgotten with it (likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroot: Option<String>,
 }
 
 /// Only one scrub at a time: two would halve each other's rate limit and double the disk load.
@@ -256,7 +259,13 @@ fn check_blob(
     };
     let shown = path;
     let (d, a, p) = (digest.to_owned(), actual.to_string(), shown.clone());
-    let enroot_of = db.read_blocking(|c| meta::sif_of_enroot_image(c, digest))?;
+    // Read before the quarantine forgets them: a SIF and its enroot image go together.
+    let (enroot_of, enroot_image) = db.read_blocking(|c| {
+        Ok((
+            meta::sif_of_enroot_image(c, digest)?,
+            meta::enroot_image_of_sif(c, digest)?,
+        ))
+    })?;
     let source = db.write_blocking(move |tx| meta::quarantine_blob(tx, &d, &a, &p))?;
     let repositories = db.read_blocking(|c| meta::repositories_linking(c, digest))?;
     tracing::error!(
@@ -267,17 +276,29 @@ fn check_blob(
         "scrub: corrupt blob quarantined"
     );
     let rebuild = source.map(|(manifest, platform)| format!("{manifest} ({platform})"));
-    // A SIF whose enroot image was met first had its record dropped with it: it is still the
-    // SIF of that rebuild.
-    let rebuilt_with_enroot = report
-        .corrupted
-        .iter()
-        .find(|c| c.sif.as_deref() == Some(digest))
-        .and_then(|c| c.rebuild.clone());
-    let (kind, rebuild) = match (rebuild, rebuilt_with_enroot, &enroot_of) {
+    // A SIF and its enroot image are forgotten together when the first of them is met: the
+    // second, met later, is still what it was, part of that rebuild.
+    let partner = report.corrupted.iter().find_map(|c| {
+        if c.sif.as_deref() == Some(digest) {
+            Some(("sif", c.rebuild.clone(), c.digest.clone()))
+        } else if c.enroot.as_deref() == Some(digest) {
+            Some(("enroot", c.rebuild.clone(), c.digest.clone()))
+        } else {
+            None
+        }
+    });
+    let (mut enroot_of, mut enroot_image) = (enroot_of, enroot_image);
+    let (kind, rebuild) = match (rebuild, partner, &enroot_of) {
         (Some(r), _, Some(_)) => ("enroot", Some(r)),
         (Some(r), _, None) => ("sif", Some(r)),
-        (None, Some(r), _) => ("sif", Some(r)),
+        (None, Some(("sif", r, enroot)), _) => {
+            enroot_image = Some(enroot);
+            ("sif", r)
+        }
+        (None, Some((kind, r, sif)), _) => {
+            enroot_of = Some(sif);
+            (kind, r)
+        }
         (None, None, _) => ("blob", None),
     };
     report.corrupted.push(Corrupted {
@@ -290,6 +311,7 @@ fn check_blob(
         quarantined_to: shown,
         rebuild,
         sif: enroot_of,
+        enroot: enroot_image,
     });
     Ok(())
 }

@@ -499,6 +499,14 @@ pub fn sif_of_enroot_image(conn: &Connection, digest: &str) -> Result<Option<Str
         .optional()?)
 }
 
+/// The enroot image built with SIF `digest`, if it has one.
+pub fn enroot_image_of_sif(conn: &Connection, digest: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT digest FROM enroot_images WHERE sif_digest = ?1")?
+        .query_row([digest], |r| r.get(0))
+        .optional()?)
+}
+
 /// Whether `digest` is in quarantine.
 pub fn is_quarantined(conn: &Connection, digest: &str) -> Result<bool> {
     Ok(conn

@@ -699,6 +699,7 @@ fn scrub_quarantines_a_flipped_layer_and_a_flipped_sif_and_the_sif_is_rebuilt() 
     let enroot = find(&enroot_digest);
     assert_eq!(enroot["kind"], "enroot", "{enroot}");
     assert_eq!(enroot["sif"], json!(sif_digest), "{enroot}");
+    assert_eq!(sif["enroot"], json!(enroot_digest), "{sif}");
     assert_eq!(enroot["rebuild"], sif["rebuild"], "one rebuild: {report}");
     assert!(
         sif["rebuild"]
