@@ -377,13 +377,23 @@ pub async fn reap_expired_leases(farm: Arc<Farm>) {
         let requeued = farm
             .db
             .write(|tx| {
-                Ok(meta::requeue_expired(tx, None)? + meta::requeue_expired_enroot(tx, None)?)
+                Ok((
+                    meta::requeue_expired(tx, None)?,
+                    meta::requeue_expired_enroot(tx, None)?,
+                ))
             })
             .await;
         match requeued {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!("re-queued {n} SIF builds or enroot-image derivations whose worker stopped responding");
+            Ok((0, 0)) => {}
+            Ok((builds, derivations)) => {
+                if builds > 0 {
+                    tracing::warn!("re-queued {builds} SIF builds whose worker stopped responding");
+                }
+                if derivations > 0 {
+                    tracing::warn!(
+                        "re-queued {derivations} enroot-image derivations whose worker stopped responding"
+                    );
+                }
                 farm.jobs.notify_waiters();
             }
             Err(e) => tracing::error!("lease reaper: {e}"),
