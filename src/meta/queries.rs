@@ -218,15 +218,14 @@ pub fn manifest_by_tag(
     repository: &str,
     tag: &str,
 ) -> Result<Option<StoredManifest>> {
-    stored_manifest(
-        conn,
-        "SELECT m.digest, m.media_type, m.content FROM tags t
-         JOIN repositories r ON r.id = t.repository_id
-         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
-         WHERE r.name = ?1 AND t.name = ?2",
-        [repository, tag],
-    )
+    stored_manifest(conn, MANIFEST_BY_TAG, [repository, tag])
 }
+
+/// The query behind every pull by tag (the hot path of a job start).
+const MANIFEST_BY_TAG: &str = "SELECT m.digest, m.media_type, m.content FROM tags t
+     JOIN repositories r ON r.id = t.repository_id
+     JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+     WHERE r.name = ?1 AND t.name = ?2";
 
 /// The one manifest `sql` (selecting digest, media type, content) finds, if any.
 fn stored_manifest(
@@ -683,6 +682,31 @@ mod tests {
         db.read_blocking(|c| list_tags(c, "alice/x", last, n))
             .unwrap()
             .unwrap()
+    }
+
+    /// A cached statement is planned once per connection, not once per use: rebinding it must
+    /// not expire it (see `meta::connect`, the query planner stability guarantee).
+    #[test]
+    fn a_cached_pull_query_is_not_prepared_again_on_each_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("meta.db")).unwrap();
+        put(&db, manifest("sha256:image", "a", false));
+        put(&db, manifest("sha256:other", "b", false));
+        let reprepared = db
+            .read_blocking(|c| {
+                for tag in ["a", "b", "a", "missing", "b"] {
+                    manifest_by_tag(c, "alice/x", tag)?;
+                }
+                let stmt = c.prepare_cached(MANIFEST_BY_TAG)?;
+                Ok(stmt.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .unwrap();
+        assert_eq!(reprepared, 0, "the pull query was parsed and planned again");
+        let found = db
+            .read_blocking(|c| manifest_by_tag(c, "alice/x", "b"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.digest, "sha256:other");
     }
 
     #[test]
