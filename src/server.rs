@@ -187,6 +187,7 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     }
     crate::notify::ready_and_watch(&format!("listening on {scheme}://{addr}"));
     let flusher = tokio::spawn(flush_pulls_periodically(Arc::clone(&app)));
+    let releaser = tokio::spawn(crate::memory::release_periodically());
     let expirer = tokio::spawn(expire_uploads_periodically(
         Arc::clone(&app),
         config.registry.upload_expiry_secs,
@@ -214,6 +215,7 @@ pub async fn serve_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         .context("server failed")?;
     crate::notify::stopping();
     flusher.abort();
+    releaser.abort();
     expirer.abort();
     pruner.abort();
     // Before the data-directory lock goes: no job of this process may touch the store after.

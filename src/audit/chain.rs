@@ -61,9 +61,33 @@ pub fn line_hash(prev: &str, line: &[u8]) -> Option<String> {
 
 /// Links `record` after a record with `prev_seq` and `prev_hash`: fills seq, prev and hash.
 pub fn seal(record: &mut Record, prev_seq: u64, prev_hash: &str) -> Result<(), serde_json::Error> {
+    seal_line(record, prev_seq, prev_hash, &mut Vec::new())
+}
+
+/// [`seal`], and appends the sealed record's line (without its newline) to `out`, serializing
+/// the record once: the line is the hashed body with `,"hash":"<hex>"` put before its closing
+/// brace (`hash` is the last field and is omitted while empty), which is byte for byte what
+/// serializing the sealed record gives. The audit writer does this for every record.
+pub fn seal_line(
+    record: &mut Record,
+    prev_seq: u64,
+    prev_hash: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     record.seq = prev_seq + 1;
     record.prev = prev_hash.to_owned();
-    record.hash = hash_of(record)?;
+    record.hash = String::new();
+    let start = out.len();
+    serde_json::to_writer(&mut *out, &*record)?;
+    let mut h = Sha256::new();
+    h.update(record.prev.as_bytes());
+    h.update(&out[start..]);
+    record.hash = hex::encode(h.finalize());
+    // serde_json always closes an object with `}`.
+    out.pop();
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(record.hash.as_bytes());
+    out.extend_from_slice(b"\"}");
     Ok(())
 }
 
@@ -336,6 +360,25 @@ mod tests {
         assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
         assert_eq!(r.problems[0].line, 2);
         assert!(r.problems[0].message.contains("missing"));
+    }
+
+    /// The writer's one-pass line is exactly the sealed record serialized, and verifies.
+    #[test]
+    fn a_sealed_line_is_the_sealed_record_serialized() {
+        let lines = chain(2);
+        let last: Record = serde_json::from_str(&lines[1]).unwrap();
+        let mut r: Record = serde_json::from_str(&lines[0]).unwrap();
+        r.user = Some("name with \"quotes\" and \u{e9}".into());
+        let mut line = b"[earlier bytes]".to_vec();
+        seal_line(&mut r, last.seq, &last.hash, &mut line).unwrap();
+        let line = &line["[earlier bytes]".len()..];
+        assert_eq!(line, serde_json::to_vec(&r).unwrap());
+        assert_eq!(r.hash, hash_of(&r).unwrap());
+        assert_eq!(line_hash(&last.hash, line), Some(r.hash.clone()));
+        let mut lines = lines;
+        lines.push(String::from_utf8(line.to_vec()).unwrap());
+        let report = check(&lines);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl AuditLog {
                 "audit log: indexing {} records written before the last stop",
                 pending.len()
             );
-            self.index(&pending)?;
+            self.index(pending.iter().map(|(r, o)| (r, *o)))?;
         }
         Ok(())
     }
@@ -204,7 +204,7 @@ impl AuditLog {
                     pending.len(),
                     seg.name()
                 );
-                self.index(&pending)?;
+                self.index(pending.iter().map(|(r, o)| (r, *o)))?;
             }
         }
         let follows = first.is_none_or(|f| f.seq == self.last_seq + 1 && f.prev == self.last_hash);
@@ -306,16 +306,14 @@ impl AuditLog {
             return Ok(records);
         }
         let mut buf = Vec::new();
-        let mut placed = Vec::with_capacity(records.len());
+        let mut offsets = Vec::with_capacity(records.len());
         let (mut seq, mut hash) = (self.last_seq, self.last_hash.clone());
         for r in &mut records {
-            chain::seal(r, seq, &hash)?;
-            let offset = self.len + buf.len() as u64;
-            serde_json::to_writer(&mut buf, r)?;
+            offsets.push(self.len + buf.len() as u64);
+            chain::seal_line(r, seq, &hash, &mut buf)?;
             buf.push(b'\n');
-            placed.push((r.clone(), offset));
             seq = r.seq;
-            hash = r.hash.clone();
+            hash.clone_from(&r.hash);
         }
         if let Err(e) = self
             .file
@@ -332,11 +330,15 @@ impl AuditLog {
         self.len += buf.len() as u64;
         self.last_seq = seq;
         self.last_hash = hash;
-        self.index(&placed)?;
+        self.index(records.iter().zip(offsets))?;
         Ok(records)
     }
 
-    fn index(&self, placed: &[(Record, u64)]) -> Result<(), AuditError> {
+    /// Indexes each record at its file offset.
+    fn index<'r>(
+        &self,
+        placed: impl IntoIterator<Item = (&'r Record, u64)>,
+    ) -> Result<(), AuditError> {
         self.db.write_blocking(|tx| {
             for (r, offset) in placed {
                 meta::insert_audit_event(
@@ -349,7 +351,7 @@ impl AuditLog {
                         repository: r.repository.clone(),
                         digest: r.digest.clone(),
                         outcome: r.outcome.clone(),
-                        file_offset: *offset as i64,
+                        file_offset: offset as i64,
                         hash: r.hash.clone(),
                     },
                 )?;

@@ -245,7 +245,13 @@ impl HashPool {
         let reused = self.shared.idle().pop();
         let mut mem = match reused {
             Some(m) => m,
-            None => Memory::for_default_params()?,
+            None => {
+                // 19 MiB are about to become resident: first give back what malloc holds free,
+                // so a login's peak is the live heap plus its working memory, not the
+                // high-water mark of the last burst of requests plus it.
+                crate::memory::release_free_heap();
+                Memory::for_default_params()?
+            }
         };
         let shared = Arc::clone(&self.shared);
         // The permit moves into the job and is released only after its memory is handed on or
