@@ -150,25 +150,25 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
             || path == "/api/jobscript/templates");
     let client = client_ip(&req);
     let slot = req.extensions().get::<AuditSlot>().cloned();
-    let challenge = if path.starts_with("/admin") {
-        None
-    } else {
-        Some(bearer_challenge(
-            &app,
-            req.headers(),
-            req.uri(),
-            scope_of(req.method(), &path),
-        ))
-    };
+    // What the challenge needs, kept before the request moves on: it is written only into a
+    // 401, so it is not formatted for the other answers (most of them).
+    let challenge_source = (!path.starts_with("/admin")).then(|| ChallengeSource {
+        host: req.headers().get(header::HOST).cloned(),
+        authority: req.uri().authority().cloned(),
+        method: req.method().clone(),
+    });
     let outcome = match authorization(req.headers()) {
         Ok(value) => app.access.authenticate(value, client, read_route).await,
         Err(e) => Err(e),
+    };
+    let challenge = |source: Option<ChallengeSource>| {
+        source.map(|s| bearer_challenge(&app, &s, scope_of(&s.method, &path)))
     };
     let principal = match outcome {
         Ok(p) => p,
         Err(e) => {
             emit(slot.as_ref(), auth_failure(req.headers(), &e));
-            return with_challenge(e.into_response(), challenge);
+            return with_challenge(e.into_response(), challenge(challenge_source));
         }
     };
     if let Some(slot) = &slot {
@@ -180,7 +180,19 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
         });
     }
     req.extensions_mut().insert(principal);
-    with_challenge(next.run(req).await, challenge)
+    let response = next.run(req).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        with_challenge(response, challenge(challenge_source))
+    } else {
+        response
+    }
+}
+
+/// The parts of a request its bearer challenge is made of.
+struct ChallengeSource {
+    host: Option<HeaderValue>,
+    authority: Option<axum::http::uri::Authority>,
+    method: Method,
 }
 
 fn with_challenge(mut response: Response, challenge: Option<HeaderValue>) -> Response {
@@ -193,18 +205,14 @@ fn with_challenge(mut response: Response, challenge: Option<HeaderValue>) -> Res
 }
 
 /// `Bearer realm="<scheme>://<host>/token",service="hpc-registry"[,scope="..."]`.
-fn bearer_challenge(
-    app: &App,
-    headers: &HeaderMap,
-    uri: &Uri,
-    scope: Option<String>,
-) -> HeaderValue {
+fn bearer_challenge(app: &App, source: &ChallengeSource, scope: Option<String>) -> HeaderValue {
     let scheme = if app.access.tls { "https" } else { "http" };
-    let host = headers
-        .get(header::HOST)
+    let host = source
+        .host
+        .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .or_else(|| source.authority.as_ref().map(|a| a.to_string()))
         // Only host characters: the value is echoed into a header.
         .filter(|h| {
             !h.is_empty()
