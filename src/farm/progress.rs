@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 pub mod phase {
     /// A remote builder downloads the job's blobs.
     pub const FETCHING: &str = "fetching";
-    /// Layers are read and applied.
+    /// Layers are read and applied; the native builder compresses the full data blocks of
+    /// large files meanwhile.
     pub const UNPACKING: &str = "unpacking";
-    /// Every layer is in; the squashfs is being compressed.
+    /// Every layer is in; the rest of the squashfs is compressed and written (the native
+    /// builder: the last blocks in flight, the fragments and the tables).
     pub const COMPRESSING: &str = "compressing";
     /// The SIF file is being written.
     pub const WRITING: &str = "writing";
