@@ -261,6 +261,7 @@ fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
         limits: limits(&spec.farm),
         reproducible: spec.farm.reproducible,
         work_dir: spec.work_dir.clone(),
+        precompress: true,
     };
     let input = oci2sif::BuildInput {
         config_json,

@@ -4,6 +4,12 @@
 //! add the `/.singularity.d` files, write the tree as squashfs to a scratch file, then wrap the
 //! squashfs and the metadata objects in a SIF. Only the scratch spool and the scratch squashfs
 //! touch the disk, both as anonymous files inside `work_dir`.
+//!
+//! The squashfs compression does not wait for the last layer: the spool compresses every full
+//! data block of a large file as the file arrives, on the build's compression threads, with the
+//! image's own options (`tree::Spool::packing_in`), and the squashfs writer copies those blocks.
+//! Only fragments (files under a block, packed by the final tree) and the tables are left for
+//! after the layers.
 
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -17,7 +23,7 @@ use crate::readahead;
 use crate::sif::{self, ContainerOptions, SifError};
 use crate::singularity::{self, ImageConfigFile, SingularityError};
 use crate::squashfs::{self, SquashfsError, SquashfsOptions};
-use crate::tree::{Spool, Tree};
+use crate::tree::{Packing, Spool, Tree};
 
 pub use crate::squashfs::Compression;
 
@@ -50,6 +56,10 @@ pub struct BuildOptions {
     pub reproducible: bool,
     /// Scratch space; the spool and the temporary squashfs live here.
     pub work_dir: PathBuf,
+    /// Compress the full data blocks of large files while the layers are applied, instead of
+    /// after (see `tree::Spool::packing_in`). The output is the same either way; off is for
+    /// tests and measurements.
+    pub precompress: bool,
 }
 
 impl Default for BuildOptions {
@@ -60,6 +70,7 @@ impl Default for BuildOptions {
             limits: LimitSettings::DEFAULT,
             reproducible: false,
             work_dir: std::env::temp_dir(),
+            precompress: true,
         }
     }
 }
@@ -86,9 +97,11 @@ pub struct BuildReport {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BuildTimings {
     /// Decompressing and applying the layers (the decompressor runs a bounded distance ahead
-    /// on its own thread).
+    /// on its own thread), with the compression of every large file's full data blocks on
+    /// `threads` threads alongside (unless `precompress` is off).
     pub unpack: Duration,
-    /// Adding `/.singularity.d`, then writing the squashfs (compression on `threads` threads).
+    /// Adding `/.singularity.d`, then writing the squashfs: compressing the fragments (and
+    /// whatever was not compressed while unpacking) on `threads` threads, copying the rest.
     pub squashfs: Duration,
     /// Writing (and hashing) the SIF around the squashfs.
     pub sif: Duration,
@@ -186,12 +199,28 @@ fn build_outputs<W: Write + Seek>(
     let config: ImageConfigFile =
         serde_json::from_slice(&input.config_json).map_err(BuildError::BadConfig)?;
     let clock = BuildClock::new(&config, opts.reproducible)?;
+    let squashfs_opts = squashfs_options(opts, &clock);
+    // Checked before any block is compressed with them.
+    squashfs::validate(&squashfs_opts)?;
     let mut tree = Tree::new();
-    let mut spool = Spool::new_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
+    let spool = match opts.precompress {
+        true => Spool::packing_in(
+            &opts.work_dir,
+            Packing {
+                compression: squashfs_opts.compression,
+                block_size: squashfs_opts.block_size,
+                threads: squashfs_opts.threads,
+            },
+        ),
+        false => Spool::new_in(&opts.work_dir),
+    };
+    let mut spool = spool.map_err(|source| work_dir_error(opts, source))?;
 
     let mut limits = Limits::with(opts.limits);
     let started = Instant::now();
     let layer_count = apply_layers(&mut tree, &mut spool, input.layers, &mut limits)?;
+    // The last blocks compressed while unpacking are written before anything reads the files.
+    spool.settle()?;
     let unpacked = Instant::now();
 
     let arch = singularity::detect_arch(&tree, &spool, &config.architecture)?;
@@ -206,7 +235,8 @@ fn build_outputs<W: Write + Seek>(
         },
     )?;
 
-    let (mut squashfs_file, squashfs_size) = write_squashfs_scratch(&tree, &spool, opts, &clock)?;
+    let (mut squashfs_file, squashfs_size) =
+        write_squashfs_scratch(&tree, &spool, opts, &squashfs_opts)?;
     let squashed = Instant::now();
     // The spool is no longer needed (unless the enroot image follows): free its disk space
     // before the SIF copy needs as much again.
@@ -235,7 +265,7 @@ fn build_outputs<W: Write + Seek>(
     let sif_size = written.map_err(|e| scratch_error(out.inner.exceeded, opts, e))?;
     if let (Some((enroot_out, enroot_size)), Some(mut spool)) = (enroot, spool) {
         crate::enroot::add(&mut tree, &mut spool, &config.config, clock.file_time)?;
-        let (out, size) = write_squashfs_metered(&tree, &spool, opts, &clock, enroot_out)?;
+        let (out, size) = write_squashfs_metered(&tree, &spool, opts, &squashfs_opts, enroot_out)?;
         out.flush()?;
         *enroot_size = size;
     }
@@ -340,15 +370,26 @@ fn apply_read_ahead(
     })
 }
 
+/// The squashfs options of both images a build writes (the SIF's and the enroot image), and of
+/// the blocks its spool compresses ahead.
+fn squashfs_options(opts: &BuildOptions, clock: &BuildClock) -> SquashfsOptions {
+    SquashfsOptions {
+        compression: opts.compression,
+        threads: opts.threads.max(1),
+        mkfs_time: clock.mkfs_time,
+        ..SquashfsOptions::default()
+    }
+}
+
 fn write_squashfs_scratch(
     tree: &Tree,
     spool: &Spool,
     opts: &BuildOptions,
-    clock: &BuildClock,
+    squashfs_opts: &SquashfsOptions,
 ) -> Result<(std::fs::File, u64), BuildError> {
     let file =
         tempfile::tempfile_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
-    let (mut file, size) = write_squashfs_metered(tree, spool, opts, clock, file)?;
+    let (mut file, size) = write_squashfs_metered(tree, spool, opts, squashfs_opts, file)?;
     file.seek(SeekFrom::Start(0))?;
     Ok((file, size))
 }
@@ -359,19 +400,14 @@ fn write_squashfs_metered<W: Write + Seek>(
     tree: &Tree,
     spool: &Spool,
     opts: &BuildOptions,
-    clock: &BuildClock,
+    squashfs_opts: &SquashfsOptions,
     out: W,
 ) -> Result<(W, u64), BuildError> {
-    let squashfs_opts = SquashfsOptions {
-        compression: opts.compression,
-        threads: opts.threads.max(1),
-        mkfs_time: clock.mkfs_time,
-        ..SquashfsOptions::default()
-    };
-    // The spool is still on disk while the squashfs is written: both count.
+    // The spool is still on disk while the squashfs is written: both count (packed files with
+    // their compressed size, which is what the spool file holds).
     let budget = opts.limits.max_scratch_bytes.saturating_sub(spool.len());
     let mut writer = BufWriter::new(ScratchMeter::new(out, budget));
-    let result = squashfs::write_squashfs(tree, spool, &mut writer, &squashfs_opts);
+    let result = squashfs::write_squashfs(tree, spool, &mut writer, squashfs_opts);
     let exceeded = writer.get_ref().exceeded;
     let size = result.map_err(|e| scratch_error(exceeded, opts, e.into()))?;
     let out = writer

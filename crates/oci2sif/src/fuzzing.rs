@@ -11,7 +11,7 @@ use std::io::{Cursor, Read};
 
 use crate::layers::{apply_layer, decompress, LimitSettings, Limits};
 use crate::sif::read_descriptors;
-use crate::tree::{is_plain_name, InodeId, Kind, Spool, Tree};
+use crate::tree::{is_plain_name, Content, InodeId, Kind, Spool, Tree};
 
 /// Unpacked-bytes cap for the layer target: small, so that a decompression bomb hits it at once.
 pub const LAYER_FUZZ_MAX_UNPACKED: u64 = 4 << 20;
@@ -89,11 +89,14 @@ fn check_tree(tree: &Tree, spool: &Spool) {
                     assert!(is_plain_name(name), "entry name {name:?} under {path:?}");
                 }
             }
-            Kind::File(c) => {
-                assert!(c
-                    .offset
-                    .checked_add(c.len)
+            Kind::File(Content::Raw { offset, len }) => {
+                assert!(offset
+                    .checked_add(*len)
                     .is_some_and(|end| end <= spool.len()));
+            }
+            Kind::File(Content::Packed { .. }) => {
+                // The fuzz targets apply layers into a raw spool.
+                unreachable!("a raw spool packed {path:?}");
             }
             Kind::Symlink(target) => {
                 assert!(

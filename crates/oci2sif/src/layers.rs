@@ -1181,14 +1181,14 @@ impl Applier<'_> {
             .spool
             .append(&mut metered)
             .map_err(|e| metered.classify(e))?;
-        if content.len != header.size {
+        if content.len() != header.size {
             return Err(LayerError::Truncated {
                 path: header.display_name(),
                 expected: header.size,
-                got: content.len,
+                got: content.len(),
             });
         }
-        self.stats.bytes += content.len;
+        self.stats.bytes += content.len();
         self.put_node(dir, name, Kind::File(content), header);
         Ok(())
     }

@@ -18,11 +18,12 @@
 //! The output is a function of the tree, the spool contents and the options only: the thread
 //! count changes who compresses a block, never the bytes or their order.
 
-mod compress;
+pub(crate) mod compress;
 mod data;
 mod encode;
 mod metadata;
 mod plan;
+pub(crate) mod pool;
 mod tables;
 
 use std::io::{self, Seek, SeekFrom, Write};
@@ -118,7 +119,7 @@ pub fn write_squashfs<W: Write + Seek>(
     Ok(image_len)
 }
 
-fn validate(opts: &SquashfsOptions) -> Result<(), SquashfsError> {
+pub(crate) fn validate(opts: &SquashfsOptions) -> Result<(), SquashfsError> {
     let bs = opts.block_size;
     if !bs.is_power_of_two() || !(4096..=1 << 20).contains(&bs) {
         return Err(SquashfsError::InvalidOptions(format!(

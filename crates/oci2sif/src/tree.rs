@@ -2,19 +2,19 @@
 //!
 //! Layers are applied into this tree (see `layers`), the `/.singularity.d` files are added to it
 //! (see `singularity`), and the squashfs writer walks it (see `squashfs`). File *contents* never
-//! live in memory: a regular file points at a byte range of the [`Spool`], an append-only scratch
-//! file inside the build's own work area. That is also why no file on the host is ever created at
-//! a path derived from a tar entry name: entry names only ever become keys in this tree.
+//! live in memory: a regular file points into the [`Spool`], an append-only scratch file inside
+//! the build's own work area (a byte range, or a list of compressed squashfs blocks). That is
+//! also why no file on the host is ever created at a path derived from a tar entry name: entry
+//! names only ever become keys in this tree.
 //!
 //! Inodes are separate from directory entries so that hardlinks share one inode, as they do on a
 //! real filesystem and in squashfs.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
-
 pub mod resolve;
+pub(crate) mod spool;
+
+pub use spool::{Packing, Spool, SpoolReader};
 
 /// Index of an inode in [`Tree::inodes`].
 pub type InodeId = usize;
@@ -47,15 +47,29 @@ impl Meta {
     }
 }
 
-/// Where a regular file's bytes are: `len` bytes at `offset` in the build's [`Spool`].
+/// Where a regular file's bytes are in the build's [`Spool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Content {
-    pub offset: u64,
-    pub len: u64,
+pub enum Content {
+    /// `len` bytes at `offset`, as they are.
+    Raw { offset: u64, len: u64 },
+    /// A file of `len` bytes the spool stored as squashfs data blocks, compressed while the
+    /// layers were applied: entry `index` of the spool's block lists (see [`Spool`]).
+    Packed { index: u32, len: u64 },
 }
 
 impl Content {
-    pub const EMPTY: Content = Content { offset: 0, len: 0 };
+    pub const EMPTY: Content = Content::Raw { offset: 0, len: 0 };
+
+    /// The file's size.
+    pub fn len(self) -> u64 {
+        match self {
+            Content::Raw { len, .. } | Content::Packed { len, .. } => len,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,95 +241,10 @@ pub fn is_plain_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
-/// Append-only scratch file holding the bytes of every regular file in a [`Tree`].
-///
-/// It lives inside the build's work area under a fixed name, so no tar entry name ever reaches
-/// the host filesystem.
-pub struct Spool {
-    file: File,
-    len: u64,
-}
-
-impl Spool {
-    /// Creates the spool as an anonymous temporary file inside `work_dir`.
-    pub fn new_in(work_dir: &Path) -> io::Result<Self> {
-        Ok(Spool {
-            file: tempfile::tempfile_in(work_dir)?,
-            len: 0,
-        })
-    }
-
-    /// Total bytes held.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Copies all of `reader` to the end of the spool and returns where it landed.
-    pub fn append(&mut self, reader: &mut impl Read) -> io::Result<Content> {
-        let offset = self.len;
-        self.file.seek(SeekFrom::Start(offset))?;
-        let len = io::copy(reader, &mut self.file)?;
-        self.len += len;
-        Ok(Content { offset, len })
-    }
-
-    /// Appends a byte slice (used for the small generated `/.singularity.d` files).
-    pub fn append_bytes(&mut self, bytes: &[u8]) -> io::Result<Content> {
-        let offset = self.len;
-        self.file.seek(SeekFrom::Start(offset))?;
-        self.file.write_all(bytes)?;
-        self.len += bytes.len() as u64;
-        Ok(Content {
-            offset,
-            len: bytes.len() as u64,
-        })
-    }
-
-    /// Reads a stored file's bytes back into `buf` (cleared first).
-    pub fn read_into(&self, content: Content, buf: &mut Vec<u8>) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        buf.clear();
-        buf.resize(content.len as usize, 0);
-        self.file.read_exact_at(buf, content.offset)
-    }
-
-    /// A reader over one stored file, for streaming large files without loading them whole.
-    pub fn reader(&self, content: Content) -> SpoolReader<'_> {
-        SpoolReader {
-            file: &self.file,
-            pos: content.offset,
-            end: content.offset + content.len,
-        }
-    }
-}
-
-/// Streams one file's bytes out of a [`Spool`] with positioned reads (no shared cursor).
-pub struct SpoolReader<'a> {
-    file: &'a File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for SpoolReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let want = buf.len().min((self.end - self.pos) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn link_resolve_unlink() {

@@ -133,6 +133,7 @@ fn build_with(
         },
         reproducible,
         work_dir: work_dir.path().to_path_buf(),
+        precompress: true,
     };
     let mut out = fs::File::create(sif_path).unwrap();
     match enroot {

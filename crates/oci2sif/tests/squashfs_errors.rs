@@ -130,12 +130,12 @@ fn a_directory_cycle_is_refused_not_followed() {
 
 #[test]
 fn a_file_past_the_end_of_the_spool_is_an_io_error() {
-    let tree = with_node(b"f", Kind::File(Content { offset: 0, len: 10 }));
+    let tree = with_node(b"f", Kind::File(Content::Raw { offset: 0, len: 10 }));
     let err = write(&tree, &SquashfsOptions::default()).unwrap_err();
     assert!(matches!(err, SquashfsError::Io(_)), "{err}");
     let big = with_node(
         b"f",
-        Kind::File(Content {
+        Kind::File(Content::Raw {
             offset: 0,
             len: 1 << 20,
         }),

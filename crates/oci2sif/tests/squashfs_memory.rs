@@ -47,7 +47,7 @@ fn a_large_file_is_streamed_not_loaded() {
         state: 1,
     };
     let content = spool.append(&mut source).unwrap();
-    assert_eq!(content.len, FILE_LEN);
+    assert_eq!(content.len(), FILE_LEN);
     let id = tree.add_inode(Kind::File(content), Meta::new(0o644, 0, 0, 0));
     tree.link(ROOT, b"large".to_vec(), id);
 

@@ -5,7 +5,7 @@ use std::io::{self, Read};
 use super::SingularityError;
 use crate::sif;
 use crate::tree::resolve::{self, Rules};
-use crate::tree::{Content, InodeId, Kind, Spool, Tree};
+use crate::tree::{InodeId, Kind, Spool, Tree};
 
 /// What an ELF header says about the CPU a binary is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +61,8 @@ fn file_elf_arch(tree: &Tree, spool: &Spool, id: InodeId) -> io::Result<ElfArch>
     let Kind::File(content) = tree.inode(id).kind else {
         return Ok(ElfArch::NotElf);
     };
-    let head = Content {
-        offset: content.offset,
-        len: content.len.min(20),
-    };
     let mut header = Vec::with_capacity(20);
-    spool.reader(head).read_to_end(&mut header)?;
+    spool.reader(content).take(20).read_to_end(&mut header)?;
     Ok(elf_arch(&header))
 }
 

@@ -86,7 +86,7 @@ impl ImageFiles<'_> {
             return Ok(None);
         };
         match self.tree.inode(id).kind {
-            Kind::File(content) if content.len <= MAX_INSPECTED_FILE => {
+            Kind::File(content) if content.len() <= MAX_INSPECTED_FILE => {
                 let mut buf = Vec::new();
                 self.spool.read_into(content, &mut buf)?;
                 Ok(Some(buf))

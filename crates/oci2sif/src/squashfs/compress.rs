@@ -2,7 +2,7 @@
 
 use std::io;
 
-use flate2::{Compress, FlushCompress, Status};
+use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::Compression;
 
@@ -55,4 +55,38 @@ impl Compressor {
             }
         }
     }
+}
+
+/// Turns a compressed data block back into its `raw_len` bytes (the spool's reader of files it
+/// stored compressed). Anything but exactly `raw_len` bytes is an error: the spool wrote the
+/// block itself, so a mismatch means the scratch file changed under the build.
+pub(crate) fn decompress_block(
+    compression: Compression,
+    stored: &[u8],
+    raw_len: usize,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    out.clear();
+    out.reserve_exact(raw_len);
+    match compression {
+        Compression::Gzip { .. } => {
+            let mut zlib = Decompress::new(true);
+            let status = zlib
+                .decompress_vec(stored, out, FlushDecompress::Finish)
+                .map_err(io::Error::other)?;
+            if status != Status::StreamEnd {
+                return Err(io::Error::other("a spooled gzip block does not end"));
+            }
+        }
+        Compression::Zstd { .. } => {
+            zstd::bulk::Decompressor::new()?.decompress_to_buffer(stored, out)?;
+        }
+    }
+    if out.len() != raw_len {
+        return Err(io::Error::other(format!(
+            "a spooled block decompresses to {} bytes, not {raw_len}",
+            out.len()
+        )));
+    }
+    Ok(())
 }

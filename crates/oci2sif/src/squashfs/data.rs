@@ -1,38 +1,35 @@
 //! The data area: file contents cut into blocks, compressed by a pool of threads, written in
 //! order.
 //!
-//! The calling thread reads blocks from the spool, hands them to the workers and writes their
-//! results back strictly in the order it handed them out, so the image does not depend on which
-//! worker finished first. At most `8 × threads` blocks are in flight, which bounds memory to a
-//! few MiB whatever the file sizes. Files smaller than a block are packed together into fragment
+//! The calling thread reads blocks from the spool, hands them to the pool (`pool.rs`) and writes
+//! its results back strictly in the order it handed them out, so the image does not depend on
+//! which worker finished first. Files smaller than a block are packed together into fragment
 //! blocks, as mksquashfs does by default; larger files end with a short block instead.
+//!
+//! A large file the spool already packed with this image's compression and block size (see
+//! `tree::Spool`) is not compressed again: its stored blocks are copied, in their place in the
+//! same order, so the image is byte for byte the one compressing them here would give.
 //!
 //! Like mksquashfs, a file whose contents equal an earlier file's is not stored twice: its
 //! inode points at the earlier copy. Only files sharing their size with another file are
-//! hashed (SHA-256), which on a Debian rootfs is about a tenth of the bytes.
+//! hashed (SHA-256), which on a Debian rootfs is about a tenth of the bytes. A packed file is
+//! hashed over its size words and stored blocks instead of its raw bytes: block compression is
+//! deterministic and decompression a function, so two packed files of one size have the same
+//! blocks exactly when they have the same bytes, and the decisions are the raw hash's. The two
+//! kinds of digest are kept apart (a raw file never matches a packed one); a packing spool packs
+//! every file of a block or more, so files of one size are all of one kind anyway.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::{self, Write};
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Mutex;
-use std::thread;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
-use super::compress::Compressor;
 use super::plan::Plan;
+use super::pool::BlockPool;
 use super::tables::PositionedWriter;
-use super::{Compression, SquashfsError, SquashfsOptions};
+use super::{SquashfsError, SquashfsOptions};
+use crate::tree::spool::{read_block, PackedBlock};
 use crate::tree::{Content, InodeId, Kind, Spool, Tree};
-
-/// Set in a data or fragment block's size word when the block is stored uncompressed.
-pub(super) const UNCOMPRESSED_BLOCK: u32 = 1 << 24;
-
-/// In-flight blocks per compression thread: enough to keep every worker busy while the writer
-/// waits for one block whose thread was descheduled (builds share their cores), small enough
-/// to keep memory flat (2 threads: 16 blocks, about 4 MiB with 128 KiB blocks).
-const BLOCKS_IN_FLIGHT_PER_THREAD: usize = 8;
 
 /// Where one regular file's bytes went.
 #[derive(Debug)]
@@ -79,27 +76,16 @@ pub(super) fn write_data<W: Write>(
     out: &mut PositionedWriter<W>,
     opts: &SquashfsOptions,
 ) -> Result<DataLayout, SquashfsError> {
-    let threads = opts.threads.max(1);
-    let (job_tx, job_rx) = mpsc::channel::<Job>();
-    let (done_tx, done_rx) = mpsc::channel::<io::Result<Done>>();
-    let job_rx = Mutex::new(job_rx);
-    thread::scope(|scope| {
-        for _ in 0..threads {
-            let (jobs, done) = (&job_rx, done_tx.clone());
-            scope.spawn(move || compress_jobs(jobs, done, opts.compression));
+    let pool = BlockPool::new(opts.compression, opts.threads, opts.block_size)?;
+    let mut pipeline = Pipeline::new(pool, spool, out, opts);
+    pipeline.shared_sizes = shared_sizes(tree, plan);
+    for &id in &plan.order {
+        if let Kind::File(content) = tree.inodes[id].kind {
+            pipeline.add_file(id, content)?;
         }
-        // Only workers hold senders now, so a dead pool shows up as a closed channel.
-        drop(done_tx);
-        let mut pipeline = Pipeline::new(job_tx, done_rx, out, threads, opts.block_size);
-        pipeline.shared_sizes = shared_sizes(tree, plan);
-        for &id in &plan.order {
-            if let Kind::File(content) = tree.inodes[id].kind {
-                pipeline.add_file(id, content, spool)?;
-            }
-        }
-        pipeline.finish()
-        // Dropping the pipeline closes the job channel, which ends the workers.
-    })
+    }
+    pipeline.finish()
+    // Dropping the pipeline drops the pool, which ends its threads.
 }
 
 /// File sizes that occur more than once: only such files can be duplicates.
@@ -108,132 +94,69 @@ fn shared_sizes(tree: &Tree, plan: &Plan) -> HashSet<u64> {
     let mut shared = HashSet::new();
     for &id in &plan.order {
         if let Kind::File(content) = tree.inodes[id].kind {
-            if content.len > 0 && !seen.insert(content.len) {
-                shared.insert(content.len);
+            if !content.is_empty() && !seen.insert(content.len()) {
+                shared.insert(content.len());
             }
         }
     }
     shared
 }
 
-struct Job {
-    seq: u64,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    /// Fragment blocks must hold their bytes even when all zero; data blocks may be holes.
-    may_be_sparse: bool,
-}
-
-struct Done {
-    seq: u64,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    outcome: Outcome,
-}
-
-enum Outcome {
-    Sparse,
-    Compressed,
-    Stored,
-}
-
-fn compress_jobs(jobs: &Mutex<Receiver<Job>>, done: Sender<io::Result<Done>>, c: Compression) {
-    let mut compressor = match Compressor::new(c) {
-        Ok(compressor) => compressor,
-        Err(error) => {
-            let _ = done.send(Err(error));
-            return;
-        }
-    };
-    loop {
-        let job = match jobs.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
-        // A panic must reach the writer as an error: it would otherwise wait forever for
-        // this block while the other workers keep the result channel open.
-        let result = panic::catch_unwind(AssertUnwindSafe(|| compress_job(&mut compressor, job)))
-            .unwrap_or_else(|_| Err(io::Error::other("block compression panicked")));
-        let failed = result.is_err();
-        if done.send(result).is_err() || failed {
-            return;
-        }
-    }
-}
-
-fn compress_job(compressor: &mut Compressor, mut job: Job) -> io::Result<Done> {
-    let outcome = if job.may_be_sparse && is_all_zero(&job.input) {
-        Outcome::Sparse
-    } else if compressor.compress(&job.input, &mut job.output)? {
-        Outcome::Compressed
-    } else {
-        Outcome::Stored
-    };
-    Ok(Done {
-        seq: job.seq,
-        input: job.input,
-        output: job.output,
-        outcome,
-    })
-}
-
-fn is_all_zero(bytes: &[u8]) -> bool {
-    // OR-folding fixed chunks vectorizes well; checking between chunks stops early on data.
-    bytes
-        .chunks(4096)
-        .all(|chunk| chunk.iter().fold(0u8, |acc, b| acc | b) == 0)
-}
-
-/// What an issued job will become once written.
+/// What a queued block becomes once written, in image order.
 enum Slot {
+    /// A data block of `file` compressing in the pool.
     Block { file: usize },
+    /// A fragment block compressing in the pool.
     Fragment,
+    /// A data block of `file` the spool already holds in its squashfs form.
+    Packed { file: usize, block: PackedBlock },
+}
+
+/// Which bytes a duplicate-detection digest covers: a raw and a packed file never match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum DigestOf {
+    Raw,
+    Packed,
 }
 
 struct Pipeline<'a, 'w, W: Write> {
-    jobs: Sender<Job>,
-    done: Receiver<io::Result<Done>>,
+    pool: BlockPool,
+    spool: &'a Spool,
     out: &'a mut PositionedWriter<'w, W>,
-    window: usize,
+    opts: &'a SquashfsOptions,
     block_size: usize,
-    /// Issued jobs not yet written, oldest first.
+    /// Queued blocks not yet written, oldest first.
     pending: VecDeque<Slot>,
-    next_seq: u64,
-    /// Results that came back ahead of an older job.
-    early: BTreeMap<u64, Done>,
-    spare_buffers: Vec<Vec<u8>>,
     fragment_fill: Vec<u8>,
     fragments_issued: u32,
     small_file: Vec<u8>,
+    /// A packed block's stored bytes on their way from the spool to the image.
+    copy_buffer: Vec<u8>,
     shared_sizes: HashSet<u64>,
-    /// First file with each (size, SHA-256) among files of shared sizes.
-    first_with_digest: HashMap<(u64, [u8; 32]), usize>,
+    /// First file with each (size, digest) among files of shared sizes.
+    first_with_digest: HashMap<(u64, DigestOf, [u8; 32]), usize>,
     layout: DataLayout,
 }
 
 impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
     fn new(
-        jobs: Sender<Job>,
-        done: Receiver<io::Result<Done>>,
+        pool: BlockPool,
+        spool: &'a Spool,
         out: &'a mut PositionedWriter<'w, W>,
-        threads: usize,
-        block_size: u32,
+        opts: &'a SquashfsOptions,
     ) -> Self {
-        let block_size = block_size as usize;
+        let block_size = opts.block_size as usize;
         Pipeline {
-            jobs,
-            done,
+            pool,
+            spool,
             out,
-            window: threads * BLOCKS_IN_FLIGHT_PER_THREAD,
+            opts,
             block_size,
             pending: VecDeque::new(),
-            next_seq: 0,
-            early: BTreeMap::new(),
-            spare_buffers: Vec::new(),
             fragment_fill: Vec::with_capacity(block_size),
             fragments_issued: 0,
             small_file: Vec::new(),
+            copy_buffer: Vec::new(),
             shared_sizes: HashSet::new(),
             first_with_digest: HashMap::new(),
             layout: DataLayout {
@@ -243,69 +166,98 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
         }
     }
 
-    fn add_file(
-        &mut self,
-        id: InodeId,
-        content: Content,
-        spool: &Spool,
-    ) -> Result<(), SquashfsError> {
+    fn add_file(&mut self, id: InodeId, content: Content) -> Result<(), SquashfsError> {
         let index = self.layout.files.len();
+        let len = content.len();
         self.layout.files.push(FileLayout {
             inode: id,
-            size: content.len,
+            size: len,
             blocks_start: 0,
             block_sizes: Vec::new(),
             fragment: None,
             sparse_bytes: 0,
             same_as: None,
         });
-        if content.len == 0 {
+        if len == 0 {
             return Ok(());
         }
-        let small = content.len < self.block_size as u64;
+        let small = len < self.block_size as u64;
         if small {
-            spool.read_into(content, &mut self.small_file)?;
+            self.spool.read_into(content, &mut self.small_file)?;
         }
-        if self.shared_sizes.contains(&content.len) {
-            let digest = if small {
-                Sha256::digest(&self.small_file).into()
-            } else {
-                self.digest(content, spool)?
+        // Borrowed from the spool, not from the pipeline that goes on writing.
+        let spool: &'a Spool = self.spool;
+        let packed = match small {
+            true => None,
+            false => spool.packed_blocks(content, self.opts.compression, self.opts.block_size),
+        };
+        if self.shared_sizes.contains(&len) {
+            let key = match (small, packed) {
+                (true, _) => (len, DigestOf::Raw, Sha256::digest(&self.small_file).into()),
+                (false, Some(blocks)) => (len, DigestOf::Packed, self.packed_digest(blocks)?),
+                (false, None) => (len, DigestOf::Raw, self.digest(content)?),
             };
-            if let Some(&original) = self.first_with_digest.get(&(content.len, digest)) {
+            if let Some(&original) = self.first_with_digest.get(&key) {
                 self.layout.files[index].same_as = Some(original);
                 return Ok(());
             }
-            self.first_with_digest.insert((content.len, digest), index);
+            self.first_with_digest.insert(key, index);
         }
-        if small {
-            self.add_to_fragment(index)
-        } else {
-            self.add_blocks(index, content, spool)
+        match (small, packed) {
+            (true, _) => self.add_to_fragment(index),
+            (false, Some(blocks)) => self.add_packed(index, blocks),
+            (false, None) => self.add_blocks(index, content),
         }
     }
 
-    fn digest(&mut self, content: Content, spool: &Spool) -> Result<[u8; 32], SquashfsError> {
+    fn digest(&mut self, content: Content) -> Result<[u8; 32], SquashfsError> {
         let mut hasher = Sha256::new();
-        let mut chunk = self.take_buffer();
-        for part in blocks_of(content, self.block_size as u64) {
-            spool.read_into(part, &mut chunk)?;
+        let mut chunk = self.pool.take_buffer();
+        let mut reader = self.spool.reader(content);
+        loop {
+            read_block(&mut reader, &mut chunk, self.block_size)?;
+            if chunk.is_empty() {
+                break;
+            }
             hasher.update(&chunk);
         }
-        self.spare_buffers.push(chunk);
+        self.pool.give_back(chunk);
         Ok(hasher.finalize().into())
     }
 
-    fn add_blocks(
-        &mut self,
-        file: usize,
-        content: Content,
-        spool: &Spool,
-    ) -> Result<(), SquashfsError> {
-        for part in blocks_of(content, self.block_size as u64) {
-            let mut block = self.take_buffer();
-            spool.read_into(part, &mut block)?;
+    /// The digest of a packed file: each block's size word, then its stored bytes.
+    fn packed_digest(&mut self, blocks: &[PackedBlock]) -> Result<[u8; 32], SquashfsError> {
+        let mut hasher = Sha256::new();
+        for &block in blocks {
+            self.spool.read_stored(block, &mut self.copy_buffer)?;
+            hasher.update(block.size_word.to_le_bytes());
+            hasher.update(&self.copy_buffer);
+        }
+        Ok(hasher.finalize().into())
+    }
+
+    fn add_blocks(&mut self, file: usize, content: Content) -> Result<(), SquashfsError> {
+        let spool = self.spool;
+        let mut reader = spool.reader(content);
+        loop {
+            let mut block = self.pool.take_buffer();
+            read_block(&mut reader, &mut block, self.block_size)?;
+            if block.is_empty() {
+                self.pool.give_back(block);
+                return Ok(());
+            }
             self.submit(Slot::Block { file }, block, true)?;
+        }
+    }
+
+    /// Queues the packed blocks of a file, to be copied in their turn.
+    fn add_packed(&mut self, file: usize, blocks: &[PackedBlock]) -> Result<(), SquashfsError> {
+        for &block in blocks {
+            if self.pending.is_empty() {
+                self.write_packed(file, block)?;
+            } else {
+                self.pending.push_back(Slot::Packed { file, block });
+            }
         }
         Ok(())
     }
@@ -324,7 +276,7 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
     }
 
     fn issue_fragment(&mut self) -> Result<(), SquashfsError> {
-        let fresh = self.take_buffer();
+        let fresh = self.pool.take_buffer();
         let full = std::mem::replace(&mut self.fragment_fill, fresh);
         self.fragments_issued = self
             .fragments_issued
@@ -339,71 +291,59 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
         input: Vec<u8>,
         may_be_sparse: bool,
     ) -> Result<(), SquashfsError> {
-        while self.pending.len() >= self.window {
+        while self.pool.is_full() {
             self.write_oldest()?;
         }
-        let job = Job {
-            seq: self.next_seq,
-            input,
-            output: self.take_buffer(),
-            may_be_sparse,
-        };
-        self.jobs.send(job).map_err(|_| SquashfsError::WorkerLost)?;
+        self.pool.submit(input, may_be_sparse)?;
         self.pending.push_back(slot);
-        self.next_seq += 1;
         Ok(())
     }
 
-    /// Waits for the oldest issued job and writes it.
+    /// Writes the oldest queued block, waiting for the pool if it is still compressing.
     fn write_oldest(&mut self) -> Result<(), SquashfsError> {
         let Some(slot) = self.pending.pop_front() else {
             return Ok(());
         };
-        let seq = self.next_seq - self.pending.len() as u64 - 1;
-        let done = loop {
-            if let Some(done) = self.early.remove(&seq) {
-                break done;
-            }
-            let done = self.done.recv().map_err(|_| SquashfsError::WorkerLost)??;
-            self.early.insert(done.seq, done);
+        let file = match slot {
+            Slot::Packed { file, block } => return self.write_packed(file, block),
+            Slot::Block { file } => Some(file),
+            Slot::Fragment => None,
         };
+        let done = self.pool.oldest()?;
         let start = self.out.position();
-        let (bytes, size_word) = match done.outcome {
-            Outcome::Sparse => (&[][..], 0),
-            Outcome::Compressed => (&done.output[..], done.output.len() as u32),
-            Outcome::Stored => (
-                &done.input[..],
-                done.input.len() as u32 | UNCOMPRESSED_BLOCK,
-            ),
-        };
-        self.out.write_all(bytes)?;
-        match slot {
-            Slot::Block { file } => {
-                let file = &mut self.layout.files[file];
-                if file.block_sizes.is_empty() {
-                    file.blocks_start = start;
-                }
-                if let Outcome::Sparse = done.outcome {
-                    file.sparse_bytes += done.input.len() as u64;
-                }
-                file.block_sizes.push(size_word);
-            }
-            Slot::Fragment => self
-                .layout
-                .fragments
-                .push(FragmentBlock { start, size_word }),
+        self.out.write_all(done.stored())?;
+        match file {
+            Some(file) => self.record_block(file, start, done.size_word(), done.raw_len()),
+            None => self.layout.fragments.push(FragmentBlock {
+                start,
+                size_word: done.size_word(),
+            }),
         }
-        self.spare_buffers.extend([done.input, done.output]);
+        self.pool.recycle(done);
         Ok(())
     }
 
-    fn take_buffer(&mut self) -> Vec<u8> {
-        let mut buffer = self
-            .spare_buffers
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.block_size));
-        buffer.clear();
-        buffer
+    /// Copies one packed block from the spool into the image.
+    fn write_packed(&mut self, file: usize, block: PackedBlock) -> Result<(), SquashfsError> {
+        let start = self.out.position();
+        self.spool.read_stored(block, &mut self.copy_buffer)?;
+        self.out.write_all(&self.copy_buffer)?;
+        let block_index = self.layout.files[file].block_sizes.len() as u64;
+        let block_size = self.block_size as u64;
+        let raw_len = (self.layout.files[file].size - block_index * block_size).min(block_size);
+        self.record_block(file, start, block.size_word, raw_len as usize);
+        Ok(())
+    }
+
+    fn record_block(&mut self, file: usize, start: u64, size_word: u32, raw_len: usize) {
+        let file = &mut self.layout.files[file];
+        if file.block_sizes.is_empty() {
+            file.blocks_start = start;
+        }
+        if size_word == 0 {
+            file.sparse_bytes += raw_len as u64;
+        }
+        file.block_sizes.push(size_word);
     }
 
     fn finish(mut self) -> Result<DataLayout, SquashfsError> {
@@ -416,17 +356,6 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
         resolve_duplicates(&mut self.layout.files);
         Ok(self.layout)
     }
-}
-
-/// A file's bytes cut into consecutive pieces of at most `block_size`.
-fn blocks_of(content: Content, block_size: u64) -> impl Iterator<Item = Content> {
-    (0..content.len.div_ceil(block_size)).map(move |i| {
-        let offset = i * block_size;
-        Content {
-            offset: content.offset + offset,
-            len: (content.len - offset).min(block_size),
-        }
-    })
 }
 
 /// Points every duplicate at its original's data, now that all of it has been written.

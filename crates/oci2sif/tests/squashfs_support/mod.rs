@@ -131,7 +131,7 @@ pub fn manifest_of_tree(tree: &Tree, spool: &Spool) -> Manifest {
             Kind::Dir(_) => ("dir", 0, None, None, None),
             Kind::File(c) => (
                 "file",
-                c.len,
+                c.len(),
                 Some(sha256_hex(spool.reader(*c))),
                 None,
                 None,
@@ -354,6 +354,11 @@ pub fn scratch_dir() -> tempfile::TempDir {
 
 /// A file in the spool holding `len` bytes of a repeatable, partly compressible pattern.
 pub fn pattern_content(spool: &mut Spool, len: usize, seed: u64) -> Content {
+    spool.append_bytes(&pattern_bytes(len, seed)).unwrap()
+}
+
+/// `len` bytes of a repeatable pattern that compresses, but not to nothing.
+pub fn pattern_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -371,7 +376,21 @@ pub fn pattern_content(spool: &mut Spool, len: usize, seed: u64) -> Content {
         }
     }
     bytes.truncate(len);
-    spool.append_bytes(&bytes).unwrap()
+    bytes
+}
+
+/// `len` bytes that do not compress (xorshift).
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len + 8);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
 }
 
 /// Compares two directories' contents, owners, permissions and times through squashfs-tools-ng
