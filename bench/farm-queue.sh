@@ -18,13 +18,16 @@
 #
 # Figures per measurement (raw lines in bench/results/farm-queue.raw, the table from
 # bench/summarize_farm_queue.py in bench/results/farm-queue.md):
-#   total_s     first push started → the last of the N statuses said ready (polled on one
-#               keep-alive connection every POLL_MS, default 100 ms: the resolution)
+#   total_s     first push started → the last of the N statuses said ready (one status request
+#               every POLL_MS, default 50 ms, round-robin over the images not yet ready, on one
+#               keep-alive connection: the last ready is seen within POLL_MS; a fixed 20
+#               requests/s, so that polling adds little to the server's CPU, bench/wait_all_ready.py)
 #   images/min  N / total_s
 #   CPU-s/image (utime+stime+cutime+cstime of the server and of each builder process, from
 #               /proc/PID/stat, at the first push and when the last SIF was ready) / N; the
 #               build child processes are reaped before their SIF is recorded, so their CPU is
 #               in their parent's cutime/cstime: the server's (local) or the builder's (remote)
+#   first/median ready  when the first and the median image was ready (seen within pending × POLL_MS)
 #   push_s      first push started → last push returned
 #   split       how many images each builder/worker built (from the status's `builder`)
 #   load        `uptime`'s 1/5/15-minute load average before and after
@@ -58,7 +61,7 @@
 #
 # Environment: HPC_REGISTRY_BIN (default target/release/hpc-registry), BENCH_CACHE (default
 # /var/tmp/hpc-registry-bench), BENCH_OUT (default bench/results), QUEUE_IMAGES (20),
-# QUEUE_IMAGE_MIB (16), PUSH_JOBS (4), POLL_MS (100), CONFIGS ("remote1 remote2 local1 local2"),
+# QUEUE_IMAGE_MIB (16), PUSH_JOBS (4), POLL_MS (50), CONFIGS ("remote1 remote2 local1 local2"),
 # FARM_COMPRESSION (gzip), FARM_THREADS (0), READY_TIMEOUT_S (900 per measurement).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,7 +73,7 @@ OUT=${BENCH_OUT:-$REPO/bench/results}
 N=${QUEUE_IMAGES:-20}
 MIB=${QUEUE_IMAGE_MIB:-16}
 PUSH_JOBS=${PUSH_JOBS:-4}
-POLL_MS=${POLL_MS:-100}
+POLL_MS=${POLL_MS:-50}
 CONFIGS=${CONFIGS:-remote1 remote2 local1 local2}
 COMPRESSION=${FARM_COMPRESSION:-gzip}
 THREADS=${FARM_THREADS:-0}
