@@ -13,7 +13,7 @@
 # create NAME --server URL --output FILE` as the first-start `admin` (its password from
 # DATA/initial-admin-password). The server runs with `--dev`, so skopeo pushes anonymously.
 #
-#   sudo bash bench/farm-queue.sh [REPS]          # default 2 repetitions; ~1-2 min per repetition
+#   sudo bash bench/farm-queue.sh [REPS]          # default 2 repetitions; ~2.5 min each on 2 busy cores
 #   CONFIGS="remote1 remote2" bash bench/farm-queue.sh 3
 #
 # Figures per measurement (raw lines in bench/results/farm-queue.raw, the table from
@@ -23,6 +23,7 @@
 #               keep-alive connection: the last ready is seen within POLL_MS; a fixed 20
 #               requests/s, so that polling adds little to the server's CPU, bench/wait_all_ready.py)
 #   images/min  N / total_s
+#   cores busy  (server + builders CPU-s) / total_s: how much of the machine the farm kept busy
 #   CPU-s/image (utime+stime+cutime+cstime of the server and of each builder process, from
 #               /proc/PID/stat, at the first push and when the last SIF was ready) / N; the
 #               build child processes are reaped before their SIF is recorded, so their CPU is

@@ -44,9 +44,9 @@ for h in header:
     print(f"<!-- {h} -->")
 print()
 print("| configuration | images | total s, first push → all ready (median; each rep) | images/min | "
-      "CPU-s per image: server + builders = total | first / median image ready, s | push s | "
+      "CPU-s per image: server + builders = total | cores busy | first / median image ready, s | push s | "
       "built by (split) | SIF MB | 1-min load |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 order = [c for c in WHAT if c in runs] + [c for c in runs if c not in WHAT]
 for config in order:
     rs = runs[config]
@@ -56,11 +56,14 @@ for config in order:
     server = statistics.median(values(rs, lambda r: float(r["server_cpu_s"]) / n))
     builders = statistics.median(values(rs, lambda r: float(r["builders_cpu_s"]) / n))
     both = statistics.median(values(rs, lambda r: (float(r["server_cpu_s"]) + float(r["builders_cpu_s"])) / n))
+    # CPU-seconds per wall second over the window: how much of the machine the farm kept busy.
+    busy = statistics.median(values(rs, lambda r: (float(r["server_cpu_s"]) + float(r["builders_cpu_s"]))
+                                    / float(r["total_s"])))
     first = statistics.median(values(rs, lambda r: float(r["first_ready_s"])))
     mid = statistics.median(values(rs, lambda r: float(r["median_ready_s"])))
     push = statistics.median(values(rs, lambda r: float(r["push_s"])))
     split = ", ".join(r["split"] for r in rs)
     sif = rs[0]["sif_MB"]
     print(f"| {config}: {WHAT.get(config, config)} | {n} | {cell(total)} | {statistics.median(rate):.1f} | "
-          f"{server:.3f} + {builders:.3f} = {both:.3f} | {first:.2f} / {mid:.2f} | {push:.2f} | {split} | "
+          f"{server:.3f} + {builders:.3f} = {both:.3f} | {busy:.2f} | {first:.2f} / {mid:.2f} | {push:.2f} | {split} | "
           f"{sif} | {loads(rs)} |")
