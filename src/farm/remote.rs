@@ -419,32 +419,13 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (job, owner) = held(farm, who, id, instance).await?;
-    let claimed = Digest::parse(claimed).map_err(|e| {
-        RemoteError::Invalid(format!(
-            "the enroot image's digest {claimed:?} is not a digest: {e}"
-        ))
-    })?;
-    let workspace = Workspace::create(&farm.store).map_err(|f| RemoteError::Internal(f.reason))?;
+    const WHAT: &str = "enroot image";
+    let (job, owner, claimed, workspace) =
+        upload_start(farm, who, id, instance, claimed, WHAT).await?;
     let path = workspace.enroot_path();
-    let max = farm.config.max_sif_bytes;
-    let checked = match receive(&path, body, max).await {
-        Ok((digest, size)) if digest != claimed => Err(format!(
-            "the uploaded enroot image hashes to {digest}, not the {claimed} it claimed ({size} bytes received)"
-        )),
-        Ok((_, size)) => match std::fs::File::open(&path).and_then(|mut f| {
-            let mut magic = [0u8; 4];
-            std::io::Read::read_exact(&mut f, &mut magic).map(|()| magic)
-        }) {
-            Ok(magic) if &magic == b"hsqs" => Ok(size),
-            Ok(_) => Err("it is not a squashfs image (no hsqs magic)".into()),
-            Err(e) => Err(format!("cannot read it back: {e}")),
-        },
-        Err(Receive::TooLarge) => Err(format!(
-            "the uploaded enroot image is larger than the {max} bytes [farm] max_sif_bytes allows"
-        )),
-        Err(Receive::Failed(e)) => Err(format!("the upload failed: {e}")),
-    };
+    let checked = receive_claimed(farm, &path, body, &claimed, WHAT)
+        .await
+        .and_then(|size| squashfs_magic(&path).map(|()| size));
     match checked {
         Ok(size) => {
             audit(
@@ -459,13 +440,7 @@ where
             farm.enroot_uploads.put(job.id, &owner, workspace);
             Ok(size)
         }
-        Err(why) => {
-            let reason = format!("builder {} sent an unusable enroot image: {why}", who.name);
-            audit(farm, &owner, &job, "builder.upload", "refused", &reason).await;
-            let failure = Failure::transient(reason.clone(), "");
-            worker::settle(farm, &owner, &job, elapsed(&job), Err(failure)).await;
-            Err(RemoteError::Refused(reason))
-        }
+        Err(why) => Err(refuse(farm, who, &owner, &job, WHAT, why).await),
     }
 }
 
@@ -484,19 +459,12 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (job, owner) = held(farm, who, id, instance).await?;
-    let claimed = Digest::parse(claimed).map_err(|e| {
-        RemoteError::Invalid(format!("the SIF's digest {claimed:?} is not a digest: {e}"))
-    })?;
-    let workspace = Workspace::create(&farm.store).map_err(|f| RemoteError::Internal(f.reason))?;
+    const WHAT: &str = "SIF";
+    let (job, owner, claimed, workspace) =
+        upload_start(farm, who, id, instance, claimed, WHAT).await?;
     let path = workspace.sif_path();
-    let max = farm.config.max_sif_bytes;
-    let received = receive(&path, body, max).await;
-    let checked = match received {
-        Ok((digest, size)) if digest != claimed => Err(format!(
-            "the uploaded SIF hashes to {digest}, not the {claimed} it claimed ({size} bytes received)"
-        )),
-        Ok((_, size)) => {
+    let checked = match receive_claimed(farm, &path, body, &claimed, WHAT).await {
+        Ok(size) => {
             let (p, platform) = (path.clone(), job.platform.clone());
             tokio::task::spawn_blocking(move || intake::verify_remote(&p, &platform))
                 .await
@@ -504,20 +472,11 @@ where
                 .and_then(|r| r)
                 .map(|()| size)
         }
-        Err(Receive::TooLarge) => Err(format!(
-            "the uploaded SIF is larger than the {max} bytes [farm] max_sif_bytes allows"
-        )),
-        Err(Receive::Failed(e)) => Err(format!("the upload failed: {e}")),
+        Err(why) => Err(why),
     };
     let size = match checked {
         Ok(size) => size,
-        Err(why) => {
-            let reason = format!("builder {} sent an unusable SIF: {why}", who.name);
-            audit(farm, &owner, &job, "builder.upload", "refused", &reason).await;
-            let failure = Failure::transient(reason.clone(), "");
-            worker::settle(farm, &owner, &job, elapsed(&job), Err(failure)).await;
-            return Err(RemoteError::Refused(reason));
-        }
+        Err(why) => return Err(refuse(farm, who, &owner, &job, WHAT, why).await),
     };
     audit(farm, &owner, &job, "builder.upload", "ok", claimed.as_str()).await;
     // The enroot image this builder sent first goes beside the SIF (a rename: both are scratch
@@ -585,6 +544,81 @@ where
     }
     file.flush().await.map_err(|e| failed(&e))?;
     Ok((hasher.finish(), size))
+}
+
+/// The start of an upload from the builder holding job `id`: the job and its lease owner, the
+/// digest the upload (`what`: the SIF, the enroot image) claims, parsed, and a fresh scratch
+/// workspace of the blob store for it.
+async fn upload_start(
+    farm: &Farm,
+    who: &BuilderIdentity,
+    id: i64,
+    instance: &str,
+    claimed: &str,
+    what: &str,
+) -> Result<(Job, String, Digest, Workspace), RemoteError> {
+    let (job, owner) = held(farm, who, id, instance).await?;
+    let claimed = Digest::parse(claimed).map_err(|e| {
+        RemoteError::Invalid(format!(
+            "the {what}'s digest {claimed:?} is not a digest: {e}"
+        ))
+    })?;
+    let workspace = Workspace::create(&farm.store).map_err(|f| RemoteError::Internal(f.reason))?;
+    Ok((job, owner, claimed, workspace))
+}
+
+/// [`receive`]s an upload of `what` into `path`, under `[farm] max_sif_bytes`: its size if it
+/// hashes to `claimed`, else why it is refused.
+async fn receive_claimed<S, E>(
+    farm: &Farm,
+    path: &std::path::Path,
+    body: S,
+    claimed: &Digest,
+    what: &str,
+) -> Result<u64, String>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let max = farm.config.max_sif_bytes;
+    match receive(path, body, max).await {
+        Ok((digest, size)) if digest != *claimed => Err(format!(
+            "the uploaded {what} hashes to {digest}, not the {claimed} it claimed ({size} bytes received)"
+        )),
+        Ok((_, size)) => Ok(size),
+        Err(Receive::TooLarge) => Err(format!(
+            "the uploaded {what} is larger than the {max} bytes [farm] max_sif_bytes allows"
+        )),
+        Err(Receive::Failed(e)) => Err(format!("the upload failed: {e}")),
+    }
+}
+
+/// Whether the file at `path` starts with the squashfs magic (an enroot image is one).
+fn squashfs_magic(path: &std::path::Path) -> Result<(), String> {
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+    {
+        Ok(()) if &magic == b"hsqs" => Ok(()),
+        Ok(()) => Err("it is not a squashfs image (no hsqs magic)".into()),
+        Err(e) => Err(format!("cannot read it back: {e}")),
+    }
+}
+
+/// Fails the attempt of `job` because builder `who` sent an unusable `what` (audited, retried
+/// under the policy by any builder); the refusal to answer it with.
+async fn refuse(
+    farm: &Arc<Farm>,
+    who: &BuilderIdentity,
+    owner: &str,
+    job: &Job,
+    what: &str,
+    why: String,
+) -> RemoteError {
+    let reason = format!("builder {} sent an unusable {what}: {why}", who.name);
+    audit(farm, owner, job, "builder.upload", "refused", &reason).await;
+    let failure = Failure::transient(reason.clone(), "");
+    worker::settle(farm, owner, job, elapsed(job), Err(failure)).await;
+    RemoteError::Refused(reason)
 }
 
 /// One record of a builder action: the builder's name as the user, auth `builder`.

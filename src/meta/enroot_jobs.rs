@@ -4,7 +4,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
-use super::jobs::{hold_blob, EnrootImage, JobState};
+use super::jobs::{
+    extend_lease, failed_attempt_state, hold_blob, record_failed_attempt, requeue_expired_leases,
+    EnrootImage, JobState, Leased,
+};
 use super::{now, Result};
 
 /// A derivation someone is waiting for (a `/sif/<ref>/enroot` request): claimed before builds.
@@ -187,13 +190,7 @@ pub fn enroot_heartbeat(
     lease_secs: i64,
     progress: &str,
 ) -> Result<bool> {
-    let n = tx
-        .prepare_cached(
-            "UPDATE enroot_jobs SET lease_expires = ?3, progress = ?4
-             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
-        )?
-        .execute(params![id, owner, now() + lease_secs, progress])?;
-    Ok(n > 0)
+    extend_lease(tx, Leased::Enroot, id, owner, lease_secs, progress)
 }
 
 /// How a derivation's result was recorded.
@@ -266,43 +263,17 @@ pub fn fail_enroot_job(
     max_attempts: i64,
     retry_after: i64,
 ) -> Result<Option<JobState>> {
-    let attempts: Option<i64> = tx
-        .prepare_cached(
-            "SELECT attempts FROM enroot_jobs
-             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
-        )?
-        .query_row(params![id, owner], |r| r.get(0))
-        .optional()?;
-    let Some(attempts) = attempts else {
+    let Some(state) = failed_attempt_state(tx, Leased::Enroot, id, owner, max_attempts)? else {
         return Ok(None);
     };
-    let state = if attempts >= max_attempts {
-        JobState::Failed
-    } else {
-        JobState::Queued
-    };
-    let t = now();
-    tx.prepare_cached(
-        "UPDATE enroot_jobs SET state = ?2, failure = ?3, log = ?4, finished_at = ?5,
-             not_before = ?6, lease_owner = NULL, lease_expires = NULL, progress = NULL
-         WHERE id = ?1",
-    )?
-    .execute(params![id, state.as_str(), reason, log, t, t + retry_after])?;
+    record_failed_attempt(tx, Leased::Enroot, id, state, reason, log, retry_after)?;
     Ok(Some(state))
 }
 
 /// Re-queues derivations whose worker stopped heart-beating (or, with `owner_prefix`, every one
 /// held by a previous run of this process). Returns how many.
 pub fn requeue_expired_enroot(tx: &Transaction, owner_prefix: Option<&str>) -> Result<usize> {
-    // `lease_owner LIKE NULL` is never true: without a prefix only expired leases count.
-    let n = tx
-        .prepare_cached(
-            "UPDATE enroot_jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
-                 progress = NULL
-             WHERE state = 'building' AND (lease_expires < ?1 OR lease_owner LIKE ?2)",
-        )?
-        .execute(params![now(), owner_prefix.map(|p| format!("{p}%"))])?;
-    Ok(n)
+    requeue_expired_leases(tx, Leased::Enroot, owner_prefix)
 }
 
 /// How many queued derivations are claimed before `job`.

@@ -191,13 +191,7 @@ pub fn heartbeat(
     lease_secs: i64,
     progress: &str,
 ) -> Result<bool> {
-    let n = tx
-        .prepare_cached(
-            "UPDATE build_jobs SET lease_expires = ?3, progress = ?4
-             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
-        )?
-        .execute(params![id, owner, now() + lease_secs, progress])?;
-    Ok(n > 0)
+    extend_lease(tx, Leased::Builds, id, owner, lease_secs, progress)
 }
 
 /// Records a finished build and its SIF; false if the lease was lost meanwhile.
@@ -262,24 +256,10 @@ pub fn fail_job(
     max_attempts: i64,
     retry_after: i64,
 ) -> Result<Option<JobState>> {
-    let attempts: Option<i64> = tx
-        .prepare_cached("SELECT attempts FROM build_jobs WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'")?
-        .query_row(params![id, owner], |r| r.get(0))
-        .optional()?;
-    let Some(attempts) = attempts else {
+    let Some(state) = failed_attempt_state(tx, Leased::Builds, id, owner, max_attempts)? else {
         return Ok(None);
     };
-    let state = if attempts >= max_attempts {
-        JobState::Failed
-    } else {
-        JobState::Queued
-    };
-    tx.prepare_cached(
-        "UPDATE build_jobs SET state = ?2, failure = ?3, log = ?4, finished_at = ?5, not_before = ?6,
-             lease_owner = NULL, lease_expires = NULL, progress = NULL
-         WHERE id = ?1",
-    )?
-    .execute(params![id, state.as_str(), reason, log, now(), now() + retry_after])?;
+    record_failed_attempt(tx, Leased::Builds, id, state, reason, log, retry_after)?;
     if state == JobState::Failed {
         super::enqueue_build_outcome(tx, id, super::BuildOutcome::Failed)?;
     }
@@ -289,20 +269,110 @@ pub fn fail_job(
 /// Re-queues jobs whose worker stopped heart-beating (or, with `owner_prefix`, every job held
 /// by workers of a previous run of this process). Returns how many.
 pub fn requeue_expired(tx: &Transaction, owner_prefix: Option<&str>) -> Result<usize> {
-    let n = match owner_prefix {
-        Some(prefix) => tx
-            .prepare_cached(
-                "UPDATE build_jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, progress = NULL
-                 WHERE state = 'building' AND (lease_expires < ?1 OR lease_owner LIKE ?2)",
-            )?
-            .execute(params![now(), format!("{prefix}%")])?,
-        None => tx
-            .prepare_cached(
-                "UPDATE build_jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL, progress = NULL
-                 WHERE state = 'building' AND lease_expires < ?1",
-            )?
-            .execute([now()])?,
-    };
+    requeue_expired_leases(tx, Leased::Builds, owner_prefix)
+}
+
+/// The two queues whose rows are held under leases: builds and enroot-image derivations. Their
+/// tables share the lease columns (`state`, `attempts`, `lease_owner`, `lease_expires`,
+/// `progress`, `failure`, `log`, `not_before`, `finished_at`), so one SQL serves both.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Leased {
+    Builds,
+    Enroot,
+}
+
+impl Leased {
+    fn table(self) -> &'static str {
+        match self {
+            Leased::Builds => "build_jobs",
+            Leased::Enroot => "enroot_jobs",
+        }
+    }
+}
+
+/// Extends `owner`'s lease on row `id` of `queue` with its `progress`; false once the row is no
+/// longer `owner`'s (it was re-queued).
+pub(super) fn extend_lease(
+    tx: &Transaction,
+    queue: Leased,
+    id: i64,
+    owner: &str,
+    lease_secs: i64,
+    progress: &str,
+) -> Result<bool> {
+    let n = tx
+        .prepare_cached(&format!(
+            "UPDATE {} SET lease_expires = ?3, progress = ?4
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
+            queue.table()
+        ))?
+        .execute(params![id, owner, now() + lease_secs, progress])?;
+    Ok(n > 0)
+}
+
+/// What a failed attempt of `owner` on row `id` of `queue` leaves: queued again while
+/// attempts remain, else failed for good; `None` if the row is not `owner`'s.
+pub(super) fn failed_attempt_state(
+    tx: &Transaction,
+    queue: Leased,
+    id: i64,
+    owner: &str,
+    max_attempts: i64,
+) -> Result<Option<JobState>> {
+    let attempts: Option<i64> = tx
+        .prepare_cached(&format!(
+            "SELECT attempts FROM {} WHERE id = ?1 AND lease_owner = ?2 AND state = 'building'",
+            queue.table()
+        ))?
+        .query_row(params![id, owner], |r| r.get(0))
+        .optional()?;
+    Ok(attempts.map(|a| {
+        if a >= max_attempts {
+            JobState::Failed
+        } else {
+            JobState::Queued
+        }
+    }))
+}
+
+/// Records the end of a failed attempt on row `id` of `queue`: `state` (from
+/// [`failed_attempt_state`]), its reason and log, not to be claimed for `retry_after` seconds.
+pub(super) fn record_failed_attempt(
+    tx: &Transaction,
+    queue: Leased,
+    id: i64,
+    state: JobState,
+    reason: &str,
+    log: &str,
+    retry_after: i64,
+) -> Result<()> {
+    let t = now();
+    tx.prepare_cached(&format!(
+        "UPDATE {} SET state = ?2, failure = ?3, log = ?4, finished_at = ?5, not_before = ?6,
+             lease_owner = NULL, lease_expires = NULL, progress = NULL
+         WHERE id = ?1",
+        queue.table()
+    ))?
+    .execute(params![id, state.as_str(), reason, log, t, t + retry_after])?;
+    Ok(())
+}
+
+/// Re-queues the rows of `queue` whose holder stopped heart-beating (or, with `owner_prefix`,
+/// every one held by a previous run of this process). Returns how many.
+pub(super) fn requeue_expired_leases(
+    tx: &Transaction,
+    queue: Leased,
+    owner_prefix: Option<&str>,
+) -> Result<usize> {
+    // `lease_owner LIKE NULL` is never true: without a prefix only expired leases count.
+    let n = tx
+        .prepare_cached(&format!(
+            "UPDATE {} SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
+                 progress = NULL
+             WHERE state = 'building' AND (lease_expires < ?1 OR lease_owner LIKE ?2)",
+            queue.table()
+        ))?
+        .execute(params![now(), owner_prefix.map(|p| format!("{p}%"))])?;
     Ok(n)
 }
 

@@ -2,8 +2,8 @@
 //! the server) and the real `hpc-registry builder` as separate processes: a pushed busybox image
 //! becomes a SIF that a loop mount and a chroot run; a builder killed with -9 mid-build loses
 //! its lease and a second builder completes the job; a builder that uploads wrong bytes, a file
-//! that is no SIF or a SIF of the wrong architecture is refused and named (played by a raw
-//! client of the protocol); an arm64 builder takes arm64 jobs only; a builder credential
+//! that is no SIF or a SIF of the wrong architecture, or an enroot image of wrong bytes or no
+//! squashfs, is refused and named (played by a raw client of the protocol); an arm64 builder takes arm64 jobs only; a builder credential
 //! cannot pull, push, list or administer anything, and a user's credential is not a builder's.
 //!
 //! No timing is asserted: every wait polls with a generous deadline.
@@ -211,6 +211,16 @@ fn job(server: &Server, id: i64) -> Value {
         .unwrap_or_else(|| panic!("no job {id}"))
 }
 
+/// A dishonest upload: what it is, the part uploaded (`sif`, `enroot`), its bytes, the digest
+/// claimed for them (`None`: their own), and what the refusal must say.
+type Dishonest = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    Option<String>,
+    &'static str,
+);
+
 #[test]
 fn uploads_are_verified_and_builders_are_confined() {
     let tmp = tempfile::tempdir().unwrap();
@@ -256,28 +266,46 @@ fn uploads_are_verified_and_builders_are_confined() {
     let r = liar.claim(&["linux/arm64"]);
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.describe());
 
-    // Three dishonest uploads, each refused with the builder named; the job is re-queued.
-    let cases: [(&str, Vec<u8>, Option<String>, &str); 3] = [
+    // Five dishonest uploads (three SIFs, two enroot images), each refused with the builder
+    // named; the job is re-queued.
+    let cases: [Dishonest; 5] = [
         (
             "wrong bytes",
+            "sif",
             b"these are not the bytes".to_vec(),
             Some(sha256_digest(b"other")),
             "hashes to",
         ),
         (
             "not a SIF",
+            "sif",
             b"plain text, correctly hashed".to_vec(),
             None,
             "not a SIF",
         ),
         (
             "wrong architecture",
+            "sif",
             arm_sif.clone(),
             None,
             "built for arm64",
         ),
+        (
+            "enroot image of wrong bytes",
+            "enroot",
+            b"these are not the bytes".to_vec(),
+            Some(sha256_digest(b"other")),
+            "sent an unusable enroot image: the uploaded enroot image hashes to",
+        ),
+        (
+            "enroot image that is no squashfs",
+            "enroot",
+            b"plain text, correctly hashed".to_vec(),
+            None,
+            "sent an unusable enroot image: it is not a squashfs image (no hsqs magic)",
+        ),
     ];
-    for (attempt, (what, bytes, claimed, why)) in cases.into_iter().enumerate() {
+    for (attempt, (what, part, bytes, claimed, why)) in cases.into_iter().enumerate() {
         let claimed = claimed.unwrap_or_else(|| sha256_digest(&bytes));
         let job_json = liar.claim_job(&["linux/amd64"], 20);
         assert_eq!(job_json["image"], amd.as_str(), "{job_json}");
@@ -306,7 +334,7 @@ fn uploads_are_verified_and_builders_are_confined() {
             assert_eq!(other.heartbeat(id).status, StatusCode::CONFLICT);
             assert_eq!(liar.heartbeat(id).status, StatusCode::NO_CONTENT);
         }
-        let r = liar.upload(id, &claimed, bytes);
+        let r = liar.upload_part(id, part, &claimed, bytes);
         assert_eq!(
             r.status,
             StatusCode::UNPROCESSABLE_ENTITY,

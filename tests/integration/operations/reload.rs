@@ -52,6 +52,35 @@ fn get_on(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>) -> String {
     status.trim().to_owned()
 }
 
+/// SIGHUP, then the log line saying the new configuration is in force.
+fn sighup_reloaded(server: &Server) {
+    sighup(server);
+    wait_log(server, &["configuration reloaded"], Duration::from_secs(20));
+}
+
+/// `admin reload` refused: its standard error.
+fn reload_refused(server: &Server) -> String {
+    let out = admin_output(server, &["admin", "reload"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    err
+}
+
+/// `admin reload --json` accepted, `section` among what it applied: its answer.
+fn reload_applying(server: &Server, section: &str) -> serde_json::Value {
+    let out = admin_ok(server, &["admin", "reload", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == section),
+        "{v}"
+    );
+    v
+}
+
 #[test]
 fn sighup_applies_a_new_retention_policy_refuses_a_broken_config_and_keeps_connections() {
     let (server, _dir, config) = start_dev_with_admin(KEEP_5);
@@ -70,12 +99,7 @@ fn sighup_applies_a_new_retention_policy_refuses_a_broken_config_and_keeps_conne
     assert!(get_on(&mut stream, &mut reader).contains("200"));
 
     std::fs::write(&config, KEEP_1).unwrap();
-    sighup(&server);
-    wait_log(
-        &server,
-        &["configuration reloaded"],
-        Duration::from_secs(20),
-    );
+    sighup_reloaded(&server);
     admin_ok(&server, &["admin", "prune"]);
     assert_eq!(tags(&server), ["v2"], "keep_last = 1 after the reload");
     // The keep-alive connection opened before the reload still serves.
@@ -89,18 +113,14 @@ fn sighup_applies_a_new_retention_policy_refuses_a_broken_config_and_keeps_conne
         &["SIGHUP", "configuration refused"],
         Duration::from_secs(20),
     );
-    let out = admin_output(&server, &["admin", "reload"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = reload_refused(&server);
     assert!(
         err.contains("configuration refused") && err.contains("invalid"),
         "{err}"
     );
     // A file that parses but fails validation: refused too, naming the setting.
     std::fs::write(&config, "[gc]\ngrace = \"soon\"\n").unwrap();
-    let out = admin_output(&server, &["admin", "reload"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = reload_refused(&server);
     assert!(err.contains("soon"), "{err}");
     // Still serving, on the policy of the last good reload (keep_last = 1).
     push_random_image(&server, "rel/app", "v3", &[100]);
@@ -110,16 +130,7 @@ fn sighup_applies_a_new_retention_policy_refuses_a_broken_config_and_keeps_conne
 
     // A good file again, through the admin API: what was applied, and what needs a restart.
     std::fs::write(&config, format!("{KEEP_5}[farm]\nworkers = 2\n")).unwrap();
-    let out = admin_ok(&server, &["admin", "reload", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        v["applied"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s == "retention"),
-        "{v}"
-    );
+    let v = reload_applying(&server, "retention");
     assert_eq!(v["restart_needed"], serde_json::json!(["farm"]), "{v}");
     let _ = Instant::now();
 }
@@ -155,12 +166,7 @@ fn a_reload_replaces_the_ui_templates_and_refuses_a_bad_one() {
         "{TINY}[[ui.templates]]\nname = \"wide\"\ncpus = 2\nmemory = \"1G\"\ntime = \"01:00:00\"\ngres = \"gpu:1\"\n"
     );
     std::fs::write(&config, &two).unwrap();
-    sighup(&server);
-    wait_log(
-        &server,
-        &["configuration reloaded"],
-        Duration::from_secs(20),
-    );
+    sighup_reloaded(&server);
     assert_eq!(template_names(&server), ["tiny", "wide"]);
 
     // A template no #SBATCH line can carry: refused, naming it; the running ones stay.
@@ -169,9 +175,7 @@ fn a_reload_replaces_the_ui_templates_and_refuses_a_bad_one() {
         "[[ui.templates]]\nname = \"broken\"\ncpus = 1\nmemory = \"lots\"\ntime = \"00:05:00\"\n",
     )
     .unwrap();
-    let out = admin_output(&server, &["admin", "reload"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = reload_refused(&server);
     assert!(
         err.contains("configuration refused") && err.contains("broken"),
         "{err}"
@@ -180,15 +184,6 @@ fn a_reload_replaces_the_ui_templates_and_refuses_a_bad_one() {
 
     // No templates at all: back to the built-in shapes.
     std::fs::write(&config, "").unwrap();
-    let out = admin_ok(&server, &["admin", "reload", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(
-        v["applied"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s == "ui.templates"),
-        "{v}"
-    );
+    reload_applying(&server, "ui.templates");
     assert_eq!(template_names(&server), ["small", "medium", "large", "gpu"]);
 }

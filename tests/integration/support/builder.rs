@@ -153,9 +153,14 @@ impl RawBuilder {
     }
 
     pub fn upload(&self, job: i64, claimed_digest: &str, bytes: Vec<u8>) -> Reply {
+        self.upload_part(job, "sif", claimed_digest, bytes)
+    }
+
+    /// `PUT /builder/v1/jobs/JOB/PART?digest=…`: `sif` or `enroot`.
+    pub fn upload_part(&self, job: i64, part: &str, claimed_digest: &str, bytes: Vec<u8>) -> Reply {
         send(
             "PUT",
-            &self.job_url(job, &format!("sif?digest={claimed_digest}")),
+            &self.job_url(job, &format!("{part}?digest={claimed_digest}")),
             &Auth::Bearer(&self.token),
             Some(("application/octet-stream", bytes)),
         )
