@@ -102,6 +102,11 @@ fn describe() {
         "hpc_registry_build_workers_alive",
         "In-process build workers running now."
     );
+    describe_gauge!(
+        "hpc_registry_sqlite_memory_bytes",
+        Unit::Bytes,
+        "Heap memory SQLite holds now: every connection's page cache, schema and prepared statements."
+    );
     describe_counter!(
         "hpc_registry_sif_bytes_served_total",
         Unit::Bytes,
@@ -223,6 +228,8 @@ async fn sample(db: &Arc<Db>, g: Gauges) {
         metrics::gauge!("hpc_registry_storage_filesystem_free_bytes").set(free as f64);
     }
     metrics::gauge!("hpc_registry_audit_queue_records").set(g.audit_queued as f64);
+    metrics::gauge!("hpc_registry_sqlite_memory_bytes")
+        .set(crate::meta::sqlite_memory_used() as f64);
 }
 
 /// Counts a finished HTTP request by method and status class. Both labels come from fixed

@@ -210,6 +210,12 @@ fn connect(path: &Path, writer: bool) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Bytes of heap SQLite holds, over every connection of the process.
+pub fn sqlite_memory_used() -> i64 {
+    // SAFETY: a read of SQLite's global memory statistics; no connection is involved.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}
+
 /// Current time in Unix seconds, the unit of every timestamp column.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

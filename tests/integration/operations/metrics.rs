@@ -183,6 +183,11 @@ fn a_build_and_a_fetch_move_the_counters_and_histograms_and_promtool_accepts_the
         after.contains_key("hpc_registry_audit_queue_records"),
         "{text}"
     );
+    // SQLite's heap: at least the schema and the page cache of the connections just used.
+    assert!(
+        value(&after, "hpc_registry_sqlite_memory_bytes") > 64.0 * 1024.0,
+        "{text}"
+    );
     assert!(moved("hpc_registry_audit_records_total") > 0.0, "{text}");
     assert!(
         after.contains_key("hpc_registry_audit_writer_lag_seconds"),
