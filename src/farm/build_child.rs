@@ -5,7 +5,7 @@
 //! stdout.
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -68,8 +68,8 @@ pub struct ProgressLine {
 pub enum Outcome {
     Built {
         log: String,
-        /// SHA-256 of the SIF (lowercase hex), computed while it was written: whoever sends
-        /// the file on needs no second pass over it.
+        /// SHA-256 of the SIF (lowercase hex), taken by the build process as it finishes the
+        /// file (read back from the page cache): whoever sends the file on needs no pass of its own.
         sif_sha256: String,
     },
     Failed {
@@ -164,16 +164,23 @@ fn report(line: &impl Serialize) -> bool {
     writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
 }
 
-/// The SIF file, telling the meter when the first byte is written (after compression).
+/// The SIF file, telling the meter when the writing phase begins. oci2sif writes the squashfs
+/// in place while it compresses, and the header (at offset 0) last, once the squashfs is
+/// complete: that write starts the phase. Reads are the SIF being hashed when it is done.
 struct SifOut<'a> {
     file: File,
     meter: &'a Meter,
+    position: u64,
 }
 
 impl Write for SifOut<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.meter.writing();
-        self.file.write(buf)
+        if self.position == 0 {
+            self.meter.writing();
+        }
+        let n = self.file.write(buf)?;
+        self.position += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -183,11 +190,21 @@ impl Write for SifOut<'_> {
 
 impl Seek for SifOut<'_> {
     fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.file.seek(pos)
+        self.position = self.file.seek(pos)?;
+        Ok(self.position)
+    }
+}
+
+impl Read for SifOut<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.position += n as u64;
+        Ok(n)
     }
 }
 
 /// A SIF nobody wants ([`BuildSpec::enroot_only`]): bytes counted and dropped, seeks tracked.
+/// It reads back as zeros (the digest of such a build describes nothing and is not used).
 #[derive(Default)]
 struct Discard {
     position: u64,
@@ -203,6 +220,16 @@ impl Write for Discard {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl Read for Discard {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.position);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.position += n as u64;
+        Ok(n)
     }
 }
 
@@ -268,11 +295,22 @@ fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
         layers,
         source_ref: spec.source_ref.clone(),
     };
-    let mut out: Box<dyn oci2sif::build::WriteSeek + '_> = if spec.enroot_only {
+    let mut out: Box<dyn oci2sif::build::ReadWriteSeek + '_> = if spec.enroot_only {
         Box::new(Discard::default())
     } else {
-        match File::create(&spec.out) {
-            Ok(file) => Box::new(SifOut { file, meter }),
+        // Read back to hash it, hence read and write.
+        match File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&spec.out)
+        {
+            Ok(file) => Box::new(SifOut {
+                file,
+                meter,
+                position: 0,
+            }),
             Err(e) => return failed(format!("cannot create the SIF file: {e}"), log, false),
         }
     };

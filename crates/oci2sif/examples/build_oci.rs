@@ -106,7 +106,14 @@ fn main() {
         source_ref: format!("bench/{}:1", args.tag),
     };
     let started = Instant::now();
-    let mut out = File::create(&args.out).expect("create the SIF");
+    // Read and write: the SIF is read back once written, to hash it.
+    let mut out = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&args.out)
+        .expect("create the SIF");
     let report = build_sif(input, &args.options, &mut out).expect("build");
     let t = report.timings;
     println!(

@@ -1,9 +1,11 @@
 //! The driver: image config + layer streams in, SIF out.
 //!
 //! Steps, as `apptainer build x.sif docker://…` takes them: apply the layers into a tree,
-//! add the `/.singularity.d` files, write the tree as squashfs to a scratch file, then wrap the
-//! squashfs and the metadata objects in a SIF. Only the scratch spool and the scratch squashfs
-//! touch the disk, both as anonymous files inside `work_dir`.
+//! add the `/.singularity.d` files, write the tree as squashfs, wrapped in a SIF with the
+//! metadata objects. The squashfs is the SIF's last object and the others' sizes are known
+//! before it is written, so it goes straight to its offset in the SIF (no scratch copy); the
+//! header follows, and the file is read back once (from the page cache) to hash it. Only the
+//! scratch spool touches the disk besides the output, as an anonymous file inside `work_dir`.
 //!
 //! The squashfs compression does not wait for the last layer: the spool compresses every full
 //! data block of a large file as the file arrives, on the build's compression threads, with the
@@ -26,6 +28,9 @@ use crate::squashfs::{self, SquashfsError, SquashfsOptions};
 use crate::tree::{Packing, Spool, Tree};
 
 pub use crate::squashfs::Compression;
+
+/// Read size when the finished SIF is hashed (hundreds of megabytes, from the page cache).
+const HASH_BUFFER_LEN: usize = 1 << 20;
 
 /// One layer blob as stored in the registry: its media type and its (still compressed) bytes.
 pub struct LayerInput<'a> {
@@ -54,7 +59,7 @@ pub struct BuildOptions {
     /// Same input, same bytes out: nil UUID, Go zero time in the SIF, and every other clock
     /// (file times, build-date label, squashfs time) taken from the config's `created`.
     pub reproducible: bool,
-    /// Scratch space; the spool and the temporary squashfs live here.
+    /// Scratch space; the spool lives here (the squashfs is written inside the SIF).
     pub work_dir: PathBuf,
     /// Compress the full data blocks of large files while the layers are applied, instead of
     /// after (see `tree::Spool::packing_in`). The output is the same either way; off is for
@@ -87,7 +92,7 @@ pub struct BuildReport {
     pub files: u64,
     /// Layers applied (entries without a layer media type are skipped).
     pub layers: usize,
-    /// SHA-256 of the SIF file, lowercase hex, computed while it was written.
+    /// SHA-256 of the SIF file, lowercase hex, read back once it was written.
     pub sif_sha256: String,
     /// Where the build's time went.
     pub timings: BuildTimings,
@@ -100,10 +105,12 @@ pub struct BuildTimings {
     /// on its own thread), with the compression of every large file's full data blocks on
     /// `threads` threads alongside (unless `precompress` is off).
     pub unpack: Duration,
-    /// Adding `/.singularity.d`, then writing the squashfs: compressing the fragments (and
-    /// whatever was not compressed while unpacking) on `threads` threads, copying the rest.
+    /// Adding `/.singularity.d`, then writing the squashfs in place inside the SIF (after the
+    /// small metadata objects): compressing the fragments (and whatever was not compressed
+    /// while unpacking) on `threads` threads, copying the rest.
     pub squashfs: Duration,
-    /// Writing (and hashing) the SIF around the squashfs.
+    /// Finishing the SIF around the squashfs: the header, then reading the file back once to
+    /// hash it.
     pub sif: Duration,
 }
 
@@ -167,8 +174,9 @@ impl BuildError {
 }
 
 /// Converts one image into a SIF written to `out` from offset 0 (`out` is left positioned at
-/// the end of the SIF).
-pub fn build_sif<W: Write + Seek>(
+/// the end of the SIF). The SIF is written out of order (the squashfs in place, the header
+/// last) and then read back once to hash it, hence `Read`.
+pub fn build_sif<W: Read + Write + Seek>(
     input: BuildInput<'_>,
     opts: &BuildOptions,
     out: &mut W,
@@ -179,7 +187,7 @@ pub fn build_sif<W: Write + Seek>(
 /// Like [`build_sif`], and then writes the enroot image of the same tree (the SIF's root
 /// filesystem plus enroot's `/etc/rc`, `/etc/environment` and `/etc/fstab`, see [`crate::enroot`])
 /// as a squashfs to `enroot_out`; returns its size with the report.
-pub fn build_sif_and_enroot<W: Write + Seek>(
+pub fn build_sif_and_enroot<W: Read + Write + Seek>(
     input: BuildInput<'_>,
     opts: &BuildOptions,
     out: &mut W,
@@ -190,7 +198,7 @@ pub fn build_sif_and_enroot<W: Write + Seek>(
     Ok((report, enroot_size))
 }
 
-fn build_outputs<W: Write + Seek>(
+fn build_outputs<W: Read + Write + Seek>(
     input: BuildInput<'_>,
     opts: &BuildOptions,
     out: &mut W,
@@ -235,35 +243,23 @@ fn build_outputs<W: Write + Seek>(
         },
     )?;
 
-    let (mut squashfs_file, squashfs_size) =
-        write_squashfs_scratch(&tree, &spool, opts, &squashfs_opts)?;
-    let squashed = Instant::now();
-    // The spool is no longer needed (unless the enroot image follows): free its disk space
-    // before the SIF copy needs as much again.
-    let spool = match enroot {
-        Some(_) => Some(spool),
-        None => {
-            drop(spool);
-            None
-        }
-    };
-    let partition = Partition {
-        file: &mut squashfs_file,
-        size: squashfs_size,
-        arch: &arch,
-    };
-    // The scratch squashfs stays on disk while the SIF is written next to it.
-    out.seek(SeekFrom::Start(0))?;
-    let mut out = Sha256Writer {
-        inner: ScratchMeter::new(
-            out,
-            opts.limits.max_scratch_bytes.saturating_sub(squashfs_size),
-        ),
-        hasher: Sha256::new(),
-    };
-    let written = write_sif(&mut out, &metadata, partition, &clock);
-    let sif_size = written.map_err(|e| scratch_error(out.inner.exceeded, opts, e))?;
-    if let (Some((enroot_out, enroot_size)), Some(mut spool)) = (enroot, spool) {
+    // The SIF is written in place: the squashfs goes straight to its partition offset (the
+    // spool is still on disk meanwhile: both count against the scratch budget), then the
+    // header; then the finished file is read back once, from the page cache, to hash it.
+    let mut meter = ScratchMeter::new(
+        &mut *out,
+        opts.limits.max_scratch_bytes.saturating_sub(spool.len()),
+    );
+    let written = write_sif(&mut meter, &metadata, &arch, &clock, |out| {
+        let size = write_squashfs_into(&tree, &spool, &squashfs_opts, out)?;
+        Ok((size, Instant::now()))
+    });
+    let exceeded = meter.exceeded;
+    let (sif_size, squashfs_size, squashed) =
+        written.map_err(|e| scratch_error(exceeded, opts, e))?;
+    let sif_sha256 = sha256_of(out, sif_size)?;
+    let finished = Instant::now();
+    if let Some((enroot_out, enroot_size)) = enroot {
         crate::enroot::add(&mut tree, &mut spool, &config.config, clock.file_time)?;
         let (out, size) = write_squashfs_metered(&tree, &spool, opts, &squashfs_opts, enroot_out)?;
         out.flush()?;
@@ -276,11 +272,11 @@ fn build_outputs<W: Write + Seek>(
         unpacked_bytes: limits.unpacked_bytes,
         files: count_entries(&tree),
         layers: layer_count,
-        sif_sha256: hex::encode(out.hasher.finalize()),
+        sif_sha256,
         timings: BuildTimings {
             unpack: unpacked - started,
             squashfs: squashed - unpacked,
-            sif: squashed.elapsed(),
+            sif: finished - squashed,
         },
     })
 }
@@ -381,19 +377,6 @@ fn squashfs_options(opts: &BuildOptions, clock: &BuildClock) -> SquashfsOptions 
     }
 }
 
-fn write_squashfs_scratch(
-    tree: &Tree,
-    spool: &Spool,
-    opts: &BuildOptions,
-    squashfs_opts: &SquashfsOptions,
-) -> Result<(std::fs::File, u64), BuildError> {
-    let file =
-        tempfile::tempfile_in(&opts.work_dir).map_err(|source| work_dir_error(opts, source))?;
-    let (mut file, size) = write_squashfs_metered(tree, spool, opts, squashfs_opts, file)?;
-    file.seek(SeekFrom::Start(0))?;
-    Ok((file, size))
-}
-
 /// Writes `tree` as squashfs into `out` within the scratch budget (the spool, still on disk,
 /// counts too); returns `out` and the squashfs size.
 fn write_squashfs_metered<W: Write + Seek>(
@@ -406,15 +389,23 @@ fn write_squashfs_metered<W: Write + Seek>(
     // The spool is still on disk while the squashfs is written: both count (packed files with
     // their compressed size, which is what the spool file holds).
     let budget = opts.limits.max_scratch_bytes.saturating_sub(spool.len());
-    let mut writer = BufWriter::new(ScratchMeter::new(out, budget));
-    let result = squashfs::write_squashfs(tree, spool, &mut writer, squashfs_opts);
-    let exceeded = writer.get_ref().exceeded;
-    let size = result.map_err(|e| scratch_error(exceeded, opts, e.into()))?;
-    let out = writer
-        .into_inner()
-        .map_err(|e| scratch_error(exceeded, opts, e.into_error().into()))?
-        .inner;
-    Ok((out, size))
+    let mut meter = ScratchMeter::new(out, budget);
+    let written = write_squashfs_into(tree, spool, squashfs_opts, &mut meter);
+    let size = written.map_err(|e| scratch_error(meter.exceeded, opts, e))?;
+    Ok((meter.inner, size))
+}
+
+/// Writes `tree` as squashfs at `out`'s position, buffered; returns the image size.
+fn write_squashfs_into<W: Write + Seek>(
+    tree: &Tree,
+    spool: &Spool,
+    squashfs_opts: &SquashfsOptions,
+    out: &mut W,
+) -> Result<u64, BuildError> {
+    let mut writer = BufWriter::new(out);
+    let size = squashfs::write_squashfs(tree, spool, &mut writer, squashfs_opts)?;
+    writer.flush()?;
+    Ok(size)
 }
 
 fn scratch_error(exceeded: bool, opts: &BuildOptions, error: BuildError) -> BuildError {
@@ -430,6 +421,10 @@ fn scratch_error(exceeded: bool, opts: &BuildOptions, error: BuildError) -> Buil
 /// Where the enroot image goes: a file, or anything else that seeks.
 pub trait WriteSeek: Write + Seek {}
 impl<T: Write + Seek> WriteSeek for T {}
+
+/// Where the SIF goes: a file, or anything else that seeks and reads back what was written.
+pub trait ReadWriteSeek: Read + Write + Seek {}
+impl<T: Read + Write + Seek> ReadWriteSeek for T {}
 
 /// Refuses writes that would take a file past `budget` bytes, so one build cannot fill the
 /// disk its scratch directory is on; remembers that it refused, to name the limit.
@@ -474,22 +469,18 @@ impl<W: Seek> Seek for ScratchMeter<W> {
     }
 }
 
-/// The scratch squashfs image, positioned at its start.
-struct Partition<'a> {
-    file: &'a mut std::fs::File,
-    size: u64,
-    arch: &'a str,
-}
-
-/// Writes the four objects of an `apptainer build` SIF front to back, streaming the squashfs in.
-fn write_sif<W: Write>(
+/// Writes the four objects of an `apptainer build` SIF into `out` from offset 0, the squashfs
+/// in place by `write_squashfs` (given `out` at the partition offset; returns the image size
+/// and whatever else it measured); returns the SIF size, the squashfs size and that measure.
+fn write_sif<W: Write + Seek, T>(
     out: &mut W,
     metadata: &singularity::SifMetadata,
-    squashfs: Partition<'_>,
+    arch: &str,
     clock: &BuildClock,
-) -> Result<u64, BuildError> {
-    let arch_code = sif::arch_code(squashfs.arch)
-        .ok_or_else(|| SingularityError::UnknownArchitecture(Some(squashfs.arch.to_string())))?;
+    write_squashfs: impl FnOnce(&mut W) -> Result<(u64, T), BuildError>,
+) -> Result<(u64, u64, T), BuildError> {
+    let arch_code = sif::arch_code(arch)
+        .ok_or_else(|| SingularityError::UnknownArchitecture(Some(arch.to_string())))?;
     let mut deffile = &metadata.deffile[..];
     let mut inspect = &metadata.inspect_metadata_json[..];
     let mut oci_config = &metadata.oci_config_json[..];
@@ -497,37 +488,57 @@ fn write_sif<W: Write>(
         deffile.len() as u64,
         inspect.len() as u64,
         oci_config.len() as u64,
-        squashfs.size,
     ];
-    // Exactly the image the writer reported, whatever the scratch file holds beyond it.
-    let mut partition = squashfs.file.take(squashfs.size);
     let objects = sif::ApptainerObjects {
         deffile: &mut deffile,
         inspect_metadata: &mut inspect,
         oci_config: &mut oci_config,
-        squashfs: &mut partition,
+        // Not read: the squashfs is written in place.
+        squashfs: &mut io::empty(),
         arch: arch_code,
     };
-    let layout = sif::write_container_sized(out, &clock.sif, &mut objects.into_inputs(), &sizes)?;
-    Ok(layout.total_size)
+    let mut squashfs = None;
+    let layout = sif::write_container_last_in_place(
+        out,
+        &clock.sif,
+        &mut objects.into_inputs(),
+        &sizes,
+        |out| {
+            let (size, measured) = write_squashfs(out)?;
+            squashfs = Some(measured);
+            Ok::<_, BuildError>(size)
+        },
+    )?;
+    let squashfs_size = layout.objects.last().map_or(0, |o| o.size);
+    let measured = squashfs.expect("the squashfs was written when the SIF was");
+    Ok((layout.total_size, squashfs_size, measured))
 }
 
-/// Hashes what goes through it: the SIF's digest comes with the file, without reading it again.
-struct Sha256Writer<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> Write for Sha256Writer<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+/// SHA-256 of the first `len` bytes of `file` (lowercase hex), read once front to back: the
+/// SIF was written out of order, so its digest is taken when it is complete (from the page
+/// cache, just written).
+fn sha256_of<F: Read + Seek>(file: &mut F, len: u64) -> Result<String, BuildError> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_BUFFER_LEN];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(BuildError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the SIF file ends {left} bytes short of the {len} bytes written"),
+                )))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        hasher.update(&buf[..n]);
+        left -= n as u64;
     }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn count_entries(tree: &Tree) -> u64 {

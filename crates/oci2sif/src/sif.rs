@@ -560,19 +560,23 @@ pub fn write_container_sized<W: Write>(
     for (object, &size) in objects.iter().zip(sizes) {
         placer.place(object, size);
     }
-    let mut head = vec![0u8; DATA_OFFSET as usize];
-    let header = header_for(objects, opts, placer.end - DATA_OFFSET).to_bytes();
-    head[..header.len()].copy_from_slice(&header);
-    let mut at = DESCRIPTORS_OFFSET as usize;
-    for descriptor in &placer.descriptors {
-        let bytes = descriptor.to_bytes();
-        head[at..at + bytes.len()].copy_from_slice(&bytes);
-        at += bytes.len();
-    }
-    out.write_all(&head)?;
+    out.write_all(&head_bytes(objects, opts, &placer))?;
     let layout = placer.layout();
+    write_placed(out, objects, &layout.objects)?;
+    out.flush()?;
+    Ok(layout)
+}
+
+/// Writes each object at its placement, zeros in the gaps, from [`DATA_OFFSET`] (where `out`
+/// is); returns the end of the last one. An object whose reader gives other than its size is
+/// an error.
+fn write_placed(
+    out: &mut impl Write,
+    objects: &mut [ObjectInput<'_>],
+    placements: &[ObjectPlacement],
+) -> Result<u64, SifError> {
     let mut written = DATA_OFFSET;
-    for (index, (object, placement)) in objects.iter_mut().zip(&layout.objects).enumerate() {
+    for (index, (object, placement)) in objects.iter_mut().zip(placements).enumerate() {
         write_zeros(out, placement.offset - written)?;
         let got = copy_all(&mut (&mut *object.data).take(placement.size), out)?;
         if got != placement.size {
@@ -584,8 +588,73 @@ pub fn write_container_sized<W: Write>(
         }
         written = placement.offset + placement.size;
     }
-    out.flush()?;
-    Ok(layout)
+    Ok(written)
+}
+
+/// Writes a SIF whose last object is written in place by `write_last`, so that a large
+/// partition (the squashfs) goes straight to its offset instead of through a scratch copy.
+///
+/// `sizes` gives the sizes of every object but the last (whose `data` is not read): they fix
+/// where the last object starts before it is written. The objects before it go in first, then
+/// `write_last` is called with `out` positioned at the last object's offset and returns its
+/// size; the header and the descriptor table (which hold that size) go in last, at offset 0.
+/// The bytes are those [`write_container_sized`] writes; `out` is left at the end of the file.
+/// `objects` must not be empty.
+pub fn write_container_last_in_place<W, E>(
+    out: &mut W,
+    opts: &ContainerOptions,
+    objects: &mut [ObjectInput<'_>],
+    sizes: &[u64],
+    write_last: impl FnOnce(&mut W) -> Result<u64, E>,
+) -> Result<SifLayout, E>
+where
+    W: Write + Seek,
+    E: From<SifError>,
+{
+    check_objects(objects)?;
+    let (last, before) = objects
+        .split_last_mut()
+        .expect("a SIF written in place has a last object");
+    assert_eq!(
+        before.len(),
+        sizes.len(),
+        "one size per object but the last"
+    );
+    let mut placer = Placer::new(opts.time);
+    for (object, &size) in before.iter().zip(sizes) {
+        placer.place(object, size);
+    }
+    let last_start = placer.next_start(last);
+    (|| -> Result<(), SifError> {
+        out.seek(SeekFrom::Start(DATA_OFFSET))?;
+        let written = write_placed(out, before, &placer.placements)?;
+        write_zeros(out, last_start - written)?;
+        Ok(())
+    })()?;
+    let size = write_last(out)?;
+    placer.place(last, size);
+    (|| -> Result<(), SifError> {
+        out.seek(SeekFrom::Start(0))?;
+        out.write_all(&head_bytes(objects, opts, &placer))?;
+        out.seek(SeekFrom::Start(placer.end))?;
+        out.flush()?;
+        Ok(())
+    })()?;
+    Ok(placer.layout())
+}
+
+/// The first [`DATA_OFFSET`] bytes of a SIF: the header, the descriptor table, zeros.
+fn head_bytes(objects: &[ObjectInput<'_>], opts: &ContainerOptions, placer: &Placer) -> Vec<u8> {
+    let mut head = vec![0u8; DATA_OFFSET as usize];
+    let header = header_for(objects, opts, placer.end - DATA_OFFSET).to_bytes();
+    head[..header.len()].copy_from_slice(&header);
+    let mut at = DESCRIPTORS_OFFSET as usize;
+    for descriptor in &placer.descriptors {
+        let bytes = descriptor.to_bytes();
+        head[at..at + bytes.len()].copy_from_slice(&bytes);
+        at += bytes.len();
+    }
+    head
 }
 
 /// Lays objects out one after the other from [`DATA_OFFSET`], each at its alignment, as the Go
@@ -988,6 +1057,26 @@ mod tests {
                 got: 10
             }
         ));
+    }
+
+    #[test]
+    fn in_place_writer_writes_the_same_bytes() {
+        let opts = ContainerOptions::deterministic();
+        let (seeking, layout) = sample(&opts);
+        let mut out = Cursor::new(Vec::new());
+        let in_place = write_sample(|objects, sizes| {
+            let last = SAMPLE[3];
+            write_container_last_in_place(&mut out, &opts, objects, &sizes[..3], |out| {
+                // Where the layout says the partition goes.
+                assert_eq!(out.stream_position()?, layout.objects[3].offset);
+                out.write_all(last)?;
+                Ok::<_, SifError>(last.len() as u64)
+            })
+            .unwrap()
+        });
+        assert_eq!(in_place, layout);
+        assert_eq!(out.position(), layout.total_size);
+        assert_eq!(out.into_inner(), seeking);
     }
 
     #[test]

@@ -135,7 +135,14 @@ fn build_with(
         work_dir: work_dir.path().to_path_buf(),
         precompress: true,
     };
-    let mut out = fs::File::create(sif_path).unwrap();
+    // Read and write: the SIF is read back once written, to hash it.
+    let mut out = fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(sif_path)
+        .unwrap();
     match enroot {
         None => build_sif(input, &opts, &mut out).unwrap(),
         Some(path) => {

@@ -152,7 +152,8 @@ fn unpacking_past_the_scratch_limit_fails_naming_it() {
 
 #[test]
 fn squashfs_and_sif_count_against_the_scratch_limit() {
-    // The files fit (300 KiB spool of a 500 KiB budget), the squashfs next to them does not.
+    // The files fit (300 KiB spool of a 500 KiB budget), the SIF (its squashfs written in
+    // place) next to them does not.
     let dir = tempfile::tempdir().unwrap();
     let tar: &'static [u8] = Box::leak(incompressible_layer(300 << 10).into_boxed_slice());
     let (result, _) = try_build(
@@ -165,7 +166,7 @@ fn squashfs_and_sif_count_against_the_scratch_limit() {
         matches!(err, BuildError::ScratchFull { limit } if limit == 500 << 10),
         "{err}"
     );
-    // With room for spool, squashfs and SIF it builds.
+    // With room for the spool and the SIF it builds.
     let (result, out) = try_build(
         CONFIG,
         vec![layer("application/vnd.oci.image.layer.v1.tar", tar)],
