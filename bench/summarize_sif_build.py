@@ -75,7 +75,7 @@ for (img, comp) in dict.fromkeys((i, c) for (i, c, _) in runs):
     print(f"| {img} ({images.get(img, '')}) | {comp} | **{cell(b)}** | {cell(base)} | {cell(fl)} | {cell(p)} | {ratio} | {cpu} | {rss} | {goal(img, comp, bv, flv, med(b, 'rss_mib')[2])} |")
 
 print()
-print("Our build's phases (medians, s): unpack (decompress + apply the layers), squashfs (add /.singularity.d, compress, write the scratch image), SIF (write it around the squashfs, hashing as it goes):")
+print("Our build's phases (medians, s): unpack (decompress + apply the layers, compressing the full blocks of large files as they come), squashfs (add /.singularity.d, compress the fragments, write the squashfs in place inside the SIF), SIF (the header and descriptors, then the finished file read back once to hash it):")
 print()
 for (img, comp, tool), rs in runs.items():
     if tool == "build":
