@@ -23,7 +23,8 @@ What each figure is (MB = 10^6 bytes):
 - push, monolithic: POST /blobs/uploads/ then one PUT ?digest= with the whole 256 MiB body;
   timed from the POST to the PUT's 201 (the server has hashed, verified and stored it).
 - push, chunked: POST, 16 PATCHes of 16 MiB with Content-Range, then PUT ?digest=.
-- pull: GET of the blob just pushed (so from the page cache), read into memory.
+- pull: GET of the blob just pushed (so from the page cache), read into memory; then the same
+  GET again ("pull again").
 - manifest GET by tag: wrk, 64 connections, 1 thread, fixed duration.
 - small images: N images (random config + one ~1 KiB-file tar.gz layer + OCI manifest), each in
   its own repository, pushed by 16 threads over keep-alive connections like containers/image
@@ -72,7 +73,10 @@ ACCEPT = ("Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.o
           "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")
 USER, PASSWORD = "alice", "bench-password-alice"
 NS = f"{USER}/"
-STORM_USERS = [(f"storm{i:02d}", f"storm-password-{i:02d}") for i in range(64)]
+def storm_users(rep):
+    """The 64 users of one repetition's login storm: new ones each time, so that every login
+    pays argon2id (a repeated login would be answered from the verified-credential cache)."""
+    return [(f"storm{rep}u{i:02d}", f"storm-password-{rep}-{i:02d}") for i in range(64)]
 
 
 def sha256(b):
@@ -211,6 +215,18 @@ def bench_big_blob(server, buf, rep, mode, chunk_mib):
     cpu = cpu_seconds(server.pid) - cpu0
     conn.close()
     return {"mbps": len(buf) / secs / 1e6, "secs": secs, "cpu": cpu, "bytes": len(buf), "repo": repo, "digest": digest}
+
+
+def sqlite_heap_bytes(server):
+    """The server's `hpc_registry_sqlite_memory_bytes` gauge (heap over all its connections)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for line in text.splitlines():
+        if line.startswith("hpc_registry_sqlite_memory_bytes "):
+            return float(line.split()[1])
+    raise RuntimeError("no hpc_registry_sqlite_memory_bytes in /metrics")
 
 
 def bench_pull(server, repo, digest, size, into):
@@ -428,6 +444,8 @@ def main():
     ap.add_argument("--tags", type=int, default=1000)
     ap.add_argument("--only", default="", help="comma-separated server keys to run (dist,dist-auth,ours,ours-auth)")
     ap.add_argument("--phases", default="blobs,small,manifest,lists,storm", help="comma-separated phases to run")
+    ap.add_argument("--baseline-bin", help="also run this hpc-registry binary (a baseline build), auth on, "
+                    "as server key base-auth")
     ap.add_argument("--json", help="write all raw figures here")
     ap.add_argument("--workdir", help="keep data here (default: a temp dir, removed)")
     args = ap.parse_args()
@@ -440,10 +458,12 @@ def main():
     os.makedirs(work, exist_ok=True)
     servers, sampler = [], None
     keys = ["dist", "dist-auth", "ours", "ours-auth"]
+    if args.baseline_bin:
+        keys.append("base-auth")
     if args.only:
-        keys = [k for k in keys if k in args.only.split(",")]
+        keys = [k for k in keys if k in args.only.split(",") or k == "base-auth"]
     raw = {"machine": info, "loads": [], **{k: {} for k in keys}}
-    users = [(USER, PASSWORD)] + STORM_USERS
+    users = [(USER, PASSWORD)] + [u for rep in range(args.reps) for u in storm_users(rep)]
     try:
         for k in keys:
             if k == "dist":
@@ -452,11 +472,14 @@ def main():
                 s = start_distribution(work, users=users, name="distribution-htpasswd")
             elif k == "ours":
                 s = start_ours(work, farm={"workers": 0})
+            elif k == "base-auth":
+                s = start_ours(work, farm={"workers": 0}, users=users, name="hpc-registry-baseline-auth",
+                               auth={"token_ttl_secs": 3600}, binary=args.baseline_bin)
             else:
                 s = start_ours(work, farm={"workers": 0}, users=users, name="hpc-registry-auth",
                                auth={"token_ttl_secs": 3600})
-            s.key, s.kind = k, k.split("-")[0]
-            s.auth = (TokenAuth(USER, PASSWORD) if k == "ours-auth" else
+            s.key, s.kind = k, "ours" if k == "base-auth" else k.split("-")[0]
+            s.auth = (TokenAuth(USER, PASSWORD) if k in ("ours-auth", "base-auth") else
                       BasicAuth(USER, PASSWORD) if k == "dist-auth" else NoAuth())
             servers.append(s)
         by_key = {s.key: s for s in servers}
@@ -502,7 +525,9 @@ def main():
                             p = bench_pull(s, r["repo"], r["digest"], len(buf), pullbuf)
                             add(s, "pull", p["mbps"])
                             add(s, "pull_cpu_per_gb", (cpu_seconds(s.pid) - c0) / (len(buf) / 1e9))
-                            log(f"  rep {rep} {s.name:22} pull         {p['mbps']:8.0f} MB/s")
+                            w = bench_pull(s, r["repo"], r["digest"], len(buf), pullbuf)
+                            add(s, "pull_warm", w["mbps"])
+                            log(f"  rep {rep} {s.name:22} pull         {p['mbps']:8.0f} MB/s, again {w['mbps']:8.0f} MB/s")
             del buf, pullbuf
             phase("big_blobs")
             for k, (cpu, b) in cpu_push.items():
@@ -591,7 +616,7 @@ def main():
                         wrk(url, 16, args.duration, headers=hdrs, workdir=work)))
                     t.start()
                     time.sleep(1)
-                    slowest = login_storm(s, STORM_USERS)
+                    slowest = login_storm(s, storm_users(rep))
                     t.join()
                     anon, file = sampler.take(s)
                     add(s, "storm_calm_p99", calm["p99_ms"])
@@ -610,6 +635,11 @@ def main():
             r["peak_anon_mib"] = [max((v[0] for k, v in r.items() if k.startswith("anon_") and k != "anon_storm"), default=0)]
             r["peak_file_mib"] = [max((v[0] for k, v in r.items() if k.startswith("file_") and k != "file_storm"), default=0)]
             r["total_cpu_s"] = [cpu_seconds(s.pid)]
+            if s.kind == "ours":
+                # What stays resident after every phase: the whole RssAnon, and SQLite's share.
+                time.sleep(11)  # one malloc_trim period (src/memory.rs)
+                r["anon_end_mib"] = [status_kib(s.pid, "RssAnon") / 1024]
+                r["sqlite_end_mib"] = [sqlite_heap_bytes(s) / MIB]
         for k in keys:
             raw[k] = res[k]
         ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -635,6 +665,7 @@ ROWS = [
     ("server CPU per GB pushed, s", "cpu_per_gb", 2, "≤ 0.8"),
     ("blob pull, {blob} MiB, MB/s", "pull", 0, "≥ 2,000"),
     ("server CPU per GB pulled, s", "pull_cpu_per_gb", 2, ""),
+    ("blob pull again (page cache), MB/s", "pull_warm", 0, ""),
     ("manifest GET by tag, c=64, req/s", "manifest_rps", 0, "≥ 12,000"),
     ("manifest GET by tag, c=64, p99 ms", "manifest_p99", 2, "≤ 10"),
     ("server CPU per manifest GET, µs", "manifest_cpu_us", 0, "≤ 120"),
@@ -659,9 +690,12 @@ ROWS = [
     ("login storm: slowest of the 64 logins, s", "storm_slowest_login_s", 2, ""),
     ("login storm: server peak RSS (VmHWM), MiB", "storm_peak_rss", 1, "bounded"),
     ("login storm: server peak RssAnon, MiB", "storm_peak_anon", 1, ""),
+    ("RssAnon after every phase (and a malloc_trim), MiB", "anon_end_mib", 1, ""),
+    ("… of which SQLite's heap (every connection), MiB", "sqlite_end_mib", 1, ""),
 ]
 TITLES = {"dist": "distribution", "dist-auth": "distribution, htpasswd", "ours": "hpc-registry, anonymous",
-          "ours-auth": "hpc-registry, auth (token flow)"}
+          "ours-auth": "hpc-registry, auth (token flow)",
+          "base-auth": "baseline build, auth"}
 
 
 def report(raw, keys, args):
