@@ -13,6 +13,7 @@
 //! Only fragments (files under a block, packed by the final tree) and the tables are left for
 //! after the layers.
 
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::thread;
@@ -24,7 +25,7 @@ use crate::layers::{self, LayerError, LimitSettings, Limits};
 use crate::readahead;
 use crate::sif::{self, ContainerOptions, SifError};
 use crate::singularity::{self, ImageConfigFile, SingularityError};
-use crate::squashfs::{self, SquashfsError, SquashfsOptions};
+use crate::squashfs::{self, BytesOnly, ImageSink, SquashfsError, SquashfsOptions};
 use crate::tree::{Packing, Spool, Tree};
 
 pub use crate::squashfs::Compression;
@@ -181,6 +182,18 @@ pub fn build_sif<W: Read + Write + Seek>(
     opts: &BuildOptions,
     out: &mut W,
 ) -> Result<BuildReport, BuildError> {
+    build_outputs(input, opts, &mut BytesOnly(out), None)
+}
+
+/// [`build_sif`] into a file (opened for reading and writing): the same bytes, but the data
+/// blocks compressed while the layers were applied, most of the image, are copied from the
+/// spool into the SIF in the kernel rather than through this process (see
+/// `squashfs::ImageSink`).
+pub fn build_sif_to_file(
+    input: BuildInput<'_>,
+    opts: &BuildOptions,
+    out: &mut File,
+) -> Result<BuildReport, BuildError> {
     build_outputs(input, opts, out, None)
 }
 
@@ -194,11 +207,12 @@ pub fn build_sif_and_enroot<W: Read + Write + Seek>(
     enroot_out: &mut dyn WriteSeek,
 ) -> Result<(BuildReport, u64), BuildError> {
     let mut enroot_size = 0;
-    let report = build_outputs(input, opts, out, Some((enroot_out, &mut enroot_size)))?;
+    let enroot = Some((enroot_out, &mut enroot_size));
+    let report = build_outputs(input, opts, &mut BytesOnly(out), enroot)?;
     Ok((report, enroot_size))
 }
 
-fn build_outputs<W: Read + Write + Seek>(
+fn build_outputs<W: Read + Write + Seek + ImageSink>(
     input: BuildInput<'_>,
     opts: &BuildOptions,
     out: &mut W,
@@ -257,20 +271,37 @@ fn build_outputs<W: Read + Write + Seek>(
     let exceeded = meter.exceeded;
     let (sif_size, squashfs_size, squashed) =
         written.map_err(|e| scratch_error(exceeded, opts, e))?;
-    let sif_sha256 = sha256_of(out, sif_size)?;
-    let finished = Instant::now();
-    if let Some((enroot_out, enroot_size)) = enroot {
-        crate::enroot::add(&mut tree, &mut spool, &config.config, clock.file_time)?;
-        let (out, size) = write_squashfs_metered(&tree, &spool, opts, &squashfs_opts, enroot_out)?;
-        out.flush()?;
-        *enroot_size = size;
-    }
+    let files = count_entries(&tree);
+    let (sif_sha256, finished) = match enroot {
+        None => {
+            // Nothing reads the spool or the tree any more. Closing the spool frees its page
+            // cache (hundreds of MB on a large image), which takes about half as long as the hash:
+            // done on the other core while this one hashes.
+            let scratch = (spool, tree);
+            let sif_sha256 = thread::scope(|scope| {
+                scope.spawn(move || drop(scratch));
+                sha256_of(out, sif_size)
+            })?;
+            // (the scope waited for the spool to close: it is part of the build's time)
+            (sif_sha256, Instant::now())
+        }
+        Some((enroot_out, enroot_size)) => {
+            let sif_sha256 = sha256_of(out, sif_size)?;
+            let finished = Instant::now();
+            crate::enroot::add(&mut tree, &mut spool, &config.config, clock.file_time)?;
+            let (out, size) =
+                write_squashfs_metered(&tree, &spool, opts, &squashfs_opts, enroot_out)?;
+            out.flush()?;
+            *enroot_size = size;
+            (sif_sha256, finished)
+        }
+    };
     Ok(BuildReport {
         arch,
         sif_size,
         squashfs_size,
         unpacked_bytes: limits.unpacked_bytes,
-        files: count_entries(&tree),
+        files,
         layers: layer_count,
         sif_sha256,
         timings: BuildTimings {
@@ -389,21 +420,21 @@ fn write_squashfs_metered<W: Write + Seek>(
     // The spool is still on disk while the squashfs is written: both count (packed files with
     // their compressed size, which is what the spool file holds).
     let budget = opts.limits.max_scratch_bytes.saturating_sub(spool.len());
-    let mut meter = ScratchMeter::new(out, budget);
+    let mut meter = ScratchMeter::new(BytesOnly(out), budget);
     let written = write_squashfs_into(tree, spool, squashfs_opts, &mut meter);
     let size = written.map_err(|e| scratch_error(meter.exceeded, opts, e))?;
-    Ok((meter.inner, size))
+    Ok((meter.inner.0, size))
 }
 
 /// Writes `tree` as squashfs at `out`'s position, buffered; returns the image size.
-fn write_squashfs_into<W: Write + Seek>(
+fn write_squashfs_into<W: ImageSink + Seek>(
     tree: &Tree,
     spool: &Spool,
     squashfs_opts: &SquashfsOptions,
     out: &mut W,
 ) -> Result<u64, BuildError> {
     let mut writer = BufWriter::new(out);
-    let size = squashfs::write_squashfs(tree, spool, &mut writer, squashfs_opts)?;
+    let size = squashfs::write_squashfs_to(tree, spool, &mut writer, squashfs_opts)?;
     writer.flush()?;
     Ok(size)
 }
@@ -459,6 +490,20 @@ impl<W: Write> Write for ScratchMeter<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<W: ImageSink> ImageSink for ScratchMeter<W> {
+    fn append_file_range(&mut self, src: &File, offset: u64, len: u64) -> io::Result<bool> {
+        if self.position.saturating_add(len) > self.budget {
+            self.exceeded = true;
+            return Err(io::Error::other("scratch space limit reached"));
+        }
+        let appended = self.inner.append_file_range(src, offset, len)?;
+        if appended {
+            self.position += len;
+        }
+        Ok(appended)
     }
 }
 

@@ -20,13 +20,18 @@
 
 pub(crate) mod compress;
 mod data;
+mod dedup;
 mod encode;
 mod metadata;
 mod plan;
 pub(crate) mod pool;
+mod sink;
 mod tables;
 
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+
+pub(crate) use sink::{BytesOnly, ImageSink};
 
 use crate::tree::{InodeId, Spool, Tree};
 
@@ -98,6 +103,30 @@ pub enum SquashfsError {
 /// offset) and `out` is left positioned at its end. The size includes the zero padding to a
 /// 4 KiB multiple that mksquashfs also adds, so that the image can be loop-mounted.
 pub fn write_squashfs<W: Write + Seek>(
+    tree: &Tree,
+    spool: &Spool,
+    out: &mut W,
+    opts: &SquashfsOptions,
+) -> Result<u64, SquashfsError> {
+    write_squashfs_to(tree, spool, &mut BytesOnly(out), opts)
+}
+
+/// [`write_squashfs`] into a file: the blocks the spool holds compressed are copied in the
+/// kernel (see [`ImageSink`]). The same bytes as through memory.
+pub fn write_squashfs_to_file(
+    tree: &Tree,
+    spool: &Spool,
+    out: &mut File,
+    opts: &SquashfsOptions,
+) -> Result<u64, SquashfsError> {
+    let mut out = io::BufWriter::new(out);
+    let size = write_squashfs_to(tree, spool, &mut out, opts)?;
+    out.flush()?;
+    Ok(size)
+}
+
+/// [`write_squashfs`] into any [`ImageSink`].
+pub(crate) fn write_squashfs_to<W: ImageSink + Seek>(
     tree: &Tree,
     spool: &Spool,
     out: &mut W,

@@ -3,7 +3,7 @@
 
 use std::io::{Cursor, Read};
 
-use oci2sif::{build_sif, BuildError, BuildInput, BuildOptions, LayerInput};
+use oci2sif::{build_sif, build_sif_to_file, BuildError, BuildInput, BuildOptions, LayerInput};
 
 const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]}}"#;
 
@@ -27,6 +27,21 @@ fn try_build(
     let mut out = Cursor::new(Vec::new());
     let result = build_sif(input, opts, &mut out).map(|_| ());
     (result, out.into_inner())
+}
+
+/// [`try_build`] into a file, where the packed blocks are copied in the kernel.
+fn try_build_to_file(
+    layers: Vec<LayerInput<'_>>,
+    opts: &BuildOptions,
+) -> (Result<(), BuildError>, u64) {
+    let input = BuildInput {
+        config_json: CONFIG.to_vec(),
+        layers,
+        source_ref: "127.0.0.1:5000/alice/tool:1".to_string(),
+    };
+    let mut out = tempfile::tempfile_in(&opts.work_dir).unwrap();
+    let result = build_sif_to_file(input, opts, &mut out).map(|_| ());
+    (result, out.metadata().unwrap().len())
 }
 
 fn opts(work_dir: &std::path::Path) -> BuildOptions {
@@ -174,4 +189,26 @@ fn squashfs_and_sif_count_against_the_scratch_limit() {
     );
     result.unwrap();
     assert!(out.len() > 300 << 10);
+}
+
+#[test]
+fn blocks_copied_in_the_kernel_count_against_the_scratch_limit_too() {
+    // As above, into a file: the 300 KiB of packed blocks go in as one file range, which the
+    // limit must stop before it is copied.
+    let dir = tempfile::tempdir().unwrap();
+    let tar: &'static [u8] = Box::leak(incompressible_layer(300 << 10).into_boxed_slice());
+    let blobs = || vec![layer("application/vnd.oci.image.layer.v1.tar", tar)];
+    let (result, len) = try_build_to_file(blobs(), &scratch_opts(dir.path(), 500 << 10));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, BuildError::ScratchFull { limit } if limit == 500 << 10),
+        "{err}"
+    );
+    assert!(
+        len < 300 << 10,
+        "{len} bytes: the packed blocks went in past the limit"
+    );
+    let (result, len) = try_build_to_file(blobs(), &scratch_opts(dir.path(), 2 << 20));
+    result.unwrap();
+    assert!(len > 300 << 10);
 }

@@ -11,8 +11,11 @@ use std::fs;
 use std::io::{Cursor, Read};
 
 use layers_support::LayerTar;
-use oci2sif::{build_sif_and_enroot, BuildInput, BuildOptions, BuildReport, Compression};
-use squashfs_support::{pattern_bytes as pattern, random_bytes as random};
+use oci2sif::{
+    build_sif, build_sif_and_enroot, build_sif_to_file, BuildInput, BuildOptions, BuildReport,
+    Compression,
+};
+use squashfs_support::{pattern_bytes as pattern, random_bytes as random, read_write_file};
 
 /// The squashfs block size the builder uses.
 const BS: usize = 128 << 10;
@@ -81,13 +84,8 @@ fn layers() -> Vec<Vec<u8>> {
     vec![first.bytes(), second.bytes()]
 }
 
-fn build(
-    layers: &[Vec<u8>],
-    compression: Compression,
-    precompress: bool,
-) -> (BuildReport, Vec<u8>, Vec<u8>) {
-    let work = tempfile::tempdir().unwrap();
-    let input = BuildInput {
+fn input(layers: &[Vec<u8>]) -> BuildInput<'_> {
+    BuildInput {
         config_json: CONFIG.to_vec(),
         layers: layers
             .iter()
@@ -97,18 +95,54 @@ fn build(
             })
             .collect(),
         source_ref: "127.0.0.1:5000/alice/precompress:1".to_string(),
-    };
-    let opts = BuildOptions {
+    }
+}
+
+fn options(work: &std::path::Path, compression: Compression, precompress: bool) -> BuildOptions {
+    BuildOptions {
         compression,
         threads: 2,
         reproducible: true,
-        work_dir: work.path().to_path_buf(),
+        work_dir: work.to_path_buf(),
         precompress,
         ..BuildOptions::default()
-    };
+    }
+}
+
+fn build(
+    layers: &[Vec<u8>],
+    compression: Compression,
+    precompress: bool,
+) -> (BuildReport, Vec<u8>, Vec<u8>) {
+    let work = tempfile::tempdir().unwrap();
+    let opts = options(work.path(), compression, precompress);
     let (mut sif, mut enroot) = (Cursor::new(Vec::new()), Cursor::new(Vec::new()));
-    let (report, _) = build_sif_and_enroot(input, &opts, &mut sif, &mut enroot).unwrap();
+    let (report, _) = build_sif_and_enroot(input(layers), &opts, &mut sif, &mut enroot).unwrap();
     (report, sif.into_inner(), enroot.into_inner())
+}
+
+#[test]
+fn a_sif_built_into_a_file_is_the_one_built_through_memory() {
+    // Into a file the packed blocks are copied in the kernel; the bytes must not change.
+    let layers = layers();
+    let work = tempfile::tempdir().unwrap();
+    for compression in [
+        Compression::Zstd { level: 3 },
+        Compression::Gzip { level: 9 },
+    ] {
+        let opts = options(work.path(), compression, true);
+        let mut memory = Cursor::new(Vec::new());
+        let expected = build_sif(input(&layers), &opts, &mut memory).unwrap();
+        let path = work.path().join("image.sif");
+        let mut file = read_write_file(&path);
+        let report = build_sif_to_file(input(&layers), &opts, &mut file).unwrap();
+        drop(file);
+        assert_eq!(report.sif_sha256, expected.sif_sha256, "{compression:?}");
+        assert!(
+            fs::read(&path).unwrap() == memory.into_inner(),
+            "{compression:?}: the SIFs differ"
+        );
+    }
 }
 
 #[test]

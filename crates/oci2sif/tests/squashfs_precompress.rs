@@ -5,21 +5,28 @@
 
 mod squashfs_support;
 
-use std::io::{Cursor, Read};
+use std::fs::{self, File};
+use std::io::{Cursor, Read, Write};
 
-use oci2sif::squashfs::{write_squashfs, Compression, SquashfsOptions};
-use oci2sif::tree::{Content, Kind, Packing, Spool, Tree};
-use squashfs_support::{random_bytes, rich_tree, scratch_dir};
+use oci2sif::squashfs::{write_squashfs, write_squashfs_to_file, Compression, SquashfsOptions};
+use oci2sif::tree::{Content, Kind, Meta, Packing, Spool, Tree, ROOT};
+use squashfs_support::{
+    extract, manifest_of_dir, manifest_of_tree, pattern_bytes, random_bytes, read_write_file,
+    rich_tree, scratch_dir,
+};
 
-fn image(tree: &Tree, spool: &Spool, compression: Compression, block_size: u32) -> Vec<u8> {
-    let opts = SquashfsOptions {
+fn options(compression: Compression, block_size: u32) -> SquashfsOptions {
+    SquashfsOptions {
         compression,
         block_size,
         threads: 2,
         mkfs_time: 1_700_000_000,
-    };
+    }
+}
+
+fn image(tree: &Tree, spool: &Spool, compression: Compression, block_size: u32) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
-    write_squashfs(tree, spool, &mut out, &opts).unwrap();
+    write_squashfs(tree, spool, &mut out, &options(compression, block_size)).unwrap();
     out.into_inner()
 }
 
@@ -172,4 +179,89 @@ fn a_packed_file_cannot_be_read_before_the_spool_settles() {
     spool.settle().unwrap();
     spool.read_into(content, &mut buf).unwrap();
     assert!(buf == bytes);
+}
+
+/// Bytes a SIF puts before its squashfs, not a multiple of anything.
+const PREFIX: &[u8] = b"the SIF header and metadata objects come first";
+
+/// A rich tree plus large files streamed in the way layers stream them, each followed at once
+/// by small files: those land in the spool between the large file's blocks still compressing,
+/// so a packed file's blocks are not all consecutive in the spool file.
+fn streamed_tree(spool: &mut Spool, block_size: usize) -> Tree {
+    let mut tree = rich_tree(spool, block_size);
+    let dir = tree.add_inode(Kind::Dir(Default::default()), Meta::new(0o755, 0, 0, 0));
+    tree.link(ROOT, b"streamed".to_vec(), dir);
+    for i in 0..4u64 {
+        let large = match i % 2 {
+            0 => pattern_bytes(40 * block_size + 5 * i as usize, i),
+            _ => random_bytes(20 * block_size + 3),
+        };
+        let small = pattern_bytes(100 + i as usize, 100 + i);
+        for (name, bytes) in [("large", large), ("small", small)] {
+            let content = spool.append(&mut &bytes[..]).unwrap();
+            let id = tree.add_inode(Kind::File(content), Meta::new(0o644, 0, 0, 0));
+            tree.link(dir, format!("{name}-{i}").into_bytes(), id);
+        }
+    }
+    spool.settle().unwrap();
+    tree
+}
+
+#[test]
+fn packed_blocks_copied_in_the_kernel_give_the_image_written_through_memory() {
+    let scratch = scratch_dir();
+    for compression in COMPRESSIONS {
+        for block_size in [4096u32, 128 << 10] {
+            let mut spool =
+                Spool::packing_in(scratch.path(), packing(compression, block_size)).unwrap();
+            let tree = streamed_tree(&mut spool, block_size as usize);
+            let expected = image(&tree, &spool, compression, block_size);
+
+            // Into a file at an offset, as inside a SIF: file ranges, then bytes after them.
+            let path = scratch.path().join("image.sif");
+            let mut file = read_write_file(&path);
+            file.write_all(PREFIX).unwrap();
+            let opts = options(compression, block_size);
+            let size = write_squashfs_to_file(&tree, &spool, &mut file, &opts).unwrap();
+            drop(file);
+            let written = fs::read(&path).unwrap();
+            assert_eq!(size, expected.len() as u64);
+            assert_eq!(
+                &written[..PREFIX.len()],
+                PREFIX,
+                "the bytes before are kept"
+            );
+            assert!(
+                written[PREFIX.len()..] == expected[..],
+                "{compression:?} in {block_size}-byte blocks: the file's image differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_image_written_into_a_file_reads_back_as_the_tree() {
+    let scratch = scratch_dir();
+    let block_size = 128 << 10;
+    let compression = Compression::Zstd { level: 3 };
+    let mut spool = Spool::packing_in(scratch.path(), packing(compression, block_size)).unwrap();
+    let tree = streamed_tree(&mut spool, block_size as usize);
+    let path = scratch.path().join("image.sqfs");
+    let mut file = File::create(&path).unwrap();
+    write_squashfs_to_file(&tree, &spool, &mut file, &options(compression, block_size)).unwrap();
+    drop(file);
+    let extracted = scratch.path().join("extracted");
+    extract(&path, &extracted);
+    let mut got = manifest_of_dir(&extracted);
+    let mut want = manifest_of_tree(&tree, &spool);
+    // unsquashfs does not create sockets.
+    want.retain(|_, e| e.kind != "socket");
+    got.retain(|_, e| e.kind != "socket");
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (path, entry) in &want {
+        assert_eq!(&got[path], entry, "{path}");
+    }
 }

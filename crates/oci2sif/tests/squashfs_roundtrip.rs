@@ -171,6 +171,59 @@ fn duplicate_contents_are_stored_once() {
     assert!(superblock_report(&image).contains("Duplicates are removed"));
 }
 
+/// Two 16-byte messages with the same CRC-32 (a birthday search: about 8 pairs are expected
+/// among 2^18 messages).
+fn crc32_collision() -> (Vec<u8>, Vec<u8>) {
+    let message = |i: u64| {
+        let mut bytes = i.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        bytes
+    };
+    let mut seen = std::collections::HashMap::new();
+    for i in 0..1u64 << 18 {
+        let mut crc = flate2::Crc::new();
+        crc.update(&message(i));
+        if let Some(j) = seen.insert(crc.sum(), i) {
+            return (message(j), message(i));
+        }
+    }
+    panic!("no CRC-32 collision among 2^18 messages");
+}
+
+#[test]
+fn small_files_of_one_size_and_crc_are_told_apart_by_their_bytes() {
+    // Small files are matched by size and CRC-32 first: a match must still be the same bytes.
+    let (a, b) = crc32_collision();
+    assert_ne!(a, b);
+    let scratch = scratch_dir();
+    let mut spool = Spool::new_in(scratch.path()).unwrap();
+    let mut tree = oci2sif::tree::Tree::new();
+    for (name, bytes) in [("a", &a), ("b", &b), ("b-copy", &b), ("a-copy", &a)] {
+        let content = spool.append_bytes(bytes).unwrap();
+        let id = tree.add_inode(
+            oci2sif::tree::Kind::File(content),
+            oci2sif::tree::Meta::new(0o644, 0, 0, 0),
+        );
+        tree.link(oci2sif::tree::ROOT, name.as_bytes().to_vec(), id);
+    }
+    let image = scratch.path().join("image.sqfs");
+    write_image(
+        &tree,
+        &spool,
+        &image,
+        &options(Compression::Gzip { level: 9 }, 4096),
+    );
+    let extracted = scratch.path().join("extracted");
+    extract(&image, &extracted);
+    for (name, bytes) in [("a", &a), ("b", &b), ("b-copy", &b), ("a-copy", &a)] {
+        assert_eq!(
+            &std::fs::read(extracted.join(name)).unwrap(),
+            bytes,
+            "{name}"
+        );
+    }
+}
+
 /// The kernel is the reader that matters at run time. Loop mounts need root (and a loop
 /// device), which CI and the developer machines have; elsewhere the test says why it skipped.
 #[test]

@@ -8,24 +8,17 @@
 //!
 //! A large file the spool already packed with this image's compression and block size (see
 //! `tree::Spool`) is not compressed again: its stored blocks are copied, in their place in the
-//! same order, so the image is byte for byte the one compressing them here would give.
+//! same order, so the image is byte for byte the one compressing them here would give. Into a
+//! plain file they go as file ranges, one per run of consecutive blocks (`sink.rs`).
 //!
-//! Like mksquashfs, a file whose contents equal an earlier file's is not stored twice: its
-//! inode points at the earlier copy. Only files sharing their size with another file are
-//! hashed (SHA-256), which on a Debian rootfs is about a tenth of the bytes. A packed file is
-//! hashed over its size words and stored blocks instead of its raw bytes: block compression is
-//! deterministic and decompression a function, so two packed files of one size have the same
-//! blocks exactly when they have the same bytes, and the decisions are the raw hash's. The two
-//! kinds of digest are kept apart (a raw file never matches a packed one); a packing spool packs
-//! every file of a block or more, so files of one size are all of one kind anyway.
+//! Files whose contents equal an earlier file's are stored once (`dedup.rs`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::Write;
+use std::collections::VecDeque;
 
-use sha2::{Digest, Sha256};
-
+use super::dedup::Duplicates;
 use super::plan::Plan;
 use super::pool::BlockPool;
+use super::sink::ImageSink;
 use super::tables::PositionedWriter;
 use super::{SquashfsError, SquashfsOptions};
 use crate::tree::spool::{read_block, PackedBlock};
@@ -69,7 +62,7 @@ pub(super) struct DataLayout {
 }
 
 /// Writes every file's contents and returns where they went.
-pub(super) fn write_data<W: Write>(
+pub(super) fn write_data<W: ImageSink>(
     tree: &Tree,
     spool: &Spool,
     plan: &Plan,
@@ -77,8 +70,8 @@ pub(super) fn write_data<W: Write>(
     opts: &SquashfsOptions,
 ) -> Result<DataLayout, SquashfsError> {
     let pool = BlockPool::new(opts.compression, opts.threads, opts.block_size)?;
-    let mut pipeline = Pipeline::new(pool, spool, out, opts);
-    pipeline.shared_sizes = shared_sizes(tree, plan);
+    let duplicates = Duplicates::new(tree, plan, spool, opts.block_size as usize);
+    let mut pipeline = Pipeline::new(pool, spool, duplicates, out, opts);
     for &id in &plan.order {
         if let Kind::File(content) = tree.inodes[id].kind {
             pipeline.add_file(id, content)?;
@@ -88,60 +81,45 @@ pub(super) fn write_data<W: Write>(
     // Dropping the pipeline drops the pool, which ends its threads.
 }
 
-/// File sizes that occur more than once: only such files can be duplicates.
-fn shared_sizes(tree: &Tree, plan: &Plan) -> HashSet<u64> {
-    let mut seen = HashSet::new();
-    let mut shared = HashSet::new();
-    for &id in &plan.order {
-        if let Kind::File(content) = tree.inodes[id].kind {
-            if !content.is_empty() && !seen.insert(content.len()) {
-                shared.insert(content.len());
-            }
-        }
-    }
-    shared
-}
-
 /// What a queued block becomes once written, in image order.
-enum Slot {
+enum Slot<'a> {
     /// A data block of `file` compressing in the pool.
     Block { file: usize },
     /// A fragment block compressing in the pool.
     Fragment,
-    /// A data block of `file` the spool already holds in its squashfs form.
-    Packed { file: usize, block: PackedBlock },
+    /// Consecutive data blocks of `file` the spool already holds in their squashfs form, one
+    /// after the other in the spool file (see [`contiguous_runs`]).
+    Packed {
+        file: usize,
+        blocks: &'a [PackedBlock],
+    },
 }
 
-/// Which bytes a duplicate-detection digest covers: a raw and a packed file never match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum DigestOf {
-    Raw,
-    Packed,
-}
-
-struct Pipeline<'a, 'w, W: Write> {
+struct Pipeline<'a, 'w, W: ImageSink> {
     pool: BlockPool,
     spool: &'a Spool,
     out: &'a mut PositionedWriter<'w, W>,
     opts: &'a SquashfsOptions,
     block_size: usize,
     /// Queued blocks not yet written, oldest first.
-    pending: VecDeque<Slot>,
+    pending: VecDeque<Slot<'a>>,
     fragment_fill: Vec<u8>,
+    /// The fragment block after `fragment_fill`, holding the small file just read when it
+    /// did not fit the current one (it starts that block unless it is a duplicate).
+    next_fill: Vec<u8>,
     fragments_issued: u32,
-    small_file: Vec<u8>,
-    /// A packed block's stored bytes on their way from the spool to the image.
+    /// A packed block's stored bytes on their way from the spool to the image, when the
+    /// output takes no file ranges.
     copy_buffer: Vec<u8>,
-    shared_sizes: HashSet<u64>,
-    /// First file with each (size, digest) among files of shared sizes.
-    first_with_digest: HashMap<(u64, DigestOf, [u8; 32]), usize>,
+    duplicates: Duplicates<'a>,
     layout: DataLayout,
 }
 
-impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
+impl<'a, 'w, W: ImageSink> Pipeline<'a, 'w, W> {
     fn new(
         pool: BlockPool,
         spool: &'a Spool,
+        duplicates: Duplicates<'a>,
         out: &'a mut PositionedWriter<'w, W>,
         opts: &'a SquashfsOptions,
     ) -> Self {
@@ -154,11 +132,10 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
             block_size,
             pending: VecDeque::new(),
             fragment_fill: Vec::with_capacity(block_size),
+            next_fill: Vec::new(),
             fragments_issued: 0,
-            small_file: Vec::new(),
             copy_buffer: Vec::new(),
-            shared_sizes: HashSet::new(),
-            first_with_digest: HashMap::new(),
+            duplicates,
             layout: DataLayout {
                 files: Vec::new(),
                 fragments: Vec::new(),
@@ -181,59 +158,56 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
         if len == 0 {
             return Ok(());
         }
-        let small = len < self.block_size as u64;
-        if small {
-            self.spool.read_into(content, &mut self.small_file)?;
+        if len < self.block_size as u64 {
+            return self.add_small(index, content);
         }
         // Borrowed from the spool, not from the pipeline that goes on writing.
         let spool: &'a Spool = self.spool;
-        let packed = match small {
-            true => None,
-            false => spool.packed_blocks(content, self.opts.compression, self.opts.block_size),
+        let packed = spool.packed_blocks(content, self.opts.compression, self.opts.block_size);
+        let original = match packed {
+            Some(blocks) => self.duplicates.packed(index, len, blocks)?,
+            None => self.duplicates.raw(index, content)?,
         };
-        if self.shared_sizes.contains(&len) {
-            let key = match (small, packed) {
-                (true, _) => (len, DigestOf::Raw, Sha256::digest(&self.small_file).into()),
-                (false, Some(blocks)) => (len, DigestOf::Packed, self.packed_digest(blocks)?),
-                (false, None) => (len, DigestOf::Raw, self.digest(content)?),
-            };
-            if let Some(&original) = self.first_with_digest.get(&key) {
-                self.layout.files[index].same_as = Some(original);
-                return Ok(());
-            }
-            self.first_with_digest.insert(key, index);
+        if original.is_some() {
+            self.layout.files[index].same_as = original;
+            return Ok(());
         }
-        match (small, packed) {
-            (true, _) => self.add_to_fragment(index),
-            (false, Some(blocks)) => self.add_packed(index, blocks),
-            (false, None) => self.add_blocks(index, content),
+        match packed {
+            Some(blocks) => self.add_packed(index, blocks),
+            None => self.add_blocks(index, content),
         }
     }
 
-    fn digest(&mut self, content: Content) -> Result<[u8; 32], SquashfsError> {
-        let mut hasher = Sha256::new();
-        let mut chunk = self.pool.take_buffer();
-        let mut reader = self.spool.reader(content);
-        loop {
-            read_block(&mut reader, &mut chunk, self.block_size)?;
-            if chunk.is_empty() {
-                break;
+    /// Reads a small file straight into the fragment block it goes into (one copy, none
+    /// through a staging buffer), unless it duplicates an earlier file.
+    fn add_small(&mut self, file: usize, content: Content) -> Result<(), SquashfsError> {
+        let fits = self.fragment_fill.len() + content.len() as usize <= self.block_size;
+        let fill = match fits {
+            true => &mut self.fragment_fill,
+            false => {
+                if self.next_fill.capacity() == 0 {
+                    self.next_fill = self.pool.take_buffer();
+                }
+                &mut self.next_fill
             }
-            hasher.update(&chunk);
+        };
+        let offset = fill.len();
+        self.spool.append_to(content, fill)?;
+        let original = self.duplicates.small(file, content, &fill[offset..]);
+        if !matches!(original, Ok(None)) {
+            fill.truncate(offset);
+            self.layout.files[file].same_as = original?;
+            return Ok(());
         }
-        self.pool.give_back(chunk);
-        Ok(hasher.finalize().into())
-    }
-
-    /// The digest of a packed file: each block's size word, then its stored bytes.
-    fn packed_digest(&mut self, blocks: &[PackedBlock]) -> Result<[u8; 32], SquashfsError> {
-        let mut hasher = Sha256::new();
-        for &block in blocks {
-            self.spool.read_stored(block, &mut self.copy_buffer)?;
-            hasher.update(block.size_word.to_le_bytes());
-            hasher.update(&self.copy_buffer);
+        if !fits {
+            let next = std::mem::take(&mut self.next_fill);
+            self.issue_fragment(next)?;
         }
-        Ok(hasher.finalize().into())
+        self.layout.files[file].fragment = Some(FragmentSlice {
+            index: self.fragments_issued,
+            offset: offset as u32,
+        });
+        Ok(())
     }
 
     fn add_blocks(&mut self, file: usize, content: Content) -> Result<(), SquashfsError> {
@@ -251,33 +225,20 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
     }
 
     /// Queues the packed blocks of a file, to be copied in their turn.
-    fn add_packed(&mut self, file: usize, blocks: &[PackedBlock]) -> Result<(), SquashfsError> {
-        for &block in blocks {
+    fn add_packed(&mut self, file: usize, blocks: &'a [PackedBlock]) -> Result<(), SquashfsError> {
+        for run in contiguous_runs(blocks) {
             if self.pending.is_empty() {
-                self.write_packed(file, block)?;
+                self.write_packed(file, run)?;
             } else {
-                self.pending.push_back(Slot::Packed { file, block });
+                self.pending.push_back(Slot::Packed { file, blocks: run });
             }
         }
         Ok(())
     }
 
-    /// Appends the small file just read into `small_file` to the fragment block being filled.
-    fn add_to_fragment(&mut self, file: usize) -> Result<(), SquashfsError> {
-        if self.fragment_fill.len() + self.small_file.len() > self.block_size {
-            self.issue_fragment()?;
-        }
-        self.layout.files[file].fragment = Some(FragmentSlice {
-            index: self.fragments_issued,
-            offset: self.fragment_fill.len() as u32,
-        });
-        self.fragment_fill.extend_from_slice(&self.small_file);
-        Ok(())
-    }
-
-    fn issue_fragment(&mut self) -> Result<(), SquashfsError> {
-        let fresh = self.pool.take_buffer();
-        let full = std::mem::replace(&mut self.fragment_fill, fresh);
+    /// Hands the fragment block being filled to the pool; `next` is filled from now on.
+    fn issue_fragment(&mut self, next: Vec<u8>) -> Result<(), SquashfsError> {
+        let full = std::mem::replace(&mut self.fragment_fill, next);
         self.fragments_issued = self
             .fragments_issued
             .checked_add(1)
@@ -287,7 +248,7 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
 
     fn submit(
         &mut self,
-        slot: Slot,
+        slot: Slot<'a>,
         input: Vec<u8>,
         may_be_sparse: bool,
     ) -> Result<(), SquashfsError> {
@@ -305,7 +266,7 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
             return Ok(());
         };
         let file = match slot {
-            Slot::Packed { file, block } => return self.write_packed(file, block),
+            Slot::Packed { file, blocks } => return self.write_packed(file, blocks),
             Slot::Block { file } => Some(file),
             Slot::Fragment => None,
         };
@@ -323,15 +284,31 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
         Ok(())
     }
 
-    /// Copies one packed block from the spool into the image.
-    fn write_packed(&mut self, file: usize, block: PackedBlock) -> Result<(), SquashfsError> {
+    /// Copies a run of packed blocks (consecutive in the spool) into the image: as one file
+    /// range when the output takes them, else block by block through memory.
+    fn write_packed(&mut self, file: usize, run: &[PackedBlock]) -> Result<(), SquashfsError> {
+        let spool = self.spool;
         let start = self.out.position();
-        self.spool.read_stored(block, &mut self.copy_buffer)?;
-        self.out.write_all(&self.copy_buffer)?;
-        let block_index = self.layout.files[file].block_sizes.len() as u64;
-        let block_size = self.block_size as u64;
-        let raw_len = (self.layout.files[file].size - block_index * block_size).min(block_size);
-        self.record_block(file, start, block.size_word, raw_len as usize);
+        let len: u64 = run.iter().map(|block| block.stored_len() as u64).sum();
+        let appended = match run.first() {
+            Some(first) if len > 0 => {
+                self.out
+                    .append_file_range(spool.stored_file(), first.offset, len)?
+            }
+            _ => false,
+        };
+        let mut at = start;
+        for &block in run {
+            if !appended {
+                spool.read_stored(block, &mut self.copy_buffer)?;
+                self.out.write_all(&self.copy_buffer)?;
+            }
+            let block_index = self.layout.files[file].block_sizes.len() as u64;
+            let block_size = self.block_size as u64;
+            let raw_len = (self.layout.files[file].size - block_index * block_size).min(block_size);
+            self.record_block(file, at, block.size_word, raw_len as usize);
+            at += block.stored_len() as u64;
+        }
         Ok(())
     }
 
@@ -348,7 +325,7 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
 
     fn finish(mut self) -> Result<DataLayout, SquashfsError> {
         if !self.fragment_fill.is_empty() {
-            self.issue_fragment()?;
+            self.issue_fragment(Vec::new())?;
         }
         while !self.pending.is_empty() {
             self.write_oldest()?;
@@ -356,6 +333,13 @@ impl<'a, 'w, W: Write> Pipeline<'a, 'w, W> {
         resolve_duplicates(&mut self.layout.files);
         Ok(self.layout)
     }
+}
+
+/// Splits a packed file's blocks where one does not start in the spool where the one before
+/// ends: the spool writes a file's blocks in order, but a small file appended while they were
+/// compressing lands between them.
+fn contiguous_runs(blocks: &[PackedBlock]) -> impl Iterator<Item = &[PackedBlock]> {
+    blocks.chunk_by(|a, b| a.offset + a.stored_len() as u64 == b.offset)
 }
 
 /// Points every duplicate at its original's data, now that all of it has been written.
@@ -370,5 +354,30 @@ fn resolve_duplicates(files: &mut [FileLayout]) {
             file.fragment = original.fragment;
             file.sparse_bytes = original.sparse_bytes;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(offset: u64, size_word: u32) -> PackedBlock {
+        PackedBlock { offset, size_word }
+    }
+
+    #[test]
+    fn runs_split_where_the_spool_holds_something_else_between_blocks() {
+        let stored = super::super::pool::UNCOMPRESSED_BLOCK | 4096;
+        let blocks = [
+            block(0, 100),
+            block(100, 0), // a hole: no bytes, and the run goes on
+            block(100, stored),
+            block(4196, 50),
+            block(4300, 70), // a small file's 54 bytes came first
+            block(4370, 0),
+            block(9000, 10),
+        ];
+        let runs: Vec<&[PackedBlock]> = contiguous_runs(&blocks).collect();
+        assert_eq!(runs, [&blocks[..4], &blocks[4..6], &blocks[6..]]);
     }
 }

@@ -1,5 +1,6 @@
 //! Everything after the data area, and the superblock that points at it.
 
+use std::fs::File;
 use std::io::{self, Write};
 
 use super::compress::compressor_id;
@@ -7,6 +8,7 @@ use super::data::DataLayout;
 use super::encode::{encode_tables, put_u16, put_u32, put_u64};
 use super::metadata::{uncompressed_block, MetadataWriter};
 use super::plan::Plan;
+use super::sink::ImageSink;
 use super::{Compression, SquashfsError, SquashfsOptions};
 use crate::tree::Tree;
 
@@ -57,6 +59,18 @@ impl<'a, W: Write> PositionedWriter<'a, W> {
 
     pub fn into_inner(self) -> &'a mut W {
         self.inner
+    }
+}
+
+impl<W: ImageSink> PositionedWriter<'_, W> {
+    /// Appends `len` bytes of `src` at `offset` if the output takes file ranges (see
+    /// [`ImageSink`]); false, with nothing written, if it does not.
+    pub fn append_file_range(&mut self, src: &File, offset: u64, len: u64) -> io::Result<bool> {
+        let appended = self.inner.append_file_range(src, offset, len)?;
+        if appended {
+            self.position += len;
+        }
+        Ok(appended)
     }
 }
 

@@ -185,16 +185,26 @@ impl Spool {
     /// Reads a stored file's raw bytes back into `buf` (cleared first).
     pub fn read_into(&self, content: Content, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
-        match content {
+        self.append_to(content, buf)
+    }
+
+    /// Appends a stored file's raw bytes to `buf` (on an error, `buf` is left as it was).
+    pub fn append_to(&self, content: Content, buf: &mut Vec<u8>) -> io::Result<()> {
+        let start = buf.len();
+        let read = match content {
             Content::Raw { offset, len } => {
-                buf.resize(len as usize, 0);
-                self.file.read_exact_at(buf, offset)
+                buf.resize(start + len as usize, 0);
+                self.file.read_exact_at(&mut buf[start..], offset)
             }
             Content::Packed { len, .. } => {
                 buf.reserve_exact(len as usize);
                 self.reader(content).read_to_end(buf).map(drop)
             }
+        };
+        if read.is_err() {
+            buf.truncate(start);
         }
+        read
     }
 
     /// A reader over one stored file's raw bytes, for streaming large files without loading
@@ -233,6 +243,12 @@ impl Spool {
             return None;
         }
         self.complete_list(index as usize).ok()
+    }
+
+    /// The spool file, for copying stored blocks out of it in the kernel (at offsets from
+    /// [`PackedBlock`]s). Its file position is nobody's: every read here is at an offset.
+    pub(crate) fn stored_file(&self) -> &File {
+        &self.file
     }
 
     /// Reads one packed block's stored bytes into `buf` (cleared first).

@@ -240,6 +240,17 @@ pub fn write_image(tree: &Tree, spool: &Spool, path: &Path, opts: &SquashfsOptio
     size
 }
 
+/// A new file (emptied if it exists) opened for reading and writing, as a SIF output is.
+pub fn read_write_file(path: &Path) -> File {
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap()
+}
+
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
     let output = cmd
