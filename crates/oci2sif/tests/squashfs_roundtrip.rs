@@ -224,6 +224,67 @@ fn small_files_of_one_size_and_crc_are_told_apart_by_their_bytes() {
     }
 }
 
+#[test]
+fn many_small_files_made_to_share_a_crc_are_all_stored_exactly() {
+    // Blocks from a colliding pair make 2^k distinct files of one length and one CRC-32: what a
+    // hostile layer would use to make duplicate detection quadratic. Each stays itself, and a
+    // copy of the first is still found.
+    let (a, b) = crc32_collision();
+    let files: Vec<Vec<u8>> = (0..32u32)
+        .map(|bits| {
+            (0..5)
+                .flat_map(|i| {
+                    if bits >> i & 1 == 1 {
+                        b.clone()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let crc = |bytes: &[u8]| {
+        let mut crc = flate2::Crc::new();
+        crc.update(bytes);
+        crc.sum()
+    };
+    assert!(files.iter().all(|f| crc(f) == crc(&files[0])));
+    let scratch = scratch_dir();
+    let mut spool = Spool::new_in(scratch.path()).unwrap();
+    let mut tree = oci2sif::tree::Tree::new();
+    let mut named: Vec<(String, &Vec<u8>)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("f{i:02}"), f))
+        .collect();
+    named.push(("f00-copy".into(), &files[0]));
+    named.push(("f31-copy".into(), &files[31]));
+    for (name, bytes) in &named {
+        let content = spool.append_bytes(bytes).unwrap();
+        let id = tree.add_inode(
+            oci2sif::tree::Kind::File(content),
+            oci2sif::tree::Meta::new(0o644, 0, 0, 0),
+        );
+        tree.link(oci2sif::tree::ROOT, name.as_bytes().to_vec(), id);
+    }
+    let image = scratch.path().join("image.sqfs");
+    write_image(
+        &tree,
+        &spool,
+        &image,
+        &options(Compression::Gzip { level: 9 }, 4096),
+    );
+    let extracted = scratch.path().join("extracted");
+    extract(&image, &extracted);
+    for (name, bytes) in &named {
+        assert_eq!(
+            &std::fs::read(extracted.join(name)).unwrap(),
+            *bytes,
+            "{name}"
+        );
+    }
+}
+
 /// The kernel is the reader that matters at run time. Loop mounts need root (and a loop
 /// device), which CI and the developer machines have; elsewhere the test says why it skipped.
 #[test]

@@ -7,7 +7,12 @@
 //! Small files (under a block, the fragments' files) are most of those. They are in memory
 //! anyway, so they are keyed by size and CRC-32, an order of magnitude cheaper than SHA-256,
 //! and a match is confirmed by comparing the bytes with the earlier file's: the decisions are
-//! those of equal contents, as a cryptographic digest's would be.
+//! those of equal contents, as a cryptographic digest's would be. CRC-32 collisions are easy to
+//! make on purpose (any files of one length built from two colliding blocks share a CRC), so a
+//! hostile layer could fill one (size, CRC) bucket with thousands of distinct files and make
+//! every new one compare against all of them; a bucket therefore keeps at most
+//! [`MAX_CANDIDATES`] contents, and a file beyond that is stored as it is (never deduplicated
+//! wrongly, only not deduplicated).
 //!
 //! Large files are hashed (SHA-256). A packed file is hashed over its size words and stored
 //! blocks instead of its raw bytes: block compression is deterministic and decompression a
@@ -24,6 +29,10 @@ use sha2::{Digest, Sha256};
 use super::plan::Plan;
 use crate::tree::spool::{read_block, PackedBlock};
 use crate::tree::{Content, Kind, Spool, Tree};
+
+/// Distinct contents compared per (size, CRC-32): real images have one, collisions by chance
+/// a second; more is a layer made to collide.
+const MAX_CANDIDATES: usize = 4;
 
 /// Which bytes a large file's digest covers: a raw and a packed file never match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,7 +88,9 @@ impl<'a> Duplicates<'a> {
                 return Ok(Some(original));
             }
         }
-        candidates.push((index, content));
+        if candidates.len() < MAX_CANDIDATES {
+            candidates.push((index, content));
+        }
         Ok(None)
     }
 
