@@ -195,6 +195,18 @@ impl Seek for SifOut<'_> {
     }
 }
 
+/// The data blocks the spool already compressed go in as file ranges, in the kernel (never at
+/// offset 0: the header is what starts the writing phase).
+impl oci2sif::ImageSink for SifOut<'_> {
+    fn append_file_range(&mut self, src: &File, offset: u64, len: u64) -> std::io::Result<bool> {
+        let appended = self.file.append_file_range(src, offset, len)?;
+        if appended {
+            self.position += len;
+        }
+        Ok(appended)
+    }
+}
+
 impl Read for SifOut<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.file.read(buf)?;
@@ -220,6 +232,15 @@ impl Write for Discard {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Ranges are counted and dropped like bytes, without reading them.
+impl oci2sif::ImageSink for Discard {
+    fn append_file_range(&mut self, _: &File, _: u64, len: u64) -> std::io::Result<bool> {
+        self.position += len;
+        self.end = self.end.max(self.position);
+        Ok(true)
     }
 }
 
@@ -316,8 +337,10 @@ fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
     };
     let built = match &spec.enroot_out {
         Some(path) => match File::create(path) {
-            Ok(mut enroot) => oci2sif::build_sif_and_enroot(input, &options, &mut out, &mut enroot)
-                .map(|(report, size)| (report, Some(size))),
+            Ok(mut enroot) => {
+                oci2sif::build_sif_and_enroot_into(input, &options, &mut out, &mut enroot)
+                    .map(|(report, size)| (report, Some(size)))
+            }
             Err(e) => {
                 return failed(
                     format!("cannot create the enroot image file: {e}"),
@@ -326,7 +349,7 @@ fn build(spec: &BuildSpec, meter: &Arc<Meter>) -> Outcome {
                 )
             }
         },
-        None => oci2sif::build_sif(input, &options, &mut out).map(|report| (report, None)),
+        None => oci2sif::build_sif_into(input, &options, &mut out).map(|report| (report, None)),
     };
     match built {
         Ok((report, enroot_size)) => {

@@ -13,7 +13,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use oci2sif::{build_sif_to_file, BuildInput, BuildOptions, Compression, LayerInput};
+use oci2sif::{build_sif_into, BuildInput, BuildOptions, Compression, LayerInput};
 
 struct Args {
     layout: PathBuf,
@@ -114,7 +114,7 @@ fn main() {
         .truncate(true)
         .open(&args.out)
         .expect("create the SIF");
-    let report = build_sif_to_file(input, &args.options, &mut out).expect("build");
+    let report = build_sif_into(input, &args.options, &mut out).expect("build");
     let t = report.timings;
     println!(
         "build_s={:.3} unpack_s={:.3} squashfs_s={:.3} sif_s={:.3} sif_bytes={} sha256={}",

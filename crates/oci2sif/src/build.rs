@@ -185,14 +185,14 @@ pub fn build_sif<W: Read + Write + Seek>(
     build_outputs(input, opts, &mut BytesOnly(out), None)
 }
 
-/// [`build_sif`] into a file (opened for reading and writing): the same bytes, but the data
-/// blocks compressed while the layers were applied, most of the image, are copied from the
-/// spool into the SIF in the kernel rather than through this process (see
-/// `squashfs::ImageSink`).
-pub fn build_sif_to_file(
+/// [`build_sif`] into an output that takes file ranges ([`ImageSink`]: a `File` opened for
+/// reading and writing, or a wrapper around one): the same bytes, but the data blocks
+/// compressed while the layers were applied, most of the image, are copied from the spool
+/// into the SIF in the kernel rather than through this process.
+pub fn build_sif_into<W: ReadWriteSeek>(
     input: BuildInput<'_>,
     opts: &BuildOptions,
-    out: &mut File,
+    out: &mut W,
 ) -> Result<BuildReport, BuildError> {
     build_outputs(input, opts, out, None)
 }
@@ -206,13 +206,23 @@ pub fn build_sif_and_enroot<W: Read + Write + Seek>(
     out: &mut W,
     enroot_out: &mut dyn WriteSeek,
 ) -> Result<(BuildReport, u64), BuildError> {
+    build_sif_and_enroot_into(input, opts, &mut BytesOnly(out), enroot_out)
+}
+
+/// [`build_sif_and_enroot`] with the SIF going into an [`ImageSink`], as [`build_sif_into`].
+pub fn build_sif_and_enroot_into<W: ReadWriteSeek>(
+    input: BuildInput<'_>,
+    opts: &BuildOptions,
+    out: &mut W,
+    enroot_out: &mut dyn WriteSeek,
+) -> Result<(BuildReport, u64), BuildError> {
     let mut enroot_size = 0;
     let enroot = Some((enroot_out, &mut enroot_size));
-    let report = build_outputs(input, opts, &mut BytesOnly(out), enroot)?;
+    let report = build_outputs(input, opts, out, enroot)?;
     Ok((report, enroot_size))
 }
 
-fn build_outputs<W: Read + Write + Seek + ImageSink>(
+fn build_outputs<W: ReadWriteSeek>(
     input: BuildInput<'_>,
     opts: &BuildOptions,
     out: &mut W,
@@ -453,9 +463,11 @@ fn scratch_error(exceeded: bool, opts: &BuildOptions, error: BuildError) -> Buil
 pub trait WriteSeek: Write + Seek {}
 impl<T: Write + Seek> WriteSeek for T {}
 
-/// Where the SIF goes: a file, or anything else that seeks and reads back what was written.
-pub trait ReadWriteSeek: Read + Write + Seek {}
-impl<T: Read + Write + Seek> ReadWriteSeek for T {}
+/// Where the SIF goes in [`build_sif_into`]: a file, or anything else that seeks, reads back
+/// what was written and takes file ranges ([`ImageSink`]; wrap a plain writer in
+/// [`BytesOnly`], as [`build_sif`] does).
+pub trait ReadWriteSeek: Read + Write + Seek + ImageSink {}
+impl<T: Read + Write + Seek + ImageSink> ReadWriteSeek for T {}
 
 /// Refuses writes that would take a file past `budget` bytes, so one build cannot fill the
 /// disk its scratch directory is on; remembers that it refused, to name the limit.

@@ -22,6 +22,7 @@ pub mod squashfs;
 pub mod tree;
 
 pub use build::{
-    build_sif, build_sif_and_enroot, build_sif_to_file, BuildError, BuildInput, BuildOptions,
-    BuildReport, BuildTimings, Compression, LayerInput,
+    build_sif, build_sif_and_enroot, build_sif_and_enroot_into, build_sif_into, BuildError,
+    BuildInput, BuildOptions, BuildReport, BuildTimings, Compression, LayerInput,
 };
+pub use squashfs::{BytesOnly, ImageSink};

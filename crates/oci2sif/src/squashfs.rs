@@ -31,7 +31,7 @@ mod tables;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 
-pub(crate) use sink::{BytesOnly, ImageSink};
+pub use sink::{BytesOnly, ImageSink};
 
 use crate::tree::{InodeId, Spool, Tree};
 

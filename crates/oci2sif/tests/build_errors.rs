@@ -3,7 +3,7 @@
 
 use std::io::{Cursor, Read};
 
-use oci2sif::{build_sif, build_sif_to_file, BuildError, BuildInput, BuildOptions, LayerInput};
+use oci2sif::{build_sif, build_sif_into, BuildError, BuildInput, BuildOptions, LayerInput};
 
 const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]}}"#;
 
@@ -40,7 +40,7 @@ fn try_build_to_file(
         source_ref: "127.0.0.1:5000/alice/tool:1".to_string(),
     };
     let mut out = tempfile::tempfile_in(&opts.work_dir).unwrap();
-    let result = build_sif_to_file(input, opts, &mut out).map(|_| ());
+    let result = build_sif_into(input, opts, &mut out).map(|_| ());
     (result, out.metadata().unwrap().len())
 }
 

@@ -12,7 +12,7 @@ use std::io::{Cursor, Read};
 
 use layers_support::LayerTar;
 use oci2sif::{
-    build_sif, build_sif_and_enroot, build_sif_to_file, BuildInput, BuildOptions, BuildReport,
+    build_sif, build_sif_and_enroot, build_sif_into, BuildInput, BuildOptions, BuildReport,
     Compression,
 };
 use squashfs_support::{pattern_bytes as pattern, random_bytes as random, read_write_file};
@@ -135,7 +135,7 @@ fn a_sif_built_into_a_file_is_the_one_built_through_memory() {
         let expected = build_sif(input(&layers), &opts, &mut memory).unwrap();
         let path = work.path().join("image.sif");
         let mut file = read_write_file(&path);
-        let report = build_sif_to_file(input(&layers), &opts, &mut file).unwrap();
+        let report = build_sif_into(input(&layers), &opts, &mut file).unwrap();
         drop(file);
         assert_eq!(report.sif_sha256, expected.sif_sha256, "{compression:?}");
         assert!(

@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
 /// An image output. [`append_file_range`](Self::append_file_range) is the fast path for
 /// stored blocks; an output that cannot take it says so and gets the bytes instead.
-pub(crate) trait ImageSink: Write {
+pub trait ImageSink: Write {
     /// Appends the `len` bytes of `src` at `offset` to the output. Returns false, having
     /// written nothing, when this output only takes bytes (the caller then writes them).
     ///
@@ -24,7 +24,7 @@ pub(crate) trait ImageSink: Write {
 
 /// Any `Write + Seek` as an image output that takes bytes only (reads pass through: a SIF
 /// is read back to hash it).
-pub(crate) struct BytesOnly<W>(pub W);
+pub struct BytesOnly<W>(pub W);
 
 impl<W: Read> Read for BytesOnly<W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -75,6 +75,12 @@ impl ImageSink for File {
 }
 
 impl<T: ImageSink + ?Sized> ImageSink for &mut T {
+    fn append_file_range(&mut self, src: &File, offset: u64, len: u64) -> io::Result<bool> {
+        (**self).append_file_range(src, offset, len)
+    }
+}
+
+impl<T: ImageSink + ?Sized> ImageSink for Box<T> {
     fn append_file_range(&mut self, src: &File, offset: u64, len: u64) -> io::Result<bool> {
         (**self).append_file_range(src, offset, len)
     }
