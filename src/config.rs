@@ -131,8 +131,9 @@ pub struct FarmConfig {
     pub retry_delay_secs: i64,
     /// A worker that has not heart-beaten for this long loses its job to another.
     pub lease_secs: i64,
-    /// Memory one build process may use (cgroup v2 `memory.max` under `cgroup`, else
-    /// `RLIMIT_AS`); a build over it fails with that reason and is retried.
+    /// Memory one build process may use (under `cgroup`: `memory.max` on cgroup v2,
+    /// `memory.limit_in_bytes` and as much `memory.memsw.limit_in_bytes` on cgroup v1; else
+    /// `RLIMIT_AS`); a build over it fails with that reason and is retried. 0: no limit.
     pub max_memory_bytes: u64,
     /// Wall-clock time one build may take before its process is killed.
     pub build_timeout_secs: u64,
@@ -140,7 +141,12 @@ pub struct FarmConfig {
     pub nice: i32,
     /// Run build processes under `SCHED_IDLE`: they get CPU only when nothing else wants it.
     pub sched_idle: bool,
-    /// A delegated cgroup v2 directory; each build gets a child cgroup with `memory.max` there.
+    /// A cgroup directory delegated to the service's user, on either hierarchy (told apart by
+    /// its files): cgroup v2 (`memory` in its `cgroup.controllers`, no process of its own;
+    /// systemd `Delegate=memory` with `DelegateSubgroup=`), or cgroup v1's memory hierarchy
+    /// (systemd `Delegate=yes`, or a directory root made and handed over). Each build gets a
+    /// child cgroup there with `max_memory_bytes` as its limit, joined before `exec`, killed and
+    /// removed after; `RLIMIT_AS` is then not set.
     pub cgroup: Option<PathBuf>,
     /// Where builds run: `local`, `remote` (builder hosts only) or `slurm`.
     pub executor: Executor,

@@ -36,7 +36,8 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// Compression threads (unset: the server's `[farm] threads`).
     pub threads: Option<usize>,
-    /// A delegated cgroup v2 directory for `memory.max` (unset: `RLIMIT_AS`).
+    /// A delegated cgroup directory, v2 or v1 memory, for the builds' memory limit (unset:
+    /// `RLIMIT_AS`).
     pub cgroup: Option<PathBuf>,
 }
 

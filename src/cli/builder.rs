@@ -36,7 +36,8 @@ pub struct BuilderArgs {
     /// Compression threads per build [default: the server's [farm] threads].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// A delegated cgroup v2 directory: each build gets `memory.max` there (else RLIMIT_AS).
+    /// A delegated cgroup directory (cgroup v2, or v1's memory hierarchy): each build gets its
+    /// memory limit in a child cgroup there (else RLIMIT_AS).
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
 }

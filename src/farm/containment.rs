@@ -3,8 +3,9 @@
 //! between `fork` and `exec`, before the program runs a single instruction of its own, and hold
 //! for all of its descendants.
 //!
-//! - memory: a child cgroup of the delegated `[farm] cgroup` with `memory.max` (the process joins
-//!   it before `exec`), else `RLIMIT_AS`;
+//! - memory: a child cgroup of the delegated `[farm] cgroup` (`memory.max` on cgroup v2,
+//!   `memory.limit_in_bytes` on cgroup v1's memory hierarchy: [`super::cgroup`]), which the
+//!   process joins before `exec`; else `RLIMIT_AS`;
 //! - wall-clock time: `build_timeout_secs`, then the whole process group is killed;
 //! - threads: `GOMAXPROCS` for Go programs (apptainer); each backend passes its own thread flag;
 //! - scratch space: a program that bounds its own writes (oci2sif's `max_scratch_bytes`) is
@@ -16,11 +17,8 @@
 //! Every build runs in its own process group, killed as a whole when the build ends, times out,
 //! overflows its scratch space or is dropped (a lost lease): no grandchild outlives its build.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -28,6 +26,7 @@ use tokio::process::{ChildStdout, Command};
 use tokio::task::JoinHandle;
 
 use super::backend::Failure;
+use super::cgroup::BuildCgroup;
 use crate::config::FarmConfig;
 use crate::quota::format_size;
 
@@ -52,6 +51,8 @@ pub struct Exit<T> {
     pub stderr: String,
     /// The cgroup's OOM killer ended a process of the build.
     pub oom_killed: bool,
+    /// What held the build's memory: the cgroup's limit file, or `RLIMIT_AS`.
+    pub memory_limit: &'static str,
 }
 
 /// Runs `cmd` contained by `limits`, its stdout handed to `read_stdout`. A time limit or
@@ -80,7 +81,7 @@ pub async fn run<T: Send + 'static>(
     let before_exec = BeforeExec {
         nice: c.nice,
         sched_idle: c.sched_idle,
-        // Under a delegated cgroup, memory.max is the limit (it counts what is resident, not
+        // Under a delegated cgroup, its limit is the limit (it counts what is resident, not
         // what is mapped); else the address space is capped.
         max_address_space: (c.cgroup.is_none() && c.max_memory_bytes > 0)
             .then_some(c.max_memory_bytes),
@@ -108,7 +109,7 @@ pub async fn run<T: Send + 'static>(
     });
     // The child held its own descriptor of cgroup.procs until `exec`; this one is done too.
     let cgroup = cgroup.map(|mut cg| {
-        cg.procs = None;
+        cg.close_procs();
         cg
     });
     let stdout = child.stdout.take().map(read_stdout);
@@ -161,12 +162,13 @@ pub async fn run<T: Send + 'static>(
             ))
         }
     };
-    let oom_killed = cgroup.as_ref().is_some_and(BuildCgroup::oom_killed);
+    let oom_killed = cgroup.as_ref().is_some_and(|cg| cg.oom_killed(status));
     Ok(Exit {
         status,
         stdout,
         stderr,
         oom_killed,
+        memory_limit: cgroup.as_ref().map_or("RLIMIT_AS", |cg| cg.hierarchy.limit),
     })
 }
 
@@ -183,14 +185,15 @@ pub fn died<T>(exit: &Exit<T>, c: &FarmConfig) -> Option<Failure> {
         || stderr.contains("out of memory")
         || stderr.contains("failed to spawn thread");
     let reason = if out_of_memory {
-        let how = if c.cgroup.is_some() {
-            "memory.max"
+        let killer = if exit.oom_killed {
+            "; the kernel's OOM killer ended a process of the build"
         } else {
-            "RLIMIT_AS"
+            ""
         };
         format!(
-            "exceeded the {} memory limit (farm.max_memory_bytes, {how}); the build process ended: {}",
+            "exceeded the {} memory limit (farm.max_memory_bytes, {}){killer}; the build process ended: {}",
             format_size(c.max_memory_bytes),
+            exit.memory_limit,
             exit.status
         )
     } else if let Some(signal) = exit.status.signal() {
@@ -327,66 +330,6 @@ async fn join(task: Option<JoinHandle<String>>) -> String {
     }
 }
 
-/// A child cgroup of the delegated `[farm] cgroup` holding one build; on drop, whatever is
-/// still in it is killed and it is removed.
-struct BuildCgroup {
-    dir: PathBuf,
-    /// Open until the child is started (it joins through its inherited copy).
-    procs: Option<File>,
-}
-
-impl BuildCgroup {
-    fn create(parent: &Path, max_memory: u64) -> std::io::Result<BuildCgroup> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = parent.join(format!("build-{}-{n}", std::process::id()));
-        std::fs::create_dir(&dir)?;
-        let mut cg = BuildCgroup { dir, procs: None };
-        std::fs::write(cg.dir.join("memory.max"), max_memory.to_string())?;
-        // No swap either, where the controller offers it: the limit is on memory, not RAM.
-        let _ = std::fs::write(cg.dir.join("memory.swap.max"), "0");
-        // Rust opens files close-on-exec: the build program never holds it.
-        cg.procs = Some(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(cg.dir.join("cgroup.procs"))?,
-        );
-        Ok(cg)
-    }
-
-    fn procs_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.procs.as_ref().map(|f| f.as_raw_fd())
-    }
-
-    fn oom_killed(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("memory.events"))
-            .ok()
-            .and_then(|events| {
-                events
-                    .lines()
-                    .find_map(|l| l.strip_prefix("oom_kill "))
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-            })
-            .is_some_and(|n| n > 0)
-    }
-}
-
-impl Drop for BuildCgroup {
-    fn drop(&mut self) {
-        // cgroup.kill (Linux 5.14) also ends a process that left the build's process group.
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
-        // Killed processes leave the cgroup once reaped, a moment later.
-        for _ in 0..20 {
-            match std::fs::remove_dir(&self.dir) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => return,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +341,7 @@ mod tests {
             stdout: (),
             stderr: stderr.to_owned(),
             oom_killed: false,
+            memory_limit: "RLIMIT_AS",
         }
     }
 
@@ -416,6 +360,21 @@ mod tests {
             oom.reason
         );
         assert!(!oom.permanent);
+        // The cgroup's OOM killer (v1): the knob it enforced, and who acted.
+        let cgroup_oom = Exit {
+            oom_killed: true,
+            memory_limit: "memory.limit_in_bytes",
+            ..exit(libc::SIGKILL, "")
+        };
+        let oom = died(&cgroup_oom, &c).unwrap();
+        assert!(
+            oom.reason.starts_with(
+                "exceeded the 96 MiB memory limit (farm.max_memory_bytes, memory.limit_in_bytes); \
+                 the kernel's OOM killer ended a process of the build"
+            ),
+            "{}",
+            oom.reason
+        );
         let killed = died(&exit(libc::SIGSEGV, ""), &c).unwrap();
         assert_eq!(killed.reason, "the build process was killed by signal 11");
         // An error of the program's own is the caller's to word.

@@ -16,6 +16,7 @@ pub mod access;
 pub mod apptainer;
 pub mod backend;
 pub mod build_child;
+pub mod cgroup;
 pub mod containment;
 pub mod derive;
 pub mod image;

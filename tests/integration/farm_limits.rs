@@ -89,6 +89,16 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     r
 }
 
+/// A gzip layer of one small file, `hello.txt`: an image any limit lets build.
+fn hello_layer() -> Vec<u8> {
+    let mut tar = Vec::new();
+    ustar(&mut tar, "hello.txt", b'0', 6);
+    tar.extend_from_slice(b"hello\n");
+    pad(&mut tar);
+    tar.resize(tar.len() + 1024, 0);
+    gzip_stream(1, move |_, buf| buf.extend_from_slice(&tar))
+}
+
 fn push_layer_image(server: &Server, repo: &str, tag: &str, layer: &[u8]) -> String {
     push_labelled_layer_image(server, repo, tag, layer, "")
 }
@@ -191,12 +201,7 @@ fn memory_bomb_images_fail_on_limits_while_the_server_stays_flat_and_serves() {
         "workers = 1\nmax_attempts = 3\nretry_delay_secs = 0\nmax_entries = 500000\nmax_xattr_bytes = 16777216",
     );
     // A small image built first: its SIF is downloaded during the bomb builds.
-    let mut small = Vec::new();
-    ustar(&mut small, "hello.txt", b'0', 6);
-    small.extend_from_slice(b"hello\n");
-    pad(&mut small);
-    small.resize(small.len() + 1024, 0);
-    let small = gzip_stream(1, move |_, buf| buf.extend_from_slice(&small));
+    let small = hello_layer();
     push_layer_image(&server, "dev/small", "1", &small);
     let sif = wait_sif(&server, "dev/small:1", BUILD_DEADLINE).reply.body;
 
@@ -282,12 +287,7 @@ fn a_build_over_the_memory_limit_dies_in_its_own_process_and_is_retried_while_th
         "workers = 1\nmax_attempts = 2\nretry_delay_secs = 0\nmax_memory_bytes = {}",
         96u64 << 20
     ));
-    let mut small = Vec::new();
-    ustar(&mut small, "hello.txt", b'0', 6);
-    small.extend_from_slice(b"hello\n");
-    pad(&mut small);
-    small.resize(small.len() + 1024, 0);
-    let small = gzip_stream(1, move |_, buf| buf.extend_from_slice(&small));
+    let small = hello_layer();
     push_layer_image(&server, "dev/small", "1", &small);
     let sif = wait_sif(&server, "dev/small:1", BUILD_DEADLINE).reply.body;
 
@@ -314,6 +314,297 @@ fn a_build_over_the_memory_limit_dies_in_its_own_process_and_is_retried_while_th
     watch.assert_flat(baseline, "the bomb build");
     let r = sif_get(&server, "dev/small:1");
     assert_eq!(r.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A delegated memory cgroup: cgroup v2, or cgroup v1's memory hierarchy
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh cgroup directory for one test, under the test process's own memory cgroup, whose
+/// children get the memory controller: what an admin delegates as `[farm] cgroup`. Removed on
+/// drop (the test asserts it was left empty).
+struct TestCgroup {
+    dir: std::path::PathBuf,
+    /// The limit file of its hierarchy: `memory.max` or `memory.limit_in_bytes`.
+    limit: &'static str,
+}
+
+/// The cgroup mounts of /proc/self/mountinfo: (root, mount point, filesystem type, super options).
+fn cgroup_mounts() -> Vec<(String, String, String, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            Some((
+                left.get(3)?.to_string(),
+                left.get(4)?.to_string(),
+                right.first()?.to_string(),
+                right.get(2).unwrap_or(&"").to_string(),
+            ))
+        })
+        .filter(|(_, _, fstype, _)| fstype.starts_with("cgroup"))
+        .collect()
+}
+
+/// Where this process's cgroup `path` (from /proc/self/cgroup) is, on a mount of `root`.
+fn cgroup_dir(mount_root: &str, mount_point: &str, path: &str) -> Option<std::path::PathBuf> {
+    let relative = path.strip_prefix(mount_root.trim_end_matches('/'))?;
+    Some(std::path::Path::new(mount_point).join(relative.trim_start_matches('/')))
+}
+
+impl TestCgroup {
+    /// Or why this machine has no memory cgroup for the test to delegate.
+    fn create() -> Result<TestCgroup, String> {
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let mounts = cgroup_mounts();
+        let name = unique("hpcreg-test");
+        let mut why = Vec::new();
+        // cgroup v2: our cgroup must already give its children memory (the test does not
+        // change the machine's cgroups), so that the test's directory can give it to builds.
+        let v2 = own.lines().find_map(|l| l.strip_prefix("0::"));
+        let v2_mount = mounts.iter().find(|m| m.2 == "cgroup2");
+        match (v2, v2_mount) {
+            (Some(path), Some((root, point, _, _))) => match cgroup_dir(root, point, path) {
+                Some(ours) => {
+                    let enabled = std::fs::read_to_string(ours.join("cgroup.subtree_control"))
+                        .unwrap_or_default();
+                    if enabled.split_whitespace().any(|c| c == "memory") {
+                        let dir = ours.join(&name);
+                        match std::fs::create_dir(&dir).and_then(|()| {
+                            std::fs::write(dir.join("cgroup.subtree_control"), "+memory")
+                        }) {
+                            Ok(()) => {
+                                return Ok(TestCgroup {
+                                    dir,
+                                    limit: "memory.max",
+                                })
+                            }
+                            Err(e) => {
+                                let _ = std::fs::remove_dir(&dir);
+                                why.push(format!("cgroup v2: {}: {e}", dir.display()));
+                            }
+                        }
+                    } else {
+                        why.push(format!(
+                            "cgroup v2: {} does not enable memory for its children",
+                            ours.display()
+                        ));
+                    }
+                }
+                None => why.push(format!("cgroup v2: {path} is outside the mount")),
+            },
+            _ => why.push("cgroup v2: not mounted".to_owned()),
+        }
+        // cgroup v1: the memory hierarchy, which has no rule against processes in a parent.
+        let v1 = own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then_some(path)
+        });
+        let v1_mount = mounts
+            .iter()
+            .find(|m| m.2 == "cgroup" && m.3.split(',').any(|o| o == "memory"));
+        match (v1, v1_mount) {
+            (Some(path), Some((root, point, _, _))) => match cgroup_dir(root, point, path) {
+                Some(ours) if ours.join("memory.limit_in_bytes").exists() => {
+                    let dir = ours.join(&name);
+                    match std::fs::create_dir(&dir) {
+                        Ok(()) => {
+                            return Ok(TestCgroup {
+                                dir,
+                                limit: "memory.limit_in_bytes",
+                            })
+                        }
+                        Err(e) => why.push(format!("cgroup v1 memory: {}: {e}", dir.display())),
+                    }
+                }
+                _ => why.push(format!("cgroup v1 memory: no memory cgroup at {path}")),
+            },
+            _ => why.push("cgroup v1 memory: not mounted".to_owned()),
+        }
+        Err(why.join("; "))
+    }
+
+    /// [`TestCgroup::create`], or `None` after saying on stderr why the test is skipped.
+    fn for_test() -> Option<TestCgroup> {
+        match TestCgroup::create() {
+            Ok(cg) => {
+                eprintln!("farm.cgroup = {} ({})", cg.dir.display(), cg.limit);
+                Some(cg)
+            }
+            Err(why) => {
+                eprintln!("skipped: no writable memory cgroup to delegate as farm.cgroup ({why})");
+                None
+            }
+        }
+    }
+
+    /// The failure reason of a build the kernel's OOM killer ended under a `limit` cgroup.
+    fn oom_reason(&self, limit: &str) -> String {
+        format!(
+            "exceeded the {limit} memory limit (farm.max_memory_bytes, {}); the kernel's OOM killer ended a process of the build",
+            self.limit
+        )
+    }
+
+    /// Removes the directory, which the server must have left empty.
+    fn remove(self) {
+        std::fs::remove_dir(&self.dir)
+            .unwrap_or_else(|e| panic!("the test's cgroup {}: {e}", self.dir.display()));
+    }
+
+    /// The build cgroups the server made here and has not removed.
+    fn builds(&self) -> Vec<String> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("build-"))
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // A failed test's leftovers: best effort, the machine's cgroups stay tidy.
+        for build in self.builds() {
+            let dir = self.dir.join(build);
+            for _ in 0..50 {
+                for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    // SAFETY: a plain signal to a process of the test's build cgroup.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                if std::fs::remove_dir(&dir).is_ok() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A process seen in one of the server's build cgroups: its command line and its address space
+/// limit (from /proc/<pid>/limits).
+#[derive(Debug)]
+struct Member {
+    cgroup: String,
+    cmdline: String,
+    address_space: String,
+}
+
+/// Samples the processes of `cg`'s build cgroups every 10 ms until stopped.
+struct MemberWatch {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<Vec<Member>>,
+}
+
+impl MemberWatch {
+    fn start(cg: &TestCgroup) -> MemberWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, dir) = (stop.clone(), cg.dir.clone());
+        let thread = thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                for build in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let procs = std::fs::read_to_string(build.path().join("cgroup.procs"));
+                    for pid in procs.unwrap_or_default().lines() {
+                        let (Ok(cmdline), Ok(limits)) = (
+                            std::fs::read(format!("/proc/{pid}/cmdline")),
+                            std::fs::read_to_string(format!("/proc/{pid}/limits")),
+                        ) else {
+                            continue;
+                        };
+                        seen.push(Member {
+                            cgroup: build.file_name().to_string_lossy().into_owned(),
+                            cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+                            address_space: limits
+                                .lines()
+                                .find(|l| l.starts_with("Max address space"))
+                                .unwrap_or_default()
+                                .to_owned(),
+                        });
+                    }
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        });
+        MemberWatch { stop, thread }
+    }
+
+    fn stop(self) -> Vec<Member> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn a_build_over_a_delegated_cgroups_memory_limit_is_oom_killed_there_and_the_cgroup_removed() {
+    let Some(cg) = TestCgroup::for_test() else {
+        return;
+    };
+    // 96 MiB of memory in the build's own cgroup (no RLIMIT_AS under a cgroup): plenty for a
+    // small image, far too little for 1.5 million distinct entries (about 600 MB resident).
+    let server = FarmServer::start(&format!(
+        "workers = 1\nmax_attempts = 2\nretry_delay_secs = 0\nmax_memory_bytes = {}\ncgroup = \"{}\"",
+        96u64 << 20,
+        cg.dir.display()
+    ));
+    let small = hello_layer();
+    push_layer_image(&server, "dev/small", "1", &small);
+    wait_sif(&server, "dev/small:1", BUILD_DEADLINE);
+    assert_eq!(cg.builds(), Vec::<String>::new(), "after a good build");
+
+    let bomb = distinct_entries(1_500_000);
+    let watch = MemberWatch::start(&cg);
+    push_layer_image(&server, "dev/bomb", "memory", &bomb);
+    // The cgroup's reason, and the kernel's OOM killer acted: only inside the cgroup can it
+    // have, the build process having no other limit.
+    assert_failed_transiently(&server, "dev/bomb:memory", &cg.oom_reason("96 MiB"), 2);
+    let members = watch.stop();
+    // The build process itself was in a build cgroup of the delegated directory, with its
+    // address space unlimited.
+    let build_child = members
+        .iter()
+        .find(|m| m.cmdline.contains(" build-child "))
+        .unwrap_or_else(|| panic!("no build process seen in a build cgroup: {members:?}"));
+    assert!(
+        build_child
+            .cgroup
+            .starts_with(&format!("build-{}-", server.pid()))
+            && build_child.address_space.contains("unlimited"),
+        "{build_child:?}"
+    );
+    // Each attempt's cgroup went with it.
+    assert_eq!(
+        cg.builds(),
+        Vec::<String>::new(),
+        "after the bomb's attempts"
+    );
+    assert_serving(&server);
+
+    // A normal image still builds under the same limit, in a cgroup of its own.
+    push_layer_image(&server, "dev/small", "2", &small);
+    wait_sif(&server, "dev/small:2", BUILD_DEADLINE);
+    assert_eq!(cg.builds(), Vec::<String>::new(), "after the last build");
+    drop(server);
+    cg.remove();
 }
 
 #[test]
@@ -445,12 +736,7 @@ impl MisbehavingApptainer {
 
 /// Pushes a one-file image whose build misbehaves as `mode` says.
 fn push_misbehaving(server: &Server, repo: &str, mode: &str) -> String {
-    let mut layer = Vec::new();
-    ustar(&mut layer, "hello.txt", b'0', 6);
-    layer.extend_from_slice(b"hello\n");
-    pad(&mut layer);
-    layer.resize(layer.len() + 1024, 0);
-    let layer = gzip_stream(1, move |_, buf| buf.extend_from_slice(&layer));
+    let layer = hello_layer();
     let label = format!("hpcreg-standin-mode={mode}");
     push_labelled_layer_image(server, repo, "1", &layer, &label)
 }
@@ -471,7 +757,7 @@ fn assert_serving(server: &Server) {
 #[test]
 fn an_apptainer_build_over_the_memory_limit_fails_with_that_reason_and_is_retried() {
     let apptainer = MisbehavingApptainer::new(1);
-    // 96 MiB of address space (RLIMIT_AS: the tests have no delegated cgroup); the stand-in
+    // 96 MiB of address space (RLIMIT_AS: this test delegates no cgroup); the stand-in
     // asks for 512 MiB, which it gets when the limit is not applied, and then writes no SIF.
     let server = apptainer.server(&format!(
         "max_attempts = 2\nmax_memory_bytes = {}",
@@ -490,6 +776,29 @@ fn an_apptainer_build_over_the_memory_limit_fails_with_that_reason_and_is_retrie
     let log = sif_get(&server, &format!("{digest}/log")).text();
     assert!(log.contains("Out of memory"), "job log:\n{log}");
     assert_serving(&server);
+}
+
+#[test]
+fn an_apptainer_build_over_a_delegated_cgroups_memory_limit_is_oom_killed_there() {
+    let Some(cg) = TestCgroup::for_test() else {
+        return;
+    };
+    let apptainer = MisbehavingApptainer::new(1);
+    // The stand-in's 512 MiB, in a cgroup of 96 MiB (and no RLIMIT_AS, which would make perl
+    // report "Out of memory" itself): only the kernel can end it.
+    let server = apptainer.server(&format!(
+        "max_attempts = 1\nmax_memory_bytes = {}\ncgroup = \"{}\"",
+        96u64 << 20,
+        cg.dir.display()
+    ));
+    let digest = push_misbehaving(&server, "dev/bomb", "memory");
+    assert_failed_transiently(&server, "dev/bomb:1", &cg.oom_reason("96 MiB"), 1);
+    let log = sif_get(&server, &format!("{digest}/log")).text();
+    assert!(!log.contains("allocated"), "job log:\n{log}");
+    assert_eq!(cg.builds(), Vec::<String>::new());
+    assert_serving(&server);
+    drop(server);
+    cg.remove();
 }
 
 /// Processes whose command line is exactly `argv`.
