@@ -529,9 +529,7 @@ mod tests {
         let f = File::open(file).ok()?;
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: statfs fills the struct it is given.
-        if unsafe { libc::fstatfs(f.as_raw_fd(), &mut fs) } != 0
-            || fs.f_type as i64 == libc::TMPFS_MAGIC as i64
-        {
+        if unsafe { libc::fstatfs(f.as_raw_fd(), &mut fs) } != 0 || fs.f_type == libc::TMPFS_MAGIC {
             return None;
         }
         let range = Range { off: 0, len: 0 };
