@@ -351,6 +351,10 @@ pub fn is_layer_media_type(media_type: &str) -> bool {
     codec_from_media_type(media_type).is_some()
 }
 
+/// Compressed bytes read from the blob at once: the decoders' own 32 KiB would be a system call
+/// (and a page-cache copy setup) per 32 KiB of a layer.
+const COMPRESSED_READ_LEN: usize = 256 * 1024;
+
 /// Picks gzip / zstd / plain tar from the media type (OCI and Docker layer types, `+gzip`/`+zstd`
 /// suffixes), falling back to sniffing the magic bytes.
 ///
@@ -368,10 +372,16 @@ pub fn decompress<'a>(
     let stream = Box::new(io::Cursor::new(head).chain(reader));
     Ok(match codec {
         Codec::Plain => stream,
-        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Codec::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(stream).map_err(LayerError::Decompress)?)
-        }
+        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
+            io::BufReader::with_capacity(COMPRESSED_READ_LEN, stream),
+        )),
+        Codec::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(io::BufReader::with_capacity(
+                COMPRESSED_READ_LEN,
+                stream,
+            ))
+            .map_err(LayerError::Decompress)?,
+        ),
     })
 }
 
