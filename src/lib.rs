@@ -36,3 +36,4 @@ pub mod timefmt;
 pub mod tls;
 pub mod ui;
 pub mod urlcode;
+pub mod writeback;

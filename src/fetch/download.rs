@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use super::{etag_digest, retry_pause, FetchError, ImageRef, Progress, Ready};
 use crate::client::{self, Client};
 use crate::node_cache::{self, Kind, NodeCache};
+use crate::writeback::Writeback;
 
 /// How one attempt ended.
 enum Attempt {
@@ -185,6 +186,8 @@ fn attempt(
             }
         }
         part.seek(SeekFrom::End(0))?;
+        // The cache publishes the file after an fsync: the disk takes it as it arrives.
+        let mut writeback = Writeback::at(*have);
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(c)) => c,
@@ -199,6 +202,7 @@ fn attempt(
                 .context("cannot write the download")?;
             hasher.update(&chunk);
             *have += chunk.len() as u64;
+            writeback.wrote(part, *have);
             progress.downloaded(*have);
         }
         if *have < ready.size {

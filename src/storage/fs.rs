@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Blob, BlobRead, Listed, Staged, StaleUpload, Stat, Storage};
 use crate::names::{Algorithm, Digest};
+use crate::writeback::Writeback;
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -35,17 +36,9 @@ pub struct FsStore {
 struct StagedFile {
     file: File,
     len: u64,
-    /// Up to here the disk has been asked to take the bytes (see [`WRITEBACK_EVERY`]).
-    writeback_from: u64,
+    /// The staged bytes go to the disk as they arrive ([`crate::writeback`]).
+    writeback: Writeback,
 }
-
-/// Staged bytes are handed to the disk as they arrive, in runs of this many: the kernel would
-/// otherwise keep them dirty until the commit's `fsync` (a push is far under
-/// `dirty_background_ratio`), and the client would wait for the whole blob to reach the disk
-/// after its last byte (0.6 s per GiB here) instead of only the last run. The pages stay in the
-/// page cache, clean, for the build that reads a layer right after its push. 4 MiB is the
-/// largest request the virtual disk takes at once.
-const WRITEBACK_EVERY: u64 = 4 << 20;
 
 /// A committed blob's open file.
 struct BlobFile(File);
@@ -225,8 +218,7 @@ impl Storage for FsStore {
         Ok(Box::new(StagedFile {
             file,
             len,
-            // A previous request's last run may not have been handed over: start at its run.
-            writeback_from: len - len % WRITEBACK_EVERY,
+            writeback: Writeback::at(len),
         }))
     }
 
@@ -364,32 +356,8 @@ impl Staged for StagedFile {
                 Err(e) => return Err(e),
             }
         }
-        if self.len - self.writeback_from >= WRITEBACK_EVERY {
-            start_writeback(
-                &self.file,
-                self.writeback_from,
-                self.len - self.writeback_from,
-            );
-            self.writeback_from = self.len;
-        }
+        self.writeback.wrote(&self.file, self.len);
         Ok(())
-    }
-}
-
-/// Asks the kernel to start writing `len` bytes of `file` from `offset` to the disk, without
-/// waiting for them. Only a head start for the `fsync` that makes them durable (and reports
-/// any write error): a filesystem that does not support it loses nothing.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (
-        libc::off64_t::try_from(offset),
-        libc::off64_t::try_from(len),
-    ) else {
-        return;
-    };
-    // SAFETY: a plain system call on an open descriptor; no memory is passed.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
@@ -507,45 +475,13 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
     }
 
-    /// Pages of `file` that are dirty, per the kernel's `cachestat(2)` (Linux 6.5); `None`
-    /// where there is no such call or the filesystem keeps no dirty state of its own (tmpfs).
-    fn dirty_pages(file: &Path) -> Option<u64> {
-        use std::os::fd::AsRawFd;
-        #[repr(C)]
-        struct Range {
-            off: u64,
-            len: u64,
-        }
-        #[repr(C)]
-        #[derive(Default)]
-        struct CacheStat {
-            nr_cache: u64,
-            nr_dirty: u64,
-            nr_writeback: u64,
-            nr_evicted: u64,
-            nr_recently_evicted: u64,
-        }
-        const SYS_CACHESTAT: libc::c_long = 451;
-        let f = File::open(file).ok()?;
-        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: statfs fills the struct it is given.
-        if unsafe { libc::fstatfs(f.as_raw_fd(), &mut fs) } != 0 || fs.f_type == libc::TMPFS_MAGIC {
-            return None;
-        }
-        let range = Range { off: 0, len: 0 };
-        let mut stat = CacheStat::default();
-        // SAFETY: cachestat reads `range` and writes `stat`, both live and of the kernel's layout.
-        let r = unsafe { libc::syscall(SYS_CACHESTAT, f.as_raw_fd(), &range, &mut stat, 0) };
-        (r == 0).then_some(stat.nr_dirty)
-    }
-
     #[test]
     fn staged_bytes_go_to_the_disk_as_they_arrive_not_at_the_commit() {
         let (dir, store) = store();
         let mib = vec![7u8; 1 << 20];
         stage(&store, "s", &vec![&mib[..]; 16]);
         let staged = dir.path().join("uploads").join("s");
-        let Some(dirty) = dirty_pages(&staged) else {
+        let Some(dirty) = crate::writeback::dirty_pages(&staged) else {
             eprintln!("skipped: no cachestat(2) here, or the test directory is on tmpfs");
             return;
         };
@@ -553,7 +489,7 @@ mod tests {
         // written (without it, all 16 MiB would wait for the commit's fsync, 30 s at least).
         let page = 4096;
         assert!(
-            dirty * page <= WRITEBACK_EVERY,
+            dirty * page <= crate::writeback::RUN_BYTES,
             "{} KiB of the 16 MiB staged are still dirty",
             dirty * page / 1024
         );
@@ -562,9 +498,9 @@ mod tests {
         for _ in 0..6 {
             up.append(&mib).unwrap();
         }
-        let dirty = dirty_pages(&staged).unwrap();
+        let dirty = crate::writeback::dirty_pages(&staged).unwrap();
         assert!(
-            dirty * page <= WRITEBACK_EVERY,
+            dirty * page <= crate::writeback::RUN_BYTES,
             "{} KiB dirty",
             dirty * page / 1024
         );
