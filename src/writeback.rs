@@ -54,9 +54,9 @@ fn start(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// Pages of a file still dirty, for the tests of every writer that uses [`Writeback`].
+/// Bytes of a file still dirty, for the tests of every writer that uses [`Writeback`].
 #[cfg(test)]
-pub(crate) use tests::dirty_pages;
+pub(crate) use tests::dirty_bytes;
 
 #[cfg(test)]
 mod tests {
@@ -66,10 +66,9 @@ mod tests {
 
     use super::*;
 
-    /// Pages of `file` that are dirty, per the kernel's `cachestat(2)` (Linux 6.5); `None`
+    /// Bytes of `file` in dirty pages, per the kernel's `cachestat(2)` (Linux 6.5); `None`
     /// where there is no such call or the filesystem keeps no dirty state of its own (tmpfs).
-    pub(crate) fn dirty_pages(file: &Path) -> Option<u64> {
-        use std::os::fd::AsRawFd;
+    pub(crate) fn dirty_bytes(file: &Path) -> Option<u64> {
         #[repr(C)]
         struct Range {
             off: u64,
@@ -86,8 +85,8 @@ mod tests {
         }
         const SYS_CACHESTAT: libc::c_long = 451;
         let f = File::open(file).ok()?;
+        // SAFETY: statfs is plain data, all zeroes a valid value; fstatfs fills it.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: statfs fills the struct it is given.
         if unsafe { libc::fstatfs(f.as_raw_fd(), &mut fs) } != 0 || fs.f_type == libc::TMPFS_MAGIC {
             return None;
         }
@@ -95,7 +94,9 @@ mod tests {
         let mut stat = CacheStat::default();
         // SAFETY: cachestat reads `range` and writes `stat`, both live and of the kernel's layout.
         let r = unsafe { libc::syscall(SYS_CACHESTAT, f.as_raw_fd(), &range, &mut stat, 0) };
-        (r == 0).then_some(stat.nr_dirty)
+        // SAFETY: sysconf only reads a setting.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        (r == 0).then_some(stat.nr_dirty * u64::try_from(page).ok()?)
     }
 
     #[test]
@@ -109,18 +110,18 @@ mod tests {
             file.write_all(&mib).unwrap();
             writeback.wrote(&file, n << 20);
         }
-        let Some(dirty) = dirty_pages(&path) else {
+        let Some(dirty) = dirty_bytes(&path) else {
             eprintln!("skipped: no cachestat(2) here, or the test directory is on tmpfs");
             return;
         };
         // Two runs of 4 MiB handed over; the ninth MiB waits for its run to complete.
-        assert_eq!(dirty * 4096, 1 << 20, "{} KiB dirty", dirty * 4);
+        assert_eq!(dirty, 1 << 20, "{} KiB dirty", dirty / 1024);
         // Another writer of the same file starts again at the run that MiB belongs to.
         let mut writeback = Writeback::at(9 << 20);
         for n in 10..=12u64 {
             file.write_all(&mib).unwrap();
             writeback.wrote(&file, n << 20);
         }
-        assert_eq!(dirty_pages(&path).unwrap(), 0);
+        assert_eq!(dirty_bytes(&path).unwrap(), 0);
     }
 }
